@@ -1,0 +1,62 @@
+"""One exception root with an exit code, and the error codes rows are rejected with."""
+
+from __future__ import annotations
+
+# Exit codes (SPEC §4).
+EXIT_OK = 0  # every row accepted
+EXIT_REJECTS = 1  # some rows rejected, the rest done
+EXIT_FATAL = 2  # usage or fatal error: nothing (more) written
+
+
+class TutormaxError(Exception):
+    """Root of every error tutormax raises on purpose; carries the process exit code."""
+
+    exit_code = EXIT_FATAL
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class UsageError(TutormaxError):
+    """A bad option value or combination."""
+
+
+class InputError(TutormaxError):
+    """A file that cannot be read as records: unreadable, corrupt, unknown kind, missing columns."""
+
+
+class DatabaseError(TutormaxError):
+    """The database is unreachable or failed outside a single row's fault."""
+
+
+class QueueError(TutormaxError):
+    """Redis is unreachable or a stream operation failed."""
+
+
+# Row-level error codes: each rejected row carries a list of {field, code, message}.
+REQUIRED = "required"
+TOO_LONG = "too_long"
+TOO_SHORT = "too_short"
+BLANK = "blank"
+INVALID_EMAIL = "invalid_email"
+INVALID_CHOICE = "invalid_choice"
+INVALID_TIMESTAMP = "invalid_timestamp"
+INVALID_INT = "invalid_int"
+INVALID_FLOAT = "invalid_float"
+INVALID_BOOL = "invalid_bool"
+INVALID_LIST = "invalid_list"
+OUT_OF_RANGE = "out_of_range"
+INVALID_UTF8 = "invalid_utf8"
+NUL_BYTE = "nul_byte"
+FIELD_TOO_LARGE = "field_too_large"
+MALFORMED_ROW = "malformed_row"
+MISSING_PARENT = "missing_parent"
+DATABASE_REFUSED = "database"
+
+# Dead-letter error classes (SPEC §6): metadata.error of a dead letter.
+DLQ_VALIDATION = "validation"
+DLQ_MISSING_PARENT = "missing_parent"
+DLQ_POISON = "poison"
+DLQ_DATABASE = "database"

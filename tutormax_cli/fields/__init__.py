@@ -1,0 +1,32 @@
+"""The 17 derived fields of SPEC §3, one small function each, and their ordered registry.
+
+`REGISTRY` is the single list that output files, the README's field table and the database
+schema are built from. Order: tutors, sessions, feedback, each in SPEC order.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from ..schema import KIND_ORDER
+from . import feedback, sessions, tutors  # noqa: F401  (importing registers the formulas)
+from .base import Context, Field, registered
+
+# Kinds in processing order; within a kind, definition order (= SPEC order).
+REGISTRY: tuple[Field, ...] = tuple(
+    sorted(registered(), key=lambda f: KIND_ORDER.index(f.kind))
+)
+
+
+def fields_for(kind: str) -> tuple[Field, ...]:
+    return tuple(f for f in REGISTRY if f.kind == kind)
+
+
+def derive(kind: str, table: pa.Table, ctx: Context) -> pa.Table:
+    """Compute every derived field of `kind` over a validated table; one column each, in order."""
+    fields = fields_for(kind)
+    arrays = [f.compute(table, ctx).cast(f.type) for f in fields]
+    return pa.table(arrays, names=[f.name for f in fields])
+
+
+__all__ = ["REGISTRY", "Context", "Field", "derive", "fields_for"]
