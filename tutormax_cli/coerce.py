@@ -72,7 +72,7 @@ def coerce(col: Column, raw: pa.Array) -> tuple[pa.Array, list[Problem]]:
     if col.required:
         missing = pc.is_null(raw)
         if _is_text(raw.type) and col.type is not Type.STRING:
-            missing = pc.or_(missing, pc.equal(pc.utf8_trim_whitespace(raw), ""))
+            missing = pc.or_kleene(missing, pc.equal(pc.utf8_trim_whitespace(raw), ""))
         missing = _mask(missing)
         if pc.any(missing).as_py():
             problems.append(Problem(col.name, E.REQUIRED, missing, "is required"))

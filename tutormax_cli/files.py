@@ -152,33 +152,35 @@ def _csv_pass(path: Path, batch_size: int, block: int, skip: int) -> Iterator[Ra
 
     names = _Csv.header(path)
     size = max(path.stat().st_size, 1)
-    fh = path.open("rb")
-    reader = pv.open_csv(
-        fh,
-        # NOTE: single-threaded parsing is what makes Arrow report a malformed row's number.
-        read_options=pv.ReadOptions(block_size=block, use_threads=False),
-        parse_options=pv.ParseOptions(newlines_in_values=True, invalid_row_handler=on_invalid),
-        # Binary, not string: invalid UTF-8 must reject its row, not the file.
-        convert_options=pv.ConvertOptions(
-            column_types={n: pa.binary() for n in names},
-            strings_can_be_null=True,
-            null_values=[""],
-            quoted_strings_can_be_null=True,
-        ),
-    )
-    gaps: list[int] = []  # record numbers of malformed rows seen so far, ascending
-    good = 0  # good rows read so far
-    for table in _rebatch((pa.Table.from_batches([b]) for b in reader), batch_size):
-        fresh, malformed[:] = list(malformed), []
-        gaps.extend(m.row for m in fresh)
-        start, good = good, good + table.num_rows
-        if good <= skip:
-            continue
-        if start < skip:  # a restart with bigger blocks: drop what was already yielded
-            table, start = table.slice(skip - start), skip
-        done = min(fh.tell() / size, 1.0)
-        yield RawBatch(table, start + 1, tuple(gaps), fresh if skip == 0 else [], done)
-    fh.close()
+    with path.open("rb") as fh:
+        reader = pv.open_csv(
+            fh,
+            # NOTE: single-threaded parsing is what makes Arrow report a malformed row's number.
+            read_options=pv.ReadOptions(block_size=block, use_threads=False),
+            parse_options=pv.ParseOptions(newlines_in_values=True, invalid_row_handler=on_invalid),
+            # Binary, not string: invalid UTF-8 must reject its row, not the file.
+            convert_options=pv.ConvertOptions(
+                column_types={n: pa.binary() for n in names},
+                strings_can_be_null=True,
+                null_values=[""],
+                quoted_strings_can_be_null=True,
+            ),
+        )
+        gaps: list[int] = []  # record numbers of malformed rows seen so far, ascending
+        good = 0  # good rows read so far
+        for table in _rebatch((pa.Table.from_batches([b]) for b in reader), batch_size):
+            fresh, malformed[:] = list(malformed), []
+            gaps.extend(m.row for m in fresh)
+            start, good = good, good + table.num_rows
+            if good <= skip:
+                continue
+            if start < skip:  # a restart with bigger blocks: drop what was already yielded
+                table, start = table.slice(skip - start), skip
+            done = min(fh.tell() / size, 1.0)
+            yield RawBatch(table, start + 1, tuple(gaps), fresh if skip == 0 else [], done)
+        if malformed and skip == 0:  # malformed rows after the last good one
+            empty = pa.table({n: pa.array([], pa.binary()) for n in names})
+            yield RawBatch(empty, good + 1, tuple(gaps), list(malformed), 1.0)
 
 
 def _first_line_columns(path: Path) -> list[str]:

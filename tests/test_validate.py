@@ -1,0 +1,200 @@
+"""Every SPEC §1 rule, on text input (CSV) and native input (JSON/Parquet)."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+from tutormax_cli import schema
+from tutormax_cli.validate import validate
+
+GOOD = {
+    "tutors": {
+        "tutor_id": "T1", "name": "Ann", "email": "ann@example.org",
+        "onboarding_date": "2024-01-15", "status": "active", "subjects": '["Math"]',
+    },
+    "sessions": {
+        "session_id": "S1", "tutor_id": "T1", "student_id": "st1",
+        "scheduled_start": "2024-11-07T14:00:00Z", "duration_minutes": "60", "subject": "Math",
+    },
+    "feedback": {
+        "feedback_id": "F1", "session_id": "S1", "student_id": "st1", "tutor_id": "T1",
+        "overall_rating": "5", "submitted_at": "2024-11-07T16:00:00Z",
+    },
+}  # fmt: skip
+
+
+def run(kind: str, **overrides: object) -> list[tuple[str, str]]:
+    """Validate one text row (GOOD + overrides); return its (field, code) errors."""
+    row = {**GOOD[kind], **overrides}
+    table = pa.table({k: pa.array([v], pa.string()) for k, v in row.items()})
+    result = validate(schema.KINDS[kind], table)
+    if not result.rejected:
+        return []
+    return [(e.field, e.code) for e in result.rejected[0].errors]
+
+
+@pytest.mark.parametrize("kind", list(GOOD))
+def test_good_rows_pass(kind: str) -> None:
+    assert run(kind) == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "field", "value", "code"),
+    [
+        ("tutors", "tutor_id", None, "required"),
+        ("tutors", "tutor_id", "x" * 51, "too_long"),
+        ("tutors", "tutor_id", "", "too_short"),
+        ("tutors", "name", "   ", "blank"),
+        ("tutors", "name", None, "required"),
+        ("tutors", "email", "a@@b", "invalid_email"),
+        ("tutors", "email", "a@b@c", "invalid_email"),
+        ("tutors", "email", "@b", "invalid_email"),
+        ("tutors", "email", "a@", "invalid_email"),
+        ("tutors", "email", "ab", "invalid_email"),
+        ("tutors", "status", "retired", "invalid_choice"),
+        ("tutors", "status", "Active", "invalid_choice"),
+        ("tutors", "subjects", None, "required"),
+        ("tutors", "subjects", "[broken", "invalid_list"),
+        ("tutors", "onboarding_date", "2024-13-45", "invalid_timestamp"),
+        ("tutors", "onboarding_date", "2024-02-30", "invalid_timestamp"),
+        ("tutors", "onboarding_date", "07/11/2024", "invalid_timestamp"),
+        ("tutors", "baseline_sessions_per_week", "-0.5", "out_of_range"),
+        ("tutors", "baseline_sessions_per_week", "many", "invalid_float"),
+        ("tutors", "updated_at", "yesterday", "invalid_timestamp"),
+        ("sessions", "duration_minutes", "481", "out_of_range"),
+        ("sessions", "duration_minutes", "-1", "out_of_range"),
+        ("sessions", "duration_minutes", "1.5", "invalid_int"),
+        ("sessions", "duration_minutes", None, "required"),
+        ("sessions", "scheduled_start", None, "required"),
+        ("sessions", "subject", " ", "blank"),
+        ("sessions", "late_start_minutes", "-1", "out_of_range"),
+        ("sessions", "session_number", "0", "out_of_range"),
+        ("sessions", "no_show", "maybe", "invalid_bool"),
+        ("sessions", "engagement_score", "1.01", "out_of_range"),
+        ("sessions", "engagement_score", "-0.01", "out_of_range"),
+        ("sessions", "student_id", "s" * 51, "too_long"),
+        ("feedback", "overall_rating", "0", "out_of_range"),
+        ("feedback", "overall_rating", "6", "out_of_range"),
+        ("feedback", "overall_rating", None, "required"),
+        ("feedback", "patience_rating", "6", "out_of_range"),
+        ("feedback", "submitted_at", "2024-11-07T25:00:00Z", "invalid_timestamp"),
+        ("feedback", "would_recommend", "2", "invalid_bool"),
+        ("feedback", "session_scheduled_start", "soon", "invalid_timestamp"),
+    ],
+)
+def test_rule_breaks_are_named(kind: str, field: str, value: object, code: str) -> None:
+    assert (field, code) in run(kind, **{field: value})
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("duration_minutes", "0"), ("duration_minutes", "480"), ("engagement_score", "0"),
+        ("engagement_score", "1"), ("late_start_minutes", "0"), ("session_number", "1"),
+        ("scheduled_start", "2024-11-07 14:00:00.250+05:30"),
+        ("scheduled_start", "2024-11-07T14:00:00"), ("scheduled_start", "2024-11-07"),
+        ("scheduled_start", "2024-11-07T14:00:00-05:00"),
+        *[("no_show", v) for v in ("true", "FALSE", "1", "0", "yes", "No", "t", "F")],
+    ],
+)  # fmt: skip
+def test_boundary_values_pass(field: str, value: str) -> None:
+    assert run("sessions", **{field: value}) == []
+
+
+def test_all_errors_of_a_row_are_collected() -> None:
+    errors = run("sessions", duration_minutes="999", no_show="maybe", subject=" ", session_id="")
+    assert set(errors) == {
+        ("duration_minutes", "out_of_range"),
+        ("no_show", "invalid_bool"),
+        ("subject", "blank"),
+        ("session_id", "too_short"),
+    }
+
+
+def test_timestamps_parse_to_utc_instants() -> None:
+    values = ["2024-11-07T14:00:00Z", "2024-11-07 14:00:00.250+05:30",
+              "2024-11-07T14:00:00", "2024-11-07"]  # fmt: skip
+    table = pa.table({**{k: [v] * 4 for k, v in GOOD["sessions"].items()},
+                      "scheduled_start": values})  # fmt: skip
+    got = validate(schema.SESSIONS, table).table.column("scheduled_start").to_pylist()
+    assert [t.isoformat() for t in got] == [
+        "2024-11-07T14:00:00+00:00",
+        "2024-11-07T08:30:00.250000+00:00",
+        "2024-11-07T14:00:00+00:00",
+        "2024-11-07T00:00:00+00:00",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "items"),
+    [
+        ('["Math","SAT Prep"]', ["Math", "SAT Prep"]),
+        ('[ "Math" , "SAT Prep" ]', ["Math", "SAT Prep"]),
+        ("[]", []),
+        ("Math;SAT Prep", ["Math", "SAT Prep"]),
+        ("Math | Physics|", ["Math", "Physics"]),
+        ('["a \\"quoted\\" one", "b,c"]', ['a "quoted" one', "b,c"]),
+        ("Math", ["Math"]),
+    ],
+)
+def test_list_fields(text: str, items: list[str]) -> None:
+    table = pa.table({k: [v] for k, v in {**GOOD["tutors"], "subjects": text}.items()})
+    result = validate(schema.TUTORS, table)
+    assert result.table.column("subjects").to_pylist() == [items]
+
+
+def test_keys_are_trimmed() -> None:
+    table = pa.table({k: [v] for k, v in {**GOOD["sessions"], "session_id": "  S1 "}.items()})
+    assert validate(schema.SESSIONS, table).table.column("session_id").to_pylist() == ["S1"]
+
+
+def test_native_types_are_accepted() -> None:
+    """JSON and Parquet give numbers, booleans and lists natively."""
+    table = pa.table({
+        **{k: [v] for k, v in GOOD["feedback"].items()},
+        "overall_rating": pa.array([4]), "would_recommend": pa.array([True]),
+        "improvement_areas": pa.array([["pace"]]), "patience_rating": pa.array([5.0]),
+    })  # fmt: skip
+    result = validate(schema.FEEDBACK, table)
+    assert not result.rejected
+    row = result.table.to_pylist()[0]
+    assert (row["overall_rating"], row["would_recommend"], row["patience_rating"]) == (4, True, 5)
+    assert row["improvement_areas"] == ["pace"]
+
+
+def test_native_non_integral_float_is_not_an_int() -> None:
+    table = pa.table({**{k: [v] for k, v in GOOD["feedback"].items()},
+                      "overall_rating": pa.array([4.5])})  # fmt: skip
+    errors = validate(schema.FEEDBACK, table).rejected[0].errors
+    assert [(e.field, e.code) for e in errors] == [("overall_rating", "invalid_int")]
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        (b"An\x00n", "nul_byte"),
+        (b"\xff\xfeAnn", "invalid_utf8"),
+        (b"A" * ((1 << 20) + 1), "field_too_large"),
+    ],
+)
+def test_hostile_values_reject_only_their_row(raw: bytes, code: str) -> None:
+    rows = {k: pa.array([v.encode()] * 3, pa.binary()) for k, v in GOOD["tutors"].items()}
+    names = [b"Bea", raw, b"Cy"]
+    table = pa.table({**rows, "name": pa.array(names, pa.binary())})
+    result = validate(schema.TUTORS, table)
+    assert result.accepted.to_pylist() == [0, 2]
+    assert [(r.index, [(e.field, e.code) for e in r.errors]) for r in result.rejected] == [
+        (1, [("name", code)])
+    ]
+
+
+def test_extra_columns_are_kept_as_text() -> None:
+    table = pa.table({**{k: [v] for k, v in GOOD["tutors"].items()}, "team": ["blue"]})
+    assert validate(schema.TUTORS, table).others["team"].to_pylist() == ["blue"]
+
+
+def test_error_messages_name_the_value() -> None:
+    table = pa.table({k: [v] for k, v in {**GOOD["sessions"], "duration_minutes": "481"}.items()})
+    (err,) = validate(schema.SESSIONS, table).rejected[0].errors
+    assert err.message == "must be between 0 and 480 (got '481')"
