@@ -23,7 +23,7 @@ from .schema import FIELD_MAX_BYTES, Kind, check_columns, get_kind, infer_kind
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet",
            ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}  # fmt: skip
 EXTENSIONS = {"csv": ".csv", "parquet": ".parquet", "jsonl": ".jsonl"}
-CSV_BLOCK_BYTES = 16 << 20  # larger blocks let Arrow's CSV reader parallelise
+CSV_BLOCK_BYTES = 4 << 20  # measured: faster than 1 or 16 MiB (cache-sized blocks)
 CSV_MAX_BLOCK_BYTES = 1 << 30
 JSONL_MAX_LINE_BYTES = 16 * FIELD_MAX_BYTES
 
@@ -317,11 +317,11 @@ def _rebatch(tables: Iterator[pa.Table], size: int) -> Iterator[pa.Table]:
         count += t.num_rows
         while count >= size:
             whole = pa.concat_tables(pending)
-            yield whole.slice(0, size).combine_chunks()
+            yield whole.slice(0, size)
             rest = whole.slice(size)
             pending, count = [rest], rest.num_rows
     if count:
-        yield pa.concat_tables(pending).combine_chunks()
+        yield pa.concat_tables(pending)
 
 
 def _first_line(exc: BaseException) -> str:
