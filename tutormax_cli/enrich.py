@@ -207,6 +207,8 @@ def _run_transaction(store: Store | None, opts: EnrichOptions) -> Iterator[None]
         yield
         return
     with store.transaction():
+        if opts.dry_run:
+            store.init_schema()  # inside the rolled-back transaction: DDL included
         yield
         if opts.dry_run:
             raise _DryRunRollback

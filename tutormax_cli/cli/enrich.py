@@ -99,7 +99,8 @@ def _open_store(url: str, dry_run: bool) -> Any:
     if dry_run and url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
         url = "sqlite://"  # a dry run creates no database file: an empty in-memory one
     store = Store.connect(url)
-    store.init_schema()
+    if not dry_run:  # a dry run creates the schema inside its rolled-back transaction
+        store.init_schema()
     return store
 
 
@@ -156,9 +157,9 @@ def _print_summary(summary: Any) -> None:
         cols += ["inserted", "updated", "unchanged"]
     cols += ["seconds"]
     for c in cols:
-        table.add_column(c, justify="left" if c in ("file", "kind") else "right")
+        table.add_column(c, justify="left" if c in ("file", "kind") else "right", no_wrap=True)
     for f in summary.files:
-        row = [f.source, f.kind, f.read, f.accepted, f.rejected]
+        row = [Path(f.source).name, f.kind, f.read, f.accepted, f.rejected]
         if persisted:
             row += [f.inserted, f.updated, f.unchanged]
         row += [f"{f.seconds:.2f}"]

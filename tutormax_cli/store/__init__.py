@@ -1,0 +1,325 @@
+"""Persistence (SPEC §5): the tables, batched upserts, key look-ups, transactions.
+
+One `Store` wraps one SQLAlchemy engine. `transaction()` pins a connection; everything
+called inside it (writes, key look-ups) runs on that connection, so a batch sees its own
+uncommitted rows. A nested `transaction()` is a SAVEPOINT. Not thread-safe: one Store per
+thread.
+
+`write` upserts a batch in one statement per attempt (PostgreSQL: COPY into a staging
+table + `INSERT … SELECT … ON CONFLICT`; SQLite: `executemany`). If the database refuses
+the batch because of some rows, the batch is bisected under SAVEPOINTs until each bad row
+is isolated: the others are written, the bad ones come back in `WriteResult.refused`.
+Losing the connection is never a refused row: it raises `errors.DatabaseError`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext, suppress
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg2
+import pyarrow as pa
+import pyarrow.compute as pc
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
+
+from ..config import mask_url
+from ..errors import DatabaseError
+from ..schema import KINDS
+from . import postgres, sqlite
+from .tables import TABLES, TIMESTAMP, RowRefused, arrow_schema, conform, metadata
+
+__all__ = ["TABLES", "DatabaseError", "Store", "WriteResult", "arrow_schema", "metadata"]
+
+_DB_ERRORS = (sa.exc.SQLAlchemyError, psycopg2.Error, sqlite3.Error)
+_PG_CONNECT_ARGS = {"connect_timeout": 10, "application_name": "tutormax"}
+
+
+@dataclass
+class WriteResult:
+    """What one `Store.write` did; the four counts add up to the rows given."""
+
+    inserted: int
+    updated: int
+    unchanged: int
+    refused: list[tuple[int, str]] = field(default_factory=list)  # (row index, db message)
+
+    @property
+    def total(self) -> int:
+        return self.inserted + self.updated + self.unchanged + len(self.refused)
+
+
+def _reason(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    lines = str(orig).strip().splitlines()
+    return lines[0].strip() if lines else type(orig).__name__
+
+
+def _password_of(url: str) -> str | None:
+    try:
+        return sa.make_url(url).password
+    except (sa.exc.ArgumentError, ValueError):
+        return None
+
+
+def _scrub(text: str, password: str | None) -> str:
+    return text.replace(password, "***") if password else text
+
+
+def _engine_for(url: str) -> sa.Engine:
+    """Check the URL, pick the driver, create the engine (no connection yet)."""
+    try:
+        u = sa.make_url(url)
+    except (sa.exc.ArgumentError, ValueError):
+        raise ValueError("not a database URL (expected postgresql://… or sqlite:///…)") from None
+    backend = u.get_backend_name()
+    if backend in ("postgresql", "postgres"):
+        # The COPY fast path needs psycopg2, whatever driver the URL names.
+        u = u.set(drivername="postgresql+psycopg2")
+        args = {k: v for k, v in _PG_CONNECT_ARGS.items() if k not in u.query}
+        return sa.create_engine(u, pool_pre_ping=True, connect_args=args)
+    if backend == "sqlite":
+        db = u.database or ""
+        if db and db != ":memory:" and not db.startswith("file:") and not os.path.isabs(db):
+            u = u.set(database=os.path.abspath(db))  # relative to the folder we start in
+        # Workers sharing one file wait for each other's write transactions this long.
+        args = {} if "timeout" in u.query else {"timeout": 30}
+        engine = sa.create_engine(
+            u.set(drivername="sqlite+pysqlite"), pool_pre_ping=True, connect_args=args
+        )
+        sqlite.setup_engine(engine)
+        return engine
+    raise ValueError(f"unsupported database {backend!r} (expected postgresql:// or sqlite:///)")
+
+
+class Store:
+    """The database behind tutormax; see the module docstring."""
+
+    url_masked: str
+
+    def __init__(self, engine: sa.Engine, url_masked: str, password: str | None) -> None:
+        self.engine = engine
+        self.url_masked = url_masked
+        self.dialect: str = engine.dialect.name  # "postgresql" or "sqlite"
+        self._password = password
+        self._conn: sa.Connection | None = None
+
+    @classmethod
+    def connect(cls, url: str) -> Store:
+        """Open the database and check it answers; DatabaseError (masked URL) if not."""
+        masked = mask_url(url)
+        try:
+            engine = _engine_for(url)
+        except (ValueError, sa.exc.SQLAlchemyError) as exc:
+            reason = _scrub(_reason(exc), _password_of(url))
+            raise DatabaseError(f"cannot connect to {masked}: {reason}") from None
+        store = cls(engine, masked, _password_of(url))
+        try:
+            with engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+        except _DB_ERRORS as exc:
+            engine.dispose()
+            reason = _scrub(_reason(exc), store._password)
+            raise DatabaseError(f"cannot connect to {masked}: {reason}") from None
+        return store
+
+    # -- connections and transactions ------------------------------------------------------
+
+    @contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        """Turn driver errors into DatabaseError with a masked URL."""
+        try:
+            yield
+        except DatabaseError:
+            raise
+        except _DB_ERRORS as exc:
+            raise DatabaseError(
+                f"{action} failed on {self.url_masked}: {_scrub(_reason(exc), self._password)}"
+            ) from exc
+
+    def _discard(self, conn: sa.Connection) -> None:
+        """Roll back and return a connection; a dead one is invalidated, never raises."""
+        try:
+            conn.rollback()
+        except Exception:
+            with suppress(Exception):
+                conn.invalidate()
+        with suppress(Exception):
+            conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """A transaction (a SAVEPOINT when one is open): commit on clean exit, else roll back."""
+        if self._conn is not None:
+            conn = self._conn
+            with self._errors("savepoint"):
+                nested = conn.begin_nested()
+            try:
+                yield
+            except BaseException:
+                with suppress(Exception):
+                    nested.rollback()
+                raise
+            with self._errors("release savepoint"):
+                nested.commit()
+            return
+        with self._errors("connect"):
+            conn = self.engine.connect()
+        try:
+            conn.info[sqlite.IMMEDIATE] = self.dialect == "sqlite"
+            with self._errors("begin"):
+                conn.begin()
+        except BaseException:
+            self._discard(conn)
+            raise
+        self._conn = conn
+        try:
+            yield
+        except BaseException:
+            self._conn = None
+            self._discard(conn)
+            raise
+        self._conn = None
+        try:
+            with self._errors("commit"):
+                conn.commit()
+        finally:
+            self._discard(conn)
+
+    @contextmanager
+    def _reading(self) -> Iterator[sa.Connection]:
+        """The open transaction's connection, else a short-lived one."""
+        if self._conn is not None:
+            with self._errors("query"):
+                yield self._conn
+            return
+        with self._errors("query"), self.engine.connect() as conn:
+            yield conn
+
+    def init_schema(self) -> None:
+        """Create the three tables if they do not exist (idempotent, safe to race)."""
+        with self.transaction(), self._errors("creating the schema"):
+            assert self._conn is not None
+            if self.dialect == "postgresql":
+                self._conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7406917710)")
+            metadata.create_all(self._conn, checkfirst=True)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- look-ups ----------------------------------------------------------------------------
+
+    def _key_filter(self, col: sa.ColumnElement[Any], ids: list[str]) -> sa.ColumnElement[bool]:
+        """`col` is one of `ids`, as one bound parameter."""
+        if self.dialect == "postgresql":
+            return col == sa.any_(sa.bindparam("ids", ids, type_=ARRAY(sa.Text())))
+        values = sa.func.json_each(sa.bindparam("ids", json.dumps(ids))).table_valued("value")
+        return col.in_(sa.select(values.c.value))
+
+    def existing_keys(self, kind: str, keys: pa.Array | pa.ChunkedArray) -> pa.Array:
+        """Bool mask aligned with `keys`: the key is stored in that kind's table."""
+        arr = _string_array(keys)
+        ids = pc.unique(arr.drop_null()).to_pylist()
+        if not ids:
+            return pa.array([False] * len(arr), pa.bool_())
+        col = TABLES[kind].c[KINDS[kind].key]
+        with self._reading() as conn:
+            found = conn.execute(sa.select(col).where(self._key_filter(col, ids))).scalars()
+            value_set = pa.array(list(found), pa.string())
+        return pc.is_in(arr, value_set=value_set).fill_null(False)
+
+    def session_starts(self, session_ids: pa.Array | pa.ChunkedArray) -> pa.Array:
+        """Aligned `sessions.scheduled_start` (timestamp[us, UTC]); null when unknown."""
+        arr = _string_array(session_ids)
+        ids = pc.unique(arr.drop_null()).to_pylist()
+        if not ids:
+            return pa.nulls(len(arr), TIMESTAMP)
+        t = TABLES["sessions"]
+        stmt = sa.select(t.c.session_id, t.c.scheduled_start).where(
+            self._key_filter(t.c.session_id, ids)
+        )
+        with self._reading() as conn:
+            rows = conn.execute(stmt).all()
+        if not rows:
+            return pa.nulls(len(arr), TIMESTAMP)
+        index = pc.index_in(arr, value_set=pa.array([r[0] for r in rows], pa.string()))
+        return pa.array([r[1] for r in rows], TIMESTAMP).take(index)
+
+    def row_counts(self) -> dict[str, int]:
+        """Rows per table; 0 for a table not created yet."""
+        counts: dict[str, int] = {}
+        with self._reading() as conn:
+            inspector = sa.inspect(conn)
+            for name, table in TABLES.items():
+                if not inspector.has_table(name):
+                    counts[name] = 0
+                    continue
+                count = conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+                counts[name] = int(count)
+        return counts
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def write(self, kind: str, table: pa.Table) -> WriteResult:
+        """Upsert a batch (unique keys, parents checked by the caller); see WriteResult."""
+        data = conform(kind, table)
+        n = data.num_rows
+        if n == 0:
+            return WriteResult(0, 0, 0, [])
+        # Inside the caller's transaction each attempt has its own SAVEPOINT already.
+        outer = nullcontext() if self._conn is not None else self.transaction()
+        with outer, self._errors(f"writing {kind}"):
+            assert self._conn is not None
+            dbapi_conn = self._conn.connection.dbapi_connection
+            batch: postgres.PgBatch | sqlite.SqliteBatch
+            if self.dialect == "postgresql":
+                batch = postgres.PgBatch(dbapi_conn, kind, data)
+            else:
+                existing = self.existing_keys(kind, data.column(KINDS[kind].key))
+                batch = sqlite.SqliteBatch(dbapi_conn, kind, data, existing)
+            try:
+                inserted, updated, refused = _bisect(batch.attempt, n)
+            finally:
+                batch.close()
+        unchanged = n - inserted - updated - len(refused)
+        return WriteResult(inserted, updated, unchanged, refused)
+
+
+def _string_array(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    arr = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    return arr if arr.type == pa.string() else arr.cast(pa.string())
+
+
+def _bisect(
+    attempt: Callable[[int, int], tuple[int, int]], n: int
+) -> tuple[int, int, list[tuple[int, str]]]:
+    """Run attempt(0, n); on a refusal split the range until each bad row stands alone."""
+    inserted = updated = 0
+    refused: list[tuple[int, str]] = []
+    pending = [(0, n)]
+    while pending:
+        lo, hi = pending.pop()
+        try:
+            ins, upd = attempt(lo, hi)
+        except RowRefused as exc:
+            if hi - lo == 1:
+                refused.append((lo, exc.message))
+            else:
+                mid = (lo + hi) // 2
+                pending += [(mid, hi), (lo, mid)]
+            continue
+        inserted += ins
+        updated += upd
+    refused.sort()
+    return inserted, updated, refused
