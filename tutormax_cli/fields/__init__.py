@@ -29,4 +29,15 @@ def derive(kind: str, table: pa.Table, ctx: Context) -> pa.Table:
     return pa.table(arrays, names=[f.name for f in fields])
 
 
-__all__ = ["REGISTRY", "Context", "Field", "derive", "fields_for"]
+def markdown_table() -> str:
+    """The README's field table, generated from the registry (a test keeps them in sync)."""
+    lines = ["| kind | field | type | definition (SPEC §3) |", "|---|---|---|---|"]
+    for f in REGISTRY:
+        doc = f.doc.replace("|", "\\|")
+        lines.append(f"| {f.kind} | `{f.name}` | {_TYPE_NAMES[str(f.type)]} | {doc} |")
+    return "\n".join(lines)
+
+
+_TYPE_NAMES = {"int64": "integer", "bool": "boolean", "string": "text", "double": "float"}
+
+__all__ = ["REGISTRY", "Context", "Field", "derive", "fields_for", "markdown_table"]

@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): `nox -s bench` or `python -m bench`."""

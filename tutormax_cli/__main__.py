@@ -1,0 +1,3 @@
+from tutormax_cli.cli import main
+
+main()
