@@ -44,8 +44,9 @@ class Run:
 def timed(label: str, argv: list[str], rows: int, env: dict[str, str] | None = None) -> Run:
     """Run a child process; its wall time and its own peak RSS (wait4, not the family's)."""
     started = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env={**os.environ, **(env or {})})  # fmt: skip
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, **(env or {})}
+    )
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - started
     stderr = proc.stderr.read().decode() if proc.stderr else ""
@@ -66,8 +67,10 @@ def dataset(rows: int, tutors: int, fmt: str) -> dict[str, Path]:
     from tutormax_cli.generate import generate
 
     shutil.rmtree(target, ignore_errors=True)
-    print(f"generating {rows:,} sessions + {rows:,} feedback + {tutors:,} tutors ({fmt})…",
-          file=sys.stderr)  # fmt: skip
+    print(
+        f"generating {rows:,} sessions + {rows:,} feedback + {tutors:,} tutors ({fmt})…",
+        file=sys.stderr,
+    )
     paths = generate(target, tutors=tutors, sessions=rows, feedback=rows, seed=7, fmt=fmt)
     marker.write_text(json.dumps({k: str(v) for k, v in paths.items()}))
     return paths
@@ -78,12 +81,14 @@ def tutormax(*args: str | Path) -> list[str]:
 
 
 def duckdb(kind: str, src: Path, dst: Path, sessions: Path | None = None) -> list[str]:
+    """The DuckDB reference run of one kind, in a child process of its own."""
+    sessions_arg = f"Path({str(sessions)!r})" if sessions else "None"
     code = (
-        "import sys; sys.path.insert(0, %r)\n"
+        f"import sys; sys.path.insert(0, {str(HERE.parent)!r})\n"
         "from pathlib import Path\nfrom bench.duckdb_reference import duckdb_enrich\n"
-        "duckdb_enrich(%r, Path(%r), Path(%r), as_of=%r, sessions_src=%s)"
-    ) % (str(HERE.parent), kind, str(src), str(dst), AS_OF,
-         f"Path({str(sessions)!r})" if sessions else "None")  # fmt: skip
+        f"duckdb_enrich({kind!r}, Path({str(src)!r}), Path({str(dst)!r}), as_of={AS_OF!r}, "
+        f"sessions_src={sessions_arg})"
+    )
     return [sys.executable, "-c", code]
 
 
@@ -96,19 +101,42 @@ def files(rows: int) -> list[tuple[Run, Run]]:
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True)
         s, f = data["sessions"], data["feedback"]
-        pairs.append((
-            timed(f"tutormax sessions {fmt}→parquet", tutormax(
-                "enrich", s, "--out", out / "s.parquet", "--no-db", "--as-of", AS_OF), rows),
-            timed(f"duckdb   sessions {fmt}→parquet", duckdb("sessions", s, out / "ds.parquet"),
-                  rows),
-        ))  # fmt: skip
+        pairs.append(
+            (
+                timed(
+                    f"tutormax sessions {fmt}→parquet",
+                    tutormax("enrich", s, "--out", out / "s.parquet", "--no-db", "--as-of", AS_OF),
+                    rows,
+                ),
+                timed(
+                    f"duckdb   sessions {fmt}→parquet",
+                    duckdb("sessions", s, out / "ds.parquet"),
+                    rows,
+                ),
+            )
+        )
         both = out / "both"
-        pairs.append((
-            timed(f"tutormax sessions+feedback {fmt}→parquet", tutormax(
-                "enrich", s, f, "--out", both, "--format", "parquet", "--no-db",
-                "--as-of", AS_OF), 2 * rows),
-            _duckdb_pair(fmt, s, f, out, rows),
-        ))  # fmt: skip
+        pairs.append(
+            (
+                timed(
+                    f"tutormax sessions+feedback {fmt}→parquet",
+                    tutormax(
+                        "enrich",
+                        s,
+                        f,
+                        "--out",
+                        both,
+                        "--format",
+                        "parquet",
+                        "--no-db",
+                        "--as-of",
+                        AS_OF,
+                    ),
+                    2 * rows,
+                ),
+                _duckdb_pair(fmt, s, f, out, rows),
+            )
+        )
     return pairs
 
 
@@ -116,8 +144,12 @@ def _duckdb_pair(fmt: str, s: Path, f: Path, out: Path, rows: int) -> Run:
     """DuckDB doing the same two steps (sessions, then feedback joined to sessions)."""
     a = timed("duckdb sessions", duckdb("sessions", s, out / "d1.parquet"), rows)
     b = timed("duckdb feedback", duckdb("feedback", f, out / "d2.parquet", s), rows)
-    return Run(f"duckdb   sessions+feedback {fmt}→parquet", a.seconds + b.seconds,
-               max(a.rss_mib, b.rss_mib), 2 * rows)  # fmt: skip
+    return Run(
+        f"duckdb   sessions+feedback {fmt}→parquet",
+        a.seconds + b.seconds,
+        max(a.rss_mib, b.rss_mib),
+        2 * rows,
+    )
 
 
 def rss5m() -> list[Run]:
@@ -126,9 +158,21 @@ def rss5m() -> list[Run]:
         data = dataset(rows, rows // 100, "parquet")
         out = OUT / "rss"
         out.mkdir(parents=True, exist_ok=True)
-        runs.append(timed(f"tutormax sessions parquet {rows:,}", tutormax(
-            "enrich", data["sessions"], "--out", out / f"s{rows}.parquet", "--no-db",
-            "--as-of", AS_OF), rows))  # fmt: skip
+        runs.append(
+            timed(
+                f"tutormax sessions parquet {rows:,}",
+                tutormax(
+                    "enrich",
+                    data["sessions"],
+                    "--out",
+                    out / f"s{rows}.parquet",
+                    "--no-db",
+                    "--as-of",
+                    AS_OF,
+                ),
+                rows,
+            )
+        )
     return runs
 
 
@@ -141,8 +185,11 @@ def report_pairs(pairs: list[tuple[Run, Run]]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--only", choices=["files", "rss5m", "postgres"], action="append")
     args = parser.parse_args()

@@ -18,7 +18,8 @@ TUTORS_CSV = """tutor_id,name,email,onboarding_date,status,subjects,updated_at,t
 T1,Ann,ann@x.org,2024-01-15,active,"[""Math"",""SAT Prep""]",2024-11-09T10:00:00Z,blue
 T2,Bob,bob@x.org,2024-10-20 08:00:00+05:30,churned,math|MATH| Physics ,,red
 """
-SESSIONS_CSV = """session_id,tutor_id,student_id,scheduled_start,duration_minutes,subject,actual_start,no_show
+SESSIONS_CSV = """\
+session_id,tutor_id,student_id,scheduled_start,duration_minutes,subject,actual_start,no_show
 S1,T1,st1,2024-11-09T02:00:00Z,60,Math,2024-11-09T02:05:30Z,false
 S2,T2,st2,2024-11-09T15:00:00-05:00,45,Physics,,yes
 """
@@ -36,8 +37,11 @@ def cli(*args: str | Path) -> tuple[int, str, str]:
 
 @pytest.fixture
 def inputs(tmp_path: Path) -> dict[str, Path]:
-    paths = {"tutors": tmp_path / "tutors.csv", "sessions": tmp_path / "sessions.csv",
-             "feedback": tmp_path / "feedback.jsonl"}  # fmt: skip
+    paths = {
+        "tutors": tmp_path / "tutors.csv",
+        "sessions": tmp_path / "sessions.csv",
+        "feedback": tmp_path / "feedback.jsonl",
+    }
     paths["tutors"].write_text(TUTORS_CSV)
     paths["sessions"].write_text(SESSIONS_CSV)
     paths["feedback"].write_text(FEEDBACK_JSONL)
@@ -51,8 +55,9 @@ def enrich(*args: str | Path) -> tuple[int, dict]:
 
 def test_several_kinds_in_one_run_join_feedback_to_sessions(inputs, tmp_path) -> None:
     # Given in reverse order: tutors go first, sessions before feedback.
-    code, summary = enrich(inputs["feedback"], inputs["sessions"], inputs["tutors"],
-                           "--out", tmp_path / "out")  # fmt: skip
+    code, summary = enrich(
+        inputs["feedback"], inputs["sessions"], inputs["tutors"], "--out", tmp_path / "out"
+    )
     assert code == 0
     assert [f["kind"] for f in summary["files"]] == ["tutors", "sessions", "feedback"]
     rows = [json.loads(x) for x in (tmp_path / "out" / "feedback.jsonl").read_text().splitlines()]
@@ -66,8 +71,17 @@ def test_output_columns_are_input_then_derived(inputs, tmp_path) -> None:
     assert enrich(inputs["tutors"], "--out", out)[0] == 0
     table = pq.read_table(out)
     derived = [f.name for f in fields_for("tutors")]
-    assert table.column_names == ["tutor_id", "name", "email", "onboarding_date", "status",
-                                  "subjects", "updated_at", "team", *derived]  # fmt: skip
+    assert table.column_names == [
+        "tutor_id",
+        "name",
+        "email",
+        "onboarding_date",
+        "status",
+        "subjects",
+        "updated_at",
+        "team",
+        *derived,
+    ]
     assert table.schema.field("onboarding_date").type == pa.timestamp("us", tz="UTC")
     assert table.schema.field("subjects").type == pa.list_(pa.string())
     rows = table.to_pylist()
@@ -138,18 +152,23 @@ def test_rejects_file_holds_every_error_with_row_numbers(tmp_path) -> None:
     assert {r["source"] for r in rejects} == {str(src)}
     assert rejects[0]["values"]["duration_minutes"] == "481"
     assert [(e["field"], e["code"]) for e in rejects[0]["errors"]] == [
-        ("scheduled_start", "invalid_timestamp"), ("duration_minutes", "out_of_range")]  # fmt: skip
+        ("scheduled_start", "invalid_timestamp"),
+        ("duration_minutes", "out_of_range"),
+    ]
     assert rejects[1]["errors"][0]["code"] == "malformed_row"
-    assert rejects[2]["errors"] == [{"field": "subject", "code": "required",
-                                     "message": "is required"}]  # fmt: skip
+    assert rejects[2]["errors"] == [
+        {"field": "subject", "code": "required", "message": "is required"}
+    ]
     out_rows = (tmp_path / "o.csv").read_text().splitlines()
     assert len(out_rows) == 1 + 3  # header + S1 + S4 (two physical lines)
 
 
 def test_malformed_last_rows_are_not_lost(tmp_path) -> None:
     src = tmp_path / "t.csv"
-    src.write_text("tutor_id,name,email,onboarding_date,status,subjects\n"
-                   "T1,Ann,a@x,2024-01-01,active,Math\nT2,too,few\nT3\n")  # fmt: skip
+    src.write_text(
+        "tutor_id,name,email,onboarding_date,status,subjects\n"
+        "T1,Ann,a@x,2024-01-01,active,Math\nT2,too,few\nT3\n"
+    )
     code, summary = enrich(src, "--out", tmp_path / "o.csv")
     assert code == 1
     f = summary["files"][0]
@@ -174,14 +193,21 @@ def test_hostile_bytes_reject_their_row_and_keep_the_rest(tmp_path) -> None:
     assert pq.read_table(tmp_path / "o.parquet").column("tutor_id").to_pylist() == ["T1", "T5"]
     rejects = [json.loads(x) for x in (tmp_path / "o.rejects.jsonl").read_text().splitlines()]
     assert [(r["row"], r["errors"][0]["code"]) for r in rejects] == [
-        (2, "nul_byte"), (3, "invalid_utf8"), (4, "field_too_large")]  # fmt: skip
+        (2, "nul_byte"),
+        (3, "invalid_utf8"),
+        (4, "field_too_large"),
+    ]
 
 
 def test_jsonl_bad_lines_are_rejected_by_line(tmp_path) -> None:
     src = tmp_path / "f.jsonl"
     good = FEEDBACK_JSONL.strip()
-    src.write_bytes(good.encode() + b"\n\nnot json\n[1]\n" + good.replace("F1", "F2").encode()
-                    + b'\n{"feedback_id": "\xff"}\n')  # fmt: skip
+    src.write_bytes(
+        good.encode()
+        + b"\n\nnot json\n[1]\n"
+        + good.replace("F1", "F2").encode()
+        + b'\n{"feedback_id": "\xff"}\n'
+    )
     code, summary = enrich(src, "--out", tmp_path / "o.jsonl", "--kind", "feedback")
     assert code == 1
     assert summary["files"][0]["read"] == summary["files"][0]["accepted"] + 3
@@ -208,8 +234,12 @@ def test_fatal_errors_exit_2_and_write_nothing(inputs, tmp_path, args, message) 
     (tmp_path / "x.txt").write_text("a,b\n1,2\n")
     (tmp_path / "bad.parquet").write_bytes(b"PAR1 not really")
     (tmp_path / "nokind.csv").write_text("session_id,name\n1,2\n")
-    names = {**{k: str(v) for k, v in inputs.items()}, "odd": str(tmp_path / "x.txt"),
-             "corrupt": str(tmp_path / "bad.parquet"), "nokind": str(tmp_path / "nokind.csv")}  # fmt: skip
+    names = {
+        **{k: str(v) for k, v in inputs.items()},
+        "odd": str(tmp_path / "x.txt"),
+        "corrupt": str(tmp_path / "bad.parquet"),
+        "nokind": str(tmp_path / "nokind.csv"),
+    }
     before = sorted(p.name for p in tmp_path.rglob("*"))
     out_dir = tmp_path / "never"
     argv = [a.format(**names) for a in args]

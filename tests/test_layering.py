@@ -8,8 +8,14 @@ import sys
 
 import pytest
 
-CORE = ["tutormax_cli.pipeline", "tutormax_cli.enrich", "tutormax_cli.fields",
-        "tutormax_cli.validate", "tutormax_cli.files", "tutormax_cli.writers"]  # fmt: skip
+CORE = [
+    "tutormax_cli.pipeline",
+    "tutormax_cli.enrich",
+    "tutormax_cli.fields",
+    "tutormax_cli.validate",
+    "tutormax_cli.files",
+    "tutormax_cli.writers",
+]
 FORBIDDEN = ["typer", "rich", "redis", "sqlalchemy", "psycopg2"]
 
 

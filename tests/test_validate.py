@@ -10,18 +10,30 @@ from tutormax_cli.validate import validate
 
 GOOD = {
     "tutors": {
-        "tutor_id": "T1", "name": "Ann", "email": "ann@example.org",
-        "onboarding_date": "2024-01-15", "status": "active", "subjects": '["Math"]',
+        "tutor_id": "T1",
+        "name": "Ann",
+        "email": "ann@example.org",
+        "onboarding_date": "2024-01-15",
+        "status": "active",
+        "subjects": '["Math"]',
     },
     "sessions": {
-        "session_id": "S1", "tutor_id": "T1", "student_id": "st1",
-        "scheduled_start": "2024-11-07T14:00:00Z", "duration_minutes": "60", "subject": "Math",
+        "session_id": "S1",
+        "tutor_id": "T1",
+        "student_id": "st1",
+        "scheduled_start": "2024-11-07T14:00:00Z",
+        "duration_minutes": "60",
+        "subject": "Math",
     },
     "feedback": {
-        "feedback_id": "F1", "session_id": "S1", "student_id": "st1", "tutor_id": "T1",
-        "overall_rating": "5", "submitted_at": "2024-11-07T16:00:00Z",
+        "feedback_id": "F1",
+        "session_id": "S1",
+        "student_id": "st1",
+        "tutor_id": "T1",
+        "overall_rating": "5",
+        "submitted_at": "2024-11-07T16:00:00Z",
     },
-}  # fmt: skip
+}
 
 
 def run(kind: str, **overrides: object) -> list[tuple[str, str]]:
@@ -90,14 +102,19 @@ def test_rule_breaks_are_named(kind: str, field: str, value: object, code: str) 
 @pytest.mark.parametrize(
     ("field", "value"),
     [
-        ("duration_minutes", "0"), ("duration_minutes", "480"), ("engagement_score", "0"),
-        ("engagement_score", "1"), ("late_start_minutes", "0"), ("session_number", "1"),
+        ("duration_minutes", "0"),
+        ("duration_minutes", "480"),
+        ("engagement_score", "0"),
+        ("engagement_score", "1"),
+        ("late_start_minutes", "0"),
+        ("session_number", "1"),
         ("scheduled_start", "2024-11-07 14:00:00.250+05:30"),
-        ("scheduled_start", "2024-11-07T14:00:00"), ("scheduled_start", "2024-11-07"),
+        ("scheduled_start", "2024-11-07T14:00:00"),
+        ("scheduled_start", "2024-11-07"),
         ("scheduled_start", "2024-11-07T14:00:00-05:00"),
         *[("no_show", v) for v in ("true", "FALSE", "1", "0", "yes", "No", "t", "F")],
     ],
-)  # fmt: skip
+)
 def test_boundary_values_pass(field: str, value: str) -> None:
     assert run("sessions", **{field: value}) == []
 
@@ -113,10 +130,15 @@ def test_all_errors_of_a_row_are_collected() -> None:
 
 
 def test_timestamps_parse_to_utc_instants() -> None:
-    values = ["2024-11-07T14:00:00Z", "2024-11-07 14:00:00.250+05:30",
-              "2024-11-07T14:00:00", "2024-11-07"]  # fmt: skip
-    table = pa.table({**{k: [v] * 4 for k, v in GOOD["sessions"].items()},
-                      "scheduled_start": values})  # fmt: skip
+    values = [
+        "2024-11-07T14:00:00Z",
+        "2024-11-07 14:00:00.250+05:30",
+        "2024-11-07T14:00:00",
+        "2024-11-07",
+    ]
+    table = pa.table(
+        {**{k: [v] * 4 for k, v in GOOD["sessions"].items()}, "scheduled_start": values}
+    )
     got = validate(schema.SESSIONS, table).table.column("scheduled_start").to_pylist()
     assert [t.isoformat() for t in got] == [
         "2024-11-07T14:00:00+00:00",
@@ -151,11 +173,15 @@ def test_keys_are_trimmed() -> None:
 
 def test_native_types_are_accepted() -> None:
     """JSON and Parquet give numbers, booleans and lists natively."""
-    table = pa.table({
-        **{k: [v] for k, v in GOOD["feedback"].items()},
-        "overall_rating": pa.array([4]), "would_recommend": pa.array([True]),
-        "improvement_areas": pa.array([["pace"]]), "patience_rating": pa.array([5.0]),
-    })  # fmt: skip
+    table = pa.table(
+        {
+            **{k: [v] for k, v in GOOD["feedback"].items()},
+            "overall_rating": pa.array([4]),
+            "would_recommend": pa.array([True]),
+            "improvement_areas": pa.array([["pace"]]),
+            "patience_rating": pa.array([5.0]),
+        }
+    )
     result = validate(schema.FEEDBACK, table)
     assert not result.rejected
     row = result.table.to_pylist()[0]
@@ -164,8 +190,9 @@ def test_native_types_are_accepted() -> None:
 
 
 def test_native_non_integral_float_is_not_an_int() -> None:
-    table = pa.table({**{k: [v] for k, v in GOOD["feedback"].items()},
-                      "overall_rating": pa.array([4.5])})  # fmt: skip
+    table = pa.table(
+        {**{k: [v] for k, v in GOOD["feedback"].items()}, "overall_rating": pa.array([4.5])}
+    )
     errors = validate(schema.FEEDBACK, table).rejected[0].errors
     assert [(e.field, e.code) for e in errors] == [("overall_rating", "invalid_int")]
 

@@ -52,8 +52,16 @@ _INT_RE = r"^\s*[+-]?\d{1,18}\s*$"
 _FLOAT_RE = r"^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$"
 # SPEC §2: date, then optional time with `T` or space, optional fraction, optional offset.
 _TS_RE = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})?)?$"
-_BOOLS = {"true": True, "1": True, "yes": True, "t": True,
-          "false": False, "0": False, "no": False, "f": False}  # fmt: skip
+_BOOLS = {
+    "true": True,
+    "1": True,
+    "yes": True,
+    "t": True,
+    "false": False,
+    "0": False,
+    "no": False,
+    "f": False,
+}
 _BOOL_KEYS = pa.array(list(_BOOLS))
 _BOOL_VALUES = pa.array(list(_BOOLS.values()))
 _SIMPLE_JSON_LIST = r'^\[\s*("[^"\\]*"\s*(,\s*"[^"\\]*"\s*)*)?\]$'
@@ -91,21 +99,33 @@ def _rules(col: Column, typed: pa.Array) -> list[Problem]:
     if col.type is Type.STRING:
         length = pc.utf8_length(typed)
         if col.min_chars is not None:
-            check(pc.less(length, col.min_chars), E.TOO_SHORT,
-                  f"must be at least {col.min_chars} character(s)")  # fmt: skip
+            check(
+                pc.less(length, col.min_chars),
+                E.TOO_SHORT,
+                f"must be at least {col.min_chars} character(s)",
+            )
         if col.max_chars is not None:
-            check(pc.greater(length, col.max_chars), E.TOO_LONG,
-                  f"must be at most {col.max_chars} characters (got {{value!r}})")  # fmt: skip
+            check(
+                pc.greater(length, col.max_chars),
+                E.TOO_LONG,
+                f"must be at most {col.max_chars} characters (got {{value!r}})",
+            )
         if col.non_blank:
             check(pc.equal(pc.utf8_trim_whitespace(typed), ""), E.BLANK, "must not be blank")
         if col.email:
             one_at = pc.match_substring_regex(typed, r"^[^@]+@[^@]+$")
-            check(pc.invert(one_at), E.INVALID_EMAIL,
-                  "must hold exactly one @ with text on both sides (got {value!r})")  # fmt: skip
+            check(
+                pc.invert(one_at),
+                E.INVALID_EMAIL,
+                "must hold exactly one @ with text on both sides (got {value!r})",
+            )
         if col.choices is not None:
             allowed = pc.is_in(typed, value_set=pa.array(col.choices))
-            check(pc.and_(pc.is_valid(typed), pc.invert(allowed)), E.INVALID_CHOICE,
-                  f"must be one of {', '.join(col.choices)} (got {{value!r}})")  # fmt: skip
+            check(
+                pc.and_(pc.is_valid(typed), pc.invert(allowed)),
+                E.INVALID_CHOICE,
+                f"must be one of {', '.join(col.choices)} (got {{value!r}})",
+            )
     elif col.min_value is not None or col.max_value is not None:
         lo, hi = col.min_value, col.max_value
         bad = false_mask(len(typed))
@@ -113,8 +133,11 @@ def _rules(col: Column, typed: pa.Array) -> list[Problem]:
             bad = pc.or_(bad, _mask(pc.less(typed, lo)))
         if hi is not None:
             bad = pc.or_(bad, _mask(pc.greater(typed, hi)))
-        span = f"between {_num(lo)} and {_num(hi)}" if lo is not None and hi is not None else (
-            f"at least {_num(lo)}" if lo is not None else f"at most {_num(hi)}")  # fmt: skip
+        span = (
+            f"between {_num(lo)} and {_num(hi)}"
+            if lo is not None and hi is not None
+            else (f"at least {_num(lo)}" if lo is not None else f"at most {_num(hi)}")
+        )
         check(bad, E.OUT_OF_RANGE, f"must be {span} (got {{value!r}})")
     return out
 

@@ -162,8 +162,7 @@ def _run(
     progress: Progress | None,
 ) -> RunSummary:
     rejects = RejectsWriter(default_rejects_path(opts))
-    summary = RunSummary(dry_run=opts.dry_run, as_of=opts.as_of.isoformat(),
-                         timezone=opts.timezone)  # fmt: skip
+    summary = RunSummary(dry_run=opts.dry_run, as_of=opts.as_of.isoformat(), timezone=opts.timezone)
     ctx = Context(as_of=opts.as_of, timezone=opts.timezone)
     sessions = SessionStarts()
     writers: list[BatchWriter] = []
@@ -176,8 +175,12 @@ def _run(
                     writers.append(writer)
                 fs = FileSummary(str(src.path), src.kind.name, output=target and str(target[0]))
                 summary.files.append(fs)
-                pipe = Pipeline(src.kind, store=store, sessions=sessions,
-                                input_columns=src.columns if writer else None)  # fmt: skip
+                pipe = Pipeline(
+                    src.kind,
+                    store=store,
+                    sessions=sessions,
+                    input_columns=src.columns if writer else None,
+                )
                 _run_file(src, pipe, ctx, opts, fs, writer, rejects, summary, progress)
                 if writer:
                     writer.commit(_empty_output_schema(src))
@@ -260,10 +263,13 @@ def _run_file(
 def _malformed(rb: RawBatch) -> list[tuple[int | None, Any, list[dict[str, Any]]]]:
     """Rows that could not be split into fields, as rejects: the raw text is the value."""
     return [
-        (m.row if m.row > 0 else None, {"_raw": m.text},
-         [{"field": "_row", "code": E.MALFORMED_ROW, "message": m.message}])
+        (
+            m.row if m.row > 0 else None,
+            {"_raw": m.text},
+            [{"field": "_row", "code": E.MALFORMED_ROW, "message": m.message}],
+        )
         for m in rb.malformed
-    ]  # fmt: skip
+    ]
 
 
 def _empty_output_schema(src: Source) -> Any:

@@ -19,8 +19,9 @@ from .fields import Context, derive, fields_for
 from .schema import Kind
 from .validate import FieldError, Rejected, validate
 
-DERIVED_NAMES = frozenset(f.name for kind in ("tutors", "sessions", "feedback")
-                          for f in fields_for(kind))  # fmt: skip
+DERIVED_NAMES = frozenset(
+    f.name for kind in ("tutors", "sessions", "feedback") for f in fields_for(kind)
+)
 
 
 @dataclass
@@ -128,8 +129,10 @@ class Pipeline:
                     )
                     others = {k: v.filter(good) for k, v in others.items()}
         if self.sessions is not None and self.kind.name == "sessions":
-            self.sessions.remember(table.column("session_id").combine_chunks(),
-                                   table.column("scheduled_start").combine_chunks())  # fmt: skip
+            self.sessions.remember(
+                table.column("session_id").combine_chunks(),
+                table.column("scheduled_start").combine_chunks(),
+            )
         output = self._output(table, others, derived) if self.input_columns is not None else None
         rejected.sort(key=lambda r: r.index)
         return BatchResult(accepted, rejected, output, duplicates, writes)

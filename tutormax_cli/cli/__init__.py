@@ -1,4 +1,7 @@
-"""The `tutormax` command: a thin Typer layer over the library. Heavy imports stay inside commands."""
+"""The `tutormax` command: a thin Typer layer over the library.
+
+Heavy imports (database, Redis) stay inside the commands, so `--help` needs neither.
+"""
 
 from __future__ import annotations
 

@@ -30,5 +30,8 @@ def init(db: DbUrl = None, json_out: JsonFlag = False) -> None:
     if json_out:
         print_json({"database": mask_url(url), "tables": counts})
     else:
-        err.print(f"schema ready in {mask_url(url)}: " +
-                  ", ".join(f"{k} ({v:,} rows)" for k, v in counts.items()), markup=False)  # fmt: skip
+        err.print(
+            f"schema ready in {mask_url(url)}: "
+            + ", ".join(f"{k} ({v:,} rows)" for k, v in counts.items()),
+            markup=False,
+        )

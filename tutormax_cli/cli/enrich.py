@@ -34,8 +34,11 @@ def enrich(
     ] = None,
     fmt: Annotated[
         str | None,
-        typer.Option("--format", help="csv, parquet or jsonl: output format, and the input "
-                     "format of files without a known extension."),  # fmt: skip
+        typer.Option(
+            "--format",
+            help="csv, parquet or jsonl: output format, and the input "
+            "format of files without a known extension.",
+        ),
     ] = None,
     as_of: Annotated[
         str | None, typer.Option(help="Reference instant, ISO-8601 (default: now).")
@@ -96,7 +99,7 @@ def _open_store(url: str, dry_run: bool) -> Any:
     """Connect and create the schema (run before the first batch: a bad URL writes nothing)."""
     from ..store import Store
 
-    if dry_run and url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
+    if dry_run and url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).exists():
         url = "sqlite://"  # a dry run creates no database file: an empty in-memory one
     store = Store.connect(url)
     if not dry_run:  # a dry run creates the schema inside its rolled-back transaction
@@ -114,8 +117,13 @@ class _Progress:
 
     def __enter__(self) -> _Progress:
         if self.enabled:
-            from rich.progress import (BarColumn, Progress, TextColumn, TimeElapsedColumn,
-                                       TimeRemainingColumn)  # fmt: skip
+            from rich.progress import (
+                BarColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             self._bar = Progress(
                 TextColumn("{task.description}"),

@@ -27,13 +27,14 @@ def generate(
 
     Example:
 
-      tutormax generate --out data/ --tutors 10000 --sessions 1000000 --feedback 1000000 --format parquet
+      tutormax generate --out data/ --sessions 1000000 --feedback 1000000 --format parquet
     """
     from ..files import check_format
     from ..generate import generate as run
 
-    paths = run(out, tutors=tutors, sessions=sessions, feedback=feedback, seed=seed,
-                fmt=check_format(fmt))  # fmt: skip
+    paths = run(
+        out, tutors=tutors, sessions=sessions, feedback=feedback, seed=seed, fmt=check_format(fmt)
+    )
     if json_out:
         print_json({kind: str(p) for kind, p in paths.items()})
     else:

@@ -1,0 +1,250 @@
+"""`tutormax enrich` persisting to SQLite and PostgreSQL (each test runs on both)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from dbfixtures import db_url_fixture, pg_url_fixture  # noqa: F401
+from typer.testing import CliRunner
+
+from tutormax_cli.cli import app
+
+AS_OF = "2024-11-09T12:00:00Z"
+TUTOR_HEAD = "tutor_id,name,email,onboarding_date,status,subjects,updated_at\n"
+SESSION_HEAD = "session_id,tutor_id,student_id,scheduled_start,duration_minutes,subject\n"
+FEEDBACK_HEAD = "feedback_id,session_id,student_id,tutor_id,overall_rating,submitted_at\n"
+
+
+def write(path: Path, head: str, *rows: str) -> Path:
+    path.write_text(head + "".join(r + "\n" for r in rows))
+    return path
+
+
+def tutors_csv(
+    tmp: Path,
+    name: str = "tutors.csv",
+    updated: str = "2024-11-01T00:00:00Z",
+    email: str = "ann@x.org",
+) -> Path:
+    return write(
+        tmp / name,
+        TUTOR_HEAD,
+        f"T1,Ann,{email},2024-01-15,active,Math,{updated}",
+        f"T2,Bob,bob@x.org,2024-06-01,inactive,Math;Art,{updated}",
+    )
+
+
+def sessions_csv(tmp: Path, *extra: str) -> Path:
+    return write(
+        tmp / "sessions.csv",
+        SESSION_HEAD,
+        "S1,T1,st1,2024-11-09T02:00:00Z,60,Math",
+        "S2,T2,st2,2024-11-09T15:00:00Z,45,Art",
+        *extra,
+    )
+
+
+def enrich(db_url: str, *args: str | Path) -> tuple[int, dict, str]:
+    result = CliRunner().invoke(
+        app, ["enrich", *map(str, args), "--db", db_url, "--as-of", AS_OF, "--json"]
+    )
+    doc = json.loads(result.stdout) if result.stdout.strip() else {}
+    return result.exit_code, doc, result.stderr
+
+
+def by_kind(doc: dict) -> dict[str, dict]:
+    return {f["kind"]: f for f in doc["files"]}
+
+
+def counts(f: dict) -> tuple[int, int, int, int]:
+    return f["inserted"], f["updated"], f["unchanged"], f["rejected"]
+
+
+def engine_for(db_url: str) -> sa.Engine:
+    url = sa.make_url(db_url)
+    if url.get_backend_name() == "postgresql":
+        url = url.set(drivername="postgresql+psycopg2")
+    return sa.create_engine(url)
+
+
+def rows(db_url: str, sql: str) -> list[tuple]:
+    engine = engine_for(db_url)
+    try:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.exec_driver_sql(sql)]
+    finally:
+        engine.dispose()
+
+
+def test_load_then_rerun_changes_nothing(db_url: str, tmp_path: Path) -> None:
+    paths = (tutors_csv(tmp_path), sessions_csv(tmp_path))
+    code, doc, _ = enrich(db_url, *paths)
+    assert code == 0
+    assert [counts(f) for f in doc["files"]] == [(2, 0, 0, 0), (2, 0, 0, 0)]
+    stamp = rows(db_url, "SELECT enriched_at FROM sessions ORDER BY session_id")
+    code, doc, _ = enrich(db_url, *paths)
+    assert code == 0
+    assert [counts(f) for f in doc["files"]] == [(0, 0, 2, 0), (0, 0, 2, 0)]
+    assert rows(db_url, "SELECT enriched_at FROM sessions ORDER BY session_id") == stamp
+    assert rows(db_url, "SELECT count(*) FROM sessions") == [(2,)]
+
+
+def test_changed_rows_are_updated_and_stale_ones_are_not(db_url: str, tmp_path: Path) -> None:
+    enrich(db_url, tutors_csv(tmp_path))
+    newer = tutors_csv(tmp_path, "newer.csv", "2024-11-05T00:00:00Z", email="ann@new.org")
+    assert counts(by_kind(enrich(db_url, newer)[1])["tutors"]) == (0, 2, 0, 0)
+    older = tutors_csv(tmp_path, "older.csv", "2024-10-01T00:00:00Z", email="ann@old.org")
+    assert counts(by_kind(enrich(db_url, older)[1])["tutors"]) == (0, 0, 2, 0)
+    assert rows(db_url, "SELECT email FROM tutors WHERE tutor_id = 'T1'") == [("ann@new.org",)]
+
+
+def test_unknown_parents_are_rejected_and_same_run_parents_count(
+    db_url: str, tmp_path: Path
+) -> None:
+    sessions = sessions_csv(tmp_path, "S3,T9,st3,2024-11-09T15:00:00Z,45,Art")
+    code, doc, _ = enrich(
+        db_url, sessions, tutors_csv(tmp_path), "--rejects", tmp_path / "rejects.jsonl"
+    )
+    assert code == 1
+    assert counts(by_kind(doc)["sessions"]) == (2, 0, 0, 1)
+    (reject,) = [json.loads(x) for x in (tmp_path / "rejects.jsonl").read_text().splitlines()]
+    assert reject["row"] == 3
+    assert reject["errors"] == [
+        {
+            "field": "tutor_id",
+            "code": "missing_parent",
+            "message": "'T9' is not a known tutor (not in tutors)",
+        }
+    ]
+
+
+def test_feedback_delay_falls_back_to_the_sessions_table(db_url: str, tmp_path: Path) -> None:
+    enrich(db_url, tutors_csv(tmp_path), sessions_csv(tmp_path))
+    fb = write(
+        tmp_path / "feedback.csv",
+        FEEDBACK_HEAD,
+        "F1,S1,st1,T1,5,2024-11-09T03:30:00Z",
+        "F2,S9,st1,T1,5,2024-11-09T03:30:00Z",
+    )
+    code, doc, _ = enrich(db_url, fb, "--rejects", tmp_path / "r.jsonl")
+    assert code == 1  # F2 names an unknown session
+    assert counts(by_kind(doc)["feedback"]) == (1, 0, 0, 1)
+    assert rows(db_url, "SELECT feedback_delay_hours FROM feedback") == [(1.5,)]
+
+
+def test_duplicate_keys_keep_the_last_row(db_url: str, tmp_path: Path) -> None:
+    src = write(
+        tmp_path / "t.csv",
+        TUTOR_HEAD,
+        "T1,Ann,a@x,2024-01-15,active,Math,",
+        "T1 ,Ann,last@x,2024-01-15,active,Math,",
+    )
+    code, doc, _ = enrich(db_url, src)
+    assert code == 0
+    f = by_kind(doc)["tutors"]
+    assert (f["read"], f["accepted"], f["duplicates"]) == (2, 2, 1)
+    assert counts(f) == (1, 1, 0, 0)
+    assert rows(db_url, "SELECT tutor_id, email FROM tutors") == [("T1", "last@x")]
+
+
+def test_a_row_the_database_refuses_is_isolated(db_url: str, tmp_path: Path) -> None:
+    """One row in a batch of 500 breaks a constraint the DBA added: the other 499 land."""
+    enrich(db_url, tutors_csv(tmp_path))
+    engine = engine_for(db_url)
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.exec_driver_sql(
+                "ALTER TABLE sessions ADD CONSTRAINT no_alchemy CHECK (subject <> 'Alchemy')"
+            )
+        else:
+            conn.exec_driver_sql(
+                "CREATE TRIGGER no_alchemy BEFORE INSERT ON sessions WHEN NEW.subject = 'Alchemy' "
+                "BEGIN SELECT RAISE(ABORT, 'no alchemy'); END"
+            )
+    engine.dispose()
+    lines = [
+        f"S{i},T1,st{i},2024-11-09T02:00:00Z,60,{'Alchemy' if i == 250 else 'Math'}"
+        for i in range(500)
+    ]
+    src = write(tmp_path / "s.csv", SESSION_HEAD, *lines)
+    code, doc, _ = enrich(db_url, src, "--batch-size", "500", "--rejects", tmp_path / "r.jsonl")
+    assert code == 1
+    assert counts(by_kind(doc)["sessions"]) == (499, 0, 0, 1)
+    (reject,) = [json.loads(x) for x in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert reject["row"] == 251 and reject["errors"][0]["code"] == "database"
+    assert "alchemy" in reject["errors"][0]["message"].lower()
+    assert rows(db_url, "SELECT count(*) FROM sessions") == [(499,)]
+
+
+def test_atomic_run_stopped_by_max_errors_leaves_the_database_as_it_was(
+    db_url: str, tmp_path: Path
+) -> None:
+    enrich(db_url, tutors_csv(tmp_path))
+    lines = [f"S{i},{'T1' if i % 10 else 'T9'},st,2024-11-09T02:00:00Z,60,Math" for i in range(50)]
+    src = write(tmp_path / "s.csv", SESSION_HEAD, *lines)
+    code, doc, _ = enrich(
+        db_url,
+        src,
+        "--batch-size",
+        "10",
+        "--max-errors",
+        "2",
+        "--atomic",
+        "--rejects",
+        tmp_path / "r.jsonl",
+    )
+    assert code == 1
+    assert "more than 2 rows rejected" in doc["stopped"]
+    assert rows(db_url, "SELECT count(*) FROM sessions") == [(0,)]
+    # Without --atomic the batches before the stop stay committed.
+    code, doc, _ = enrich(
+        db_url, src, "--batch-size", "10", "--max-errors", "2", "--rejects", tmp_path / "r.jsonl"
+    )
+    assert code == 1
+    assert rows(db_url, "SELECT count(*) FROM sessions") == [(27,)]
+
+
+def test_dry_run_writes_nothing(db_url: str, tmp_path: Path) -> None:
+    code, doc, _ = enrich(db_url, tutors_csv(tmp_path), sessions_csv(tmp_path), "--dry-run")
+    assert code == 0
+    assert [counts(f) for f in doc["files"]] == [(2, 0, 0, 0), (2, 0, 0, 0)]
+    engine = engine_for(db_url)
+    try:
+        assert sa.inspect(engine).get_table_names() == []
+    finally:
+        engine.dispose()
+
+
+def test_unreachable_database_exits_2_with_masked_url(tmp_path: Path) -> None:
+    out = tmp_path / "o.csv"
+    code, doc, err = enrich(
+        "postgresql://app:sekret@127.0.0.1:1/tutoring", tutors_csv(tmp_path), "--out", out
+    )
+    assert code == 2 and doc == {}
+    assert "postgresql://app:***@127.0.0.1:1/tutoring" in err
+    assert "sekret" not in err
+    assert not out.exists() and not list(tmp_path.glob("*.partial"))
+
+
+def test_default_database_is_sqlite_in_the_working_folder(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TUTORMAX_DATABASE_URL", raising=False)
+    result = CliRunner().invoke(app, ["enrich", str(tutors_csv(tmp_path)), "--as-of", AS_OF])
+    assert result.exit_code == 0
+    assert rows("sqlite:///tutormax.db", "SELECT count(*) FROM tutors") == [(2,)]
+
+
+def test_dotenv_supplies_the_database_url(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TUTORMAX_DATABASE_URL", raising=False)
+    (tmp_path / ".env").write_text("TUTORMAX_DATABASE_URL=sqlite:///from-dotenv.db\n")
+    from tutormax_cli.cli import main
+
+    monkeypatch.setattr("sys.argv", ["tutormax", "enrich", str(tutors_csv(tmp_path)), "--json"])
+    with pytest.raises(SystemExit) as stop:
+        main()
+    assert stop.value.code == 0
+    assert (tmp_path / "from-dotenv.db").exists()
