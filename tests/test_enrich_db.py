@@ -248,3 +248,31 @@ def test_dotenv_supplies_the_database_url(tmp_path: Path, monkeypatch) -> None:
         main()
     assert stop.value.code == 0
     assert (tmp_path / "from-dotenv.db").exists()
+
+
+def test_a_failure_mid_run_says_how_many_rows_were_committed(db_url: str, tmp_path: Path) -> None:
+    """The database loses the table after the first batch: exit 2, committed rows counted."""
+    from datetime import UTC, datetime
+
+    from tutormax_cli.enrich import EnrichOptions, run_enrich
+    from tutormax_cli.errors import DatabaseError
+    from tutormax_cli.store import Store
+
+    enrich(db_url, tutors_csv(tmp_path))
+    lines = [f"S{i},T1,st{i},2024-11-09T02:00:00Z,60,Math" for i in range(30)]
+    src = write(tmp_path / "s.csv", SESSION_HEAD, *lines)
+    out = tmp_path / "o.parquet"
+
+    def sabotage(source: str, kind: str, rows_done: int, done: float) -> None:
+        engine = engine_for(db_url)
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DROP TABLE feedback")
+            conn.exec_driver_sql("DROP TABLE sessions")
+        engine.dispose()
+
+    opts = EnrichOptions(paths=[src], as_of=datetime(2024, 11, 9, tzinfo=UTC), batch_size=10,
+                         out=out)  # fmt: skip
+    with pytest.raises(DatabaseError) as failure:
+        run_enrich(opts, lambda: Store.connect(db_url), progress=sabotage)
+    assert "10 rows were committed before it" in failure.value.message
+    assert not out.exists() and not list(tmp_path.glob("*.partial"))

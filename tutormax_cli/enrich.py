@@ -193,6 +193,11 @@ def _run(
     except _DryRunRollback:
         for w in writers:
             w.commit()
+    except E.TutormaxError as exc:  # struck mid-run (the database went away, a corrupt page)
+        for w in writers:
+            w.abort()
+        exc.message += _committed_note(summary, store, opts)
+        raise
     except BaseException:
         for w in writers:
             w.abort()
@@ -201,6 +206,15 @@ def _run(
         rejects.close()
     summary.rejects_file = str(rejects.path) if rejects.count else None
     return summary
+
+
+def _committed_note(summary: RunSummary, store: Store | None, opts: EnrichOptions) -> str:
+    if store is None:
+        return ""
+    if opts.atomic or opts.dry_run:
+        return " (nothing was committed: the run was one transaction)"
+    done = sum(f.inserted + f.updated for f in summary.files)
+    return f" ({done:,} rows were committed before it, in whole batches)"
 
 
 @contextmanager
