@@ -29,12 +29,15 @@ def generate(
 
       tutormax generate --out data/ --sessions 1000000 --feedback 1000000 --format parquet
     """
+    from ..errors import UsageError
     from ..files import check_format
     from ..generate import generate as run
 
-    paths = run(
-        out, tutors=tutors, sessions=sessions, feedback=feedback, seed=seed, fmt=check_format(fmt)
-    )
+    try:
+        paths = run(out, tutors=tutors, sessions=sessions, feedback=feedback, seed=seed,
+                    fmt=check_format(fmt))  # fmt: skip
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     if json_out:
         print_json({kind: str(p) for kind, p in paths.items()})
     else:
