@@ -16,7 +16,7 @@ from typing import Any
 
 from . import errors as E
 from .fields import Context, fields_for
-from .files import EXTENSIONS, RawBatch, Source, check_format, detect_format
+from .files import EXTENSIONS, RawBatch, Source, check_format, detect_format, prefetch
 from .pipeline import Pipeline, SessionStarts, Store
 from .schema import KIND_ORDER
 from .writers import BatchWriter, RejectsWriter
@@ -244,7 +244,7 @@ def _run_file(
 ) -> None:
     started = time.perf_counter()
     try:
-        for rb in src.batches(opts.batch_size):
+        for rb in prefetch(src.batches(opts.batch_size)):
             found = _malformed(rb)
             if rb.table.num_rows:
                 res = pipe.process(rb.table, ctx)

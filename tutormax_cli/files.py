@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ FORMATS = {
     ".json": "jsonl",
 }
 EXTENSIONS = {"csv": ".csv", "parquet": ".parquet", "jsonl": ".jsonl"}
-CSV_BLOCK_BYTES = 4 << 20  # measured: faster than 1 or 16 MiB (cache-sized blocks)
+CSV_BLOCK_BYTES = 1 << 20  # measured: fastest, and Arrow reads ahead several blocks
 CSV_MAX_BLOCK_BYTES = 1 << 30
 JSONL_MAX_LINE_BYTES = 16 * FIELD_MAX_BYTES
 
@@ -329,6 +330,46 @@ def _rebatch(tables: Iterator[pa.Table], size: int) -> Iterator[pa.Table]:
             pending, count = [rest], rest.num_rows
     if count:
         yield pa.concat_tables(pending)
+
+
+def prefetch(batches: Iterator[RawBatch], depth: int = 2) -> Iterator[RawBatch]:
+    """Read ahead on a background thread (Arrow parses without the GIL) while the caller
+    works on the current batch; at most `depth` batches wait in memory."""
+    import queue
+    import threading
+
+    slots: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in batches:
+                while not stop.is_set():
+                    try:
+                        slots.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            slots.put(done)
+        except BaseException as exc:  # handed to the consumer, raised there
+            slots.put(exc)
+
+    thread = threading.Thread(target=produce, name="tutormax-reader", daemon=True)
+    thread.start()
+    try:
+        while (item := slots.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():
+            with suppress(queue.Empty):
+                slots.get_nowait()
+            thread.join(timeout=0.05)
 
 
 def _first_line(exc: BaseException) -> str:

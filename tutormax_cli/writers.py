@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import suppress
 from datetime import date, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -19,7 +21,11 @@ import pyarrow.parquet as pq
 
 
 class BatchWriter:
-    """Streams tables of one schema to a file; the first batch fixes the schema."""
+    """Streams tables of one schema to a file; the first batch fixes the schema.
+
+    Encoding and writing happen on a background thread (Arrow releases the GIL there), so
+    the next batch is enriched while this one is written; errors surface on the next call.
+    """
 
     def __init__(self, path: Path, fmt: str) -> None:
         self.path = path
@@ -28,13 +34,18 @@ class BatchWriter:
         self.schema: pa.Schema | None = None
         self._writer: Any = None
         self._fh: IO[bytes] | None = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tutormax-writer")
+        self._pending: Future[None] | None = None
 
     def write(self, table: pa.Table) -> None:
         if self.schema is None:
             self.schema = table.schema
             self.partial.parent.mkdir(parents=True, exist_ok=True)
             self._open(table.schema)
-        table = conform(table, self.schema)
+        self._wait()
+        self._pending = self._pool.submit(self._write, conform(table, self.schema))
+
+    def _write(self, table: pa.Table) -> None:
         if self.format == "parquet":
             self._writer.write_table(table)
         elif self.format == "csv":
@@ -43,9 +54,16 @@ class BatchWriter:
             assert self._fh is not None
             self._fh.write(jsonl_bytes(table))
 
+    def _wait(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+
     def _open(self, schema: pa.Schema) -> None:
         if self.format == "parquet":
-            self._writer = pq.ParquetWriter(self.partial, schema)
+            self._writer = pq.ParquetWriter(
+                self.partial, schema, use_dictionary=_dictionary_columns(schema)
+            )
         elif self.format == "csv":
             text_schema = _for_text(schema.empty_table(), lists_as_json=True).schema
             self._writer = pv.CSVWriter(self.partial, text_schema)
@@ -56,20 +74,34 @@ class BatchWriter:
         """Close and move into place; a run with no accepted row still gets a header."""
         if self.schema is None:
             self.write((empty_schema or pa.schema([])).empty_table())
+        self._wait()
         self._close()
         os.replace(self.partial, self.path)
 
     def abort(self) -> None:
+        with suppress(Exception):
+            self._wait()
         self._close()
         self.partial.unlink(missing_ok=True)
 
     def _close(self) -> None:
+        self._pool.shutdown(wait=True)
         if self._writer is not None:
             self._writer.close()
             self._writer = None
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+
+
+def _dictionary_columns(schema: pa.Schema) -> list[str]:
+    """Dictionary-encode only text that is likely repetitive: measured, dictionary encoding of
+    unique ids and instants cost more than half of Parquet writing, for no size gain."""
+    return [
+        f.name
+        for f in schema
+        if (pa.types.is_string(f.type) or pa.types.is_list(f.type)) and not f.name.endswith("_id")
+    ]
 
 
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
