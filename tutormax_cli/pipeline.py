@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 from . import errors as E
 from .fields import Context, derive, fields_for
 from .schema import Kind
-from .validate import FieldError, Rejected, validate
+from .validate import FieldError, Rejected, positions, validate
 
 DERIVED_NAMES = frozenset(
     f.name for kind in ("tutors", "sessions", "feedback") for f in fields_for(kind)
@@ -209,7 +209,7 @@ def _last_of_each_key(keys: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, int]:
     distinct = pc.count_distinct(keys).as_py()
     if distinct == n:
         return pa.array([], pa.int64()), 0
-    idx = pa.table({"k": keys, "i": pa.array(range(n), pa.int64())})
+    idx = pa.table({"k": keys, "i": positions(n)})
     last = idx.group_by("k").aggregate([("i", "max")]).column("i_max")
     return pc.take(last, pc.sort_indices(last)), n - distinct
 
