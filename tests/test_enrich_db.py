@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -244,8 +245,11 @@ def test_dotenv_supplies_the_database_url(tmp_path: Path, monkeypatch) -> None:
     from tutormax_cli.cli import main
 
     monkeypatch.setattr("sys.argv", ["tutormax", "enrich", str(tutors_csv(tmp_path)), "--json"])
-    with pytest.raises(SystemExit) as stop:
-        main()
+    try:
+        with pytest.raises(SystemExit) as stop:
+            main()
+    finally:  # load_dotenv wrote it into os.environ; other tests must not see it
+        os.environ.pop("TUTORMAX_DATABASE_URL", None)
     assert stop.value.code == 0
     assert (tmp_path / "from-dotenv.db").exists()
 

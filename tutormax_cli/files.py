@@ -193,7 +193,7 @@ def _csv_pass(path: Path, batch_size: int, block: int, skip: int) -> Iterator[Ra
 def _first_line_columns(path: Path) -> list[str]:
     with path.open("rb") as fh:
         line = fh.readline(1 << 20)
-    return next(iter(pv.read_csv(pa.py_buffer(line)).schema.names), [])  # type: ignore[arg-type]
+    return list(pv.read_csv(pa.BufferReader(line)).column_names)
 
 
 # --- Parquet -----------------------------------------------------------------------------

@@ -1,0 +1,174 @@
+"""Real faults on real worker processes (`tutormax worker --burst`), PostgreSQL and Redis.
+
+SIGKILL at each fault point then a restart, SIGTERM in the middle of a batch, the database
+connection killed mid-transaction, a second consumer taking over a killed one's entries.
+Each test ends by counting: published = rows in tables + dead letters, every record once,
+nothing pending.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from dbfixtures import pg_admin, pg_url_fixture, session, tutor  # noqa: F401
+from redisfixtures import (
+    dead_letters,
+    pending,
+    prefix_fixture,  # noqa: F401
+    publish,
+    redis_url_fixture,  # noqa: F401
+    streams_fixture,  # noqa: F401
+    xadd_raw,
+)
+
+from tutormax_cli.store import Store
+from tutormax_cli.streams import Streams
+
+pytestmark = [pytest.mark.redis, pytest.mark.postgres]
+
+N_TUTORS, N_SESSIONS = 20, 400
+BAD_EVERY = 50  # every 50th session breaks a rule → validation
+GHOSTS = 3  # sessions of an unknown tutor → missing_parent after the attempts
+POISON = 2
+PUBLISHED = N_TUTORS + N_SESSIONS + GHOSTS + POISON
+INVALID = N_SESSIONS // BAD_EVERY
+DEAD = INVALID + GHOSTS + POISON
+
+
+@pytest.fixture
+def loaded(streams: Streams) -> Streams:
+    """Tutors, sessions (some invalid, some orphans) and poison on the streams."""
+    rows = [session(i, tutor_id=f"T{i % N_TUTORS}") for i in range(N_SESSIONS)]
+    for i in range(0, N_SESSIONS, BAD_EVERY):
+        rows[i]["duration_minutes"] = 999
+    publish(streams, "tutors", [tutor(i) for i in range(N_TUTORS)])
+    publish(streams, "sessions", rows + [session(f"G{i}", tutor_id="GHOST") for i in range(GHOSTS)])
+    for i in range(POISON):
+        xadd_raw(streams, "sessions", {"message": f"not an envelope {i}"})
+    return streams
+
+
+def worker_cmd(pg_url: str, redis_url: str, prefix: str, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "tutormax_cli", "worker", "--burst", "--json",
+            "--db", pg_url, "--redis", redis_url, "--prefix", prefix, "--batch-size", "100",
+            "--max-attempts", "2", "--retry-base-ms", "10", "--retry-max-ms", "50",
+            "--block-ms", "100", *extra]  # fmt: skip
+
+
+def run(cmd: list[str], fault: str | None = None, **env: str) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, **env, **({"TUTORMAX_FAULT": fault} if fault else {})}
+    return subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=60)
+
+
+def start(cmd: list[str], **env: str) -> subprocess.Popen:
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **env})  # fmt: skip
+
+
+def wait_for(condition: Callable[[], Any], what: str, timeout_s: float = 20) -> Any:
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def assert_accounted(streams: Streams, pg_url: str) -> None:
+    """Every record persisted or dead-lettered exactly once; nothing pending."""
+    letters = dead_letters(streams)
+    sources = [(e["metadata"]["source_stream"], e["metadata"]["source_id"]) for _, e in letters]
+    assert len(set(sources)) == len(sources), "a record was dead-lettered twice"
+    with Store.connect(pg_url) as store:
+        counts = store.row_counts()
+    assert counts == {"tutors": N_TUTORS, "sessions": N_SESSIONS - INVALID, "feedback": 0}
+    errors = sorted(e["metadata"]["error"] for _, e in letters)
+    assert errors == sorted(["validation"] * INVALID + ["missing_parent"] * GHOSTS
+                            + ["poison"] * POISON)  # fmt: skip
+    assert sum(counts.values()) + len(letters) == PUBLISHED
+    assert pending(streams) == 0
+
+
+@pytest.mark.parametrize("point", ["before_commit", "after_commit_before_ack",
+                                   "after_deadletter_before_ack"])  # fmt: skip
+def test_sigkill_at_each_point_then_restart(
+    point: str, loaded: Streams, pg_url: str, redis_url: str, prefix: str
+) -> None:
+    cmd = worker_cmd(pg_url, redis_url, prefix, "--consumer", "w1")
+    killed = run(cmd, fault=f"{point}:2")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert pending(loaded) > 0  # the killed batch was never acknowledged
+    restarted = run(cmd)
+    assert restarted.returncode == 0, restarted.stderr
+    assert_accounted(loaded, pg_url)
+
+
+def test_sigterm_mid_batch_finishes_the_batch_and_exits_0(
+    loaded: Streams, pg_url: str, redis_url: str, prefix: str
+) -> None:
+    cmd = worker_cmd(pg_url, redis_url, prefix, "--consumer", "w1")
+    proc = start(cmd, TUTORMAX_FAULT="before_commit", TUTORMAX_FAULT_PAUSE_S="2")
+    wait_for(lambda: pending(loaded) > 0, "the worker to read its first batch")
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    totals = json.loads(out)
+    assert totals["read"] == N_TUTORS + 100  # one batch: every tutor, 100 sessions
+    assert pending(loaded) == 0  # committed and acknowledged
+    with Store.connect(pg_url) as store:
+        assert store.row_counts()["sessions"] == 100 - 2  # two of them broke a rule
+    assert run(cmd).returncode == 0
+    assert_accounted(loaded, pg_url)
+
+
+def test_database_connection_killed_mid_transaction(
+    loaded: Streams, pg_url: str, redis_url: str, prefix: str
+) -> None:
+    db = sa.make_url(pg_url).database
+    cmd = worker_cmd(pg_url, redis_url, prefix, "--consumer", "w1")
+    proc = start(cmd, TUTORMAX_FAULT="before_commit", TUTORMAX_FAULT_PAUSE_S="1.5")
+    admin = pg_admin()
+    try:
+        query = ("SELECT pid FROM pg_stat_activity WHERE datname = %s "
+                 "AND state = 'idle in transaction'")  # fmt: skip
+
+        def in_transaction() -> list[int]:
+            with admin.cursor() as cur:
+                cur.execute(query, (db,))
+                return [r[0] for r in cur.fetchall()]
+
+        wait_for(lambda: pending(loaded) > 0, "the worker to read its first batch")
+        pids = wait_for(in_transaction, "the worker's open transaction")
+        with admin.cursor() as cur:
+            cur.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s) AS pid", (pids,))
+    finally:
+        admin.close()
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert json.loads(out)["outages"] >= 1
+    assert "retrying in" in err  # backed off, did not dead-letter
+    assert_accounted(loaded, pg_url)
+
+
+def test_second_consumer_reclaims_a_killed_ones_entries(
+    loaded: Streams, pg_url: str, redis_url: str, prefix: str
+) -> None:
+    first = run(worker_cmd(pg_url, redis_url, prefix, "--consumer", "a"), fault="before_commit:2")
+    assert first.returncode == -signal.SIGKILL
+    orphaned = pending(loaded)
+    assert orphaned > 0
+    cmd = worker_cmd(pg_url, redis_url, prefix, "--consumer", "b", "--reclaim-idle-ms", "300")
+    second = run(cmd)
+    assert second.returncode == 0, second.stderr
+    assert json.loads(second.stdout)["reclaimed"] >= orphaned
+    assert_accounted(loaded, pg_url)

@@ -1,0 +1,315 @@
+"""Envelopes, publish and the dead-letter commands (list, show, replay, drain) on a real Redis."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redisfixtures import (
+    dead_letters,
+    prefix_fixture,  # noqa: F401
+    producer_envelope,
+    redis_client,
+    redis_url_fixture,  # noqa: F401
+    streams_fixture,  # noqa: F401
+    xadd_raw,
+)
+from typer.testing import CliRunner
+
+from tutormax_cli.cli import app
+from tutormax_cli.envelope import (
+    DeadLetter,
+    Message,
+    Poison,
+    checksum,
+    envelope_text,
+    parse_envelope,
+)
+from tutormax_cli.streams import Streams
+
+SESSION = {"session_id": "S1", "tutor_id": "T1", "student_id": "st1", "duration_minutes": 60,
+           "scheduled_start": "2024-11-07T14:00:00Z", "subject": "Math"}  # fmt: skip
+
+
+def cli(*args: str | Path, redis: str, prefix: str) -> tuple[int, str, str]:
+    argv = [str(a) for a in args] + ["--redis", redis, "--prefix", prefix]
+    result = CliRunner().invoke(app, argv)
+    return result.exit_code, result.stdout, result.stderr
+
+
+# -- envelopes ---------------------------------------------------------------------------------
+
+
+def test_checksum_is_sha256_of_sorted_json() -> None:
+    data = {"b": 1, "a": "Zoë", "c": [1, 2]}
+    expected = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+    assert checksum(data) == expected
+
+
+def test_a_tutormax_producer_envelope_is_read_unchanged() -> None:
+    data = {"tutor_id": "T001", "name": "Zoë Smith", "subjects": ["Math"], "tenure_days": 3}
+    raw = producer_envelope("tutormax:tutors", data, {"source": "api"})
+    env = parse_envelope(raw.encode())
+    assert env["data"] == data
+    assert env["metadata"] == {"source": "api"}
+    # a producer that sends no metadata at all is fine too
+    no_meta = json.loads(raw)
+    del no_meta["metadata"]
+    assert parse_envelope(json.dumps(no_meta))["data"] == data
+
+
+def test_our_envelope_has_every_field_and_a_valid_checksum() -> None:
+    data = {"session_id": "S1", "note": "naïve ☕", "n": 1.5, "ok": True, "none": None}
+    env = json.loads(envelope_text("tutormax:sessions", data, {"row": 3}))
+    assert set(env) == {"id", "timestamp", "channel", "data", "metadata", "checksum"}
+    assert env["channel"] == "tutormax:sessions"
+    assert env["data"] == data
+    assert env["checksum"] == checksum(data)
+    assert parse_envelope(envelope_text("x", data))["data"] == data
+
+
+GOOD = json.loads(envelope_text("tutormax:sessions", SESSION))
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        pytest.param(b"not json", "not JSON", id="not-json"),
+        pytest.param(b'{"data": "\xff"}', "not valid UTF-8", id="invalid-utf8"),
+        pytest.param(b"[1, 2]", "not a JSON object", id="array"),
+        pytest.param(json.dumps({"data": {}}).encode(), "lacks id, timestamp", id="missing-keys"),
+        pytest.param(json.dumps({**GOOD, "data": [1]}).encode(), "data is not", id="data-list"),
+        pytest.param(
+            json.dumps({**GOOD, "data": {**SESSION, "subject": "Art"}}).encode(),
+            "checksum does not match",
+            id="tampered",
+        ),
+        pytest.param(json.dumps({**GOOD, "metadata": 3}).encode(), "metadata", id="bad-metadata"),
+    ],
+)
+def test_poison_messages_say_why(raw: bytes, reason: str) -> None:
+    with pytest.raises(Poison, match=reason):
+        parse_envelope(raw)
+
+
+def test_message_over_the_cap_is_poison_unread() -> None:
+    huge = envelope_text("x", {"blob": "x" * 2000})
+    with pytest.raises(Poison, match="over the 1000-byte cap"):
+        parse_envelope(huge, max_bytes=1000)
+    assert parse_envelope(huge)["data"]["blob"] == "x" * 2000  # the default cap is 1 MiB
+
+
+# -- publish -----------------------------------------------------------------------------------
+
+
+@pytest.mark.redis
+def test_publish_pipelines_fresh_envelopes(streams: Streams) -> None:
+    n = streams.publish("sessions", (({**SESSION, "session_id": f"S{i}"}, {"row": i})
+                                     for i in range(2500)))  # fmt: skip
+    assert n == 2500
+    client = redis_client()
+    try:
+        entries = client.xrange(streams.stream("sessions"), count=3000)
+    finally:
+        client.close()
+    assert len(entries) == 2500
+    envs = [parse_envelope(f[b"message"]) for _, f in entries]
+    assert [e["data"]["session_id"] for e in envs[:3]] == ["S0", "S1", "S2"]
+    assert envs[7]["metadata"] == {"row": 7}
+    assert {e["channel"] for e in envs} == {streams.stream("sessions")}
+    assert len({e["id"] for e in envs}) == 2500
+
+
+@pytest.mark.redis
+def test_publish_command_reads_files_parents_first(
+    tmp_path: Path, redis_url: str, prefix: str, streams: Streams
+) -> None:
+    tutors = tmp_path / "tutors.csv"
+    tutors.write_bytes(
+        b"tutor_id,name,email,onboarding_date,status,subjects\n"
+        b"T1,Ann,ann@x.org,2024-01-15,active,Math;SAT\n"
+        b"T2,B\xffb,bob@x.org,2024-01-15,active,Math\n"  # invalid UTF-8: cannot travel as JSON
+        b"T3,Cy,cy@x.org,2024-01-15,active\n"  # malformed
+    )
+    sessions = tmp_path / "sessions.jsonl"
+    sessions.write_text(json.dumps(SESSION) + "\n")
+    code, out, err = cli("publish", sessions, tutors, "--json", redis=redis_url, prefix=prefix)
+    assert code == 1, err  # some rows skipped
+    summary = json.loads(out)
+    assert [f["kind"] for f in summary["files"]] == ["tutors", "sessions"]
+    assert (summary["published"], summary["skipped"]) == (2, 2)
+    assert summary["files"][0]["problems"] == ["row 3: expected 6 fields, found 5",
+                                               "row 2: name: not valid UTF-8"]  # fmt: skip
+    envs = [env for _, env in _entries(streams, "tutors")]
+    assert envs[0]["data"]["subjects"] == "Math;SAT"
+    assert envs[0]["metadata"] == {"source": "tutormax publish", "file": "tutors.csv", "row": 1}
+    assert [env["data"] for _, env in _entries(streams, "sessions")] == [SESSION]
+
+
+@pytest.mark.redis
+def test_unreachable_redis_is_exit_2_with_the_password_masked(tmp_path: Path) -> None:
+    f = tmp_path / "s.jsonl"
+    f.write_text(json.dumps(SESSION) + "\n")
+    code, _, err = cli("publish", f, redis="redis://u:s3cret@127.0.0.1:1/0", prefix="tmtest:x:")
+    assert code == 2
+    assert "redis://u:***@127.0.0.1:1/0" in err
+    assert "s3cret" not in err
+
+
+def test_every_queue_command_help_has_an_example() -> None:
+    for cmd in (["publish"], ["worker"], ["stats"], ["dlq", "list"], ["dlq", "show"],
+                ["dlq", "replay"], ["dlq", "drain"]):  # fmt: skip
+        result = CliRunner().invoke(app, [*cmd, "--help"])
+        assert result.exit_code == 0
+        assert "Example:" in result.stdout, cmd
+
+
+# -- dead letters ------------------------------------------------------------------------------
+
+
+def _entries(streams: Streams, kind: str) -> list[tuple[str, dict[str, Any]]]:
+    client = redis_client()
+    try:
+        rows = client.xrange(streams.stream(kind))
+    finally:
+        client.close()
+    return [(i.decode(), json.loads(f[b"message"])) for i, f in rows]
+
+
+def _letter(kind: str, entry_id: str, error: str = "validation", **data: Any) -> DeadLetter:
+    record = {**SESSION, **data}
+    detail = [{"field": "subject", "code": "blank", "message": "must not be blank"}]
+    return DeadLetter(Message(kind, entry_id, {}, 2), record, error, detail, {"row": 9})
+
+
+@pytest.mark.redis
+def test_dead_letter_is_written_once_per_source_entry(streams: Streams) -> None:
+    letters = [_letter("sessions", "1-0"), _letter("sessions", "1-1", "missing_parent")]
+    assert streams.dead_letter(letters) == 2
+    assert streams.dead_letter(letters) == 0  # a worker killed before its ACK writes again
+    entries = dead_letters(streams)
+    assert len(entries) == 2
+    meta = entries[0][1]["metadata"]
+    assert meta["source_stream"] == streams.stream("sessions")
+    assert (meta["source_id"], meta["error"], meta["attempts"]) == ("1-0", "validation", 2)
+    assert meta["detail"][0]["code"] == "blank"
+    assert meta["failed_at"].endswith("+00:00")
+    assert entries[0][1]["data"] == SESSION
+    assert entries[0][1]["checksum"] == checksum(SESSION)
+
+
+@pytest.mark.redis
+def test_dlq_list_and_show(streams: Streams, redis_url: str, prefix: str) -> None:
+    streams.dead_letter([_letter("sessions", "1-0"), _letter("tutors", "2-0", "poison"),
+                         _letter("sessions", "3-0", "missing_parent")])  # fmt: skip
+    code, out, _ = cli("dlq", "list", "--json", redis=redis_url, prefix=prefix)
+    assert code == 0
+    assert json.loads(out)["total"] == 3
+    code, out, _ = cli("dlq", "list", "--kind", "sessions", "--error", "missing_parent",
+                       "--json", redis=redis_url, prefix=prefix)  # fmt: skip
+    listed = json.loads(out)["dead_letters"]
+    assert [d["envelope"]["metadata"]["source_id"] for d in listed] == ["3-0"]
+    code, _, err = cli("dlq", "list", redis=redis_url, prefix=prefix)
+    assert code == 0 and "dead letters (3 of 3)" in err
+    entry_id = listed[0]["entry_id"]
+    code, out, _ = cli("dlq", "show", entry_id, "--json", redis=redis_url, prefix=prefix)
+    assert code == 0
+    assert json.loads(out)["envelope"]["metadata"]["error"] == "missing_parent"
+    code, _, err = cli("dlq", "show", "9-9", redis=redis_url, prefix=prefix)
+    assert code == 2 and "no dead letter 9-9" in err
+
+
+@pytest.mark.redis
+def test_replay_requeues_with_a_fresh_envelope_once(
+    streams: Streams, redis_url: str, prefix: str
+) -> None:
+    streams.dead_letter([_letter("sessions", "1-0"), _letter("sessions", "1-1")])
+    first, second = (i for i, _ in dead_letters(streams))
+    code, out, _ = cli("dlq", "replay", first, "--json", redis=redis_url, prefix=prefix)
+    assert code == 0
+    assert json.loads(out)["replayed"] == 1
+    (new_id, env), = _entries(streams, "sessions")  # fmt: skip
+    assert env["data"] == SESSION
+    assert env["checksum"] == checksum(SESSION)
+    assert env["channel"] == streams.stream("sessions")
+    assert env["metadata"] == {"row": 9, "replayed_from": first}
+    assert [i for i, _ in dead_letters(streams)] == [second]
+    # replaying the same id again finds nothing and doubles nothing
+    code, out, _ = cli("dlq", "replay", first, "--json", redis=redis_url, prefix=prefix)
+    assert code == 1
+    assert json.loads(out)["not_found"] == [first]
+    assert len(_entries(streams, "sessions")) == 1
+    # and a replayed record can be dead-lettered again under its new entry id
+    assert streams.dead_letter([_letter("sessions", new_id)]) == 1
+
+
+@pytest.mark.redis
+def test_replay_leaves_unknown_sources_and_raw_poison_in_place(
+    streams: Streams, redis_url: str, prefix: str
+) -> None:
+    streams.dead_letter([_letter("sessions", "1-0")])
+    poison = DeadLetter(Message("tutors", "2-0", {}), {"message": "garbage"}, "poison", [],
+                        raw_entry=True)  # fmt: skip
+    streams.dead_letter([poison])
+    xadd_raw(
+        streams,
+        "dead_letter",
+        {
+            "message": envelope_text(
+                "x",
+                SESSION,
+                {"source_stream": "elsewhere:sessions", "source_id": "5-0", "error": "validation"},
+            )
+        },
+    )
+    code, out, _ = cli("dlq", "replay", "--all", "--dry-run", "--json", redis=redis_url,
+                       prefix=prefix)  # fmt: skip
+    dry = json.loads(out)
+    assert code == 1 and dry["replayed"] == 0
+    assert dry["histogram"]["by_error"] == {"poison": 1, "validation": 2}
+    assert len(dead_letters(streams)) == 3 and not _entries(streams, "sessions")
+    code, out, _ = cli("dlq", "replay", "--all", "--json", redis=redis_url, prefix=prefix)
+    result = json.loads(out)
+    assert code == 1 and result["replayed"] == 1
+    assert sorted(result["left"]) == ["poison: a raw entry, no record to replay",
+                                      "unknown source stream 'elsewhere:sessions'"]  # fmt: skip
+    assert len(dead_letters(streams)) == 2
+    code, _, err = cli("dlq", "replay", redis=redis_url, prefix=prefix)
+    assert code == 2 and "--all" in err
+
+
+@pytest.mark.redis
+def test_drain_writes_the_file_before_deleting(
+    streams: Streams, redis_url: str, prefix: str, tmp_path: Path, monkeypatch: Any
+) -> None:
+    streams.dead_letter([_letter("sessions", f"1-{i}") for i in range(1500)])
+    out = tmp_path / "dead.jsonl"
+    seen_at_delete: list[int] = []
+    real_delete = Streams.delete_dead_letters
+
+    def delete_after_checking(self: Streams, entries: list) -> int:
+        seen_at_delete.append(len(out.read_text().splitlines()))  # the file is complete already
+        return real_delete(self, entries)
+
+    monkeypatch.setattr(Streams, "delete_dead_letters", delete_after_checking)
+    code, stdout, _ = cli("dlq", "drain", "--out", out, "--json", redis=redis_url, prefix=prefix)
+    assert code == 0
+    assert json.loads(stdout) | {"out": None} == {
+        "out": None,
+        "written": 1500,
+        "deleted": 1500,
+        "dead_letter_stream": f"{prefix}dead_letter",
+    }
+    assert seen_at_delete == [1500]
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert lines[0]["envelope"]["data"] == SESSION
+    assert dead_letters(streams) == []
+    # the dedupe marks went with them: the same source entries may be dead-lettered again
+    assert streams.dead_letter([_letter("sessions", "1-0")]) == 1
+    # drain never overwrites a file
+    code, _, err = cli("dlq", "drain", "--out", out, redis=redis_url, prefix=prefix)
+    assert code == 2 and "exists already" in err
+    assert len(dead_letters(streams)) == 1

@@ -1,0 +1,238 @@
+"""The worker in-process (`Worker.run(burst=True)`) on a real Redis, on SQLite and PostgreSQL.
+
+Every test ends by counting: records published = rows in tables + dead letters, and
+nothing is left pending.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.request
+from typing import Any
+
+import pytest
+from dbfixtures import (
+    db_url_fixture,  # noqa: F401
+    feedback,
+    pg_url_fixture,  # noqa: F401
+    read_rows,
+    session,
+    store_fixture,  # noqa: F401
+    tutor,
+)
+from redisfixtures import (
+    FlakyProxy,
+    dead_letters,
+    jsonable,
+    pending,
+    prefix_fixture,  # noqa: F401
+    publish,
+    redis_client,
+    redis_url_fixture,  # noqa: F401
+    streams_fixture,  # noqa: F401
+    xadd_raw,
+)
+from typer.testing import CliRunner
+
+from tutormax_cli.cli import app
+from tutormax_cli.envelope import envelope_text
+from tutormax_cli.store import Store
+from tutormax_cli.streams import Streams
+from tutormax_cli.worker import Metrics, Worker, WorkerOptions
+from tutormax_cli.worker_policy import RetryPolicy
+
+pytestmark = pytest.mark.redis
+
+
+def make_worker(streams: Streams, store: Store, max_attempts: int = 5, **kw: Any) -> Worker:
+    metrics = kw.pop("metrics", None)
+    retry = RetryPolicy(max_attempts=max_attempts, base_ms=10, max_ms=40)
+    opts = WorkerOptions(consumer="w1", block_ms=50, retry=retry, **kw)
+    return Worker(streams, store, opts, metrics)
+
+
+def by_error(streams: Streams) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for _, env in dead_letters(streams):
+        counts[env["metadata"]["error"]] = counts.get(env["metadata"]["error"], 0) + 1
+    return counts
+
+
+def assert_accounted(streams: Streams, store: Store, published: int) -> None:
+    letters = dead_letters(streams)
+    sources = {(e["metadata"]["source_stream"], e["metadata"]["source_id"]) for _, e in letters}
+    assert len(sources) == len(letters), "a record was dead-lettered twice"
+    assert sum(store.row_counts().values()) + len(letters) == published
+    assert pending(streams) == 0
+
+
+def test_happy_path_persists_everything(streams: Streams, store: Store) -> None:
+    publish(
+        streams, "feedback", [feedback(i, session_id=f"S{i}", tutor_id="T0") for i in range(60)]
+    )
+    publish(streams, "sessions", [session(i, tutor_id=f"T{i % 10}") for i in range(120)])
+    publish(streams, "tutors", [tutor(i) for i in range(10)])
+    totals = make_worker(streams, store).run(burst=True)
+    assert store.row_counts() == {"tutors": 10, "sessions": 120, "feedback": 60}
+    assert (totals["read"], totals["persisted"], totals["dead_lettered"]) == (190, 190, 0)
+    assert totals["retried"] == 0  # tutors go first, then sessions, then feedback
+    # the feedback join found its session in the same batch: 19 h after 14:00
+    assert read_rows(store, "feedback")["F1"]["feedback_delay_hours"] == 19.0
+    assert_accounted(streams, store, 190)
+
+
+def test_sessions_before_their_tutors_are_retried_then_persisted(
+    streams: Streams, store: Store
+) -> None:
+    publish(streams, "sessions", [session(i, tutor_id="T1") for i in range(30)])
+    worker = make_worker(streams, store)
+    first = worker.run(max_batches=1)
+    assert (first["retried"], first["persisted"], first["dead_lettered"]) == (30, 0, 0)
+    assert pending(streams) == 30  # waiting in the PEL, not acknowledged
+    publish(streams, "tutors", [tutor(1)])
+    totals = make_worker(streams, store).run(burst=True)  # a new worker, same consumer name
+    assert store.row_counts()["sessions"] == 30
+    assert totals["dead_lettered"] == 0
+    assert_accounted(streams, store, 31)
+
+
+def test_missing_parent_beyond_max_attempts_is_dead_lettered(
+    streams: Streams, store: Store
+) -> None:
+    publish(streams, "tutors", [tutor(1)])
+    publish(streams, "sessions", [session(1, tutor_id="T1"), session(2, tutor_id="GHOST")])
+    totals = make_worker(streams, store, max_attempts=3).run(burst=True)
+    assert (totals["persisted"], totals["retried"], totals["dead_lettered"]) == (2, 2, 1)
+    ((_, env),) = dead_letters(streams)
+    meta = env["metadata"]
+    assert (meta["error"], meta["attempts"]) == ("missing_parent", 3)
+    assert meta["detail"][0]["field"] == "tutor_id"
+    assert env["data"]["session_id"] == "S2"
+    assert meta["source_metadata"] == {"test": True}
+    assert_accounted(streams, store, 3)
+
+
+def test_validation_errors_are_dead_lettered_at_once(streams: Streams, store: Store) -> None:
+    publish(streams, "tutors", [tutor(1), tutor(2, email="no-at-sign", status="retired")])
+    totals = make_worker(streams, store).run(burst=True)
+    assert (totals["persisted"], totals["retried"], totals["dead_lettered"]) == (1, 0, 1)
+    ((_, env),) = dead_letters(streams)
+    assert (env["metadata"]["error"], env["metadata"]["attempts"]) == ("validation", 1)
+    assert {d["code"] for d in env["metadata"]["detail"]} == {"invalid_email", "invalid_choice"}
+    assert_accounted(streams, store, 2)
+
+
+def test_poison_messages_are_dead_lettered(streams: Streams, store: Store) -> None:
+    publish(streams, "tutors", [tutor(1)])
+    good = json.loads(envelope_text(streams.stream("tutors"), {"tutor_id": "T2"}))
+    xadd_raw(streams, "tutors", {"message": json.dumps({**good, "checksum": "0" * 64})})
+    xadd_raw(streams, "tutors", {"message": b"\xff not json"})
+    xadd_raw(streams, "sessions", {"message": "x" * (1 << 20 | 1)})  # over the 1 MiB cap
+    xadd_raw(streams, "sessions", {"other": "field"})
+    lone = envelope_text(streams.stream("tutors"), {**jsonable(tutor(3)), "location": "\ud800"})
+    xadd_raw(streams, "tutors", {"message": lone})  # crashes Arrow: isolated by bisection
+    totals = make_worker(streams, store).run(burst=True)
+    assert (totals["persisted"], totals["dead_lettered"]) == (1, 5)
+    assert by_error(streams) == {"poison": 5}
+    reasons = sorted(e["metadata"]["detail"][0]["message"][:24] for _, e in dead_letters(streams))
+    assert reasons == ["checksum does not match ", "entry has no 'message' f",
+                       "message is not valid UTF", "message of 1048577 bytes",
+                       "processing failed: Unico"]  # fmt: skip
+    oversized = next(e for _, e in dead_letters(streams) if "bytes" in str(e["metadata"]))
+    assert len(oversized["data"]["message"]) == 64 << 10  # kept a slice, not the megabyte
+    assert_accounted(streams, store, 6)
+
+
+def test_one_bad_row_in_a_batch_of_500(streams: Streams, store: Store) -> None:
+    rows = [tutor(i) for i in range(500)]
+    if store.dialect == "postgresql":  # passes validation, refused by the database
+        rows[321]["subjects"] = ["Ma\x00th"]
+        expected = "database"
+    else:
+        rows[321]["email"] = "@"
+        expected = "validation"
+    publish(streams, "tutors", rows)
+    totals = make_worker(streams, store).run(burst=True)
+    assert store.row_counts()["tutors"] == 499
+    assert (totals["persisted"], totals["dead_lettered"]) == (499, 1)
+    ((_, env),) = dead_letters(streams)
+    assert env["metadata"]["error"] == expected
+    assert env["data"]["tutor_id"] == "T321"
+    assert_accounted(streams, store, 500)
+
+
+def test_stats_json_shape_and_metrics(
+    streams: Streams, store: Store, db_url: str, redis_url: str, prefix: str
+) -> None:
+    publish(streams, "tutors", [tutor(1), tutor(2, status="?")])
+    publish(streams, "sessions", [session(1, tutor_id="T1")])
+    metrics = Metrics(0, "127.0.0.1")
+    try:
+        make_worker(streams, store, metrics=metrics).run(burst=True)
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics.port}/metrics") as resp:
+            text = resp.read().decode()
+    finally:
+        metrics.close()
+    assert 'tutormax_worker_messages_total{outcome="persisted"} 2.0' in text
+    assert "tutormax_worker_batch_seconds_count 1.0" in text
+    result = CliRunner().invoke(app, ["stats", "--json", "--db", db_url, "--redis", redis_url,
+                                      "--prefix", prefix])  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert {"streams", "dead_letter", "tables", "workers"} <= set(doc)
+    s = doc["streams"][f"{prefix}sessions"]
+    assert (s["length"], s["pending"], s["consumers"], s["lag"]) == (1, 0, 1, 0)
+    assert doc["dead_letter"]["total"] == 1
+    assert doc["dead_letter"]["by_error"] == {"validation": 1}
+    assert doc["tables"] == {"tutors": 1, "sessions": 1, "feedback": 0}
+    w = doc["workers"]["w1"]
+    assert (w["read"], w["persisted"], w["dead_lettered"], w["retried"]) == (3, 2, 1, 0)
+    assert {"started_at", "last_heartbeat", "msgs_per_s", "reclaimed"} <= set(w)
+
+
+def test_redis_outage_mid_batch_is_waited_out_not_dead_lettered(
+    streams: Streams, store: Store, redis_url: str, prefix: str, monkeypatch: Any
+) -> None:
+    publish(streams, "tutors", [tutor(i) for i in range(5)])
+    publish(streams, "sessions", [session(1, tutor_id="T1"), session(2, duration_minutes=999)])
+    monkeypatch.setenv("TUTORMAX_FAULT", "after_commit_before_ack")
+    monkeypatch.setenv("TUTORMAX_FAULT_PAUSE_S", "0.5")  # committed, about to dead-letter
+    proxy = FlakyProxy(redis_url)
+
+    def outage() -> None:
+        while pending(streams) == 0:  # the worker has read its batch
+            time.sleep(0.01)
+        proxy.cut()
+        time.sleep(1.5)
+        proxy.restore()
+
+    cutter = threading.Thread(target=outage)
+    cutter.start()
+    try:
+        with Streams(proxy.url, prefix) as through_proxy:
+            totals = make_worker(through_proxy, store).run(burst=True)
+    finally:
+        cutter.join()
+        proxy.close()
+    assert totals["outages"] >= 1
+    assert (totals["persisted"], totals["dead_lettered"]) == (6, 1)  # once each, after all
+    assert by_error(streams) == {"validation": 1}
+    assert_accounted(streams, store, 7)
+
+
+def test_a_pending_entry_deleted_by_someone_else_is_counted(streams: Streams, store: Store) -> None:
+    publish(streams, "sessions", [session(1, tutor_id="T1"), session(2, tutor_id="T1")])
+    make_worker(streams, store).run(max_batches=1)  # both wait for their tutor
+    client = redis_client()
+    try:
+        first = client.xrange(streams.stream("sessions"), count=1)[0][0]
+        client.xdel(streams.stream("sessions"), first)
+    finally:
+        client.close()
+    publish(streams, "tutors", [tutor(1)])
+    totals = make_worker(streams, store).run(burst=True)
+    assert totals["trimmed"] == 1
+    assert store.row_counts()["sessions"] == 1
+    assert_accounted(streams, store, 2)  # 3 published, 1 deleted before it was done

@@ -1,0 +1,137 @@
+"""Dead-letter operations behind `tutormax dlq`: select, replay, drain (SPEC §6).
+
+Replay puts a record back on its source stream with a fresh envelope and removes the dead
+letter in one atomic step (streams.Streams.replay), so replaying twice re-queues once. A
+dead letter whose source stream is not one of ours, or whose data is a raw poison entry
+rather than a record, is reported and left in place. Drain writes the file completely
+(fsync, then rename into place) before it deletes anything, and deletes only what it wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import UsageError
+from .stats import histogram
+from .streams import Streams
+
+Entry = tuple[str, dict[str, Any]]  # (dead-letter entry id, envelope)
+
+
+@dataclass(frozen=True)
+class Selection:
+    ids: tuple[str, ...] = ()
+    kind: str | None = None
+    error: str | None = None
+    all: bool = False
+
+    @property
+    def empty(self) -> bool:
+        return not (self.ids or self.kind or self.error or self.all)
+
+
+def select(streams: Streams, sel: Selection) -> Iterator[Entry]:
+    """Dead letters matching every given criterion, oldest first."""
+    if sel.ids:
+        found: Iterable[Entry] = (
+            (i, env) for i in sel.ids if (env := streams.dead_letter_by_id(i)) is not None
+        )
+    else:
+        found = streams.dead_letters()
+    stream = streams.stream(sel.kind) if sel.kind else None
+    for entry_id, env in found:
+        meta = env.get("metadata") or {}
+        if stream and meta.get("source_stream") != stream:
+            continue
+        if sel.error and meta.get("error") != sel.error:
+            continue
+        yield entry_id, env
+
+
+@dataclass
+class ReplayResult:
+    dry_run: bool
+    selected: int = 0
+    replayed: list[dict[str, str]] = field(default_factory=list)  # {"from": dlq id, "to": id}
+    left: dict[str, list[str]] = field(default_factory=dict)  # reason → dead-letter ids
+    not_found: list[str] = field(default_factory=list)
+    histogram: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    @property
+    def complete(self) -> bool:
+        return not self.left and not self.not_found
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.dry_run,
+            "selected": self.selected,
+            "replayed": len(self.replayed),
+            "entries": self.replayed,
+            "left": self.left,
+            "not_found": self.not_found,
+            "histogram": self.histogram,
+        }
+
+
+def replay(streams: Streams, sel: Selection, dry_run: bool = False) -> ReplayResult:
+    if sel.empty:
+        raise UsageError("name dead-letter IDs, or use --kind, --error or --all")
+    entries = list(select(streams, sel))
+    result = ReplayResult(dry_run, len(entries), histogram=histogram(entries))
+    found = {i for i, _ in entries}
+    result.not_found = [i for i in sel.ids if i not in found]
+    for entry_id, env in entries:
+        reason = why_not_replayable(streams, env)
+        if reason:
+            result.left.setdefault(reason, []).append(entry_id)
+        elif not dry_run:
+            new_id = streams.replay(entry_id, env)
+            if new_id is None:  # replayed or drained by someone else meanwhile
+                result.not_found.append(entry_id)
+            else:
+                result.replayed.append({"from": entry_id, "to": new_id})
+    return result
+
+
+def why_not_replayable(streams: Streams, env: dict[str, Any]) -> str | None:
+    meta = env.get("metadata") or {}
+    source = meta.get("source_stream")
+    if not isinstance(source, str) or streams.kind_of(source) is None:
+        return f"unknown source stream {source!r}"
+    if meta.get("raw_entry") or not isinstance(env.get("data"), dict):
+        return "poison: a raw entry, no record to replay"
+    return None
+
+
+def drain(streams: Streams, sel: Selection, out: Path) -> dict[str, Any]:
+    """Export the selected dead letters to a JSON Lines file, then delete exactly those."""
+    if out.exists():
+        raise UsageError(f"--out {out}: exists already; drain never overwrites a file")
+    if not out.parent.is_dir():
+        raise UsageError(f"--out {out}: no such directory {out.parent}")
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    written: list[tuple[str, dict[str, Any]]] = []
+    try:
+        with tmp.open("w", encoding="utf-8") as fh:
+            for entry_id, env in select(streams, Selection(kind=sel.kind, error=sel.error)):
+                fh.write(json.dumps({"entry_id": entry_id, "envelope": env}) + "\n")
+                meta = env.get("metadata") or {}
+                keep = {k: meta[k] for k in ("source_stream", "source_id") if k in meta}
+                written.append((entry_id, {"metadata": keep}))  # enough to delete it
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    deleted = streams.delete_dead_letters(written)
+    return {
+        "out": str(out),
+        "written": len(written),
+        "deleted": deleted,
+        "dead_letter_stream": streams.dead_letter_key,
+    }

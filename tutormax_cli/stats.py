@@ -1,0 +1,71 @@
+"""The numbers behind `tutormax stats` (SPEC §7); gathers, renders nothing.
+
+One JSON-ready dict: `streams` (stream name → length, pending, consumers, lag, oldest
+pending age, highest delivery count), `dead_letter` (total, by_error, by_stream), `tables`
+(table → row count) and `workers` (consumer → counters, heartbeat and throughput).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+from .streams import Streams
+
+WORKER_INTS = (
+    "read",
+    "persisted",
+    "rejected",
+    "retried",
+    "dead_lettered",
+    "reclaimed",
+    "trimmed",
+    "outages",
+    "pid",
+)
+
+
+def gather(streams: Streams, group: str, store: Any | None = None) -> dict[str, Any]:
+    """Everything `stats` shows. `store` is a Store (or None: no table counts)."""
+    return {
+        "redis": streams.url_masked,
+        "prefix": streams.prefix,
+        "group": group,
+        "streams": streams.stream_stats(group),
+        "dead_letter": dead_letter_summary(streams),
+        "tables": store.row_counts() if store is not None else {},
+        "database": getattr(store, "url_masked", None),
+        "workers": workers(streams),
+    }
+
+
+def dead_letter_summary(streams: Streams) -> dict[str, Any]:
+    counts = histogram(streams.dead_letters())
+    total = sum(counts["by_error"].values())
+    return {"stream": streams.dead_letter_key, "total": total, **counts}
+
+
+def workers(streams: Streams) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for name, fields in streams.worker_counters().items():
+        row: dict[str, Any] = dict(fields)
+        for k in WORKER_INTS:
+            row[k] = int(fields.get(k, 0) or 0)
+        row["msgs_per_s"] = float(fields.get("msgs_per_s", 0) or 0)
+        out[name] = row
+    return out
+
+
+def histogram(entries: Iterable[tuple[str, dict[str, Any]]]) -> dict[str, dict[str, int]]:
+    """Dead letters counted by error code and by source stream."""
+    by_error: Counter[str] = Counter()
+    by_stream: Counter[str] = Counter()
+    for _, env in entries:
+        meta = env.get("metadata") or {}
+        by_error[str(meta.get("error", "unknown"))] += 1
+        by_stream[str(meta.get("source_stream", "unknown"))] += 1
+    return {
+        "by_error": dict(sorted(by_error.items())),
+        "by_stream": dict(sorted(by_stream.items())),
+    }
