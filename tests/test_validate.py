@@ -225,3 +225,24 @@ def test_error_messages_name_the_value() -> None:
     table = pa.table({k: [v] for k, v in {**GOOD["sessions"], "duration_minutes": "481"}.items()})
     (err,) = validate(schema.SESSIONS, table).rejected[0].errors
     assert err.message == "must be between 0 and 480 (got '481')"
+
+
+def test_nul_inside_a_native_list_item_rejects_the_row() -> None:
+    rows = {k: [v, v] for k, v in GOOD["tutors"].items()}
+    table = pa.table({**rows, "subjects": pa.array([["Math"], ["Ma\x00th", "Art"]])})
+    result = validate(schema.TUTORS, table)
+    assert result.accepted.to_pylist() == [0]
+    assert [(e.field, e.code) for e in result.rejected[0].errors] == [("subjects", "nul_byte")]
+
+
+def test_a_lone_surrogate_from_json_rejects_only_its_row() -> None:
+    import json
+
+    from tutormax_cli.files import records_to_table
+
+    good = {**GOOD["tutors"], "subjects": ["Math"]}
+    bad = json.loads(json.dumps({**good, "name": "A"}).replace('"A"', '"\\ud800"'))
+    table = records_to_table([good, bad, good])
+    result = validate(schema.TUTORS, table)
+    assert result.accepted.to_pylist() == [0, 2]
+    assert [(e.field, e.code) for e in result.rejected[0].errors] == [("name", "invalid_utf8")]

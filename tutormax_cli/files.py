@@ -307,7 +307,16 @@ def records_to_table(records: list[dict[str, Any]]) -> pa.Table:
             columns[name] = pa.array(values)
         except (pa.ArrowInvalid, pa.ArrowTypeError):
             columns[name] = pa.array([_as_text(v) for v in values], pa.string())
+        except UnicodeEncodeError:
+            # NOTE: JSON may escape a lone surrogate (\ud800), which no UTF-8 string can
+            # hold; as bytes, validation rejects just that row as invalid UTF-8.
+            columns[name] = pa.array([_as_bytes(v) for v in values], pa.binary())
     return pa.table(columns) if columns else pa.table({"_": pa.nulls(len(records))}).drop(["_"])
+
+
+def _as_bytes(v: Any) -> bytes | None:
+    text = _as_text(v)
+    return None if text is None else text.encode("utf-8", errors="surrogatepass")
 
 
 def _as_text(v: Any) -> str | None:

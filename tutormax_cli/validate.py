@@ -94,6 +94,8 @@ def _hostile_checks(name: str, arr: pa.Array) -> tuple[pa.Array, list[Problem]]:
     """SPEC §6a: invalid UTF-8, NUL bytes and fields over the cap reject their row, unread."""
     problems: list[Problem] = []
     t = arr.type
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return arr, _hostile_items(name, arr)
     if not (pa.types.is_binary(t) or pa.types.is_string(t) or pa.types.is_large_string(t)):
         return arr, problems
     size = pc.binary_length(arr)
@@ -112,6 +114,19 @@ def _hostile_checks(name: str, arr: pa.Array) -> tuple[pa.Array, list[Problem]]:
         problems.append(Problem(name, E.NUL_BYTE, nul, "value contains a NUL byte"))
         arr = pc.if_else(nul, pa.nulls(len(arr), arr.type), arr)
     return arr, problems
+
+
+def _hostile_items(name: str, arr: pa.Array) -> list[Problem]:
+    """A native list (JSON, Parquet) with a NUL byte in an item rejects its row too."""
+    items = pc.list_flatten(arr)
+    if not (pa.types.is_string(items.type) or pa.types.is_large_string(items.type)):
+        return []
+    nul = pc.fill_null(pc.match_substring(items, "\x00"), False)
+    if not pc.any(nul).as_py():
+        return []
+    rows = pc.unique(pc.filter(pc.list_parent_indices(arr), nul))
+    mask = pc.is_in(positions(len(arr)), value_set=rows.cast(pa.int64()))
+    return [Problem(name, E.NUL_BYTE, mask, "an item contains a NUL byte")]
 
 
 def _decode_utf8(arr: pa.Array) -> tuple[pa.Array, pa.Array | None]:
