@@ -54,7 +54,8 @@ def test_the_test_command_is_what_ci_runs() -> None:
 
 
 @pytest.mark.parametrize(
-    "example", re.findall(r"^tutormax (?:enrich|db|generate) .*$", README, re.M)
+    "example",
+    re.findall(r"^tutormax (?:enrich|db|generate|publish|worker|dlq|stats) .*$", README, re.M),
 )
 def test_documented_options_exist(example: str) -> None:
     """Every option in a README example is one the command knows (checked by --help)."""
