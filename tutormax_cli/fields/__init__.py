@@ -13,9 +13,7 @@ from . import feedback, sessions, tutors  # noqa: F401  (importing registers the
 from .base import Context, Field, registered
 
 # Kinds in processing order; within a kind, definition order (= SPEC order).
-REGISTRY: tuple[Field, ...] = tuple(
-    sorted(registered(), key=lambda f: KIND_ORDER.index(f.kind))
-)
+REGISTRY: tuple[Field, ...] = tuple(sorted(registered(), key=lambda f: KIND_ORDER.index(f.kind)))
 
 
 def fields_for(kind: str) -> tuple[Field, ...]:
