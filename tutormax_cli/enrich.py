@@ -14,10 +14,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from . import errors as E
 from .fields import Context, fields_for
 from .files import EXTENSIONS, RawBatch, Source, check_format, detect_format, prefetch
-from .pipeline import Pipeline, SessionStarts, Store
+from .pipeline import DERIVED_NAMES, Pipeline, SessionStarts, Store
 from .schema import KIND_ORDER
 from .writers import BatchWriter, RejectsWriter
 
@@ -286,12 +288,8 @@ def _malformed(rb: RawBatch) -> list[tuple[int | None, Any, list[dict[str, Any]]
     ]
 
 
-def _empty_output_schema(src: Source) -> Any:
+def _empty_output_schema(src: Source) -> pa.Schema:
     """Header for an output with no accepted rows: input columns, then the derived fields."""
-    import pyarrow as pa
-
-    from .pipeline import DERIVED_NAMES
-
     cols = src.kind.column_names
     fields_ = [
         pa.field(c, src.kind.column(c).type.arrow if c in cols else pa.string())

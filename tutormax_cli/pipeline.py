@@ -15,13 +15,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import errors as E
-from .fields import Context, derive, fields_for
+from .fields import REGISTRY, Context, derive
 from .schema import Kind
 from .validate import FieldError, Rejected, positions, validate
 
-DERIVED_NAMES = frozenset(
-    f.name for kind in ("tutors", "sessions", "feedback") for f in fields_for(kind)
-)
+DERIVED_NAMES = frozenset(f.name for f in REGISTRY)
 
 
 @dataclass
