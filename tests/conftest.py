@@ -1,0 +1,19 @@
+"""Suite-wide rules. Under CI=true a skipped test is a failure: CI has every service."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter else []
+    if IN_CI and skipped:
+        reporter.write_line(
+            f"CI=true: {len(skipped)} test(s) skipped; every service must run in CI"
+        )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
