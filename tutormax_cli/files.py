@@ -95,7 +95,7 @@ class Source:
         self.path = path
         self.format = detect_format(path, fmt)
         if not path.is_file():
-            raise InputError(f"{path}: no such file")
+            raise InputError(f"{path}: {'not a file' if path.exists() else 'no such file'}")
         self.columns = _READERS[self.format].header(path)
         self.kind: Kind = get_kind(kind) if kind else infer_kind(self.columns, str(path))
         check_columns(self.kind, self.columns, str(path))
