@@ -341,7 +341,7 @@ def _rebatch(tables: Iterator[pa.Table], size: int) -> Iterator[pa.Table]:
         yield pa.concat_tables(pending)
 
 
-def prefetch(batches: Iterator[RawBatch], depth: int = 2) -> Iterator[RawBatch]:
+def prefetch(batches: Iterator[RawBatch], depth: int = 1) -> Iterator[RawBatch]:
     """Read ahead on a background thread (Arrow parses without the GIL) while the caller
     works on the current batch; at most `depth` batches wait in memory."""
     import queue
