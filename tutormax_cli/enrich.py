@@ -166,7 +166,10 @@ def _run(
     rejects = RejectsWriter(default_rejects_path(opts))
     summary = RunSummary(dry_run=opts.dry_run, as_of=opts.as_of.isoformat(), timezone=opts.timezone)
     ctx = Context(as_of=opts.as_of, timezone=opts.timezone)
-    sessions = SessionStarts()
+    # The feedback join needs this run's sessions only when no database holds them: keeping
+    # them costs ~25 bytes a session, so only a --no-db run with feedback pays it.
+    joins = store is None and any(s.kind.name == "feedback" for s in sources)
+    sessions = SessionStarts() if joins else None
     writers: list[BatchWriter] = []
     try:
         with _run_transaction(store, opts):
