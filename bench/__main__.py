@@ -9,6 +9,7 @@ Absolute figures drift between machines; the ratios are what to compare.
     python -m bench --only files --rows 200000
     python -m bench --only rss5m       # peak RSS at 5M sessions
     python -m bench --only postgres    # 1M sessions into PostgreSQL vs COPY
+    python -m bench --only queue       # publish, 1 and 2 workers into PostgreSQL, latency
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,20 +44,46 @@ class Run:
 
 
 def timed(label: str, argv: list[str], rows: int, env: dict[str, str] | None = None) -> Run:
-    """Run a child process; its wall time and its own peak RSS (wait4, not the family's)."""
+    """Run a child process; its wall time and its own peak RSS.
+
+    NOTE: the peak is the child's VmHWM, sampled from /proc every 20 ms, not wait4's
+    ru_maxrss: Linux starts a child's maxrss at its parent's high-water mark when it execs,
+    so ru_maxrss would show this bench process whenever it was ever bigger than the child.
+    """
     started = time.perf_counter()
-    proc = subprocess.Popen(
-        argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, **(env or {})}
-    )
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - started
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**os.environ, **(env or {})})  # fmt: skip
+    peak = [0.0]
+    finished = threading.Event()
+
+    def sample() -> None:
+        while not finished.wait(0.02):
+            peak[0] = max(peak[0], _vm_hwm_mib(proc.pid))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     stderr = proc.stderr.read().decode() if proc.stderr else ""
+    _, status, _usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - started
+    finished.set()
+    sampler.join()
     if proc.stderr:
         proc.stderr.close()
     code = os.waitstatus_to_exitcode(status)
     if code not in (0, 1):
         raise SystemExit(f"{label} failed ({code}): {' '.join(argv)}\n{stderr}")
-    return Run(label, seconds, usage.ru_maxrss / 1024, rows)
+    return Run(label, seconds, peak[0], rows)
+
+
+def _vm_hwm_mib(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
 
 
 def dataset(rows: int, tutors: int, fmt: str) -> dict[str, Path]:
@@ -191,9 +219,9 @@ def main() -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--only", choices=["files", "rss5m", "postgres"], action="append")
+    parser.add_argument("--only", choices=["files", "rss5m", "postgres", "queue"], action="append")
     args = parser.parse_args()
-    only = set(args.only or ["files", "rss5m", "postgres"])
+    only = set(args.only or ["files", "rss5m", "postgres", "queue"])
     if "files" in only:
         print(f"\n== files: {args.rows:,} rows a kind; ratio = tutormax wall / DuckDB wall ==")
         report_pairs(files(args.rows))
@@ -205,6 +233,10 @@ def main() -> None:
         from bench.postgres import run as pg_run
 
         pg_run(args.rows, dataset, timed, tutormax)
+    if "queue" in only:
+        from bench.queue import run as queue_run
+
+        queue_run(args.rows, dataset, timed, tutormax)
 
 
 if __name__ == "__main__":

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import uuid
+import json.encoder
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 FIELD = "message"  # the one field of a stream entry
+_FIELD_BYTES = FIELD.encode()
 MESSAGE_MAX_BYTES = 1 << 20  # SPEC §6a: a bigger message is poison, not parsed
 POISON_KEEP_BYTES = 64 << 10  # how much of an oversized message its dead letter keeps
 ENVELOPE_KEYS = ("id", "timestamp", "channel", "data", "checksum")  # metadata is optional
@@ -30,17 +33,67 @@ def checksum(data: Any) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
+def _sorted_json_encoder() -> Callable[[Any], str]:
+    """`json.dumps(data, sort_keys=True)` for acyclic data (parsed JSON, records), faster.
+
+    NOTE: with sort_keys, json.dumps builds a JSONEncoder and a C encoder on every call and
+    tracks containers for cycles: ~1/3 of its 12 µs on a 19-field record. This builds json's
+    own C encoder once, without the cycle check, so the text is the same."""
+    enc = json.JSONEncoder(sort_keys=True)
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # no C accelerator
+        return enc.encode
+    try:
+        c_encode = make(None, enc.default, json.encoder.encode_basestring_ascii, None,
+                        enc.key_separator, enc.item_separator, True, False, True)  # fmt: skip
+        probe = {"b": [1.5, None, True], "a": "é\u2028", "c": {"y": 1, "x": -0.0}}
+        if "".join(c_encode(probe, 0)) != enc.encode(probe):
+            return enc.encode
+    except (TypeError, ValueError):  # another Python's private signature
+        return enc.encode
+    return lambda data: "".join(c_encode(data, 0))
+
+
+_sorted_json = _sorted_json_encoder()
+_scan_once = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+_ENVELOPE_KEYSET = frozenset(ENVELOPE_KEYS)
+
+
+def _loads(raw: bytes | str) -> Any:
+    """`json.loads(raw)`, a third faster on the usual message: UTF-8 bytes holding exactly
+    one JSON value. Anything else (other encodings, a BOM, whitespace around the value,
+    errors) is left to json.loads itself, so results and error messages are its own."""
+    try:
+        s = raw.decode() if isinstance(raw, bytes) else raw
+        value, end = _scan_once(s, 0)
+        if end == len(s):
+            return value
+    except (UnicodeDecodeError, StopIteration, ValueError):
+        pass
+    return json.loads(raw)
+
+
 def envelope_text(
     channel: str, data: Any, metadata: dict[str, Any] | None = None, timestamp: str | None = None
 ) -> str:
     """A fresh envelope as JSON text. Built by hand because it is the publish hot path: the
     data is serialised once, for both checksum and body (a uuid and an ISO time need no
     escaping)."""
-    body = json.dumps(data, sort_keys=True)
+    body = _sorted_json(data)
     digest = hashlib.sha256(body.encode()).hexdigest()
-    return (f'{{"id": "{uuid.uuid4()}", "timestamp": "{timestamp or now_iso()}", '
+    return (f'{{"id": "{_uuid4()}", "timestamp": "{timestamp or now_iso()}", '
             f'"channel": {json.dumps(channel)}, "data": {body}, '
             f'"metadata": {json.dumps(metadata or {})}, "checksum": "{digest}"}}')  # fmt: skip
+
+
+_UUID_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
+
+
+def _uuid4() -> str:
+    """`str(uuid.uuid4())` in a third of the time (no UUID object): 16 bytes of os.urandom
+    with the version (4) and variant (RFC 4122) bits set."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_UUID_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
 
 
 def parse_envelope(raw: bytes | str, max_bytes: int = MESSAGE_MAX_BYTES) -> dict[str, Any]:
@@ -48,19 +101,21 @@ def parse_envelope(raw: bytes | str, max_bytes: int = MESSAGE_MAX_BYTES) -> dict
     if len(raw) > max_bytes:
         raise Poison(f"message of {len(raw)} bytes is over the {max_bytes}-byte cap")
     try:
-        env = json.loads(raw)
+        env = _loads(raw)
     except UnicodeDecodeError:
         raise Poison("message is not valid UTF-8") from None
     except ValueError as exc:
         raise Poison(f"message is not JSON: {exc}") from None
     if not isinstance(env, dict):
         raise Poison("message is not a JSON object")
-    missing = [k for k in ENVELOPE_KEYS if k not in env]
-    if missing:
+    if not env.keys() >= _ENVELOPE_KEYSET:
+        missing = [k for k in ENVELOPE_KEYS if k not in env]
         raise Poison(f"envelope lacks {', '.join(missing)}")
-    if not isinstance(env["data"], dict):
+    data = env["data"]
+    if not isinstance(data, dict):
         raise Poison("envelope data is not a JSON object")
-    if env["checksum"] != checksum(env["data"]):
+    # The one serialisation SPEC §6 requires (checksum = sha256 of the sorted dump).
+    if env["checksum"] != hashlib.sha256(_sorted_json(data).encode()).hexdigest():
         raise Poison("checksum does not match the data")
     if not isinstance(env.get("metadata") or {}, dict):
         raise Poison("envelope metadata is not a JSON object")
@@ -85,7 +140,7 @@ class Message:
     deliveries: int = 1
 
     def raw(self) -> bytes | None:
-        return self.fields.get(FIELD.encode())
+        return self.fields.get(_FIELD_BYTES)
 
     def raw_entry(self) -> dict[str, str]:
         """The entry as text, for a poison dead letter (an oversized value is cut)."""

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .files import RawBatch, Source
 from .schema import KIND_ORDER
@@ -105,6 +106,11 @@ def _json_rows(table: pa.Table) -> tuple[list[dict[str, Any]], dict[int, str]]:
                 col = col.cast(pa.string())
             except pa.ArrowInvalid:
                 col = pa.array(_decode(col.to_pylist(), name, bad), pa.string())
+        elif pa.types.is_timestamp(t) and t.tz == "UTC":
+            # NOTE: Arrow formats tz-aware timestamps ~10× slower than naive ones (15% of a
+            # publish); in UTC the text is the naive one plus "Z", exactly.
+            naive = col.cast(pa.timestamp(t.unit)).cast(pa.string())
+            col = pc.binary_join_element_wise(naive, "Z", "")
         elif pa.types.is_temporal(t) or pa.types.is_decimal(t):
             col = col.cast(pa.string())
         columns[name] = col

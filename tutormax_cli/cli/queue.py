@@ -98,7 +98,7 @@ def worker(
     group: Group = GROUP,
     batch_size: Annotated[
         int, typer.Option(min=1, help="Entries read per stream per batch.")
-    ] = 1000,
+    ] = 5000,
     max_attempts: Annotated[
         int, typer.Option(min=1, help="Attempts for a record whose parent is missing.")
     ] = 5,
