@@ -11,19 +11,9 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from .streams import Streams
+from .streams import WORKER_COUNTERS, Streams
 
-WORKER_INTS = (
-    "read",
-    "persisted",
-    "rejected",
-    "retried",
-    "dead_lettered",
-    "reclaimed",
-    "trimmed",
-    "outages",
-    "pid",
-)
+WORKER_INTS = (*WORKER_COUNTERS, "pid")
 
 
 def gather(streams: Streams, group: str, store: Any | None = None) -> dict[str, Any]:

@@ -51,6 +51,18 @@ redis.call('HDEL', KEYS[2], ARGV[3])
 return id
 """
 
+# What each worker counts, kept in its hash `<prefix>workers:<consumer>` (stats reads them).
+WORKER_COUNTERS = (
+    "read",
+    "persisted",
+    "rejected",
+    "retried",
+    "dead_lettered",
+    "reclaimed",
+    "trimmed",
+    "outages",
+)
+
 
 class QueueUnavailable(QueueError):
     """Redis did not answer (connection refused, reset or timed out): an outage, not a fault."""

@@ -40,7 +40,7 @@ from .files import records_to_table
 from .pipeline import Pipeline
 from .schema import KINDS
 from .store import Store
-from .streams import DEFAULT_GROUP, KIND_NAMES, QueueUnavailable, Streams
+from .streams import DEFAULT_GROUP, KIND_NAMES, WORKER_COUNTERS, QueueUnavailable, Streams
 from .worker_policy import Outcomes, RetryPolicy, classify, poison
 
 log = logging.getLogger("tutormax.worker")
@@ -51,16 +51,6 @@ BURST_BLOCK_MS = 100  # --burst polls this often while retries or other consumer
 PROGRESS_EVERY_S = 10.0
 GC_YOUNG_THRESHOLD = 50_000  # allocations between young collections while the worker runs
 FAULT_POINTS = ("before_commit", "after_commit_before_ack", "after_deadletter_before_ack")
-COUNTERS = (
-    "read",
-    "persisted",
-    "rejected",
-    "retried",
-    "dead_lettered",
-    "reclaimed",
-    "trimmed",
-    "outages",
-)
 T = TypeVar("T")
 
 
@@ -92,8 +82,8 @@ class Worker:
         # A retry never waits so long that other consumers take it for a dead one's entry.
         cap = max(1, min(options.retry.max_ms, options.reclaim_idle_ms // 2))
         self.policy = dataclasses.replace(options.retry, max_ms=cap)
-        self.totals = dict.fromkeys(COUNTERS, 0)
-        self._unsent = dict.fromkeys(COUNTERS, 0)  # counters not yet added to Redis
+        self.totals = dict.fromkeys(WORKER_COUNTERS, 0)
+        self._unsent = dict.fromkeys(WORKER_COUNTERS, 0)  # counters not yet added to Redis
         self._stopping = False
         self._next_reclaim = 0.0
         self._last_beat = self._last_log = time.monotonic()
@@ -288,7 +278,7 @@ class Worker:
         except QueueError as exc:
             log.warning("counters not updated: %s", exc.message)
             return
-        self._unsent = dict.fromkeys(COUNTERS, 0)
+        self._unsent = dict.fromkeys(WORKER_COUNTERS, 0)
         self._last_beat = now
 
 
