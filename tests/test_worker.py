@@ -243,3 +243,43 @@ def test_a_pending_entry_deleted_by_someone_else_is_counted(streams: Streams, st
     assert totals["trimmed"] == 1
     assert store.row_counts()["sessions"] == 1
     assert_accounted(streams, store, 2)  # 3 published, 1 deleted before it was done
+
+
+@pytest.mark.postgres
+def test_postgresql_unreachable_for_seconds_is_waited_out(
+    streams: Streams, pg_url: str, monkeypatch: Any
+) -> None:
+    """PostgreSQL goes away for 3 s while a batch is about to commit: the worker backs off,
+    retries, and every record lands once; nothing is dead-lettered."""
+    import sqlalchemy as sa
+
+    proxy = FlakyProxy(pg_url)
+    through = sa.make_url(pg_url).set(host="127.0.0.1", port=proxy.port)
+    store = Store.connect(through.render_as_string(hide_password=False))
+    try:
+        store.init_schema()
+        publish(streams, "tutors", [tutor(i) for i in range(20)])
+        publish(streams, "sessions", [session(i, tutor_id=f"T{i % 20}") for i in range(200)])
+        monkeypatch.setenv("TUTORMAX_FAULT", "before_commit")
+        monkeypatch.setenv("TUTORMAX_FAULT_PAUSE_S", "0.5")  # the batch waits to commit
+
+        def outage() -> None:
+            while pending(streams) == 0:  # the worker holds its batch
+                time.sleep(0.01)
+            proxy.cut()
+            time.sleep(3)
+            proxy.restore()
+
+        cutter = threading.Thread(target=outage)
+        cutter.start()
+        try:
+            totals = make_worker(streams, store).run(burst=True)
+        finally:
+            cutter.join()
+        assert totals["outages"] >= 1
+        assert (totals["persisted"], totals["dead_lettered"]) == (220, 0)
+        assert store.row_counts() == {"tutors": 20, "sessions": 200, "feedback": 0}
+        assert_accounted(streams, store, 220)
+    finally:
+        store.close()
+        proxy.close()
