@@ -280,3 +280,9 @@ def test_a_failure_mid_run_says_how_many_rows_were_committed(db_url: str, tmp_pa
         run_enrich(opts, lambda: Store.connect(db_url), progress=sabotage)
     assert "10 rows were committed before it" in failure.value.message
     assert not out.exists() and not list(tmp_path.glob("*.partial"))
+
+
+def test_sqlite_file_in_a_new_folder_is_created(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'new' / 'folder' / 'x.db'}"
+    code, doc, _ = enrich(url, tutors_csv(tmp_path))
+    assert code == 0 and rows(url, "SELECT count(*) FROM tutors") == [(2,)]

@@ -386,7 +386,7 @@ def test_connect_to_unreachable_postgres_masks_the_password() -> None:
 
 @pytest.mark.parametrize(
     "url",
-    ["not a url", "mysql://u:sekret@localhost/db", "sqlite:////nonexistent-dir/sub/t.db"],
+    ["not a url", "mysql://u:sekret@localhost/db", "sqlite:////dev/null/sub/t.db"],
 )
 def test_connect_rejects_bad_urls(url: str) -> None:
     with pytest.raises(DatabaseError) as info:

@@ -87,6 +87,9 @@ def _engine_for(url: str) -> sa.Engine:
         db = u.database or ""
         if db and db != ":memory:" and not db.startswith("file:") and not os.path.isabs(db):
             u = u.set(database=os.path.abspath(db))  # relative to the folder we start in
+        if u.database and u.database != ":memory:" and not u.database.startswith("file:"):
+            with suppress(OSError):  # like --out does; if it can't, connecting says why
+                os.makedirs(os.path.dirname(u.database) or ".", exist_ok=True)
         # Workers sharing one file wait for each other's write transactions this long.
         args = {} if "timeout" in u.query else {"timeout": 30}
         engine = sa.create_engine(
