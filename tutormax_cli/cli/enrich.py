@@ -172,7 +172,7 @@ def _print_summary(summary: Any) -> None:
             row += [f.inserted, f.updated, f.unchanged]
         row += [f"{f.seconds:.2f}"]
         table.add_row(*(f"{v:,}" if isinstance(v, int) else str(v) for v in row))
-    err.print(table)
+    err.print(table, width=None if err.is_terminal else 120)  # logs: no cut-off headers
     if summary.database:
         err.print(f"database: {summary.database}", markup=False)
     for f in summary.files:
