@@ -16,7 +16,8 @@ from rich.console import Console
 from ..errors import EXIT_FATAL, TutormaxError, UsageError
 
 # People read stderr; stdout carries data only (one JSON document with --json).
-err = Console(stderr=True, highlight=False)
+# Not a terminal (logs, CI): 120 columns rather than rich's 80, so tables are not cut.
+err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 120)
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -165,14 +165,15 @@ def _print_summary(summary: Any) -> None:
         cols += ["inserted", "updated", "unchanged"]
     cols += ["seconds"]
     for c in cols:
-        table.add_column(c, justify="left" if c in ("file", "kind") else "right", no_wrap=True)
+        justify = "left" if c in ("file", "kind") else "right"
+        table.add_column(c, justify=justify, no_wrap=True, min_width=len(c))
     for f in summary.files:
         row = [Path(f.source).name, f.kind, f.read, f.accepted, f.rejected]
         if persisted:
             row += [f.inserted, f.updated, f.unchanged]
         row += [f"{f.seconds:.2f}"]
         table.add_row(*(f"{v:,}" if isinstance(v, int) else str(v) for v in row))
-    err.print(table, width=None if err.is_terminal else 120)  # logs: no cut-off headers
+    err.print(table)
     if summary.database:
         err.print(f"database: {summary.database}", markup=False)
     for f in summary.files:
