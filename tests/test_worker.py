@@ -199,6 +199,21 @@ def test_stats_json_shape_and_metrics(
     assert {"started_at", "last_heartbeat", "msgs_per_s", "reclaimed"} <= set(w)
 
 
+def outage_once_batch_is_held(proxy: FlakyProxy, streams: Streams, seconds: float) -> Any:
+    """A thread that cuts the proxy for `seconds` once the worker holds a batch (pending)."""
+
+    def outage() -> None:
+        while pending(streams) == 0:
+            time.sleep(0.01)
+        proxy.cut()
+        time.sleep(seconds)
+        proxy.restore()
+
+    cutter = threading.Thread(target=outage)
+    cutter.start()
+    return cutter
+
+
 def test_redis_outage_mid_batch_is_waited_out_not_dead_lettered(
     streams: Streams, store: Store, redis_url: str, prefix: str, monkeypatch: Any
 ) -> None:
@@ -207,16 +222,7 @@ def test_redis_outage_mid_batch_is_waited_out_not_dead_lettered(
     monkeypatch.setenv("TUTORMAX_FAULT", "after_commit_before_ack")
     monkeypatch.setenv("TUTORMAX_FAULT_PAUSE_S", "0.5")  # committed, about to dead-letter
     proxy = FlakyProxy(redis_url)
-
-    def outage() -> None:
-        while pending(streams) == 0:  # the worker has read its batch
-            time.sleep(0.01)
-        proxy.cut()
-        time.sleep(1.5)
-        proxy.restore()
-
-    cutter = threading.Thread(target=outage)
-    cutter.start()
+    cutter = outage_once_batch_is_held(proxy, streams, seconds=1.5)
     try:
         with Streams(proxy.url, prefix) as through_proxy:
             totals = make_worker(through_proxy, store).run(burst=True)
@@ -262,16 +268,7 @@ def test_postgresql_unreachable_for_seconds_is_waited_out(
         publish(streams, "sessions", [session(i, tutor_id=f"T{i % 20}") for i in range(200)])
         monkeypatch.setenv("TUTORMAX_FAULT", "before_commit")
         monkeypatch.setenv("TUTORMAX_FAULT_PAUSE_S", "0.5")  # the batch waits to commit
-
-        def outage() -> None:
-            while pending(streams) == 0:  # the worker holds its batch
-                time.sleep(0.01)
-            proxy.cut()
-            time.sleep(3)
-            proxy.restore()
-
-        cutter = threading.Thread(target=outage)
-        cutter.start()
+        cutter = outage_once_batch_is_held(proxy, streams, seconds=3)
         try:
             totals = make_worker(streams, store).run(burst=True)
         finally:
