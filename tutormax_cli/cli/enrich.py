@@ -10,6 +10,7 @@ import typer
 from ..config import DEFAULT_DATABASE_URL
 from .common import err, handle_errors, parse_as_of, parse_timezone, print_json
 from .options import DbUrl
+from .progress import FileProgress
 
 EXAMPLE = """
 Examples:
@@ -82,7 +83,7 @@ def enrich(
     )
     url = None if no_db else (db or DEFAULT_DATABASE_URL)
     connect = (lambda: _open_store(url, dry_run)) if url else None
-    with _Progress(enabled=not json_out) as progress:
+    with FileProgress(enabled=not json_out) as progress:
         summary = run_enrich(opts, connect, progress.update)
     summary.database = mask_url(url) if url else None
     if json_out:
@@ -107,54 +108,6 @@ def _open_store(url: str, dry_run: bool) -> Any:
     return store
 
 
-class _Progress:
-    """A rich progress bar on stderr (rows/s, ETA) when stderr is a terminal."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled and err.is_terminal
-        self._bar: Any = None
-        self._tasks: dict[str, Any] = {}
-
-    def __enter__(self) -> _Progress:
-        if self.enabled:
-            from rich.progress import (
-                BarColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            self._bar = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                TextColumn("{task.fields[rows]:>12,} rows  {task.fields[rate]:>9,.0f} rows/s"),
-                TimeElapsedColumn(),
-                TextColumn("ETA"),
-                TimeRemainingColumn(),
-                console=err,
-                transient=True,
-            )
-            self._bar.__enter__()
-        return self
-
-    def update(self, source: str, kind: str, rows: int, done: float) -> None:
-        if self._bar is None:
-            return
-        task = self._tasks.get(source)
-        if task is None:
-            task = self._tasks[source] = self._bar.add_task(
-                f"{kind} {Path(source).name}", total=1000, rows=0, rate=0.0
-            )
-        elapsed = self._bar.tasks[task].elapsed or 0
-        rate = rows / elapsed if elapsed else 0.0
-        self._bar.update(task, completed=int(done * 1000), rows=rows, rate=rate)
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(*exc)
-
-
 def _print_summary(summary: Any) -> None:
     from rich.table import Table
 
@@ -165,8 +118,8 @@ def _print_summary(summary: Any) -> None:
         cols += ["inserted", "updated", "unchanged"]
     cols += ["seconds"]
     for c in cols:
-        justify = "left" if c in ("file", "kind") else "right"
-        table.add_column(c, justify=justify, no_wrap=True, min_width=len(c))
+        left = c in ("file", "kind")
+        table.add_column(c, justify="left" if left else "right", no_wrap=True, min_width=len(c))
     for f in summary.files:
         row = [Path(f.source).name, f.kind, f.read, f.accepted, f.rejected]
         if persisted:

@@ -16,6 +16,7 @@ from ..streams import DEFAULT_GROUP as GROUP
 from ..streams import DEFAULT_PREFIX as PREFIX
 from .common import err, handle_errors, parse_timezone, print_json
 from .options import DbUrl, JsonFlag, RedisUrl
+from .progress import FileProgress
 
 Prefix = Annotated[
     str,
@@ -71,9 +72,8 @@ def publish(
       tutormax publish tutors.csv sessions.parquet feedback.jsonl --redis redis://localhost:6379/0
     """
     from ..publish import publish_files
-    from .enrich import _Progress
 
-    with _streams(redis, prefix) as streams, _Progress(enabled=not json_out) as progress:
+    with _streams(redis, prefix) as streams, FileProgress(enabled=not json_out) as progress:
         summary = publish_files(streams, paths, _kind(kind), fmt, progress.update)
     if json_out:
         print_json(summary.as_dict())
