@@ -6,6 +6,8 @@ from __future__ import annotations
 EXIT_OK = 0  # every row accepted
 EXIT_REJECTS = 1  # some rows rejected, the rest done
 EXIT_FATAL = 2  # usage or fatal error: nothing (more) written
+EXIT_BUG = 3  # an internal error: a bug (the traceback goes to the log)
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as shells report it
 
 
 class TutormaxError(Exception):
@@ -47,6 +49,7 @@ INVALID_INT = "invalid_int"
 INVALID_FLOAT = "invalid_float"
 INVALID_BOOL = "invalid_bool"
 INVALID_LIST = "invalid_list"
+INVALID_STRING = "invalid_string"  # a JSON object or array (or another non-text value) where text belongs
 OUT_OF_RANGE = "out_of_range"
 INVALID_UTF8 = "invalid_utf8"
 NUL_BYTE = "nul_byte"

@@ -43,6 +43,16 @@ _ARROW_TYPES: dict[Type, pa.DataType] = {
 ID_MAX_CHARS = 50
 # SPEC §6a: a field over its cap is rejected unread.
 FIELD_MAX_BYTES = 1 << 20
+# SPEC §6a, bounded structure. A JSON value (a record, an envelope, a JSON list in a CSV cell)
+# nested deeper than this is rejected before anything builds it.
+JSON_MAX_DEPTH = 64
+# Columns of a file header, or keys of one JSON record: more is refused (exit 2 for a
+# header, `malformed_row` / `poison` for a record).
+MAX_COLUMNS = 1024
+# Items of one list field (`subjects`, `improvement_areas`): more is `invalid_list`.
+LIST_MAX_ITEMS = 10_000
+# The rejects file echoes at most this many bytes of one value (then its length).
+REJECT_ECHO_BYTES = 1024
 
 
 @dataclass(frozen=True)
