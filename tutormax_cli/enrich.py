@@ -2,6 +2,10 @@
 
 Everything that can be checked before the first batch is (files, kinds, columns, options,
 the database), so such an error writes nothing. Progress reaches the caller by callback.
+
+Counts (per file): read = accepted + rejected + duplicates; with a database accepted =
+inserted + updated + unchanged. A duplicated key is decided when its last version has been
+read (see pipeline.py), so its counts may land while a later file of its kind is read.
 """
 
 from __future__ import annotations
@@ -15,12 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from . import errors as E
+from .duplicates import DuplicateCounter, DuplicateIndex, key_hashes
 from .fields import Context, fields_for
 from .files import EXTENSIONS, RawBatch, Source, check_format, detect_format, prefetch
-from .pipeline import DERIVED_NAMES, Pipeline, SessionStarts, Store
-from .schema import KIND_ORDER
+from .pipeline import DERIVED_NAMES, BatchResult, BatchStore, Pipeline, SessionStarts
+from .schema import KIND_ORDER, Kind
+from .validate import positions, validate
 from .writers import BatchWriter, RejectsWriter
 
 
@@ -46,12 +53,17 @@ class FileSummary:
     read: int = 0
     accepted: int = 0
     rejected: int = 0
+    duplicates: int = 0
     inserted: int = 0
     updated: int = 0
     unchanged: int = 0
-    duplicates: int = 0
     seconds: float = 0.0
     output: str | None = None
+
+    @property
+    def written(self) -> int:
+        """Rows this file's run wrote to the database (inserted or updated)."""
+        return self.inserted + self.updated
 
 
 @dataclass
@@ -150,80 +162,210 @@ def run_enrich(
     outputs = plan_outputs(opts, sources)
     store = connect() if connect is not None else None
     try:
-        return _run(opts, sources, outputs, store, progress)
+        return _Run(opts, sources, outputs, store, progress).run()
     finally:
         if store is not None:
             store.close()
 
 
-def _run(
-    opts: EnrichOptions,
-    sources: list[Source],
-    outputs: dict[Path, tuple[Path, str]],
-    store: Store | None,
-    progress: Progress | None,
-) -> RunSummary:
-    rejects = RejectsWriter(default_rejects_path(opts))
-    summary = RunSummary(dry_run=opts.dry_run, as_of=opts.as_of.isoformat(), timezone=opts.timezone)
-    ctx = Context(as_of=opts.as_of, timezone=opts.timezone)
-    # The feedback join needs this run's sessions only when no database holds them: keeping
-    # them costs ~25 bytes a session, so only a --no-db run with feedback pays it.
-    joins = store is None and any(s.kind.name == "feedback" for s in sources)
-    sessions = SessionStarts() if joins else None
-    writers: list[BatchWriter] = []
-    try:
-        with _run_transaction(store, opts):
+class _Run:
+    """One enrich run: the kinds in order, each kind's files in order, batch by batch."""
+
+    def __init__(
+        self,
+        opts: EnrichOptions,
+        sources: list[Source],
+        outputs: dict[Path, tuple[Path, str]],
+        store: BatchStore | None,
+        progress: Progress | None,
+    ) -> None:
+        self.opts, self.sources, self.outputs = opts, sources, outputs
+        self.store, self.progress = store, progress
+        self.rejects = RejectsWriter(default_rejects_path(opts))
+        self.summary = RunSummary(
+            dry_run=opts.dry_run, as_of=opts.as_of.isoformat(), timezone=opts.timezone
+        )
+        self.ctx = Context(as_of=opts.as_of, timezone=opts.timezone)
+        # The feedback join needs this run's sessions only when no database holds them: keeping
+        # them costs ~25 bytes a session, so only a --no-db run with feedback pays it.
+        joins = store is None and any(s.kind.name == "feedback" for s in sources)
+        self.sessions = SessionStarts() if joins else None
+        self.writers: list[BatchWriter] = []
+        self.finished: list[BatchWriter] = []  # done, moved into place when the run commits
+
+    def run(self) -> RunSummary:
+        try:
+            with _run_transaction(self.store, self.opts):
+                for kind in dict.fromkeys(s.kind.name for s in self.sources):
+                    self._kind([s for s in self.sources if s.kind.name == kind])
+            self._commit_outputs()
+        except MaxErrorsReached:
+            self.summary.stopped = f"stopped: more than {self.opts.max_errors} rows rejected"
+            if self.opts.atomic:
+                self.summary.stopped += "; --atomic: nothing was written"
+                self._abort_outputs()
+            else:
+                self._commit_outputs()
+        except _DryRunRollback:
+            self._commit_outputs()
+        except E.TutormaxError as exc:  # struck mid-run (the database went away, a full disk)
+            self._abort_outputs()
+            exc.message += self._committed_note()
+            raise
+        except BaseException:
+            self._abort_outputs()
+            raise
+        finally:
+            self.rejects.close()
+        self.summary.rejects_file = str(self.rejects.path) if self.rejects.count else None
+        return self.summary
+
+    # -- one kind -------------------------------------------------------------------------------
+
+    def _kind(self, sources: list[Source]) -> None:
+        kind = sources[0].kind
+        index = self._duplicate_index(kind, sources) if self.store is not None else None
+        counter = DuplicateCounter() if self.store is None else None
+        pipe = Pipeline(kind, store=self.store, sessions=self.sessions, duplicates=index)
+        seq0 = 0
+        try:
             for src in sources:
-                target = outputs.get(src.path)
-                writer = BatchWriter(*target) if target else None
-                if writer:
-                    writers.append(writer)
-                fs = FileSummary(str(src.path), src.kind.name, output=target and str(target[0]))
-                summary.files.append(fs)
-                pipe = Pipeline(
-                    src.kind,
-                    store=store,
-                    sessions=sessions,
-                    input_columns=src.columns if writer else None,
-                )
-                _run_file(src, pipe, ctx, opts, fs, writer, rejects, summary, progress)
-                if writer:
-                    writer.commit(_empty_output_schema(src))
-    except MaxErrorsReached:
-        summary.stopped = f"stopped: more than {opts.max_errors} rows rejected"
-        if opts.atomic:
-            summary.stopped += "; --atomic: the database was left as it was"
-        for w in writers:
-            w.commit() if not opts.atomic else w.abort()
-    except _DryRunRollback:
-        for w in writers:
+                seq0 = self._file(src, pipe, seq0, counter)
+        finally:
+            if counter is not None:  # --no-db: duplicates are only counted
+                for g, n in counter.finish().items():
+                    fs = self.summary.files[g]
+                    fs.accepted -= n
+                    fs.duplicates += n
+        self._account(pipe.finish(self.ctx))
+
+    def _duplicate_index(self, kind: Kind, sources: list[Source]) -> DuplicateIndex:
+        """The pre-pass: which keys the kind's inputs hold more than once (see duplicates).
+        It types the key column with the same rule validation uses, so it sees the same keys."""
+        key_only = Kind(kind.name, (kind.column(kind.key),), kind.key)
+        index = DuplicateIndex()
+        seq0 = 0
+        for src in sources:
+            for rb in src.batches(self.opts.batch_size):
+                n = rb.table.num_rows
+                if not n:
+                    continue
+                raw = rb.table.select([kind.key]) if kind.key in rb.table.column_names else None
+                if raw is not None:
+                    checked = validate(key_only, raw)
+                    keys = checked.table[kind.key].combine_chunks()
+                    index.add(key_hashes(keys), _shift(checked.accepted, seq0))
+                seq0 += n
+        return index.finish()
+
+    # -- one file -------------------------------------------------------------------------------
+
+    def _file(
+        self, src: Source, pipe: Pipeline, seq0: int, counter: DuplicateCounter | None
+    ) -> int:
+        """Every batch of one input; returns the run position after its last row."""
+        target = self.outputs.get(src.path)
+        writer = BatchWriter(*target) if target else None
+        if writer:
+            self.writers.append(writer)
+        group = len(self.summary.files)
+        fs = FileSummary(str(src.path), src.kind.name, output=target and str(target[0]))
+        self.summary.files.append(fs)
+        pipe.input_columns = src.columns if writer else None
+        started = time.perf_counter()
+        try:
+            for rb in prefetch(src.batches(self.opts.batch_size)):
+                found = _malformed(rb)
+                if rb.table.num_rows:
+                    res = pipe.process(rb.table, self.ctx, seq0=seq0, group=group)
+                    seq0 += rb.table.num_rows
+                    found += _rejected_rows(rb, res)
+                    self._count(fs, rb, res)
+                    if counter is not None and res.keys is not None:
+                        counter.add(res.keys, group)
+                    if writer is not None and res.output is not None:
+                        writer.write(res.output)
+                fs.read += len(rb.malformed)
+                fs.rejected += len(rb.malformed)
+                for row, values, errors in sorted(found, key=lambda f: f[0] or 0):
+                    self.rejects.write(str(src.path), row, values, errors)
+                self.rejects.flush()
+                if self.progress:
+                    self.progress(str(src.path), src.kind.name, fs.read, rb.done)
+                self._check_max_errors(pipe)
+        finally:
+            fs.seconds = round(time.perf_counter() - started, 3)
+        if writer is not None:
+            writer.finish(_empty_output_schema(src))
+            self.finished.append(writer)
+        return seq0
+
+    def _count(self, fs: FileSummary, rb: RawBatch, res: BatchResult) -> None:
+        fs.read += rb.table.num_rows
+        fs.rejected += len(res.rejected)
+        fs.accepted += len(res.accepted) - res.held  # held versions count once settled
+        fs.inserted += res.writes.inserted
+        fs.updated += res.writes.updated
+        fs.unchanged += res.writes.unchanged
+        self._account(res)
+
+    def _check_max_errors(self, pipe: Pipeline) -> None:
+        limit = self.opts.max_errors
+        if limit is None or self.summary.rejected <= limit:
+            return
+        if not self.opts.atomic:  # what was read is processed: held versions are written
+            self._account(pipe.finish(self.ctx))
+        raise MaxErrorsReached
+
+    def _account(self, res: BatchResult) -> None:
+        """Credit held versions settled in this batch to the files they came from."""
+        files = self.summary.files
+        for g, counts in res.settled.stored:
+            fs = files[g]
+            fs.accepted += counts.total
+            fs.inserted += counts.inserted
+            fs.updated += counts.updated
+            fs.unchanged += counts.unchanged
+        for g, _seq in res.settled.superseded:
+            files[g].duplicates += 1
+        for r in res.refusals:
+            fs = files[r.group]
+            fs.accepted -= 1  # counted as stored by the write that refused it
+            fs.rejected += 1
+            error = {"field": "_row", "code": E.DATABASE_REFUSED, "message": r.message}
+            self.rejects.write(fs.source, None, r.values, [error])
+
+    # -- outputs and messages --------------------------------------------------------------------
+
+    def _commit_outputs(self) -> None:
+        for w in self.finished:
             w.commit()
-    except E.TutormaxError as exc:  # struck mid-run (the database went away, a corrupt page)
-        for w in writers:
+        for w in self.writers:
+            if w not in self.finished:  # a run stopped early: what was written of it
+                w.finish()
+                w.commit()
+
+    def _abort_outputs(self) -> None:
+        for w in self.writers:
             w.abort()
-        exc.message += _committed_note(summary, store, opts)
-        raise
-    except BaseException:
-        for w in writers:
-            w.abort()
-        raise
-    finally:
-        rejects.close()
-    summary.rejects_file = str(rejects.path) if rejects.count else None
-    return summary
+        for fs in self.summary.files:
+            fs.output = None
+
+    def _committed_note(self) -> str:
+        if self.store is None:
+            return ""
+        if self.opts.atomic or self.opts.dry_run:
+            return " (nothing was committed: the run was one transaction)"
+        done = sum(f.written for f in self.summary.files)
+        return f" ({done:,} rows were committed before it, in whole batches)"
 
 
-def _committed_note(summary: RunSummary, store: Store | None, opts: EnrichOptions) -> str:
-    if store is None:
-        return ""
-    if opts.atomic or opts.dry_run:
-        return " (nothing was committed: the run was one transaction)"
-    done = sum(f.inserted + f.updated for f in summary.files)
-    return f" ({done:,} rows were committed before it, in whole batches)"
+def _shift(arr: pa.Array, by: int) -> pa.Array:
+    return pc.add(arr, by) if by else arr
 
 
 @contextmanager
-def _run_transaction(store: Store | None, opts: EnrichOptions) -> Iterator[None]:
+def _run_transaction(store: BatchStore | None, opts: EnrichOptions) -> Iterator[None]:
     """--atomic: the whole run is one transaction. --dry-run: one transaction, rolled back."""
     if store is None or not (opts.atomic or opts.dry_run):
         yield
@@ -236,47 +378,13 @@ def _run_transaction(store: Store | None, opts: EnrichOptions) -> Iterator[None]
             raise _DryRunRollback
 
 
-def _run_file(
-    src: Source,
-    pipe: Pipeline,
-    ctx: Context,
-    opts: EnrichOptions,
-    fs: FileSummary,
-    writer: BatchWriter | None,
-    rejects: RejectsWriter,
-    summary: RunSummary,
-    progress: Progress | None,
-) -> None:
-    started = time.perf_counter()
-    try:
-        for rb in prefetch(src.batches(opts.batch_size)):
-            found = _malformed(rb)
-            if rb.table.num_rows:
-                res = pipe.process(rb.table, ctx)
-                for r in res.rejected:
-                    values = rb.values(r.index)
-                    errors = [e.as_dict() for e in r.errors]
-                    found.append((rb.row_number(r.index), values, errors))
-                fs.read += rb.table.num_rows
-                fs.accepted += len(res.accepted) + res.duplicates
-                fs.rejected += len(res.rejected)
-                fs.duplicates += res.duplicates
-                fs.inserted += res.writes.inserted
-                fs.updated += res.writes.updated
-                fs.unchanged += res.writes.unchanged
-                if writer is not None and res.output is not None:
-                    writer.write(res.output)
-            fs.read += len(rb.malformed)
-            fs.rejected += len(rb.malformed)
-            for row, values, errors in sorted(found, key=lambda f: f[0] or 0):
-                rejects.write(str(src.path), row, values, errors)
-            rejects.flush()
-            if progress:
-                progress(str(src.path), src.kind.name, fs.read, rb.done)
-            if opts.max_errors is not None and summary.rejected > opts.max_errors:
-                raise MaxErrorsReached
-    finally:
-        fs.seconds = round(time.perf_counter() - started, 3)
+def _rejected_rows(
+    rb: RawBatch, res: BatchResult
+) -> list[tuple[int | None, Any, list[dict[str, Any]]]]:
+    return [
+        (rb.row_number(r.index), rb.values(r.index), [e.as_dict() for e in r.errors])
+        for r in res.rejected
+    ]
 
 
 def _malformed(rb: RawBatch) -> list[tuple[int | None, Any, list[dict[str, Any]]]]:
@@ -301,3 +409,6 @@ def _empty_output_schema(src: Source) -> pa.Schema:
     ]
     fields_ += [pa.field(f.name, f.type) for f in fields_for(src.kind.name)]
     return pa.schema(fields_)
+
+
+__all__ = ["EnrichOptions", "FileSummary", "RunSummary", "positions", "run_enrich"]

@@ -29,6 +29,10 @@ class InputError(TutormaxError):
     """A file that cannot be read as records: unreadable, corrupt, unknown kind, missing columns."""
 
 
+class OutputError(TutormaxError):
+    """An output file (enriched rows, rejects) cannot be written: full disk, no permission."""
+
+
 class DatabaseError(TutormaxError):
     """The database is unreachable or failed outside a single row's fault."""
 

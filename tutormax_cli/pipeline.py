@@ -3,6 +3,13 @@
 `Pipeline.process(raw, ctx)` takes a raw Arrow batch (from a file or from stream messages)
 and returns which rows were accepted and which were rejected, with every reason. Files and
 the queue worker are adapters around it; neither has a per-record path of its own.
+
+Duplicate keys (SPEC §4): a version is accepted or rejected on its own (rules, parents,
+the database); of the accepted versions of a key, the newest by `updated_at`, else the
+last, is stored, the others are `duplicates`. A key that occurs once goes straight to the
+store. A duplicated key is *held* (`duplicates.Held`) until its last version has been
+seen — the end of the batch for the queue, the key's last occurrence in the run for files
+(the run finds its duplicated keys with a pre-pass) — and then written once.
 """
 
 from __future__ import annotations
@@ -15,11 +22,25 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import errors as E
+from .duplicates import (
+    GROUP,
+    LAST,
+    SEQ,
+    DuplicateIndex,
+    Held,
+    Settled,
+    best_of_each_key,
+    duplicated_in_batch,
+    key_hashes,
+    occurrence,
+)
 from .fields import REGISTRY, Context, derive
 from .schema import Kind
 from .validate import FieldError, Rejected, positions, validate
 
 DERIVED_NAMES = frozenset(f.name for f in REGISTRY)
+ENRICHED_AT = "enriched_at"
+_UTC_US = pa.timestamp("us", tz="UTC")
 
 
 @dataclass
@@ -28,14 +49,23 @@ class WriteCounts:
     updated: int = 0
     unchanged: int = 0
 
+    def add(self, other: WriteCounts | WriteResultLike) -> None:
+        self.inserted += other.inserted
+        self.updated += other.updated
+        self.unchanged += other.unchanged
 
-class Store(Protocol):
+    @property
+    def total(self) -> int:
+        return self.inserted + self.updated + self.unchanged
+
+
+class BatchStore(Protocol):
     """What the pipeline needs of a database (tutormax_cli.store.Store provides it)."""
 
     def transaction(self) -> AbstractContextManager[None]: ...
     def existing_keys(self, kind: str, keys: pa.Array) -> pa.Array: ...
     def session_starts(self, session_ids: pa.Array) -> pa.Array: ...
-    def write(self, kind: str, table: pa.Table) -> WriteResultLike: ...
+    def write(self, kind: str, table: pa.Table, *, trial: bool = False) -> WriteResultLike: ...
     def init_schema(self) -> None: ...
 
 
@@ -47,32 +77,75 @@ class WriteResultLike(Protocol):
 
 
 @dataclass
+class Refusal:
+    """A held version the database refused when it was finally written."""
+
+    group: int
+    seq: int
+    message: str
+    values: dict[str, object]
+
+
+@dataclass
 class BatchResult:
-    accepted: pa.Array  # int64 positions in the raw batch of the rows accepted
+    accepted: pa.Array  # int64 positions in the raw batch of the rows that passed every check
     rejected: list[Rejected]  # positions in the raw batch, with every error
     output: pa.Table | None = None  # accepted rows: input columns (typed), then derived fields
-    duplicates: int = 0  # rows superseded by a later row with the same key in this batch
-    writes: WriteCounts = field(default_factory=WriteCounts)
+    writes: WriteCounts = field(default_factory=WriteCounts)  # keys written directly
+    held: int = 0  # accepted rows of this batch whose key is duplicated (decided when settled)
+    settled: Settled = field(default_factory=Settled)  # held versions decided in this batch
+    refusals: list[Refusal] = field(default_factory=list)  # held versions refused when written
+    keys: pa.Array | None = None  # the keys of the accepted rows (aligned with `accepted`)
+
+
+@dataclass
+class _Rows:
+    """The rows still in play, as parallel columns: typed input, extra input columns,
+    derived fields and their positions in the raw batch."""
+
+    table: pa.Table
+    others: dict[str, pa.Array]
+    positions: pa.Array
+    derived: pa.Table | None = None
+
+    def filter(self, keep: pa.Array) -> _Rows:
+        return _Rows(
+            self.table.filter(keep),
+            {k: v.filter(keep) for k, v in self.others.items()},
+            self.positions.filter(keep),
+            None if self.derived is None else self.derived.filter(keep),
+        )
 
 
 class SessionStarts:
-    """The sessions of this run (session_id → scheduled_start), for the feedback join."""
+    """The sessions of this run (session_id → scheduled_start), for the feedback join.
+
+    Of several versions of one session, the one a database would store counts (newest
+    `updated_at`, else the last)."""
 
     def __init__(self) -> None:
-        self._ids: list[pa.Array] = []
-        self._starts: list[pa.Array] = []
+        self._parts: list[pa.Table] = []
+        self._seq = 0
         self._index: tuple[pa.Array, pa.Array] | None = None
 
-    def remember(self, ids: pa.Array, starts: pa.Array) -> None:
-        self._ids.append(ids)
-        self._starts.append(starts)
+    def remember(self, ids: pa.Array, starts: pa.Array, updated_at: pa.Array | None = None) -> None:
+        n = len(ids)
+        if updated_at is None:
+            updated_at = pa.nulls(n, _UTC_US)
+        seqs = pc.add(positions(n), self._seq)
+        self._seq += n
+        self._parts.append(pa.table({"k": ids, "s": starts, "updated_at": updated_at, SEQ: seqs}))
         self._index = None
 
     def lookup(self, ids: pa.Array) -> pa.Array:
-        if not self._ids:
-            return pa.nulls(len(ids), pa.timestamp("us", tz="UTC"))
+        if not self._parts:
+            return pa.nulls(len(ids), _UTC_US)
         if self._index is None:
-            self._index = (pa.concat_arrays(self._ids), pa.concat_arrays(self._starts))
+            every = pa.concat_tables(self._parts)
+            if pc.count_distinct(every["k"]).as_py() != every.num_rows:
+                every = best_of_each_key(every, "k")[0]
+            self._parts = [every]
+            self._index = (every["k"].combine_chunks(), every["s"].combine_chunks())
         keys, starts = self._index
         # NOTE: index_in hashes its value set on every call, and the run's sessions are many
         # (0.6 s a batch at 1M). So hash the batch's few distinct ids and probe the run's
@@ -81,70 +154,85 @@ class SessionStarts:
         slot = pc.index_in(keys, value_set=distinct)
         found = pc.is_valid(slot)
         slots, values = pc.filter(slot, found), pc.filter(starts, found)
-        every_slot = pc.subtract(pc.cumulative_sum(pa.repeat(pa.scalar(1, pa.int32()),
-                                                             len(distinct))), 1)  # fmt: skip
-        by_slot = pc.take(values, pc.index_in(every_slot, value_set=slots))
+        by_slot = pc.take(values, pc.index_in(positions(len(distinct)), value_set=slots))
         return pc.take(by_slot, pc.index_in(ids, value_set=distinct))
 
 
 class Pipeline:
-    """Processes the batches of one kind; holds what a run must remember across batches."""
+    """Processes the batches of one kind; holds what a run must remember across batches.
+
+    `duplicates` (files): the run's duplicated keys, found by a pre-pass; their versions
+    are checked against the database by a trial write in their own batch (so each gets its
+    own verdict there) and the best is written at the key's last occurrence. Without it
+    (the queue), duplicates are looked for within each batch and settled in it: the best
+    version is written, and if the database refuses it, the next best."""
 
     def __init__(
         self,
         kind: Kind,
         *,
-        store: Store | None = None,
+        store: BatchStore | None = None,
         sessions: SessionStarts | None = None,
         input_columns: list[str] | None = None,
+        duplicates: DuplicateIndex | None = None,
     ) -> None:
         self.kind = kind
         self.store = store
         self.sessions = sessions
         self.input_columns = input_columns  # None: no output table wanted
+        self.duplicates = duplicates
+        self.held = Held(kind.key, keep_all=duplicates is None)
 
-    def process(self, raw: pa.Table, ctx: Context) -> BatchResult:
+    def process(self, raw: pa.Table, ctx: Context, *, seq0: int = 0, group: int = 0) -> BatchResult:
+        """One batch. `seq0` is the run position of its first row and `group` the input it
+        comes from: held versions are reported back by (group, position)."""
         checked = validate(self.kind, raw)
-        table, accepted, rejected = checked.table, checked.accepted, checked.rejected
-        others = checked.others
-        # Upserts keep the last row of a key (files without a database keep every row).
-        keep, duplicates = (
-            _last_of_each_key(table.column(self.kind.key)) if self.store else (None, 0)
-        )
-        if keep is not None and duplicates:
-            table, accepted = table.take(keep), accepted.take(keep)
-            others = {k: v.take(keep) for k, v in others.items()}
+        rows = _Rows(checked.table, checked.others, checked.accepted)
+        rejected = checked.rejected
+        result = BatchResult(rows.positions, rejected)
+        # A key held since an earlier batch is due once its last occurrence has been read.
+        upto = seq0 + raw.num_rows - 1 if self.duplicates is not None else None
         with self._transaction():
-            orphans = self._missing_parents(table)
-            if orphans:
-                rejected += _orphan_errors(orphans, accepted, table)
-                good = pc.invert(_any(orphans))
-                table, accepted = table.filter(good), accepted.filter(good)
-                others = {k: v.filter(good) for k, v in others.items()}
-            derived = derive(self.kind.name, table, self._with_sessions(ctx))
-            writes = WriteCounts(updated=duplicates)
-            if self.store is not None and table.num_rows:
-                refused = self._persist(table, derived, ctx, writes)
-                if refused is not None:
-                    rejected += _refusals(refused, accepted)
-                    good = _without(refused, table.num_rows)
-                    table, derived, accepted = (
-                        table.filter(good),
-                        derived.filter(good),
-                        accepted.filter(good),
-                    )
-                    others = {k: v.filter(good) for k, v in others.items()}
+            rows = self._drop_orphans(rows, rejected)
+            rows.derived = derive(self.kind.name, rows.table, self._with_sessions(ctx))
+            if self.store is not None:
+                rows = self._persist(rows, ctx, seq0, group, result)
+                self._settle(self.held.take_due(upto), result)
+                if self.duplicates is None:  # the queue: everything is settled in its batch
+                    rows = self._reject_refused_held(rows, seq0, result)
         if self.sessions is not None and self.kind.name == "sessions":
+            t = rows.table
             self.sessions.remember(
-                table.column("session_id").combine_chunks(),
-                table.column("scheduled_start").combine_chunks(),
+                t["session_id"].combine_chunks(),
+                t["scheduled_start"].combine_chunks(),
+                t["updated_at"].combine_chunks(),
             )
-        output = self._output(table, others, derived) if self.input_columns is not None else None
+        result.accepted = rows.positions
+        result.keys = rows.table[self.kind.key].combine_chunks()
+        if self.input_columns is not None:
+            result.output = self._output(rows)
         rejected.sort(key=lambda r: r.index)
-        return BatchResult(accepted, rejected, output, duplicates, writes)
+        return result
+
+    def finish(self, ctx: Context) -> BatchResult:
+        """Write what is still held (the end of the input, or a run stopped early)."""
+        result = BatchResult(pa.array([], pa.int64()), [])
+        if self.store is not None and len(self.held):
+            with self._transaction():
+                self._settle(self.held.take_due(None), result)
+        return result
 
     def _transaction(self) -> AbstractContextManager[None]:
         return self.store.transaction() if self.store is not None else nullcontext()
+
+    # -- parents -------------------------------------------------------------------------------
+
+    def _drop_orphans(self, rows: _Rows, rejected: list[Rejected]) -> _Rows:
+        orphans = self._missing_parents(rows.table)
+        if not orphans:
+            return rows
+        rejected += _orphan_errors(orphans, rows.positions, rows.table)
+        return rows.filter(pc.invert(_any(orphans)))
 
     def _missing_parents(self, table: pa.Table) -> list[tuple[str, str, pa.Array]]:
         """(column, parent kind, rows naming an unknown parent); one query a parent a batch."""
@@ -159,6 +247,8 @@ class Pipeline:
             if len(missing):
                 found.append((column, parent, pc.is_in(ids, value_set=missing)))
         return found
+
+    # -- feedback's session --------------------------------------------------------------------
 
     def _with_sessions(self, ctx: Context) -> Context:
         if self.kind.name != "feedback" or (self.sessions is None and self.store is None):
@@ -178,38 +268,148 @@ class Pipeline:
         from_db = self.store.session_starts(pc.filter(ids, unknown))
         return pc.replace_with_mask(starts, unknown, from_db.cast(starts.type))
 
+    # -- persisting ----------------------------------------------------------------------------
+
     def _persist(
-        self, table: pa.Table, derived: pa.Table, ctx: Context, counts: WriteCounts
-    ) -> list[tuple[int, str]] | None:
+        self, rows: _Rows, ctx: Context, seq0: int, group: int, result: BatchResult
+    ) -> _Rows:
+        """Write the rows of keys that occur once, hold the others; the rows accepted."""
+        if not rows.table.num_rows:
+            return rows
+        full = _store_rows(rows, ctx)
+        seqs = pc.add(rows.positions, seq0)
+        last = self._last_occurrence(full, seqs)
+        held = pc.is_valid(last)
+        refused: dict[int, str] = {}  # row index → the database's message
+        direct_at = pc.indices_nonzero(pc.invert(held))
+        if len(direct_at):
+            res = self.store_write(full.take(direct_at))
+            result.writes.add(res)
+            refused.update((direct_at[i].as_py(), msg) for i, msg in res.refused)
+        if pc.any(held).as_py():
+            held_at = pc.indices_nonzero(held)
+            candidates = _tagged(full.take(held_at), seqs.take(held_at), group, last.take(held_at))
+            if self.duplicates is not None:  # files: each version gets its own verdict now
+                trial = self._trial(candidates)
+                refused.update((held_at[i].as_py(), msg) for i, msg in trial)
+                candidates = candidates.filter(_keep(candidates.num_rows, {i for i, _ in trial}))
+            result.held = candidates.num_rows
+            self.held.offer(candidates, result.settled)
+        return _reject(rows, refused, result.rejected)
+
+    def store_write(self, table: pa.Table, *, trial: bool = False) -> WriteResultLike:
         assert self.store is not None
-        enriched_at = pa.repeat(pa.scalar(ctx.as_of, pa.timestamp("us", tz="UTC")), table.num_rows)
-        full = pa.table(
-            [*table.columns, *derived.columns, enriched_at],
-            names=[*table.column_names, *derived.column_names, "enriched_at"],
-        )
-        result = self.store.write(self.kind.name, full)
-        counts.inserted += result.inserted
-        counts.updated += result.updated
-        counts.unchanged += result.unchanged
-        return result.refused or None
+        return self.store.write(self.kind.name, table, trial=trial)
 
-    def _output(self, table: pa.Table, others: dict[str, pa.Array], derived: pa.Table) -> pa.Table:
+    def _last_occurrence(self, full: pa.Table, seqs: pa.Array) -> pa.Array:
+        """Per row: the run position of its key's last version if the key is duplicated
+        (the row is held until then), else null (written now)."""
+        keys = full[self.kind.key].combine_chunks()
+        if self.duplicates is None:  # the queue: duplicates within this batch
+            dup = duplicated_in_batch(keys)
+            if not pc.any(dup).as_py():
+                return pa.nulls(len(keys), pa.int64())
+            return pc.if_else(dup, pc.max(seqs), pa.scalar(None, pa.int64()))
+        if not self.duplicates:
+            return pa.nulls(len(keys), pa.int64())
+        return self.duplicates.lookup(key_hashes(keys))
+
+    def _trial(self, candidates: pa.Table) -> list[tuple[int, str]]:
+        """Offer each version to the database and roll it back, so each gets its own
+        verdict in its own batch. Versions of one key go in separate rounds (one statement
+        cannot write a key twice)."""
+        rounds = occurrence(candidates[self.kind.key].combine_chunks())
+        refused: list[tuple[int, str]] = []
+        for r in range(pc.max(rounds).as_py() + 1):
+            at = pc.indices_nonzero(pc.equal(rounds, r))
+            res = self.store_write(_plain(candidates.take(at)), trial=True)
+            refused += [(at[i].as_py(), msg) for i, msg in res.refused]
+        return refused
+
+    def _settle(self, due: pa.Table, result: BatchResult) -> None:
+        """Write the best version of each due key; if the database refuses it, the next
+        best of that key (when held) is tried; the versions beaten are superseded."""
+        key = self.kind.key
+        while due.num_rows:
+            best, rest = best_of_each_key(due, key)
+            refused_keys: list[object] = []
+            for g in pc.unique(best[GROUP]).to_pylist():
+                part = best.filter(pc.equal(best[GROUP], g))
+                res = self.store_write(_plain(part))
+                counts = WriteCounts()
+                counts.add(res)
+                result.settled.stored.append((g, counts))
+                for i, message in res.refused:
+                    row = part.slice(i, 1)
+                    refused_keys.append(row[key][0].as_py())
+                    values = _plain(row).to_pylist()[0]
+                    result.refusals.append(Refusal(g, row[SEQ][0].as_py(), message, values))
+            retry = pc.is_in(
+                rest[key], value_set=pa.array(refused_keys, rest.schema.field(key).type)
+            )
+            beaten = rest.filter(pc.invert(retry))
+            result.settled.superseded += list(
+                zip(beaten[GROUP].to_pylist(), beaten[SEQ].to_pylist(), strict=True)
+            )
+            due = rest.filter(retry)
+
+    def _reject_refused_held(self, rows: _Rows, seq0: int, result: BatchResult) -> _Rows:
+        """The queue: a held version the database refused is rejected in its own batch."""
+        if not result.refusals:
+            return rows
+        by_seq = {r.seq - seq0: r.message for r in result.refusals}
+        result.refusals = []
+        index = {p: i for i, p in enumerate(rows.positions.to_pylist()) if p in by_seq}
+        return _reject(rows, {index[p]: m for p, m in by_seq.items()}, result.rejected)
+
+    def _output(self, rows: _Rows) -> pa.Table:
+        assert rows.derived is not None
         names = [c for c in self.input_columns or () if c not in DERIVED_NAMES]
-        cols = [table.column(c) if c in table.column_names else others[c] for c in names]
-        return pa.table([*cols, *derived.columns], names=[*names, *derived.column_names])
+        table = rows.table
+        cols = [table.column(c) if c in table.column_names else rows.others[c] for c in names]
+        return pa.table([*cols, *rows.derived.columns], names=[*names, *rows.derived.column_names])
 
 
-def _last_of_each_key(keys: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, int]:
-    """Positions that keep the last row of each key, in input order, and how many were dropped."""
-    n = len(keys)
-    if n == 0:
-        return pa.array([], pa.int64()), 0
-    distinct = pc.count_distinct(keys).as_py()
-    if distinct == n:
-        return pa.array([], pa.int64()), 0
-    idx = pa.table({"k": keys, "i": positions(n)})
-    last = idx.group_by("k").aggregate([("i", "max")]).column("i_max")
-    return pc.take(last, pc.sort_indices(last)), n - distinct
+def _store_rows(rows: _Rows, ctx: Context) -> pa.Table:
+    """Input columns, derived fields and enriched_at: a row as the store writes it."""
+    assert rows.derived is not None
+    n = rows.table.num_rows
+    enriched_at = pa.repeat(pa.scalar(ctx.as_of, _UTC_US), n)
+    return pa.table(
+        [*rows.table.columns, *rows.derived.columns, enriched_at],
+        names=[*rows.table.column_names, *rows.derived.column_names, ENRICHED_AT],
+    )
+
+
+def _tagged(table: pa.Table, seqs: pa.Array, group: int, last: pa.Array) -> pa.Table:
+    n = table.num_rows
+    return (
+        table.append_column(SEQ, seqs)
+        .append_column(GROUP, pa.repeat(pa.scalar(group, pa.int64()), n))
+        .append_column(LAST, last)
+    )
+
+
+def _plain(table: pa.Table) -> pa.Table:
+    """A held table without its bookkeeping columns."""
+    return table.drop_columns([c for c in table.column_names if c.startswith("_")])
+
+
+def _keep(n: int, drop: set[int]) -> pa.Array:
+    """Mask of n rows without the row indices in `drop`."""
+    if not drop:
+        return pa.repeat(pa.scalar(True), n)
+    return pc.invert(pc.is_in(positions(n), value_set=pa.array(sorted(drop), pa.int64())))
+
+
+def _reject(rows: _Rows, refused: dict[int, str], rejected: list[Rejected]) -> _Rows:
+    """Rows the database refused (row index → its message) leave `rows` for `rejected`."""
+    if not refused:
+        return rows
+    for i, message in sorted(refused.items()):
+        error = FieldError("_row", E.DATABASE_REFUSED, message)
+        rejected.append(Rejected(rows.positions[i].as_py(), [error]))
+    return rows.filter(_keep(rows.table.num_rows, set(refused)))
 
 
 def _any(orphans: list[tuple[str, str, pa.Array]]) -> pa.Array:
@@ -220,7 +420,7 @@ def _any(orphans: list[tuple[str, str, pa.Array]]) -> pa.Array:
 
 
 def _orphan_errors(
-    orphans: list[tuple[str, str, pa.Array]], accepted: pa.Array, table: pa.Table
+    orphans: list[tuple[str, str, pa.Array]], at: pa.Array, table: pa.Table
 ) -> list[Rejected]:
     by_row: dict[int, list[FieldError]] = {}
     for column, parent, mask in orphans:
@@ -228,16 +428,4 @@ def _orphan_errors(
             value = table.column(column)[i].as_py()
             message = f"{value!r} is not a known {parent[:-1]} (not in {parent})"
             by_row.setdefault(i, []).append(FieldError(column, E.MISSING_PARENT, message))
-    return [Rejected(accepted[i].as_py(), errs) for i, errs in sorted(by_row.items())]
-
-
-def _refusals(refused: list[tuple[int, str]], accepted: pa.Array) -> list[Rejected]:
-    return [
-        Rejected(accepted[i].as_py(), [FieldError("_row", E.DATABASE_REFUSED, msg)])
-        for i, msg in refused
-    ]
-
-
-def _without(refused: list[tuple[int, str]], n: int) -> pa.Array:
-    drop = {i for i, _ in refused}
-    return pa.array([i not in drop for i in range(n)], pa.bool_())
+    return [Rejected(at[i].as_py(), errs) for i, errs in sorted(by_row.items())]

@@ -274,8 +274,11 @@ class Store:
 
     # -- writes ------------------------------------------------------------------------------
 
-    def write(self, kind: str, table: pa.Table) -> WriteResult:
-        """Upsert a batch (unique keys, parents checked by the caller); see WriteResult."""
+    def write(self, kind: str, table: pa.Table, *, trial: bool = False) -> WriteResult:
+        """Upsert a batch (unique keys, parents checked by the caller); see WriteResult.
+
+        `trial`: write, learn which rows the database refuses, then roll the write back
+        (inside the caller's transaction; the counts are then those of the trial)."""
         data = conform(kind, table)
         n = data.num_rows
         if n == 0:
@@ -284,17 +287,22 @@ class Store:
         outer = nullcontext() if self._conn is not None else self.transaction()
         with outer, self._errors(f"writing {kind}"):
             assert self._conn is not None
+            undo = self._conn.begin_nested() if trial else None
             dbapi_conn = self._conn.connection.dbapi_connection
             batch: postgres.PgBatch | sqlite.SqliteBatch
-            if self.dialect == "postgresql":
-                batch = postgres.PgBatch(dbapi_conn, kind, data)
-            else:
-                existing = self.existing_keys(kind, data.column(KINDS[kind].key))
-                batch = sqlite.SqliteBatch(dbapi_conn, kind, data, existing)
             try:
-                inserted, updated, refused = _bisect(batch.attempt, n)
+                if self.dialect == "postgresql":
+                    batch = postgres.PgBatch(dbapi_conn, kind, data)
+                else:
+                    existing = self.existing_keys(kind, data.column(KINDS[kind].key))
+                    batch = sqlite.SqliteBatch(dbapi_conn, kind, data, existing)
+                try:
+                    inserted, updated, refused = _bisect(batch.attempt, n)
+                finally:
+                    batch.close()
             finally:
-                batch.close()
+                if undo is not None:
+                    undo.rollback()
         unchanged = n - inserted - updated - len(refused)
         return WriteResult(inserted, updated, unchanged, refused)
 
