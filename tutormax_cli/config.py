@@ -14,6 +14,22 @@ ENV_PREFIX = "TUTORMAX_"
 _URL_PASSWORD = re.compile(r"^(?P<scheme>[a-zA-Z][\w+.-]*://)(?P<user>[^:@/]*)(?::[^@/]*)?@")
 
 
+_SECRETS: set[str] = set()
+
+
+def register_secret(secret: str | None) -> None:
+    """Remember a secret (a URL's password) so that `scrub` removes it from any text."""
+    if secret and len(secret) >= 1:
+        _SECRETS.add(secret)
+
+
+def scrub(text: str) -> str:
+    """`text` with every registered secret replaced by `***` (longest first)."""
+    for secret in sorted(_SECRETS, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
 def mask_url(url: str) -> str:
     """Hide the password of a URL (`postgresql://u:secret@h/db` → `postgresql://u:***@h/db`)."""
     url = str(url)

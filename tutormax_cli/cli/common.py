@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import json
 import sys
+import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import wraps
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from typer.exceptions import TyperException
 
-from ..errors import EXIT_FATAL, TutormaxError, UsageError
+from ..config import scrub
+from ..errors import EXIT_BUG, EXIT_FATAL, EXIT_INTERRUPTED, TutormaxError, UsageError
 
 # People read stderr; stdout carries data only (one JSON document with --json).
 # Not a terminal (logs, CI): 120 columns rather than rich's 80, so tables are not cut.
@@ -23,22 +27,50 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def handle_errors(fn: F) -> F:
-    """Turn a TutormaxError into one clear line on stderr and its exit code."""
+    """The one error boundary (SPEC §4 exit codes): a TutormaxError is one clear line and its
+    code (2: fatal); an OS error (a full disk, a permission) is one line naming the file,
+    exit 2; Ctrl-C exits 130; anything else is a bug: the traceback goes to stderr (the
+    log), with secrets scrubbed, and the exit code is 3. Never exit 1 from here: 1 means
+    "rows were rejected"."""
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort, TyperException):  # Typer's own ways out
+            raise
         except TutormaxError as exc:
-            err.print(f"[bold red]error:[/] {exc.message}", markup=True, soft_wrap=True)
-            if exc.hint:
-                err.print(f"hint: {exc.hint}", markup=False)
-            raise typer.Exit(exc.exit_code) from None
+            fail(exc.message, exc.hint, exc.exit_code)
         except KeyboardInterrupt:
             err.print("interrupted", markup=False)
-            raise typer.Exit(130) from None
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except OSError as exc:
+            where = f"{exc.filename}: " if exc.filename else ""
+            fail(f"{where}{exc.strerror or exc}", None, EXIT_FATAL)
+        except MemoryError:
+            fail("out of memory (lower --batch-size?)", None, EXIT_FATAL)
+        except Exception as exc:
+            text = scrub("".join(traceback.format_exception(exc)))
+            err.print(text.rstrip(), markup=False, highlight=False, soft_wrap=True)
+            fail(
+                f"internal error (a bug in tutormax): {scrub(_first_line(exc))}",
+                "the traceback above says where; please report it",
+                EXIT_BUG,
+            )
 
     return wrapper  # type: ignore[return-value]
+
+
+def fail(message: str, hint: str | None, code: int) -> NoReturn:
+    err.print(f"[bold red]error:[/] {escape(scrub(message))}", markup=True, soft_wrap=True)
+    if hint:
+        err.print(f"hint: {scrub(hint)}", markup=False)
+    raise typer.Exit(code) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
 def print_json(doc: Any) -> None:
