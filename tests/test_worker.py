@@ -280,3 +280,31 @@ def test_postgresql_unreachable_for_seconds_is_waited_out(
     finally:
         store.close()
         proxy.close()
+
+
+def test_duplicates_in_a_batch_a_rejected_version_never_hides_a_valid_one(
+    streams: Streams, store: Store
+) -> None:
+    """S1 valid, then S1 naming an unknown tutor, then S2 twice with the older updated_at
+    last: the valid S1 is stored; the orphan is dead-lettered (after its retries); the
+    newer S2 is stored; every message is accounted for."""
+    from datetime import UTC, datetime
+
+    publish(streams, "tutors", [tutor(0)])
+    publish(
+        streams,
+        "sessions",
+        [
+            session(1, tutor_id="T0", duration_minutes=60),
+            session(1, tutor_id="T9", duration_minutes=90),
+            session(2, updated_at=datetime(2024, 11, 8, 12, tzinfo=UTC), subject="Newer"),
+            session(2, updated_at=datetime(2024, 11, 8, 9, tzinfo=UTC), subject="Older"),
+        ],
+    )
+    totals = make_worker(streams, store, max_attempts=2).run(burst=True)
+    stored = read_rows(store, "sessions")
+    assert (stored["S1"]["tutor_id"], stored["S1"]["duration_minutes"]) == ("T0", 60)
+    assert stored["S2"]["subject"] == "Newer"
+    assert by_error(streams) == {"missing_parent": 1}
+    assert (totals["read"] - totals["retried"], totals["persisted"]) == (5, 4)
+    assert pending(streams) == 0
