@@ -34,7 +34,20 @@ class OutputError(TutormaxError):
 
 
 class DatabaseError(TutormaxError):
-    """The database is unreachable or failed outside a single row's fault."""
+    """The database failed outside a single row's fault, in a way an operator must fix
+    (bad credentials, no privilege, a read-only server): fatal."""
+
+
+class DatabaseUnavailable(DatabaseError):
+    """An outage: cannot connect, the connection was lost, the server is shutting down or
+    busy (SQLite locked). The queue worker backs off and retries; a file run stops."""
+
+
+class SchemaMismatch(DatabaseError):
+    """The database answers, but its tables are not the ones this tutormax writes (a
+    missing table or column, another type): fatal until the schema is upgraded."""
+
+    hint_text = "run `tutormax db upgrade` to bring the database to this version's schema"
 
 
 class QueueError(TutormaxError):

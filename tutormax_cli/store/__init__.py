@@ -9,7 +9,8 @@ thread.
 table + `INSERT … SELECT … ON CONFLICT`; SQLite: `executemany`). If the database refuses
 the batch because of some rows, the batch is bisected under SAVEPOINTs until each bad row
 is isolated: the others are written, the bad ones come back in `WriteResult.refused`.
-Losing the connection is never a refused row: it raises `errors.DatabaseError`.
+Losing the connection is never a refused row: it raises `errors.DatabaseUnavailable`
+(store/faults.py tells outages, schema mismatches and operator problems apart).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from ..config import mask_url
 from ..errors import DatabaseError
 from ..schema import KINDS
-from . import postgres, sqlite
+from . import faults, postgres, sqlite
 from .tables import TABLES, TIMESTAMP, RowRefused, arrow_schema, conform, metadata
 
 __all__ = ["TABLES", "DatabaseError", "Store", "WriteResult", "arrow_schema", "metadata"]
@@ -135,15 +136,19 @@ class Store:
 
     @contextmanager
     def _errors(self, action: str) -> Iterator[None]:
-        """Turn driver errors into DatabaseError with a masked URL."""
+        """Driver errors → the tutormax fault they are (store/faults.py), URL masked; a
+        failure that is none of those (a bug) is raised as it is."""
         try:
             yield
         except DatabaseError:
             raise
         except _DB_ERRORS as exc:
-            raise DatabaseError(
-                f"{action} failed on {self.url_masked}: {_scrub(_reason(exc), self._password)}"
-            ) from exc
+            fault = faults.kind_of(exc)
+            if fault is None:
+                raise
+            reason = _scrub(_reason(exc), self._password)
+            hint = getattr(fault, "hint_text", None)
+            raise fault(f"{action} failed on {self.url_masked}: {reason}", hint=hint) from exc
 
     def _discard(self, conn: sa.Connection) -> None:
         """Roll back and return a connection; a dead one is invalidated, never raises."""
