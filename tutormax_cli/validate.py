@@ -1,8 +1,11 @@
 """Raw batch → typed Arrow table of the accepted rows, plus every error of each rejected row.
 
 Input columns may arrive as text (CSV; binary so invalid UTF-8 can be caught per row) or as
-native Arrow types (Parquet, JSON). Each SPEC §1 rule is one vectorized check producing a
-mask; only rejected rows are ever visited one by one, to spell out their errors.
+native Arrow types of any kind (Parquet, JSON). Each column is first put in a plain layout
+(`rules.plain`: dictionaries decoded, views and extension types unwrapped, lists rebuilt),
+then checked for hostile values, then parsed by the one definition in `rules`. Each SPEC §1
+rule is one vectorized check producing a mask; only rejected rows are ever visited one by
+one, to spell out their errors.
 """
 
 from __future__ import annotations
@@ -14,7 +17,23 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import errors as E
-from .coerce import Problem, any_of, coerce, false_mask
+from .rules import (
+    Problem,
+    any_of,
+    check_column,
+    decode_utf8,
+    false_mask,
+    is_bytes,
+    is_list,
+    is_text,
+    may_hold,
+    null_where,
+    nulls_false,
+    per_row_sum,
+    plain,
+    rows_with,
+    with_items,
+)
 from .schema import FIELD_MAX_BYTES, Kind
 
 
@@ -57,7 +76,7 @@ def validate(kind: Kind, raw: pa.Table) -> Validated:
         raw_arr = text.get(col.name)
         if raw_arr is None:
             raw_arr = pa.nulls(n, pa.null())
-        typed[col.name], col_problems = coerce(col, raw_arr)
+        typed[col.name], col_problems = check_column(col, raw_arr)
         problems.extend(col_problems)
 
     bad = any_of(problems, n)
@@ -72,7 +91,6 @@ def validate(kind: Kind, raw: pa.Table) -> Validated:
     return Validated(table.filter(good), kept, accepted, rejected)
 
 
-_MAX_BYTES = pa.scalar(FIELD_MAX_BYTES, pa.int32())
 _POSITIONS = pa.array([], pa.int64())
 
 
@@ -91,72 +109,79 @@ def _one_chunk(col: pa.ChunkedArray | pa.Array) -> pa.Array:
 
 
 def _hostile_checks(name: str, arr: pa.Array) -> tuple[pa.Array, list[Problem]]:
-    """SPEC §6a: invalid UTF-8, NUL bytes and fields over the cap reject their row, unread."""
-    problems: list[Problem] = []
+    """SPEC §6a: invalid UTF-8, NUL bytes and fields over the cap reject their row, unread.
+
+    Applies to every column that holds text, whatever its Arrow type (dictionary values,
+    large and view types included: `plain` decodes them first), and to the items of lists.
+    Returns the column in its plain layout, binary decoded to text, hostile values null."""
+    arr = plain(arr)
     t = arr.type
-    if pa.types.is_list(t) or pa.types.is_large_list(t):
-        return arr, _hostile_items(name, arr)
-    if not (pa.types.is_binary(t) or pa.types.is_string(t) or pa.types.is_large_string(t)):
-        return arr, problems
+    if is_list(t):
+        return _hostile_items(name, arr)
+    if not (is_text(t) or is_bytes(t)):
+        return arr, []
+    problems: list[Problem] = []
     size = pc.binary_length(arr)
     if (pc.max(size).as_py() or 0) > FIELD_MAX_BYTES:
-        too_big = pc.fill_null(pc.greater(size, _MAX_BYTES), False)
+        too_big = nulls_false(pc.greater(size, FIELD_MAX_BYTES))
         problems.append(
             Problem(name, E.FIELD_TOO_LARGE, too_big, f"field is over {FIELD_MAX_BYTES} bytes")
         )
-        arr = pc.if_else(too_big, pa.nulls(len(arr), t), arr)
-    if pa.types.is_binary(t):
-        arr, bad_utf8 = _decode_utf8(arr)
+        arr = null_where(arr, too_big)
+    if is_bytes(t):
+        arr, bad_utf8 = decode_utf8(arr)
         if bad_utf8 is not None:
             problems.append(Problem(name, E.INVALID_UTF8, bad_utf8, "value is not valid UTF-8"))
-    if not _may_hold_nul(arr):
-        return arr, problems
-    nul = pc.fill_null(pc.match_substring(arr, "\x00"), False)
-    if pc.any(nul).as_py():
-        problems.append(Problem(name, E.NUL_BYTE, nul, "value contains a NUL byte"))
-        arr = pc.if_else(nul, pa.nulls(len(arr), arr.type), arr)
+    if may_hold(arr, b"\x00"):
+        nul = nulls_false(pc.match_substring(arr, "\x00"))
+        if pc.any(nul).as_py():
+            problems.append(Problem(name, E.NUL_BYTE, nul, "value contains a NUL byte"))
+            arr = null_where(arr, nul)
     return arr, problems
 
 
-def _hostile_items(name: str, arr: pa.Array) -> list[Problem]:
-    """A native list (JSON, Parquet) with a NUL byte in an item rejects its row too."""
-    items = pc.list_flatten(arr)
-    if not (pa.types.is_string(items.type) or pa.types.is_large_string(items.type)):
-        return []
-    if not _may_hold_nul(items):
-        return []
-    nul = pc.fill_null(pc.match_substring(items, "\x00"), False)
-    if not pc.any(nul).as_py():
-        return []
-    rows = pc.unique(pc.filter(pc.list_parent_indices(arr), nul))
-    mask = pc.is_in(positions(len(arr)), value_set=rows.cast(pa.int64()))
-    return [Problem(name, E.NUL_BYTE, mask, "an item contains a NUL byte")]
+def _hostile_items(name: str, arr: pa.Array) -> tuple[pa.Array, list[Problem]]:
+    """A native list (JSON, Parquet) rejects its row for an item over the cap, a list whose
+    items together are over the cap, an item that is not valid UTF-8 or holds a NUL byte.
+    `arr` is a plain list (its values are exactly its items); its rows that break one of
+    these are returned null, binary items decoded to text."""
+    items = arr.values
+    if not (is_text(items.type) or is_bytes(items.type)):
+        return arr, []
+    problems: list[Problem] = []
+    bad_rows = None
 
+    def reject(item_mask: pa.Array | None, code: str, message: str) -> None:
+        nonlocal bad_rows
+        if item_mask is None or not pc.any(item_mask).as_py():
+            return
+        rows = rows_with(arr, item_mask)
+        problems.append(Problem(name, code, rows, message))
+        bad_rows = rows if bad_rows is None else pc.or_(bad_rows, rows)
 
-def _may_hold_nul(arr: pa.Array) -> bool:
-    """A memchr over the whole values buffer: 0.2 ms where match_substring takes 2.8 ms a
-    column (50k rows). It may see bytes outside a slice, so True only means "look closer"."""
-    data = arr.buffers()[2]
-    return data is not None and data.to_pybytes().find(b"\x00") >= 0
-
-
-def _decode_utf8(arr: pa.Array) -> tuple[pa.Array, pa.Array | None]:
-    try:
-        return arr.cast(pa.string()), None
-    except pa.ArrowInvalid:
-        pass
-    # NOTE: Arrow's cast validates the whole array at once; only a batch that holds invalid
-    # UTF-8 takes this per-value path, to find which rows it is.
-    values: list[str | None] = []
-    bad: list[bool] = []
-    for v in arr.to_pylist():
-        try:
-            values.append(None if v is None else v.decode("utf-8"))
-            bad.append(False)
-        except UnicodeDecodeError:
-            values.append(None)
-            bad.append(True)
-    return pa.array(values, pa.string()), pa.array(bad, pa.bool_())
+    sizes = pc.binary_length(items).cast(pa.int64())
+    if (pc.sum(sizes).as_py() or 0) > FIELD_MAX_BYTES:
+        too_big = nulls_false(pc.greater(sizes, FIELD_MAX_BYTES))
+        reject(too_big, E.FIELD_TOO_LARGE, f"an item is over {FIELD_MAX_BYTES} bytes")
+        items = null_where(items, too_big)
+        total = per_row_sum(arr, sizes)
+        over = pc.greater(total, FIELD_MAX_BYTES)
+        if pc.any(over).as_py():
+            message = f"the list's items are over {FIELD_MAX_BYTES} bytes together"
+            problems.append(Problem(name, E.FIELD_TOO_LARGE, over, message))
+            bad_rows = over if bad_rows is None else pc.or_(bad_rows, over)
+    if is_bytes(items.type):
+        items, bad_utf8 = decode_utf8(items)
+        reject(bad_utf8, E.INVALID_UTF8, "an item is not valid UTF-8")
+    if may_hold(items, b"\x00"):
+        reject(
+            nulls_false(pc.match_substring(items, "\x00")),
+            E.NUL_BYTE,
+            "an item contains a NUL byte",
+        )
+    if items is not arr.values:
+        arr = with_items(arr, items)
+    return null_where(arr, bad_rows), problems
 
 
 def _spell_out(problems: list[Problem], bad: pa.Array, raw: pa.Table) -> list[Rejected]:
@@ -181,7 +206,14 @@ _HOSTILE = {E.INVALID_UTF8, E.NUL_BYTE, E.FIELD_TOO_LARGE}
 def _display(raw: pa.Table, name: str, i: int) -> Any:
     if name not in raw.column_names:
         return None
-    value = raw.column(name)[i].as_py()
+    column = raw.column(name)
+    try:
+        value = column[i].as_py()
+    except (OverflowError, ValueError, pa.ArrowException):  # e.g. a timestamp past year 9999
+        try:  # Arrow's text for it: `<value out of range: 4611686018427387904>`
+            value = column.slice(i, 1).cast(pa.string())[0].as_py()
+        except (OverflowError, ValueError, pa.ArrowException):
+            value = f"<{column.type}>"
     if isinstance(value, bytes):
         value = value.decode("utf-8", errors="backslashreplace")
     if isinstance(value, str) and len(value) > 80:
