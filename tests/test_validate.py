@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import decimal
+from pathlib import Path
+from typing import Any
+
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from tutormax_cli import schema
+from tutormax_cli.files import Source
 from tutormax_cli.validate import validate
 
 GOOD = {
@@ -246,3 +252,104 @@ def test_a_lone_surrogate_from_json_rejects_only_its_row() -> None:
     result = validate(schema.TUTORS, table)
     assert result.accepted.to_pylist() == [0, 2]
     assert [(e.field, e.code) for e in result.rejected[0].errors] == [("name", "invalid_utf8")]
+
+
+def test_text_where_a_list_is_given_is_invalid_string() -> None:
+    """A nested value in a string field is `invalid_string` (it was `invalid_choice`)."""
+    table = pa.table({**{k: [v] for k, v in GOOD["tutors"].items()}, "location": [["Paris"]]})
+    errors = validate(schema.TUTORS, table).rejected[0].errors
+    assert [(e.field, e.code) for e in errors] == [("location", "invalid_string")]
+
+
+Verdicts = dict[int, tuple[str, Any]]
+
+
+def _verdicts_by_record(path: Path, batch_size: int) -> Verdicts:
+    """Record number → ("ok", typed row) or ("bad", [(field, code), ...]), read in batches."""
+    src = Source(path)
+    out: Verdicts = {}
+    for rb in src.batches(batch_size):
+        result = validate(src.kind, rb.table)
+        typed = result.table.to_pylist()
+        for pos, row in zip(result.accepted.to_pylist(), typed, strict=True):
+            out[rb.row_number(pos)] = ("ok", row)
+        for r in result.rejected:
+            out[rb.row_number(r.index)] = ("bad", sorted((e.field, e.code) for e in r.errors))
+    return out
+
+
+def test_verdicts_do_not_depend_on_the_batch_size_csv(tmp_path: Path) -> None:
+    """SPEC §6a on a CSV file, with values the old fast path and its fallback judged apart."""
+    header = (
+        "session_id,tutor_id,student_id,scheduled_start,duration_minutes,subject,"
+        "late_start_minutes,engagement_score,actual_start\n"
+    )
+    rows = [
+        ("S1", "2024-11-07T14:00:00Z", "60", "+7", "0.5", "2024-11-07 14:00"),
+        ("S2", "0000-01-01", "60", "1234567890123456789", "1e309", ""),
+        ("S3", "2024-11-07T14:00:00+05:30", "0x10", "5", "nan", "2024-11-07T14"),
+        ("S4", "2024-11-07", "60", "", "", "2024-11-07T14:00:00.123456789"),
+        ("S5", "not a time", "61", "9223372036854775807", "0.25", "2024-11-07T14:00:00+0530"),
+    ]
+    path = tmp_path / "sessions.csv"
+    lines = [
+        f"{s},T1,st1,{start},{d},Math,{late},{e},{act}\n" for s, start, d, late, e, act in rows
+    ]
+    path.write_text(header + "".join(lines))
+    whole = _verdicts_by_record(path, 50)
+    assert _verdicts_by_record(path, 1) == whole
+    assert _verdicts_by_record(path, 2) == whole
+    assert whole[1][1]["late_start_minutes"] == 7
+    assert whole[2] == (
+        "bad",
+        [("engagement_score", "invalid_float"), ("scheduled_start", "invalid_timestamp")],
+    )
+    assert whole[3] == (
+        "bad",
+        [
+            ("actual_start", "invalid_timestamp"),
+            ("duration_minutes", "invalid_int"),
+            ("engagement_score", "invalid_float"),
+        ],
+    )
+    assert whole[4][0] == "ok"
+    assert whole[5][0] == "bad"
+
+
+def test_verdicts_do_not_depend_on_the_batch_size_parquet(tmp_path: Path) -> None:
+    """Parquet columns of types the old code crashed on or misread, read batch by batch."""
+    n = 6
+    table = pa.table(
+        {
+            "tutor_id": pa.array([f"T{i}" for i in range(n)]).dictionary_encode(),
+            "name": pa.array([b"Ann", b"B\x00b", b"Cy", b"\xff", b"Di", b"Ed"], pa.large_binary()),
+            "email": pa.array(["a@b"] * n),
+            "onboarding_date": pa.array([0, 2**62, 86_400_000, None, 1, 2]).view(
+                pa.timestamp("ms")
+            ),
+            "status": pa.array(["active"] * 4 + ["x\x00", "active"]).dictionary_encode(),
+            "subjects": pa.array([["Math"], ["a", None], ["b" * ((1 << 20) + 1)], [], None, ["c"]]),
+            "age": pa.array([30, 2**64 - 1, 40, None, 7, 8], pa.uint64()),
+            "baseline_sessions_per_week": pa.array(
+                [decimal.Decimal(v) for v in ("1.50", "2", "0", "3.25", "1", "1e3")],
+                pa.decimal128(8, 2),
+            ),
+        }
+    )
+    path = tmp_path / "tutors.parquet"
+    pq.write_table(table, path)
+    whole = _verdicts_by_record(path, 50)
+    assert _verdicts_by_record(path, 1) == whole
+    assert _verdicts_by_record(path, 4) == whole
+    assert whole[1][1]["baseline_sessions_per_week"] == 1.5
+    assert whole[2] == (
+        "bad",
+        [("age", "invalid_int"), ("name", "nul_byte"), ("onboarding_date", "invalid_timestamp")],
+    )
+    assert whole[3] == ("bad", [("subjects", "field_too_large")])
+    assert whole[4] == (
+        "bad",
+        [("name", "invalid_utf8"), ("onboarding_date", "required")],
+    )
+    assert whole[5] == ("bad", [("status", "nul_byte"), ("subjects", "required")])
+    assert whole[6][1]["baseline_sessions_per_week"] == 1000.0
