@@ -836,6 +836,26 @@ def test_a_native_value_gets_the_verdict_it_gets_alone(
     _same_alone(FIELDS[field], column, [_build(typ, [v], how) for v in vals])
 
 
+@pytest.mark.parametrize(
+    ("field", "cases"),
+    [
+        (Type.TIMESTAMP, TIMESTAMPS),
+        (Type.INT, INTS),
+        (Type.FLOAT, FLOATS),
+        (Type.BOOL, BOOLS),
+        (Type.LIST, [c for c in LISTS if c[1] is None or len(c[1]) < 1000]),
+    ],
+    ids=["timestamp", "int", "float", "bool", "list"],
+)
+def test_long_columns_of_repeated_values(field: Type, cases: list[tuple[str, Any, Any]]) -> None:
+    """Past 64 values a failed column is cut over its distinct values; same verdicts."""
+    values = [c[1] for c in cases]
+    cells = [values[(i * 7) % len(values)] for i in range(5 * len(values))]
+    column = pa.array([None if v is None else v.encode() for v in cells], pa.binary())
+    expected = {c[1]: expect(c[2]) for c in cases}
+    assert verdicts(FIELDS[field], column) == [expected[v] for v in cells]
+
+
 def test_the_issue_cases_next_to_a_bad_row() -> None:
     """The measured bugs of issue 7: each value alone and next to a refused value."""
     cases = [

@@ -234,7 +234,10 @@ _CAST_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError,
 
 
 def cast_each(
-    arr: pa.Array, cast: Callable[[pa.Array], pa.Array], target: pa.DataType
+    arr: pa.Array,
+    cast: Callable[[pa.Array], pa.Array],
+    target: pa.DataType,
+    plausible: str | None = None,
 ) -> tuple[pa.Array, pa.Array | None]:
     """`cast(arr)`, with a value the cast refuses turned into null and flagged in the mask.
 
@@ -244,11 +247,38 @@ def cast_each(
     value exactly what a call on that value alone gives: the verdict does not depend on
     the neighbours. Only a column that fails is cut (about 2·k·log2(n/k) calls for k bad
     values among n); returns (typed, None) when nothing was refused.
+
+    `plausible`, a regex, must match every value the cast accepts (a necessary condition,
+    a superset of the cast's grammar). On a column that failed, values it does not match
+    are refused without casting them: the cast would refuse them too, so this changes no
+    verdict; it only spares the bisection a column of garbage (2.4 s for 50k refused values
+    one by one, against milliseconds). Likewise a column whose values repeat is cut over
+    its distinct values.
     """
     try:
         return cast(arr), None
     except _CAST_ERRORS:
         pass
+    implausible = None
+    if plausible is not None:
+        implausible = nulls_false(pc.invert(pc.match_substring_regex(arr, plausible)))
+        if _any(implausible):
+            arr = null_where(arr, implausible)
+            try:
+                return cast(arr), implausible
+            except _CAST_ERRORS:
+                pass
+        else:
+            implausible = None
+    # The cast is a function of the value: casting each distinct value once and taking the
+    # results by index is the same, and far fewer casts when the refused values repeat.
+    encoded = arr.dictionary_encode() if len(arr) > 64 else None
+    if encoded is not None and len(encoded.dictionary) * 4 <= len(arr):
+        typed, refused_values = cast_each(encoded.dictionary, cast, target)
+        if refused_values is None:  # pragma: no cover - the whole column failed above
+            return pc.take(typed, encoded.indices), implausible
+        refused_rows = nulls_false(pc.take(refused_values, encoded.indices))
+        return pc.take(typed, encoded.indices), _or(implausible, refused_rows)
     pieces: list[pa.Array] = []
     refused: list[int] = []
 
@@ -272,7 +302,7 @@ def cast_each(
     flags = [False] * len(arr)
     for i in refused:
         flags[i] = True
-    return pa.concat_arrays(pieces), pa.array(flags, pa.bool_())
+    return pa.concat_arrays(pieces), _or(implausible, pa.array(flags, pa.bool_()))
 
 
 def may_hold(arr: pa.Array, *needles: bytes) -> bool:
@@ -506,8 +536,12 @@ def _text_ints(raw: pa.Array) -> Parsed:
         if _any(plus):
             bad = _or(bad, nulls_false(pc.starts_with(s, "+-")))
             s = pc.if_else(plus, pc.utf8_slice_codeunits(s, 1), s)
-    typed, refused = cast_each(null_where(s, bad), _to_int64, pa.int64())
+    typed, refused = cast_each(null_where(s, bad), _to_int64, pa.int64(), _PLAUSIBLE_INT)
     return typed, _or(bad, refused)
+
+
+# What Arrow's int64 cast can accept once hex is refused (see above).
+_PLAUSIBLE_INT = r"^-?[0-9]+$"
 
 
 # --- floats ------------------------------------------------------------------------------
@@ -515,6 +549,11 @@ def _text_ints(raw: pa.Array) -> Parsed:
 
 def _to_float64(a: pa.Array) -> pa.Array:
     return a.cast(pa.float64())
+
+
+# A finite value that Arrow's float cast accepts is written with these characters only;
+# any other (`nan`, `inf`, `Infinity`, `nan(1)`) is refused by the cast or not finite.
+_PLAUSIBLE_FLOAT = r"^[0-9.eE+-]+$"
 
 
 def _parse_float(raw: pa.Array) -> Parsed:
@@ -528,7 +567,7 @@ def _parse_float(raw: pa.Array) -> Parsed:
             text, _ = decode_utf8(raw)
         else:
             text = raw
-        typed, bad = cast_each(_trimmed(text), _to_float64, pa.float64())
+        typed, bad = cast_each(_trimmed(text), _to_float64, pa.float64(), _PLAUSIBLE_FLOAT)
     elif pa.types.is_floating(t):
         typed, bad = raw.cast(pa.float64()), None  # exact from float16/32
     elif pa.types.is_integer(t):
@@ -586,6 +625,9 @@ _DOT = pa.scalar(b".")
 # Digits 7-9 of a fraction (and only of a fraction of at most 9 digits) are dropped.
 _LONG_FRACTION = r"^(.{19}\.[0-9]{6})[0-9]{1,3}([^0-9]|$)"
 _NAIVE_US = pa.timestamp("us")
+# Every value Arrow's ISO-8601 parser accepts has digits and `-` at the date's fixed
+# places, then nothing or `T`/space and only digits, `:`, `.`, `Z` and offset signs.
+_PLAUSIBLE_TIMESTAMP = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9:.Z+-]*)?$"
 
 
 def _to_utc_us(a: pa.Array) -> pa.Array:
@@ -686,7 +728,7 @@ def _cast_group(
     if _any(long_fraction):
         cut = pc.replace_substring_regex(part.filter(long_fraction), _LONG_FRACTION, r"\1\2")
         part = pc.replace_with_mask(part, long_fraction, cut)
-    return cast_each(part, cast, UTC_US)
+    return cast_each(part, cast, UTC_US, _PLAUSIBLE_TIMESTAMP)
 
 
 def _in_years(typed: pa.Array) -> Parsed:
