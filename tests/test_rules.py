@@ -895,6 +895,46 @@ def test_the_real_kinds_use_these_rules() -> None:
 # ---------------------------------------------------------------- the bisection itself
 
 
+def _accepted(values: list[str], cast: Any) -> list[bool]:
+    """Per value: does `cast` accept it alone (and, for floats, give a finite number)?"""
+    out = []
+    for v in values:
+        try:
+            got = cast(pa.array([v]))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            out.append(False)
+            continue
+        finite = pc.is_finite(got) if pa.types.is_floating(got.type) else pc.is_valid(got)
+        out.append(bool(finite[0].as_py()))
+    return out
+
+
+_ARROWISH = (
+    st.text(alphabet="0123456789-+:.TZ tz xXeEnaif", max_size=34) | _timestamp_text() | _TEXT
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(values=st.lists(_ARROWISH.filter(lambda v: v is not None), min_size=1, max_size=20))
+def test_plausible_patterns_hold_for_everything_arrow_accepts(values: list[str]) -> None:
+    """cast_each may refuse, unread, a value its `plausible` pattern does not match: that is
+    only sound if every value the cast accepts matches. Checked against Arrow itself."""
+    from tutormax_cli import rules
+
+    arr = pa.array(values)
+    checks = [
+        (rules._PLAUSIBLE_INT, lambda a: a.cast(pa.int64()), lambda v: "x" not in v.lower()),
+        (rules._PLAUSIBLE_FLOAT, lambda a: a.cast(pa.float64()), None),
+        (rules._PLAUSIBLE_TIMESTAMP, lambda a: a.cast(pa.timestamp("us", tz="UTC")), None),
+        (rules._PLAUSIBLE_TIMESTAMP, lambda a: a.cast(pa.timestamp("us")), None),
+    ]
+    for pattern, cast, applies in checks:
+        matches = pc.match_substring_regex(arr, pattern).to_pylist()
+        for v, ok, match in zip(values, _accepted(values, cast), matches, strict=True):
+            if ok and (applies is None or applies(v)):
+                assert match, (pattern, v)
+
+
 def test_cast_each_isolates_the_refused_values_with_few_casts() -> None:
     from tutormax_cli.rules import cast_each
 

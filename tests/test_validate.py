@@ -353,3 +353,23 @@ def test_verdicts_do_not_depend_on_the_batch_size_parquet(tmp_path: Path) -> Non
     )
     assert whole[5] == ("bad", [("status", "nul_byte"), ("subjects", "required")])
     assert whole[6][1]["baseline_sessions_per_week"] == 1000.0
+
+
+def test_extra_columns_of_data_are_kept_and_text_ones_checked() -> None:
+    """Extra columns: uuids and fixed-size binary are data, kept as they are; text in any
+    layout (here dictionary-encoded) is checked like the schema's own columns."""
+    uuids = pa.ExtensionArray.from_storage(pa.uuid(), pa.array([b"\xff" * 16] * 2, pa.binary(16)))
+    table = pa.table(
+        {
+            **{k: [v, v] for k, v in GOOD["tutors"].items()},
+            "device": uuids,
+            "digest": pa.array([b"\xff\x00"] * 2, pa.binary(2)),
+            "note": pa.array(["fine", "a\x00b"]).dictionary_encode(),
+        }
+    )
+    result = validate(schema.TUTORS, table)
+    assert result.accepted.to_pylist() == [0]
+    assert [(e.field, e.code) for e in result.rejected[0].errors] == [("note", "nul_byte")]
+    assert result.others["device"].type == pa.uuid()
+    assert result.others["digest"].to_pylist() == [b"\xff\x00"]
+    assert result.others["note"].to_pylist() == ["fine"]

@@ -66,8 +66,13 @@ def validate(kind: Kind, raw: pa.Table) -> Validated:
     n = raw.num_rows
     problems: list[Problem] = []
     text: dict[str, pa.Array] = {}
+    fields = set(kind.column_names)
     for name in raw.column_names:
-        arr, hostile = _hostile_checks(name, _one_chunk(raw.column(name)))
+        arr = _one_chunk(raw.column(name))
+        if name not in fields and not _holds_text(arr.type):
+            text[name] = arr  # an extra column of numbers, blobs, uuids…: kept as it is
+            continue
+        arr, hostile = _hostile_checks(name, arr)
         text[name] = arr
         problems.extend(hostile)
 
@@ -106,6 +111,24 @@ def _one_chunk(col: pa.ChunkedArray | pa.Array) -> pa.Array:
     if isinstance(col, pa.ChunkedArray):
         return col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
     return col
+
+
+def _holds_text(t: pa.DataType) -> bool:
+    """Text, or binary that stands for text (CSV cells), in any layout, or lists of it.
+    Fixed-size binary and extension types (uuid, …) are data, not text."""
+    if pa.types.is_dictionary(t):
+        return _holds_text(t.value_type)
+    if pa.types.is_run_end_encoded(t):
+        return _holds_text(t.value_type)
+    if (
+        pa.types.is_list(t)
+        or pa.types.is_large_list(t)
+        or pa.types.is_fixed_size_list(t)
+        or pa.types.is_list_view(t)
+        or pa.types.is_large_list_view(t)
+    ):
+        return _holds_text(t.value_type)
+    return is_text(t) or is_bytes(t) or pa.types.is_string_view(t) or pa.types.is_binary_view(t)
 
 
 def _hostile_checks(name: str, arr: pa.Array) -> tuple[pa.Array, list[Problem]]:
