@@ -17,10 +17,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from .records import StructureError, check_depth
+from .records import json_loads as _loads
+from .schema import JSON_MAX_DEPTH, MAX_COLUMNS
+
 FIELD = "message"  # the one field of a stream entry
 _FIELD_BYTES = FIELD.encode()
 MESSAGE_MAX_BYTES = 1 << 20  # SPEC §6a: a bigger message is poison, not parsed
 POISON_KEEP_BYTES = 64 << 10  # how much of an oversized message its dead letter keeps
+ENVELOPE_MAX_DEPTH = JSON_MAX_DEPTH + 1  # the data is a record; the envelope is one more level
 ENVELOPE_KEYS = ("id", "timestamp", "channel", "data", "checksum")  # metadata is optional
 
 
@@ -55,22 +60,7 @@ def _sorted_json_encoder() -> Callable[[Any], str]:
 
 
 _sorted_json = _sorted_json_encoder()
-_scan_once = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 _ENVELOPE_KEYSET = frozenset(ENVELOPE_KEYS)
-
-
-def _loads(raw: bytes | str) -> Any:
-    """`json.loads(raw)`, a third faster on the usual message: UTF-8 bytes holding exactly
-    one JSON value. Anything else (other encodings, a BOM, whitespace around the value,
-    errors) is left to json.loads itself, so results and error messages are its own."""
-    try:
-        s = raw.decode() if isinstance(raw, bytes) else raw
-        value, end = _scan_once(s, 0)
-        if end == len(s):
-            return value
-    except (UnicodeDecodeError, StopIteration, ValueError):
-        pass
-    return json.loads(raw)
 
 
 def envelope_text(
@@ -97,9 +87,17 @@ def _uuid4() -> str:
 
 
 def parse_envelope(raw: bytes | str, max_bytes: int = MESSAGE_MAX_BYTES) -> dict[str, Any]:
-    """The envelope of one entry's `message`; Poison (with the reason) if it is not one."""
+    """The envelope of one entry's `message`; Poison (with the reason) if it is not one.
+
+    Bounded before anything is built (SPEC §6a): at most `max_bytes`, data nested at most
+    JSON_MAX_DEPTH deep as in a JSON Lines record (the envelope adds one level), and data
+    of at most MAX_COLUMNS keys."""
     if len(raw) > max_bytes:
         raise Poison(f"message of {len(raw)} bytes is over the {max_bytes}-byte cap")
+    try:
+        check_depth(raw, ENVELOPE_MAX_DEPTH)
+    except StructureError as exc:
+        raise Poison(f"message {exc} (envelope included): not parsed") from None
     try:
         env = _loads(raw)
     except UnicodeDecodeError:
@@ -114,6 +112,8 @@ def parse_envelope(raw: bytes | str, max_bytes: int = MESSAGE_MAX_BYTES) -> dict
     data = env["data"]
     if not isinstance(data, dict):
         raise Poison("envelope data is not a JSON object")
+    if len(data) > MAX_COLUMNS:
+        raise Poison(f"envelope data has {len(data):,} keys, over the limit of {MAX_COLUMNS:,}")
     # The one serialisation SPEC §6 requires (checksum = sha256 of the sorted dump).
     if env["checksum"] != hashlib.sha256(_sorted_json(data).encode()).hexdigest():
         raise Poison("checksum does not match the data")
