@@ -88,7 +88,8 @@ def xadd_raw(streams: Streams, kind: str, fields: dict[str, Any]) -> str:
     """Put an arbitrary entry on an input stream (for poison messages)."""
     client = redis_client()
     try:
-        return client.xadd(streams.stream(kind), fields).decode()
+        key = streams.dead_letter_key if kind == "dead_letter" else streams.stream(kind)
+        return client.xadd(key, fields).decode()
     finally:
         client.close()
 

@@ -212,8 +212,8 @@ def test_dlq_list_and_show(streams: Streams, redis_url: str, prefix: str) -> Non
                        "--json", redis=redis_url, prefix=prefix)  # fmt: skip
     listed = json.loads(out)["dead_letters"]
     assert [d["envelope"]["metadata"]["source_id"] for d in listed] == ["3-0"]
-    code, _, err = cli("dlq", "list", redis=redis_url, prefix=prefix)
-    assert code == 0 and "dead letters (3 of 3)" in err
+    code, out, _ = cli("dlq", "list", redis=redis_url, prefix=prefix)
+    assert code == 0 and "dead letters (3 of 3)" in out  # results on stdout (SPEC §7)
     entry_id = listed[0]["entry_id"]
     code, out, _ = cli("dlq", "show", entry_id, "--json", redis=redis_url, prefix=prefix)
     assert code == 0
@@ -235,7 +235,12 @@ def test_replay_requeues_with_a_fresh_envelope_once(
     assert env["data"] == SESSION
     assert env["checksum"] == checksum(SESSION)
     assert env["channel"] == streams.stream("sessions")
-    assert env["metadata"] == {"row": 9, "replayed_from": first}
+    assert env["metadata"] == {
+        "row": 9,
+        "replayed_from": first,
+        "replay_chain": [first],
+        "previous_attempts": 2,
+    }
     assert [i for i, _ in dead_letters(streams)] == [second]
     # replaying the same id again finds nothing and doubles nothing
     code, out, _ = cli("dlq", "replay", first, "--json", redis=redis_url, prefix=prefix)

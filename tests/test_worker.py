@@ -182,15 +182,18 @@ def test_stats_json_shape_and_metrics(
             text = resp.read().decode()
     finally:
         metrics.close()
-    assert 'tutormax_worker_messages_total{outcome="persisted"} 2.0' in text
+    assert 'tutormax_worker_messages_total{kind="tutors",outcome="persisted"} 1.0' in text
+    assert 'tutormax_worker_messages_total{kind="sessions",outcome="persisted"} 1.0' in text
+    assert 'tutormax_worker_messages_total{kind="tutors",outcome="dead_lettered"} 1.0' in text
     assert "tutormax_worker_batch_seconds_count 1.0" in text
     result = CliRunner().invoke(app, ["stats", "--json", "--db", db_url, "--redis", redis_url,
                                       "--prefix", prefix])  # fmt: skip
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
     assert {"streams", "dead_letter", "tables", "workers"} <= set(doc)
-    s = doc["streams"][f"{prefix}sessions"]
-    assert (s["length"], s["pending"], s["consumers"], s["lag"]) == (1, 0, 1, 0)
+    s = doc["streams"][f"{prefix}sessions:enrichment"]
+    assert (s["length"], s["pending"], s["lag"]) == (1, 0, 0)
+    assert s["consumers"] == {"live": ["w1"], "gone": []}
     assert doc["dead_letter"]["total"] == 1
     assert doc["dead_letter"]["by_error"] == {"validation": 1}
     assert doc["tables"] == {"tutors": 1, "sessions": 1, "feedback": 0}

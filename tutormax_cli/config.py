@@ -70,6 +70,7 @@ def load_dotenv(path: Path | None = None, environ: Mapping[str, str] | None = No
             os.environ[key] = value
 
 
-def setting(name: str, default: str | None = None) -> str | None:
-    """`TUTORMAX_<NAME>` from the environment (after `.env` was loaded), else the default."""
-    return os.environ.get(ENV_PREFIX + name.upper(), default)
+def fault_setting(name: str) -> str | None:
+    """`TUTORMAX_<NAME>`: the fault-injection variables the tests set on a worker
+    (`TUTORMAX_FAULT`, `TUTORMAX_FAULT_PAUSE_S`); read here like every other setting."""
+    return os.environ.get(ENV_PREFIX + name.upper())

@@ -18,7 +18,7 @@ from typing import Any
 
 from .errors import UsageError
 from .stats import histogram
-from .streams import Streams
+from .streams import DEFAULT_GROUP, Streams
 
 Entry = tuple[str, dict[str, Any]]  # (dead-letter entry id, envelope)
 
@@ -78,7 +78,11 @@ class ReplayResult:
         }
 
 
-def replay(streams: Streams, sel: Selection, dry_run: bool = False) -> ReplayResult:
+def replay(
+    streams: Streams, sel: Selection, dry_run: bool = False, *, group: str = DEFAULT_GROUP
+) -> ReplayResult:
+    """Replay the selected dead letters. `group`: the consumer group whose pending entries
+    keep their dead-letter marks (see streams.Streams.replay)."""
     if sel.empty:
         raise UsageError("name dead-letter IDs, or use --kind, --error or --all")
     entries = list(select(streams, sel))
@@ -90,7 +94,7 @@ def replay(streams: Streams, sel: Selection, dry_run: bool = False) -> ReplayRes
         if reason:
             result.left.setdefault(reason, []).append(entry_id)
         elif not dry_run:
-            new_id = streams.replay(entry_id, env)
+            new_id = streams.replay(entry_id, env, group)
             if new_id is None:  # replayed or drained by someone else meanwhile
                 result.not_found.append(entry_id)
             else:

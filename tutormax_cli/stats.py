@@ -16,13 +16,27 @@ from .streams import WORKER_COUNTERS, Streams
 WORKER_INTS = (*WORKER_COUNTERS, "pid")
 
 
-def gather(streams: Streams, group: str, store: Any | None = None) -> dict[str, Any]:
-    """Everything `stats` shows. `store` is a Store (or None: no table counts)."""
+def gather(
+    streams: Streams, group: str, store: Any | None = None, reclaim_idle_ms: int = 60_000
+) -> dict[str, Any]:
+    """Everything `stats` shows. `store` is a Store (or None: no table counts). A consumer
+    idle longer than `reclaim_idle_ms` is `gone` (a worker that stopped or crashed; its
+    pending entries are reclaimed by the others), else `live`."""
+    per_stream = streams.stream_stats(group)
+    for info in per_stream.values():
+        consumers = info.pop("consumers")
+        info["consumers"] = {
+            "live": sorted(n for n, c in consumers.items() if c["idle_ms"] < reclaim_idle_ms),
+            "gone": sorted(n for n, c in consumers.items() if c["idle_ms"] >= reclaim_idle_ms),
+        }
+        info["gone_pending"] = sum(
+            c["pending"] for c in consumers.values() if c["idle_ms"] >= reclaim_idle_ms
+        )
     return {
         "redis": streams.url_masked,
         "prefix": streams.prefix,
         "group": group,
-        "streams": streams.stream_stats(group),
+        "streams": per_stream,
         "dead_letter": dead_letter_summary(streams),
         "tables": store.row_counts() if store is not None else {},
         "database": getattr(store, "url_masked", None),
@@ -33,7 +47,26 @@ def gather(streams: Streams, group: str, store: Any | None = None) -> dict[str, 
 def dead_letter_summary(streams: Streams) -> dict[str, Any]:
     counts = histogram(streams.dead_letters())
     total = sum(counts["by_error"].values())
-    return {"stream": streams.dead_letter_key, "total": total, **counts}
+    health = streams.dead_letter_health()
+    warnings = []
+    if health["ttl_s"] is not None:
+        warnings.append(
+            f"{streams.dead_letter_key} expires in {health['ttl_s']:,} s (someone set a TTL "
+            "on it; tutormax never does): every dead letter will be lost then"
+        )
+    if health["lost"]:
+        warnings.append(
+            f"{health['lost']:,} dead letters were lost (the stream was trimmed or expired); "
+            "a worker's start-up sweeps their marks"
+        )
+    return {
+        "stream": streams.dead_letter_key,
+        "total": total,
+        **counts,
+        "ttl_s": health["ttl_s"],
+        "lost": health["lost"],
+        "warnings": warnings,
+    }
 
 
 def workers(streams: Streams) -> dict[str, dict[str, Any]]:

@@ -3,14 +3,20 @@
 One loop, one batch at a time, in the manner of rq's worker:
 
     while not stopping:
-        batch = retries that are due + entries reclaimed from dead consumers + new entries
+        marks = where the group stands on each stream (streams.StreamMark)
+        batch = due retries + entries reclaimed from gone consumers + new entries, a child
+                stream read only while its parent stream cannot hold what it needs
         with store.transaction():                       # one transaction a batch
             for kind in tutors, sessions, feedback:     # parents first
                 Pipeline(kind).process(records_to_table(batch[kind]), as_of=batch start)
-        dead-letter the rejects (idempotent), then XACK everything finished
+        dead-letter the rejects (idempotent), XACK everything finished, and refund the
+        delivery of records that wait for a parent still on its way
 
-An outage (database or Redis unreachable) never dead-letters: the batch is retried with
-backoff, its entries stay pending. The policy (outcomes, retry timing) is worker_policy.
+Faults are told apart (SPEC §6): an outage (database or Redis unreachable) backs off and
+keeps the batch pending; a vanished group is recreated; a database whose schema is not
+this version's is fatal (exit 2, batch left pending); anything else is a bug (exit 3, the
+batch left pending) — unless bisection proves that one record alone crashes the pipeline,
+which makes that record poison. The policy (outcomes, retry timing) is worker_policy.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import os
 import signal
 import socket
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -31,23 +38,43 @@ from typing import Any, TypeVar
 
 import pyarrow as pa
 
+from .config import fault_setting
 from .envelope import Message, Poison
 from .envelope import parse_envelope as parse
-from .errors import DatabaseError, QueueError, UsageError
+from .errors import DatabaseUnavailable, QueueError, TutormaxError, UsageError
 from .fields import Context
+from .metrics import Metrics
 from .pipeline import Pipeline
 from .records import records_to_table
 from .schema import KINDS
 from .store import Store
-from .streams import DEFAULT_GROUP, KIND_NAMES, WORKER_COUNTERS, QueueUnavailable, Streams
-from .worker_policy import Outcomes, RetryPolicy, classify, poison
+from .streams import (
+    DEFAULT_GROUP,
+    KIND_NAMES,
+    WORKER_COUNTERS,
+    GroupVanished,
+    QueueUnavailable,
+    StreamMark,
+    Streams,
+    entry_key,
+)
+from .worker_policy import (
+    Outcomes,
+    RetryPolicy,
+    classify,
+    parents_passed,
+    poison,
+    settle_orphans,
+)
 
 log = logging.getLogger("tutormax.worker")
 
-OUTAGES = (DatabaseError, QueueUnavailable)
+OUTAGES = (DatabaseUnavailable, QueueUnavailable)
 OUTAGE_FIRST_S, OUTAGE_MAX_S = 0.5, 30.0
 BURST_BLOCK_MS = 100  # --burst polls this often while retries or other consumers are pending
 PROGRESS_EVERY_S = 10.0
+DEAD_LETTER_GAUGE_EVERY_S = 60.0  # dead letters by error code: a scan of the stream
+FIRST_IDS_LOGGED = 5
 GC_YOUNG_THRESHOLD = 50_000  # allocations between young collections while the worker runs
 FAULT_POINTS = ("before_commit", "after_commit_before_ack", "after_deadletter_before_ack")
 T = TypeVar("T")
@@ -57,15 +84,11 @@ def default_consumer() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-@dataclass
+@dataclass(frozen=True)
 class WorkerOptions:
     group: str = DEFAULT_GROUP
     consumer: str = field(default_factory=default_consumer)
-    # Entries read per stream per batch. Measured (`python -m bench --only queue`, 1M
-    # sessions, 1 worker into PostgreSQL, 2 cores): 1000 → 8.8k msgs/s, 5000 → 11.8k;
-    # (200k runs: 2000 → 10k, 10000 no better than 5000). A batch has ~17 ms of fixed costs
-    # (commit fsync, a dozen round trips, validation's Arrow calls) and 5000 → ~190 MiB RSS.
-    batch_size: int = 5000
+    batch_size: int = 5000  # entries read per stream per batch
     reclaim_idle_ms: int = 60_000
     block_ms: int = 2_000
     timezone: str = "UTC"
@@ -85,31 +108,33 @@ class Worker:
         self._unsent = dict.fromkeys(WORKER_COUNTERS, 0)  # counters not yet added to Redis
         self._stopping = False
         self._next_reclaim = 0.0
+        self._next_gauges = 0.0
         self._last_beat = self._last_log = time.monotonic()
+        self._marks: dict[str, StreamMark] = {}
+        self._told: set[str] = set()  # gone consumers already reported in --burst
         self._faults = Faults.from_env()
 
     # -- the loop ----------------------------------------------------------------------------
 
     def run(self, *, burst: bool = False, max_batches: int | None = None) -> dict[str, int]:
         """Work until stopped (or, with burst, until nothing is pending or due); totals."""
-        self.streams.ensure_group(self.opts.group)
-        self.streams.reset_worker(self.opts.consumer)
-        self._beat(started_at=_now())
-        log.info(
-            "worker %s of group %s on %s (streams %s*), database %s",
-            self.opts.consumer,
-            self.opts.group,
-            self.streams.url_masked,
-            self.streams.prefix,
-            self.store.url_masked,
-        )
+        self._start()
         batches = 0
         with _batch_gc():
             while not self._stopping and (max_batches is None or batches < max_batches):
+                self._alive()
                 got = self._until_done(partial(self._next_batch, burst))
-                messages, drained = got or ([], False)
+                if got is None:  # stopped while Redis was away
+                    break
+                messages, drained = got
                 if messages:
-                    self._until_done(partial(self._handle, messages), held=messages)
+                    if self._until_done(partial(self._handle, messages), held=messages) is None:
+                        log.warning(
+                            "stopping during an outage: %d message(s) of the current batch "
+                            "stay pending and will be delivered again",
+                            len(messages),
+                        )
+                        break
                     batches += 1
                     del messages, got
                     gc.collect()  # the batch's garbage cycles, while there is little else
@@ -117,8 +142,52 @@ class Worker:
                     break
                 self._beat()
         self._beat()
-        log.info("worker %s stopped: %s", self.opts.consumer, _fmt(self.totals))
+        log.info(
+            "worker %s stopped: %s",
+            self.opts.consumer,
+            _fmt(self.totals),
+            extra={"counters": dict(self.totals)},
+        )
         return dict(self.totals)
+
+    def _start(self) -> None:
+        self._until_done(lambda: self.streams.ensure_group(self.opts.group))
+        self.streams.reset_worker(self.opts.consumer)
+        self._beat(started_at=_now())
+        log.info(
+            "worker %s of group %s on %s, streams %s, database %s",
+            self.opts.consumer,
+            self.opts.group,
+            self.streams.url_masked,
+            ", ".join(self.streams.names.values()),
+            self.store.url_masked,
+        )
+        self._check_dead_letters()
+
+    def _check_dead_letters(self) -> None:
+        """Warn when dead letters can vanish (a TTL, trimming) and sweep the marks of those
+        that did, so the dead-letter index matches the stream."""
+        try:
+            health = self.streams.dead_letter_health()
+            swept = self.streams.sweep_marks() if health["lost"] else 0
+        except QueueError as exc:
+            log.warning("could not check %s: %s", self.streams.dead_letter_key, exc.message)
+            return
+        key = self.streams.dead_letter_key
+        if health["ttl_s"] is not None:
+            log.warning(
+                "%s has a TTL: it expires in %d s, and every dead letter with it "
+                "(tutormax never sets one; a producer did)",
+                key,
+                health["ttl_s"],
+            )
+        if swept:
+            log.warning(
+                "%d dead letter(s) of %s were lost (trimmed or expired); their marks "
+                "were removed from the index",
+                swept,
+                key,
+            )
 
     def request_stop(self, why: str = "") -> None:
         self._stopping = True
@@ -128,9 +197,21 @@ class Worker:
     def stopping(self) -> bool:
         return self._stopping
 
+    def _alive(self) -> None:
+        if self.metrics is not None:
+            self.metrics.cycle()
+
+    # -- choosing a batch ----------------------------------------------------------------------
+
     def _next_batch(self, burst: bool) -> tuple[list[Message], bool]:
         """Due retries, reclaimed entries, then new ones; and whether the group is drained."""
-        messages, wait_ms = self._due_retries()
+        try:
+            marks = self._marks = self.streams.marks(self.opts.group)
+        except GroupVanished as exc:
+            self._recover(exc)
+            return [], False
+        self._gauges(marks)
+        messages, wait_ms = self._due_retries(marks)
         if time.monotonic() >= self._next_reclaim:
             every_ms = max(50, min(self.opts.reclaim_idle_ms // 2, 5_000))
             self._next_reclaim = time.monotonic() + every_ms / 1000
@@ -141,24 +222,60 @@ class Worker:
             messages += got
         block = 0 if messages else self._block_ms(wait_ms, burst)
         messages += self.streams.read_new(
-            self.opts.group, self.opts.consumer, self.opts.batch_size, block
+            self.opts.group, self.opts.consumer, self.opts.batch_size, block, self._readable(marks)
         )
-        drained = burst and not messages and self.streams.group_pending(self.opts.group) == 0
+        drained = False
+        if burst and not messages:
+            pending = self.streams.group_pending(self.opts.group)
+            drained = pending == 0
+            if pending:
+                self._tell_gone_consumers()
         return messages, drained
 
-    def _due_retries(self) -> tuple[list[Message], int | None]:
-        """Claim our pending entries whose backoff is over; ms until the next one is due."""
+    def _readable(self, marks: dict[str, StreamMark]) -> tuple[str, ...]:
+        """The streams worth reading now. A child stream waits while its next entry is newer
+        than its parent stream's first undelivered entry and this batch will not drain the
+        parent: what it would read could only wait for parents (SPEC §6: drain the parent
+        stream first rather than re-read children)."""
+        readable: list[str] = []
+        for kind in KIND_NAMES:
+            child = marks[kind].next_undelivered
+            ok = True
+            for _column, parent in KINDS[kind].parents:
+                p = marks[parent]
+                if child is None or p.next_undelivered is None:
+                    continue
+                drains = parent in readable and p.lag is not None and p.lag <= self.opts.batch_size
+                if not drains and entry_key(child) > entry_key(p.next_undelivered):
+                    ok = False
+            if ok:
+                readable.append(kind)
+        return tuple(readable)
+
+    def _due_retries(self, marks: dict[str, StreamMark]) -> tuple[list[Message], int | None]:
+        """Claim our pending entries that are due (their parents can no longer be on their
+        way, their backoff is over); ms until the next backoff ends. Entries waiting for a
+        parent are touched before they look abandoned to other consumers."""
         pending = self.streams.own_pending(
             self.opts.group, self.opts.consumer, 4 * self.opts.batch_size
         )
-        due = [p for p in pending if self.policy.wait_ms(p) <= 0]
-        waits = [self.policy.wait_ms(p) for p in pending if self.policy.wait_ms(p) > 0]
+        due = [p for p in pending if self.policy.is_due(p, marks)]
+        rest = [p for p in pending if not self.policy.is_due(p, marks)]
+        waits = [self.policy.wait_ms(p) for p in rest if parents_passed(p.kind, p.id, marks)]
+        stale = [p for p in rest if p.idle_ms > self.opts.reclaim_idle_ms // 2]
+        if stale:
+            self.streams.touch(
+                self.opts.group,
+                self.opts.consumer,
+                [Message(p.kind, p.id, {}, p.deliveries) for p in stale],
+            )
+        next_wait = min((w for w in waits if w > 0), default=None)
         if not due:
-            return [], min(waits, default=None)
+            return [], next_wait
         guard = min(self.policy.delay_ms(p.id, p.deliveries) for p in due)
         claimed, trimmed = self.streams.claim(self.opts.group, self.opts.consumer, due, guard)
         self._add(trimmed=trimmed)
-        return claimed, min(waits, default=None)
+        return claimed, next_wait
 
     def _block_ms(self, wait_ms: int | None, burst: bool) -> int:
         block = self.opts.block_ms
@@ -166,9 +283,32 @@ class Worker:
             block = min(block, max(wait_ms, 1))
         return min(block, BURST_BLOCK_MS) if burst else block
 
+    def _tell_gone_consumers(self) -> None:
+        """--burst: say once per consumer when we wait for a gone consumer's entries."""
+        try:
+            stats = self.streams.stream_stats(self.opts.group)
+        except QueueError:
+            return
+        for info in stats.values():
+            for name, c in info["consumers"].items():
+                if name == self.opts.consumer or not c["pending"] or name in self._told:
+                    continue
+                left_s = max(self.opts.reclaim_idle_ms - c["idle_ms"], 0) / 1000
+                self._told.add(name)
+                log.info(
+                    "waiting %.0f s for %d pending entries of consumer %s to become "
+                    "reclaimable (idle %.0f s, --reclaim-idle-ms %d)",
+                    left_s,
+                    c["pending"],
+                    name,
+                    c["idle_ms"] / 1000,
+                    self.opts.reclaim_idle_ms,
+                )
+
     # -- one batch ---------------------------------------------------------------------------
 
-    def _handle(self, messages: list[Message]) -> None:
+    def _handle(self, messages: list[Message]) -> int:
+        """One batch, committed and acknowledged; returns how many messages it had."""
         started = time.monotonic()
         ctx = Context(as_of=datetime.now(UTC), timezone=self.opts.timezone)
         out = Outcomes()
@@ -176,14 +316,29 @@ class Worker:
         with self.store.transaction():
             for kind in KIND_NAMES:
                 if by_kind.get(kind):
-                    self._process(kind, by_kind[kind], ctx, out)
+                    self._process(kind, by_kind[kind], ctx, out, first=True)
             self._faults.hit("before_commit")
+        if self.metrics is not None:
+            self.metrics.last_commit.set_to_current_time()
         self._faults.hit("after_commit_before_ack")
-        self.streams.dead_letter(out.letters)
-        if out.letters:
-            self._faults.hit("after_deadletter_before_ack")
-        self.streams.ack(self.opts.group, out.to_ack)
+        try:
+            self._finish(out.letters, out.to_ack)
+            if out.orphans:  # decided with the group's position after this batch's ack
+                marks = self._marks = self.streams.marks(self.opts.group)
+                letters = settle_orphans(out.orphans, marks, self.policy, out)
+                self._finish(letters, [d.message for d in letters])
+                self.streams.refund(self.opts.group, self.opts.consumer, out.waiting)
+        except GroupVanished as exc:  # committed: the entries are gone with the group
+            self._recover(exc)
         self._record(len(messages), out, time.monotonic() - started)
+        return len(messages)
+
+    def _finish(self, letters: list[Any], to_ack: list[Message]) -> None:
+        """Dead letters first (written once per source entry), then the acknowledgement."""
+        self.streams.dead_letter(letters)
+        if letters:
+            self._faults.hit("after_deadletter_before_ack")
+        self.streams.ack(self.opts.group, to_ack)
 
     def _parse(self, messages: list[Message], out: Outcomes) -> dict[str, list[tuple]]:
         """Envelopes by kind. Anything that goes wrong parsing one message (Poison, or an
@@ -209,70 +364,147 @@ class Worker:
                 by_kind.setdefault(m.kind, []).append((m, env))
         return by_kind
 
-    def _process(self, kind: str, pairs: list[tuple], ctx: Context, out: Outcomes) -> None:
-        """Run the pipeline on one kind's records; a record that crashes it is isolated by
-        bisection (each half under its own SAVEPOINT) and dead-lettered as poison."""
+    def _process(
+        self, kind: str, pairs: list[tuple], ctx: Context, out: Outcomes, first: bool = False
+    ) -> None:
+        """Run the pipeline on one kind's records. If it raises something that is not a
+        known fault, bisect (each half under its own SAVEPOINT): a record that crashes the
+        pipeline alone is poison. When both halves of the first split fail too, it is the
+        code, not a record: the error goes up (exit 3, the batch left pending)."""
         try:
-            with self.store.transaction():
-                table = _records_table([env["data"] for _, env in pairs], kind)
-                result = Pipeline(KINDS[kind], store=self.store).process(table, ctx)
-        except OUTAGES:
+            result = self._pipeline(kind, pairs, ctx)
+        except (TutormaxError, GroupVanished):
             raise
         except Exception as exc:
             if len(pairs) == 1:
+                log.warning(
+                    "message %s crashes the pipeline on its own: poison",
+                    pairs[0][0].id,
+                    exc_info=True,
+                )
                 reason = f"processing failed: {type(exc).__name__}: {exc}"
                 out.letters.append(poison(pairs[0][0], reason, pairs[0][1]))
                 return
             mid = len(pairs) // 2
-            self._process(kind, pairs[:mid], ctx, out)
-            self._process(kind, pairs[mid:], ctx, out)
+            halves = [pairs[:mid], pairs[mid:]]
+            if first and all(self._fails(kind, h, ctx) for h in halves):
+                raise
+            for half in halves:
+                self._process(kind, half, ctx, out)
             return
-        classify(result, [m for m, _ in pairs], [e for _, e in pairs], self.policy, out)
+        classify(result, [m for m, _ in pairs], [e for _, e in pairs], out)
+
+    def _pipeline(self, kind: str, pairs: list[tuple], ctx: Context) -> Any:
+        with self.store.transaction():
+            table = _records_table([env["data"] for _, env in pairs], kind)
+            return Pipeline(KINDS[kind], store=self.store).process(table, ctx)
+
+    def _fails(self, kind: str, pairs: list[tuple], ctx: Context) -> bool:
+        """Whether the pipeline raises on these records (a trial: rolled back either way)."""
+        try:
+            with self.store.transaction():
+                self._pipeline(kind, pairs, ctx)
+                raise _Rollback
+        except _Rollback:
+            return False
+        except (TutormaxError, GroupVanished):
+            raise
+        except Exception:
+            return True
+
+    # -- faults ------------------------------------------------------------------------------
 
     def _until_done(self, step: Callable[[], T], held: list[Message] | None = None) -> T | None:
-        """Run a step until it succeeds, backing off through outages. Without messages in
-        hand a stop request ends the wait (returns None); with them, we keep trying."""
+        """Run a step until it succeeds, backing off through outages. A stop request ends
+        the wait at once (returns None), even with messages in hand: they stay pending, and
+        at-least-once delivery makes that safe."""
         delay = OUTAGE_FIRST_S
         while True:
             try:
                 return step()
             except OUTAGES as exc:
                 self._add(outages=1)
-                if held is None and self._stopping:
+                if self._stopping:
                     return None
                 log.warning("%s; retrying in %.1f s (messages stay pending)", exc.message, delay)
-                self._sleep(delay, interruptible=held is None)
+                self._sleep(delay)
                 delay = min(delay * 2, OUTAGE_MAX_S)
+                self._alive()  # waiting out an outage is not being stuck
                 if held:  # keep them ours: others would take them for a dead consumer's
                     with suppress(QueueError):
                         self.streams.touch(self.opts.group, self.opts.consumer, held)
+            except GroupVanished as exc:
+                self._recover(exc)
+                if self._stopping:
+                    return None
 
-    def _sleep(self, seconds: float, interruptible: bool) -> None:
+    def _recover(self, exc: GroupVanished) -> None:
+        """Redis came back empty, or someone deleted a stream or the group: say what
+        vanished, recreate it, go on."""
+        pending = sum(m.pending for m in self._marks.values())
+        done = self._until_done(lambda: self.streams.recover(self.opts.group)) or []
+        self._add(recovered=1)
+        if self.metrics is not None:
+            self.metrics.recoveries.inc()
+        log.warning(
+            "consumer group %s vanished (%s): Redis restarted without persistence, or a "
+            "stream or the group was deleted. Lost with it: %d pending entr%s known at the "
+            "last look, and the dead-letter marks if the index went too. Done: %s",
+            self.opts.group,
+            exc.message,
+            pending,
+            "y" if pending == 1 else "ies",
+            "; ".join(done) or "nothing was missing any more",
+        )
+        self._marks = {}
+
+    def _sleep(self, seconds: float) -> None:
         end = time.monotonic() + seconds
-        while time.monotonic() < end and not (interruptible and self._stopping):
+        while time.monotonic() < end and not self._stopping:
             time.sleep(min(0.1, max(end - time.monotonic(), 0)))
 
-    # -- counters ----------------------------------------------------------------------------
+    # -- counters, logs and gauges -----------------------------------------------------------
 
     def _add(self, **counts: int) -> None:
         for name, n in counts.items():
             self.totals[name] += n
             self._unsent[name] += n
-            if self.metrics is not None and n:
-                self.metrics.messages.labels(name).inc(n)
 
     def _record(self, read: int, out: Outcomes, seconds: float) -> None:
         counts = out.counts()
         self._add(read=read, **counts)
         if self.metrics is not None:
             self.metrics.batch_seconds.observe(seconds)
+            for outcome, messages in out.by_outcome().items():
+                for kind, n in Counter(m.kind for m in messages).items():
+                    self.metrics.messages.labels(outcome, kind).inc(n)
         if out.letters:
+            codes = Counter(d.error for d in out.letters)
+            first = ", ".join(
+                f"{d.message.kind}:{d.message.id}" for d in out.letters[:FIRST_IDS_LOGGED]
+            )
             log.info(
-                "dead-lettered %d message(s) to %s", len(out.letters), self.streams.dead_letter_key
+                "dead-lettered %d message(s) to %s: %s (first: %s)",
+                len(out.letters),
+                self.streams.dead_letter_key,
+                ", ".join(f"{c} {n}" for c, n in sorted(codes.items())),
+                first,
+                extra={"dead_lettered": dict(codes)},
             )
         if time.monotonic() - self._last_log >= PROGRESS_EVERY_S:
             self._last_log = time.monotonic()
-            log.info("%s", _fmt(self.totals))
+            log.info("%s", _fmt(self.totals), extra={"counters": dict(self.totals)})
+
+    def _gauges(self, marks: dict[str, StreamMark]) -> None:
+        if self.metrics is None:
+            return
+        names = {self.streams.stream(k): m for k, m in marks.items()}
+        self.metrics.streams(names, self.streams.lengths(), self.streams.server_ms())
+        if time.monotonic() >= self._next_gauges:
+            self._next_gauges = time.monotonic() + DEAD_LETTER_GAUGE_EVERY_S
+            from .stats import histogram
+
+            self.metrics.dead_letter_counts(histogram(self.streams.dead_letters())["by_error"])
 
     def _beat(self, **values: Any) -> None:
         """Add the unsent counters to Redis and refresh the hash's TTL; an outage only
@@ -290,7 +522,11 @@ class Worker:
         self._last_beat = now
 
 
-# -- faults, signals, metrics ------------------------------------------------------------------
+class _Rollback(Exception):
+    """Ends a trial run of the pipeline (see Worker._fails)."""
+
+
+# -- faults, signals ----------------------------------------------------------------------------
 
 
 @dataclass
@@ -306,7 +542,7 @@ class Faults:
 
     @classmethod
     def from_env(cls) -> Faults:
-        spec = os.environ.get("TUTORMAX_FAULT", "").strip()
+        spec = (fault_setting("FAULT") or "").strip()
         if not spec:
             return cls()
         point, _, nth = spec.partition(":")
@@ -315,7 +551,7 @@ class Faults:
                 f"TUTORMAX_FAULT={spec!r}: expected <point>[:<n>], point one of "
                 f"{', '.join(FAULT_POINTS)}"
             )
-        pause = os.environ.get("TUTORMAX_FAULT_PAUSE_S")
+        pause = fault_setting("FAULT_PAUSE_S")
         return cls(point, int(nth or 1), float(pause) if pause else None)
 
     def hit(self, point: str) -> None:
@@ -332,7 +568,8 @@ class Faults:
 
 
 def install_signal_handlers(worker: Worker) -> None:
-    """First SIGTERM/SIGINT: finish the batch, then exit 0. Second: exit at once."""
+    """First SIGTERM/SIGINT: finish the batch (or, during an outage, leave it pending), then
+    exit 0. Second: exit at once."""
 
     def handler(signum: int, _frame: Any) -> None:
         name = signal.Signals(signum).name
@@ -345,37 +582,9 @@ def install_signal_handlers(worker: Worker) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
-class Metrics:
-    """Prometheus metrics on `http://<addr>:<port>/metrics` (a registry of its own)."""
-
-    def __init__(self, port: int, addr: str = "0.0.0.0") -> None:
-        from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
-
-        self.registry = CollectorRegistry()
-        self.messages = Counter(
-            "tutormax_worker_messages",
-            "Messages handled, by outcome.",
-            ["outcome"],
-            registry=self.registry,
-        )
-        self.batch_seconds = Histogram(
-            "tutormax_worker_batch_seconds",
-            "Seconds to process, commit and ack one batch.",
-            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-            registry=self.registry,
-        )
-        self._server, self._thread = start_http_server(port, addr, registry=self.registry)
-        self.port = int(self._server.server_port)
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-
-
 @contextmanager
 def _batch_gc() -> Iterator[None]:
-    """Cheaper garbage collection for the batch loop (measured: ~12% of a worker's time).
+    """Cheaper garbage collection for the batch loop.
 
     A batch allocates tens of thousands of dicts and lists (parsed envelopes, records) that
     refcounting frees; the cyclic collector only re-walks them while they live, and every
@@ -383,7 +592,7 @@ def _batch_gc() -> Iterator[None]:
     what exists at start (imports, connections) out of the collector's sight, and let young
     collections wait for GC_YOUNG_THRESHOLD allocations instead of 700. The loop collects
     once after each batch instead, when the batch is gone (without that, the few garbage
-    cycles a batch leaves — holding lists of ids — were never collected: +20% RSS per 1M)."""
+    cycles a batch leaves — holding lists of ids — were never collected)."""
     old = gc.get_threshold()
     gc.collect()
     gc.freeze()

@@ -1,9 +1,15 @@
 """The worker's policy, apart from its loop: what each message's outcome is, and when to retry.
 
 Outcomes (SPEC §6):
-* accepted by the pipeline → persisted, acknowledged after the commit;
-* rejected *only* for a missing parent → left pending for a retry while its delivery count
-  is below `max_attempts`, then dead-lettered as `missing_parent`;
+* accepted by the pipeline → persisted, acknowledged after the commit (a version of a
+  key superseded by another version of the same batch that was written counts too);
+* rejected *only* for a missing parent, while that parent may still be on its way (the
+  parent stream's watermark is not past the record: see streams.StreamMark) → *waiting*:
+  left pending, its delivery refunded, due again once the watermark has passed it. This
+  spends no attempt, however long the backlog or the retry settings;
+* rejected only for a missing parent that can no longer be on its way → left pending for
+  a retry while its delivery count is below `max_attempts`, then dead-lettered as
+  `missing_parent`;
 * refused by the database (pipeline code `database`) → dead-lettered as `database`;
 * any other rejection → dead-lettered as `validation`, at once;
 * not an envelope (or it crashed the pipeline on its own) → dead-lettered as `poison`.
@@ -24,6 +30,8 @@ from typing import Any
 from . import errors as E
 from .envelope import DeadLetter, Message, Pending
 from .pipeline import BatchResult
+from .schema import KINDS
+from .streams import StreamMark
 
 MAX_ATTEMPTS = 5
 RETRY_BASE_MS = 1_000
@@ -49,6 +57,24 @@ class RetryPolicy:
         """Milliseconds until a pending entry is due again (≤ 0: due now)."""
         return self.delay_ms(p.id, p.deliveries) - p.idle_ms
 
+    def is_due(self, p: Pending, marks: dict[str, StreamMark]) -> bool:
+        """A pending entry is due once no parent of it can be on its way any more and its
+        backoff is over."""
+        return parents_passed(p.kind, p.id, marks) and self.wait_ms(p) <= 0
+
+
+def parents_passed(
+    kind: str, entry_id: str, marks: dict[str, StreamMark], parents: set[str] | None = None
+) -> bool:
+    """No entry of a parent stream published before this one is still unacknowledged."""
+    for _column, parent in KINDS[kind].parents:
+        if parents is not None and parent not in parents:
+            continue
+        mark = marks.get(parent)
+        if mark is not None and not mark.passed(entry_id):
+            return False
+    return True
+
 
 @dataclass
 class Outcomes:
@@ -56,6 +82,8 @@ class Outcomes:
 
     persisted: list[Message] = field(default_factory=list)
     retried: list[Message] = field(default_factory=list)
+    waiting: list[Message] = field(default_factory=list)  # parents on their way: refunded
+    orphans: list[Orphan] = field(default_factory=list)  # missing a parent: decided after ack
     letters: list[DeadLetter] = field(default_factory=list)
     trimmed: list[Message] = field(default_factory=list)  # pending entries someone deleted
     rejected: int = 0  # messages the pipeline rejected (retried or dead-lettered)
@@ -64,21 +92,42 @@ class Outcomes:
     def to_ack(self) -> list[Message]:
         return [*self.persisted, *(d.message for d in self.letters), *self.trimmed]
 
+    def by_outcome(self) -> dict[str, list[Message]]:
+        """Messages by outcome, for the metrics."""
+        return {
+            "persisted": self.persisted,
+            "retried": self.retried,
+            "waited": self.waiting,
+            "dead_lettered": [d.message for d in self.letters],
+            "trimmed": self.trimmed,
+        }
+
     def counts(self) -> dict[str, int]:
         return {
             "persisted": len(self.persisted),
             "retried": len(self.retried),
+            "waited": len(self.waiting),
             "dead_lettered": len(self.letters),
             "rejected": self.rejected,
             "trimmed": len(self.trimmed),
         }
 
 
+@dataclass
+class Orphan:
+    """A record rejected only because a parent is missing: waiting, retried or dead-lettered
+    once the batch is acknowledged and the group's position is fresh (`settle_orphans`)."""
+
+    message: Message
+    envelope: dict[str, Any]
+    errors: list[Any]
+    parents: set[str]  # the parent kinds it misses
+
+
 def classify(
     result: BatchResult,
     messages: list[Message],
     envelopes: list[dict[str, Any]],
-    policy: RetryPolicy,
     out: Outcomes,
 ) -> None:
     """Sort a kind's messages by the pipeline's verdict (positions = batch positions)."""
@@ -86,21 +135,40 @@ def classify(
     out.rejected += len(rejected)
     for i, (m, env) in enumerate(zip(messages, envelopes, strict=True)):
         errors = rejected.get(i)
-        if errors is None:  # accepted, or superseded by a later row with the same key
+        if errors is None:  # accepted, or superseded by a version that was written
             out.persisted.append(m)
             continue
         codes = {e.code for e in errors}
-        if codes == {E.MISSING_PARENT} and m.deliveries < policy.max_attempts:
-            out.retried.append(m)
-            continue
         if codes == {E.MISSING_PARENT}:
-            error = E.DLQ_MISSING_PARENT
-        elif E.DATABASE_REFUSED in codes:
-            error = E.DLQ_DATABASE
+            parents = {dict(KINDS[m.kind].parents).get(e.field, "") for e in errors}
+            out.orphans.append(Orphan(m, env, errors, parents))
+            continue
+        error = E.DLQ_DATABASE if E.DATABASE_REFUSED in codes else E.DLQ_VALIDATION
+        out.letters.append(_letter(m, env, error, errors))
+
+
+def settle_orphans(
+    orphans: list[Orphan], marks: dict[str, StreamMark], policy: RetryPolicy, out: Outcomes
+) -> list[DeadLetter]:
+    """Decide the orphans of an acknowledged batch with the group's position taken after the
+    ack: a parent still on its way → waiting (no attempt spent); else a retry while attempts
+    remain; else a `missing_parent` dead letter (returned, and added to `out.letters`)."""
+    letters = []
+    for o in orphans:
+        m = o.message
+        if not parents_passed(m.kind, m.id, marks, o.parents):
+            out.waiting.append(m)
+        elif m.deliveries < policy.max_attempts:
+            out.retried.append(m)
         else:
-            error = E.DLQ_VALIDATION
-        detail = [e.as_dict() for e in errors]
-        out.letters.append(DeadLetter(m, env["data"], error, detail, env.get("metadata") or None))
+            letters.append(_letter(m, o.envelope, E.DLQ_MISSING_PARENT, o.errors))
+    out.letters += letters
+    return letters
+
+
+def _letter(m: Message, env: dict[str, Any], error: str, errors: list[Any]) -> DeadLetter:
+    detail = [e.as_dict() for e in errors]
+    return DeadLetter(m, env["data"], error, detail, env.get("metadata") or None)
 
 
 def poison(m: Message, reason: str, env: dict[str, Any] | None = None) -> DeadLetter:

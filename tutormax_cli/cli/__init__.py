@@ -8,7 +8,7 @@ from __future__ import annotations
 import typer
 
 from ..config import load_dotenv
-from . import db, enrich, generate, queue
+from . import db, dlq, enrich, generate, publish, stats, worker
 
 app = typer.Typer(
     name="tutormax",
@@ -21,10 +21,10 @@ app = typer.Typer(
 app.command("enrich", no_args_is_help=True)(enrich.enrich)
 app.command("generate")(generate.generate)
 app.add_typer(db.app, name="db")
-app.command("publish", no_args_is_help=True)(queue.publish)
-app.command("worker")(queue.worker)
-app.command("stats")(queue.stats)
-app.add_typer(queue.dlq_app, name="dlq")
+app.command("publish", no_args_is_help=True)(publish.publish)
+app.command("worker")(worker.worker)
+app.command("stats")(stats.stats)
+app.add_typer(dlq.app, name="dlq")
 
 
 def main() -> None:

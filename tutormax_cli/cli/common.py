@@ -19,9 +19,21 @@ from typer.exceptions import TyperException
 from ..config import scrub
 from ..errors import EXIT_BUG, EXIT_FATAL, EXIT_INTERRUPTED, TutormaxError, UsageError
 
-# People read stderr; stdout carries data only (one JSON document with --json).
-# Not a terminal (logs, CI): 120 columns rather than rich's 80, so tables are not cut.
+# Results (a query's tables, a shown record, --json's one document) go to stdout; progress,
+# logs and a run's summary to stderr (SPEC §7). Not a terminal (logs, CI): 120 columns
+# rather than rich's 80 for the summaries on stderr.
 err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 120)
+out = Console(highlight=False)
+
+
+def open_streams(redis: str | None, prefix: str, streams: str, block_ms: int = 0) -> Any:
+    """A Streams for the queue commands (no connection yet: that happens on first use)."""
+    from ..config import DEFAULT_REDIS_URL
+    from ..streams import Streams
+
+    timeout_s = max(30.0, block_ms / 1000 + 10)  # longer than any blocking read
+    return Streams(redis or DEFAULT_REDIS_URL, prefix, timeout_s, streams=streams)
+
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -97,4 +109,13 @@ def parse_as_of(text: str | None) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-__all__ = ["EXIT_FATAL", "err", "handle_errors", "parse_as_of", "parse_timezone", "print_json"]
+__all__ = [
+    "EXIT_FATAL",
+    "err",
+    "handle_errors",
+    "open_streams",
+    "out",
+    "parse_as_of",
+    "parse_timezone",
+    "print_json",
+]

@@ -1,10 +1,45 @@
-"""Options shared by several commands, defined once."""
+"""Options shared by several commands, defined once; choices are enums so `--help` lists them."""
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated
 
 import typer
+
+from ..streams import DEFAULT_GROUP, DEFAULT_PREFIX, DEFAULT_STREAMS
+
+
+class KindName(StrEnum):
+    tutors = "tutors"
+    sessions = "sessions"
+    feedback = "feedback"
+
+
+class FormatName(StrEnum):
+    csv = "csv"
+    parquet = "parquet"
+    jsonl = "jsonl"
+
+
+class DeadLetterError(StrEnum):
+    validation = "validation"
+    missing_parent = "missing_parent"
+    poison = "poison"
+    database = "database"
+
+
+class LogLevel(StrEnum):
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+
+
+class LogFormat(StrEnum):
+    text = "text"
+    json = "json"
+
 
 DbUrl = Annotated[
     str | None,
@@ -12,6 +47,7 @@ DbUrl = Annotated[
         "--db",
         envvar="TUTORMAX_DATABASE_URL",
         show_envvar=True,
+        metavar="URL",
         help="Database URL (default: sqlite:///tutormax.db in the working folder).",
     ),
 ]
@@ -21,7 +57,70 @@ RedisUrl = Annotated[
         "--redis",
         envvar="TUTORMAX_REDIS_URL",
         show_envvar=True,
+        metavar="URL",
         help="Redis URL (default: redis://localhost:6379/0).",
     ),
 ]
+Streams = Annotated[
+    str,
+    typer.Option(
+        "--streams",
+        envvar="TUTORMAX_STREAMS",
+        show_envvar=True,
+        metavar="TEMPLATE",
+        help="Input stream names, {kind} = tutors|sessions|feedback: TutorMax's enrichment "
+        "queues by default; 'tutormax:{kind}' reads its ingestion streams directly.",
+    ),
+]
+STREAMS_DEFAULT = DEFAULT_STREAMS
+Prefix = Annotated[
+    str,
+    typer.Option(
+        "--prefix",
+        envvar="TUTORMAX_STREAM_PREFIX",
+        show_envvar=True,
+        metavar="PREFIX",
+        help="Prefix of tutormax's own keys (<prefix>dead_letter, <prefix>workers:…) and the "
+        "{prefix} of --streams.",
+    ),
+]
+PREFIX_DEFAULT = DEFAULT_PREFIX
+Group = Annotated[
+    str,
+    typer.Option(
+        "--group",
+        envvar="TUTORMAX_GROUP",
+        show_envvar=True,
+        metavar="NAME",
+        help="Consumer group name.",
+    ),
+]
+GROUP_DEFAULT = DEFAULT_GROUP
+Kind = Annotated[KindName | None, typer.Option("--kind", help="Only this kind.")]
+ErrorCode = Annotated[
+    DeadLetterError | None, typer.Option("--error", help="Only dead letters with this error.")
+]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+Level = Annotated[
+    LogLevel,
+    typer.Option("--log-level", envvar="TUTORMAX_LOG_LEVEL", help="Least severe log level shown."),
+]
+Format = Annotated[
+    LogFormat,
+    typer.Option(
+        "--log-format",
+        envvar="TUTORMAX_LOG_FORMAT",
+        help="text for people, json for log shippers (one object a line).",
+    ),
+]
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Same as --log-level debug.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Same as --log-level warning.")]
+ReclaimIdleMs = Annotated[
+    int,
+    typer.Option(
+        "--reclaim-idle-ms",
+        min=1,
+        metavar="MS",
+        help="A consumer idle this long is gone; its entries are taken over.",
+    ),
+]

@@ -217,6 +217,11 @@ class Store:
                 self._conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7406917710)")
             metadata.create_all(self._conn, checkfirst=True)
 
+    def ping(self) -> None:
+        """Check the database answers, on a connection of its own (thread-safe: /readyz)."""
+        with self._errors("ping"), self.engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+
     def close(self) -> None:
         self.engine.dispose()
 

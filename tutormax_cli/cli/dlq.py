@@ -1,0 +1,202 @@
+"""`tutormax dlq list | show | replay | drain`: the dead-letter stream. Results on stdout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from .common import err, handle_errors, open_streams, out, print_json
+from .options import (
+    GROUP_DEFAULT,
+    PREFIX_DEFAULT,
+    STREAMS_DEFAULT,
+    ErrorCode,
+    Group,
+    JsonFlag,
+    Kind,
+    Prefix,
+    RedisUrl,
+    Streams,
+)
+
+app = typer.Typer(help="Inspect, replay and export dead letters.", no_args_is_help=True)
+
+
+def _sel(kind: Any = None, error: Any = None, ids: Any = (), all_: bool = False) -> Any:
+    from ..dlq import Selection
+
+    return Selection(
+        tuple(ids or ()), kind.value if kind else None, error.value if error else None, all_
+    )
+
+
+@app.command("list")
+@handle_errors
+def dlq_list(
+    kind: Kind = None,
+    error: ErrorCode = None,
+    limit: Annotated[int, typer.Option(min=0, help="Show at most N (0: all).")] = 50,
+    redis: RedisUrl = None,
+    streams: Streams = STREAMS_DEFAULT,
+    prefix: Prefix = PREFIX_DEFAULT,
+    json_out: JsonFlag = False,
+) -> None:
+    """List dead letters, oldest first.
+
+    Example:
+
+      tutormax dlq list --kind sessions --error missing_parent
+    """
+    from ..dlq import select
+
+    with open_streams(redis, prefix, streams) as s:
+        entries = list(select(s, _sel(kind, error)))
+        shown = entries[:limit] if limit else entries
+        if json_out:
+            print_json(
+                {
+                    "total": len(entries),
+                    "dead_letters": [{"entry_id": i, "envelope": env} for i, env in shown],
+                }
+            )
+            return
+        _table(s, shown, len(entries))
+
+
+def _table(streams: Any, shown: list[tuple[str, dict[str, Any]]], total: int) -> None:
+    from rich.table import Table
+
+    from ..schema import KINDS
+
+    table = Table(title=f"dead letters ({len(shown):,} of {total:,})", title_justify="left")
+    for col in ("id", "kind", "key", "error", "tries", "reason"):
+        no_wrap = col in ("id", "tries")
+        table.add_column(
+            col, no_wrap=no_wrap, overflow="fold", justify="right" if col == "tries" else "left"
+        )
+    for i, env in shown:
+        m = env.get("metadata") or {}
+        kind = streams.kind_of(str(m.get("source_stream"))) or "?"
+        data = env.get("data")
+        key = data.get(KINDS[kind].key) if kind in KINDS and isinstance(data, dict) else None
+        first = (m.get("detail") or [{}])[0]
+        reason = f"{first.get('field')}: {first.get('message')}" if first else ""
+        table.add_row(
+            i, kind, str(key or "-")[:24], str(m.get("error")), str(m.get("attempts")), reason[:160]
+        )
+    out.print(table)
+
+
+@app.command("show")
+@handle_errors
+def dlq_show(
+    entry_id: Annotated[str, typer.Argument(metavar="ID", help="Dead-letter entry id.")],
+    redis: RedisUrl = None,
+    streams: Streams = STREAMS_DEFAULT,
+    prefix: Prefix = PREFIX_DEFAULT,
+    json_out: JsonFlag = False,
+) -> None:
+    """Show one dead letter: the record, why and when it failed, its attempts (of every
+    life) and the chain of dead letters it was replayed from.
+
+    Example:
+
+      tutormax dlq show 1731000000000-0
+    """
+    import json
+
+    from ..errors import UsageError
+
+    with open_streams(redis, prefix, streams) as s:
+        env = s.dead_letter_by_id(entry_id)
+        where = s.dead_letter_key
+    if env is None:
+        raise UsageError(f"no dead letter {entry_id} in {where}")
+    if json_out:
+        print_json({"entry_id": entry_id, "envelope": env})
+    else:
+        text = json.dumps({"entry_id": entry_id, **env}, indent=2, ensure_ascii=False)
+        out.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command("replay")
+@handle_errors
+def dlq_replay(
+    ids: Annotated[
+        list[str] | None, typer.Argument(metavar="[ID...]", help="Dead-letter entry ids.")
+    ] = None,
+    kind: Kind = None,
+    error: ErrorCode = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every dead letter.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count what would be replayed, by reason.")
+    ] = False,
+    group: Group = GROUP_DEFAULT,
+    redis: RedisUrl = None,
+    streams: Streams = STREAMS_DEFAULT,
+    prefix: Prefix = PREFIX_DEFAULT,
+    json_out: JsonFlag = False,
+) -> None:
+    """Put dead letters back on their source streams with fresh envelopes (and remove them).
+
+    Exit code 1 when some selected dead letters were left in place or not found.
+
+    Example:
+
+      tutormax dlq replay --kind sessions --error missing_parent --dry-run
+    """
+    from ..dlq import replay
+
+    with open_streams(redis, prefix, streams) as s:
+        result = replay(s, _sel(kind, error, ids, all_), dry_run, group=group)
+    if json_out:
+        print_json(result.as_dict())
+    else:
+        verb = "would replay" if dry_run else "replayed"
+        left = sum(map(len, result.left.values()))
+        done = result.selected - left if dry_run else len(result.replayed)
+        err.print(f"{verb} {done:,} of {result.selected:,} selected dead letters", markup=False)
+        for name, counts in result.histogram.items():
+            err.print(
+                f"  {name}: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()), markup=False
+            )
+        for reason, left_ids in result.left.items():
+            err.print(f"left in place ({reason}): {', '.join(left_ids[:10])}", markup=False)
+        if result.not_found:
+            err.print(f"not found: {', '.join(result.not_found[:10])}", markup=False)
+    raise typer.Exit(0 if result.complete else 1)
+
+
+@app.command("drain")
+@handle_errors
+def dlq_drain(
+    out_path: Annotated[
+        Path, typer.Option("--out", "-o", metavar="FILE", help="JSON Lines file to write (new).")
+    ],
+    kind: Kind = None,
+    error: ErrorCode = None,
+    redis: RedisUrl = None,
+    streams: Streams = STREAMS_DEFAULT,
+    prefix: Prefix = PREFIX_DEFAULT,
+    json_out: JsonFlag = False,
+) -> None:
+    """Export dead letters to a file, then delete exactly those from the stream.
+
+    Example:
+
+      tutormax dlq drain --out dead-letters-2024-11-07.jsonl
+    """
+    from ..dlq import drain
+
+    with open_streams(redis, prefix, streams) as s:
+        summary = drain(s, _sel(kind, error), out_path)
+    if json_out:
+        print_json(summary)
+    else:
+        err.print(
+            f"wrote {summary['written']:,} dead letters to {out_path}; "
+            f"deleted {summary['deleted']:,} from {summary['dead_letter_stream']}",
+            markup=False,
+        )

@@ -1,0 +1,138 @@
+"""`tutormax stats`: streams, consumers, dead letters, tables and workers, on stdout."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from .common import handle_errors, open_streams, out, print_json
+from .options import (
+    GROUP_DEFAULT,
+    PREFIX_DEFAULT,
+    STREAMS_DEFAULT,
+    DbUrl,
+    Group,
+    JsonFlag,
+    Prefix,
+    ReclaimIdleMs,
+    RedisUrl,
+    Streams,
+)
+
+
+@handle_errors
+def stats(
+    group: Group = GROUP_DEFAULT,
+    db: DbUrl = None,
+    redis: RedisUrl = None,
+    streams: Streams = STREAMS_DEFAULT,
+    prefix: Prefix = PREFIX_DEFAULT,
+    reclaim_idle_ms: ReclaimIdleMs = 60_000,
+    watch: Annotated[
+        float | None,
+        typer.Option("--watch", min=0.1, metavar="SECONDS", help="Refresh every N s until Ctrl-C."),
+    ] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Streams (length, pending, lag, live and gone consumers), dead letters by error code,
+    table row counts and the workers' counters.
+
+    Example:
+
+      tutormax stats --json --db postgresql://app@localhost/tutoring
+    """
+    with open_streams(redis, prefix, streams) as s:
+        while True:
+            doc = _gather(s, group, db, reclaim_idle_ms)
+            if json_out:
+                print_json(doc)
+            else:
+                if watch is not None and out.is_terminal:
+                    out.clear()
+                render(doc)
+            if watch is None:
+                return
+            try:
+                time.sleep(watch)
+            except KeyboardInterrupt:
+                raise typer.Exit(0) from None
+
+
+def _gather(streams: Any, group: str, db: str | None, reclaim_idle_ms: int) -> dict[str, Any]:
+    from ..config import DEFAULT_DATABASE_URL
+    from ..errors import DatabaseError
+    from ..schema import KIND_ORDER
+    from ..stats import gather
+    from ..store import Store
+
+    url = db or DEFAULT_DATABASE_URL
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).exists():
+        doc = gather(streams, group, reclaim_idle_ms=reclaim_idle_ms)  # create no database file
+        doc["tables"] = dict.fromkeys(KIND_ORDER, 0)
+        return doc
+    try:
+        with Store.connect(url) as store:
+            return gather(streams, group, store, reclaim_idle_ms)
+    except DatabaseError as exc:
+        doc = gather(streams, group, reclaim_idle_ms=reclaim_idle_ms)
+        doc["database_error"] = exc.message
+        return doc
+
+
+def render(doc: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"streams on {doc['redis']}, group {doc['group']}", title_justify="left")
+    t.add_column("stream", overflow="fold")
+    for c in ("length", "pending", "lag", "oldest\npending s", "max\ntries", "live", "gone"):
+        t.add_column(c, justify="right", no_wrap=True)
+    for name, s in doc["streams"].items():
+        oldest = s.get("oldest_pending_ms")
+        consumers = s["consumers"]
+        gone = f"{len(consumers['gone'])} ({_n(s['gone_pending'])})" if consumers["gone"] else "0"
+        t.add_row(
+            name,
+            _n(s["length"]),
+            _n(s["pending"]),
+            _n(s["lag"]),
+            "-" if oldest is None else f"{oldest / 1000:,.0f}",
+            _n(s["max_deliveries"]),
+            str(len(consumers["live"])),
+            gone,
+        )
+    out.print(t)
+    dl = doc["dead_letter"]
+    out.print(
+        f"dead letters in {dl['stream']}: {dl['total']:,}"
+        + "".join(f", {k} {v:,}" for k, v in dl["by_error"].items()),
+        markup=False,
+    )
+    for warning in dl.get("warnings", []):
+        out.print(f"warning: {warning}", markup=False)
+    if doc.get("database_error"):
+        out.print(f"tables: {doc['database_error']}", markup=False)
+    elif doc["tables"]:
+        out.print(
+            f"tables ({doc['database']}): "
+            + ", ".join(f"{k} {v:,}" for k, v in doc["tables"].items()),
+            markup=False,
+        )
+    if doc["workers"]:
+        w = Table(title="workers", title_justify="left")
+        w.add_column("consumer", overflow="fold")
+        keys = ("read", "persisted", "retried", "dead_lettered", "msgs_per_s")
+        for c in ("read", "persisted", "retried", "dead-\nlettered", "msgs/s", "heartbeat"):
+            w.add_column(c, justify="right", no_wrap=True)
+        for name, row in doc["workers"].items():
+            beat = str(row.get("last_heartbeat", "-"))[11:19]  # the time of day is enough
+            w.add_row(name, *(_n(row.get(k)) for k in keys), beat)
+        out.print(w)
+
+
+def _n(v: Any) -> str:
+    if v is None:
+        return "-"
+    return f"{v:,}" if isinstance(v, int | float) else str(v)
