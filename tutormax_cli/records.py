@@ -17,7 +17,7 @@ alone but JSON text next to a string. Here each JSON value type has one meaning 
 type, defined once below; `pa.array` is only a fast path, taken when a column is *pure*
 (every value is of the one JSON type the path handles, so it provably gives the same
 verdicts). Any other column is converted value by value into **text**, which validation
-parses with the column's rule exactly as it parses a CSV cell (rules.py):
+parses with the column's rule exactly as it parses a CSV cell (rules.py).
 
 What each JSON value becomes, by column type:
 
@@ -53,9 +53,12 @@ a list or text in a list column, is wrong for that row only, and no single Arrow
 hold it beside the text of the other rows. It is kept as text in its column and flagged in
 a boolean mask column named `<column>` + `MISPLACED_SUFFIX` (present only when some row is
 flagged); `misplaced_masks(table)` splits the masks off again, for validation to reject
-the flagged rows with the field's parse code (`invalid_string` for a string field). Input
-keys never hold a NUL byte (`loads_record` refuses them), so a mask cannot collide with an
-input column.
+the flagged rows with the field's parse code (`invalid_string` for a string field).
+NOTE: until validate.py calls it, the masks travel as extra columns that nothing reads, so
+a misplaced value in an int, float, bool or timestamp field is still refused by its rule
+(its JSON text does not parse), but in a string or list field it passes as its JSON text.
+No column is named by a key holding a NUL byte (`loads_record` refuses such records and
+`records_to_table` skips such keys), so a mask cannot collide with an input column.
 
 **Columns.** The table holds the `columns` asked for (for JSON Lines: the file's header, the
 keys of its first record) and every column of the kind found in any record; with
