@@ -3,23 +3,30 @@
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
+
+from .errors import UsageError
 
 DEFAULT_DATABASE_URL = "sqlite:///tutormax.db"
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 ENV_PREFIX = "TUTORMAX_"
 
-_URL_PASSWORD = re.compile(r"^(?P<scheme>[a-zA-Z][\w+.-]*://)(?P<user>[^:@/]*)(?::[^@/]*)?@")
-
-
+# Query parameters whose values are secrets (`redis://h/0?password=…`).
+_SECRET_PARAMS = frozenset({"password", "pass", "pwd", "passwd", "secret", "token"})
 _SECRETS: set[str] = set()
+_HIDDEN = "tutormaxhiddenvalue"  # stands in for a secret query value while rendering
+
+
+SCRUB_MIN_CHARS = 4  # shorter secrets are masked in URLs, but not hunted in free text
 
 
 def register_secret(secret: str | None) -> None:
-    """Remember a secret (a URL's password) so that `scrub` removes it from any text."""
-    if secret and len(secret) >= 1:
+    """Remember a secret (a URL's password) so that `scrub` removes it from any text.
+
+    A secret under SCRUB_MIN_CHARS characters is not hunted in free text: replacing every
+    "ab" in a message would mangle it and hide nothing a URL mask does not."""
+    if secret and len(secret) >= SCRUB_MIN_CHARS:
         _SECRETS.add(secret)
 
 
@@ -30,17 +37,69 @@ def scrub(text: str) -> str:
     return text
 
 
+def check_url(url: str, option: str) -> None:
+    """Refuse a URL whose password holds a raw `@`: every parser splits it at the wrong
+    place and would hand part of the password to a driver as the host name."""
+    _, sep, rest = str(url).partition("://")
+    if sep and rest.count("@") > 1:
+        raise UsageError(
+            f"{option} {mask_url(url)}: the password holds a raw @",
+            hint="percent-encode it: @ is %40, / is %2F, # is %23, : is %3A",
+        )
+
+
 def mask_url(url: str) -> str:
-    """Hide the password of a URL (`postgresql://u:secret@h/db` → `postgresql://u:***@h/db`)."""
-    url = str(url)
-    m = _URL_PASSWORD.match(url)
-    if not m or ":" not in url[len(m["scheme"]) : m.end()]:
-        return _mask_query_password(url)
-    return _mask_query_password(f"{m['scheme']}{m['user']}:***@{url[m.end() :]}")
+    """The URL with its password hidden, in every form a user may type one.
+
+    SQLAlchemy's `make_url(...).render_as_string(hide_password=True)` for anything that
+    parses as a URL (password query parameters masked too); a string that does not, or
+    whose authority holds more than one `@`, is shown with everything between `://` (or
+    the start) and the last `@` masked. The secrets found are registered for `scrub`."""
+    text = str(url)
+    _register_userinfo(text)
+    _, sep, rest = text.partition("://")
+    if "@" in text and (not sep or rest.count("@") > 1):
+        return _mask_authority(text)
+    try:
+        from sqlalchemy.engine import make_url
+
+        u = make_url(text)
+    except Exception:  # not a URL at all: mask what could be credentials
+        return _mask_authority(text)
+    register_secret(u.password if isinstance(u.password, str) else None)
+    query: dict[str, str | tuple[str, ...]] = {}
+    for k, v in u.query.items():
+        if k.lower() in _SECRET_PARAMS:
+            for value in (v,) if isinstance(v, str) else v:
+                register_secret(value)
+            v = _HIDDEN
+        query[k] = v
+    masked: str = u.set(query=query).render_as_string(hide_password=True)
+    return masked.replace(_HIDDEN, "***")
 
 
-def _mask_query_password(url: str) -> str:
-    return re.sub(r"(?i)([?&]password=)[^&]*", r"\1***", url)
+def _mask_authority(text: str) -> str:
+    head, sep, rest = text.partition("://")
+    if not sep:
+        head, rest = "", text
+    at = rest.rfind("@")
+    return f"{head}{sep}***{rest[at:]}" if at >= 0 else text
+
+
+def _register_userinfo(text: str) -> None:
+    """Register the password as typed between the user name and the last `@`
+    (percent-encoded or not) and its decoded form, for `scrub`."""
+    from urllib.parse import unquote
+
+    _, sep, rest = text.partition("://")
+    rest = rest if sep else text
+    at = rest.rfind("@")
+    if at < 0:
+        return
+    _user, colon, password = rest[:at].partition(":")
+    if colon:
+        register_secret(password)
+        register_secret(unquote(password))
 
 
 def read_dotenv(path: Path) -> dict[str, str]:

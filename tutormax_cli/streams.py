@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from .config import mask_url, register_secret
+from .config import check_url, mask_url, register_secret
 from .envelope import FIELD, DeadLetter, Message, Pending, envelope_text, now_iso, text
 from .errors import QueueError, UsageError
 from .schema import KIND_ORDER
@@ -199,13 +199,15 @@ class Streams:
             from redis.connection import parse_url
             from redis.retry import Retry
 
+            check_url(self.url, "--redis")
             try:  # a password holding a raw `/` or `#` does not parse: one masked line
                 parsed = parse_url(self.url)
-            except (ValueError, TypeError) as exc:
-                reason = str(exc).replace(self.url, self.url_masked)
+            except (ValueError, TypeError):  # its message may quote part of the password
                 raise UsageError(
-                    f"--redis {self.url_masked}: not a Redis URL ({reason})",
-                    hint="percent-encode special characters of the password (`/` is %2F)",
+                    f"--redis {self.url_masked}: not a Redis URL "
+                    "(redis://[[user]:password@]host[:port][/db], rediss://, unix://path)",
+                    hint="percent-encode special characters of the password: / is %2F, "
+                    "# is %23, @ is %40, : is %3A",
                 ) from None
             register_secret(parsed.get("password"))
             tcp = "path" not in parsed  # unix:// sockets take no TCP keepalive
@@ -246,7 +248,7 @@ class Streams:
                 f"{action}: Redis at {self.url_masked} unavailable: {self._scrub(exc)}"
             ) from exc
         except redis.ResponseError as exc:
-            if "NOGROUP" in str(exc):
+            if "NOGROUP" in str(exc) or "UNBLOCKED" in str(exc):  # group or stream deleted
                 raise GroupVanished(f"{action}: {self._scrub(exc)}", action) from exc
             if "LOADING" in str(exc) or "BUSY" in str(exc):  # restarting, or a slow script
                 raise QueueUnavailable(f"{action}: Redis busy: {self._scrub(exc)}") from exc

@@ -76,7 +76,40 @@ PROGRESS_EVERY_S = 10.0
 DEAD_LETTER_GAUGE_EVERY_S = 60.0  # dead letters by error code: a scan of the stream
 FIRST_IDS_LOGGED = 5
 GC_YOUNG_THRESHOLD = 50_000  # allocations between young collections while the worker runs
-FAULT_POINTS = ("before_commit", "after_commit_before_ack", "after_deadletter_before_ack")
+FAULT_POINTS = (
+    "before_commit",
+    "after_commit_before_ack",
+    "after_deadletter_before_ack",
+    "pipeline_bug",  # not a kill: the pipeline raises TypeError, as a bug in the code would
+)
+# A valid record of each kind: when a batch of one record crashes the pipeline, the canary
+# tells whether the record or the code is at fault (see Worker._process).
+CANARIES: dict[str, dict[str, Any]] = {
+    "tutors": {
+        "tutor_id": "~canary",
+        "name": "canary",
+        "email": "canary@example.invalid",
+        "onboarding_date": "2024-01-01",
+        "status": "active",
+        "subjects": ["canary"],
+    },
+    "sessions": {
+        "session_id": "~canary",
+        "tutor_id": "~canary",
+        "student_id": "~canary",
+        "scheduled_start": "2024-01-01T00:00:00Z",
+        "duration_minutes": 60,
+        "subject": "canary",
+    },
+    "feedback": {
+        "feedback_id": "~canary",
+        "session_id": "~canary",
+        "student_id": "~canary",
+        "tutor_id": "~canary",
+        "overall_rating": 5,
+        "submitted_at": "2024-01-01T01:00:00Z",
+    },
+}
 T = TypeVar("T")
 
 
@@ -337,6 +370,9 @@ class Worker:
         """Dead letters first (written once per source entry), then the acknowledgement."""
         self.streams.dead_letter(letters)
         if letters:
+            if self.metrics is not None:  # until the next rescan corrects it (see _gauges)
+                for code, n in Counter(d.error for d in letters).items():
+                    self.metrics.dead_letters.labels(code).inc(n)
             self._faults.hit("after_deadletter_before_ack")
         self.streams.ack(self.opts.group, to_ack)
 
@@ -369,13 +405,20 @@ class Worker:
     ) -> None:
         """Run the pipeline on one kind's records. If it raises something that is not a
         known fault, bisect (each half under its own SAVEPOINT): a record that crashes the
-        pipeline alone is poison. When both halves of the first split fail too, it is the
-        code, not a record: the error goes up (exit 3, the batch left pending)."""
+        pipeline alone is poison. When both halves of the first split fail too — or, for a
+        batch of one record, a known-good canary record fails as well — it is the code, not
+        a record: the error goes up (exit 3, the batch left pending)."""
         try:
             result = self._pipeline(kind, pairs, ctx)
         except (TutormaxError, GroupVanished):
             raise
         except Exception as exc:
+            if (
+                len(pairs) == 1
+                and first
+                and self._fails(kind, [(None, {"data": CANARIES[kind]})], ctx)
+            ):
+                raise  # a valid record crashes it too: the code
             if len(pairs) == 1:
                 log.warning(
                     "message %s crashes the pipeline on its own: poison",
@@ -395,6 +438,7 @@ class Worker:
         classify(result, [m for m, _ in pairs], [e for _, e in pairs], out)
 
     def _pipeline(self, kind: str, pairs: list[tuple], ctx: Context) -> Any:
+        self._faults.raise_if("pipeline_bug")
         with self.store.transaction():
             table = _records_table([env["data"] for _, env in pairs], kind)
             return Pipeline(KINDS[kind], store=self.store).process(table, ctx)
@@ -554,8 +598,13 @@ class Faults:
         pause = fault_setting("FAULT_PAUSE_S")
         return cls(point, int(nth or 1), float(pause) if pause else None)
 
+    def raise_if(self, point: str) -> None:
+        """The `pipeline_bug` point: raise the way a bug in the code would, every time."""
+        if point == self.point:
+            raise TypeError(f"fault injection: {point}")
+
     def hit(self, point: str) -> None:
-        if point != self.point:
+        if point != self.point or point == "pipeline_bug":
             return
         self.seen += 1
         if self.seen != self.nth:

@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
 
-from ..config import mask_url
+from ..config import check_url, mask_url, scrub
 from ..errors import DatabaseError
 from ..schema import KINDS
 from . import faults, postgres, sqlite
@@ -69,7 +69,8 @@ def _password_of(url: str) -> str | None:
 
 
 def _scrub(text: str, password: str | None) -> str:
-    return text.replace(password, "***") if password else text
+    text = text.replace(password, "***") if password else text
+    return scrub(text)
 
 
 def _engine_for(url: str) -> sa.Engine:
@@ -116,6 +117,7 @@ class Store:
     @classmethod
     def connect(cls, url: str) -> Store:
         """Open the database and check it answers; DatabaseError (masked URL) if not."""
+        check_url(url, "--db")
         masked = mask_url(url)
         try:
             engine = _engine_for(url)

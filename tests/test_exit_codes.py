@@ -1,0 +1,178 @@
+"""Faults are not rejects (SPEC §4): exit 1 only when rows were rejected, 2 for a fatal
+problem (one line naming the file or setting, never a traceback), 3 for a bug (the
+traceback goes to stderr). The installed `tutormax` command runs in a subprocess where the
+fault is real (a file-size limit is a full disk)."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tutormax_cli.cli import app
+
+TUTORMAX = str(Path(sys.executable).with_name("tutormax"))
+SESSION_HEAD = "session_id,tutor_id,student_id,scheduled_start,duration_minutes,subject\n"
+
+
+def sessions(path: Path, n: int, bad: set[int] = frozenset()) -> Path:  # type: ignore[assignment]
+    rows = [f"S{i},T1,st{i},2024-11-09T02:00:00Z,{'x' if i in bad else 60},Math" for i in range(n)]
+    path.write_text(SESSION_HEAD + "\n".join(rows) + "\n")
+    return path
+
+
+def run_limited(args: list[str], cwd: Path, max_file_bytes: int) -> subprocess.CompletedProcess:
+    """`tutormax ARGS` with every file it writes capped at max_file_bytes: a full disk."""
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # then write() fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes))
+
+    return subprocess.run(
+        [TUTORMAX, *args], cwd=cwd, capture_output=True, text=True, preexec_fn=limit, timeout=120
+    )
+
+
+def one_error_line(stderr: str) -> str:
+    assert "Traceback" not in stderr, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, stderr
+    return errors[0]
+
+
+def test_a_full_disk_under_out_is_exit_2_naming_the_file(tmp_path: Path) -> None:
+    src = sessions(tmp_path / "s.csv", 20_000)
+    proc = run_limited(["enrich", str(src), "--no-db", "--out", "o.jsonl"], tmp_path, 100_000)
+    assert proc.returncode == 2, proc.stderr
+    line = one_error_line(proc.stderr)
+    assert "o.jsonl" in line and "File too large" in line
+    assert not (tmp_path / "o.jsonl").exists()  # never half a file under its real name
+
+
+def test_a_full_disk_under_the_rejects_file_is_exit_2(tmp_path: Path) -> None:
+    src = sessions(tmp_path / "s.csv", 20_000, bad=set(range(20_000)))
+    proc = run_limited(["enrich", str(src), "--no-db", "--rejects", "r.jsonl"], tmp_path, 50_000)
+    assert proc.returncode == 2, proc.stderr
+    assert "r.jsonl" in one_error_line(proc.stderr)
+
+
+def test_a_bug_is_exit_3_with_its_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A formula that raises (simulated) is an internal error, not "rows rejected"."""
+    import tutormax_cli.pipeline as pipeline
+
+    def broken(*_args: object) -> None:
+        raise TypeError("simulated bug in a formula")
+
+    monkeypatch.setattr(pipeline, "derive", broken)
+    src = sessions(tmp_path / "s.csv", 3)
+    result = CliRunner().invoke(app, ["enrich", str(src), "--no-db"])
+    assert result.exit_code == 3
+    assert "Traceback" in result.stderr and "simulated bug in a formula" in result.stderr
+    assert "internal error" in result.stderr
+
+
+def test_rows_rejected_is_the_only_exit_1(tmp_path: Path) -> None:
+    src = sessions(tmp_path / "s.csv", 5, bad={2})
+    proc = subprocess.run(
+        [TUTORMAX, "enrich", str(src), "--no-db", "--rejects", "r.jsonl"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+
+
+def test_an_atomic_run_stopped_by_max_errors_leaves_no_output(tmp_path: Path) -> None:
+    """--atomic with two inputs, stopped in the second: the first input's finished output
+    is not left under its real name either, and the summary names no output."""
+    from tutormax_cli.enrich import EnrichOptions, run_enrich
+    from tutormax_cli.store import Store
+
+    tutors = tmp_path / "t.csv"
+    tutors.write_text(
+        "tutor_id,name,email,onboarding_date,status,subjects\nT1,Ann,a@x,2024-01-15,active,Math\n"
+    )
+    src = sessions(tmp_path / "s.csv", 30, bad={15})
+    out = tmp_path / "out"
+
+    def connect() -> Store:
+        store = Store.connect(f"sqlite:///{tmp_path / 'db.sqlite'}")
+        store.init_schema()
+        return store
+
+    opts = EnrichOptions(
+        paths=[tutors, src], as_of=datetime(2024, 11, 9, tzinfo=UTC), batch_size=10,
+        out=out, atomic=True, max_errors=0,
+    )  # fmt: skip
+    summary = run_enrich(opts, connect)
+    assert summary.stopped and "--atomic" in summary.stopped
+    assert not [p.name for p in out.iterdir() if not p.name.startswith("rejects")]
+    assert all(f.output is None for f in summary.files)
+
+
+def test_an_atomic_run_that_fails_mid_run_leaves_no_output(tmp_path: Path) -> None:
+    from tutormax_cli.enrich import EnrichOptions, run_enrich
+    from tutormax_cli.errors import DatabaseError
+    from tutormax_cli.store import Store
+
+    db = tmp_path / "db.sqlite"
+    url = f"sqlite:///{db}"
+    tutors = tmp_path / "t.csv"
+    tutors.write_text(
+        "tutor_id,name,email,onboarding_date,status,subjects\nT1,Ann,a@x,2024-01-15,active,Math\n"
+    )
+    src = sessions(tmp_path / "s.csv", 30)
+    out = tmp_path / "out"
+    store = Store.connect(url)
+
+    def sabotage(source: str, kind: str, rows_done: int, done: float) -> None:
+        if kind == "sessions":  # the run's own connection loses its table mid-run
+            assert store._conn is not None
+            store._conn.exec_driver_sql("DROP TABLE feedback")
+            store._conn.exec_driver_sql("DROP TABLE sessions")
+
+    store.init_schema()
+    opts = EnrichOptions(
+        paths=[tutors, src], as_of=datetime(2024, 11, 9, tzinfo=UTC), batch_size=10,
+        out=out, atomic=True,
+    )  # fmt: skip
+    with pytest.raises(DatabaseError) as failure:
+        run_enrich(opts, lambda: store, progress=sabotage)
+    assert "nothing was committed" in failure.value.message
+    assert not out.exists() or not [p for p in out.iterdir() if p.suffix == ".csv"]
+    assert not list(out.glob("*.partial")) if out.exists() else True
+
+
+def test_the_rejects_file_survives_surrogates_and_huge_values(tmp_path: Path) -> None:
+    big = "x" * (3 << 20)
+    src = tmp_path / "t.jsonl"
+    src.write_text(
+        json.dumps({"tutor_id": "T1", "name": "\\ud800", "email": "a@x",
+                    "onboarding_date": "2024-01-01", "status": "active", "subjects": ["M"]})
+        .replace("\\\\ud800", "\\ud800")
+        + "\n"
+        + json.dumps({"tutor_id": "T2", "name": big, "email": "nope",
+                      "onboarding_date": "2024-01-01", "status": "active", "subjects": ["M"]})
+        + "\n"
+    )  # fmt: skip
+    rejects = tmp_path / "r.jsonl"
+    proc = subprocess.run(
+        [TUTORMAX, "enrich", str(src), "--no-db", "--rejects", str(rejects)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    lines = rejects.read_bytes().splitlines()
+    assert len(lines) == 2 and all(len(line) < 8 << 10 for line in lines)
+    first, second = (json.loads(line) for line in lines)
+    assert first["errors"][0]["code"] == "invalid_utf8"
+    name = second["values"]["name"]
+    assert name["truncated"] is True and name["bytes"] == 3 << 20 and name["prefix"] == "x" * 1024
+    assert os.path.getsize(rejects) < 16 << 10

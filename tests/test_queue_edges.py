@@ -1,0 +1,528 @@
+"""The queue path at its edges (SPEC §6), on real Redis, PostgreSQL and worker processes.
+
+An in-order backfill through two workers on a tight retry budget dead-letters nothing; a
+crashed consumer's parents do not doom their children; faults are told apart (a dropped
+column is exit 2, a bug exit 3, SIGTERM during an outage exit 0 at once — each with the
+batch left pending); replay keeps history and never doubles a dead letter; a Redis that
+comes back empty is recovered from; TutorMax's own envelopes on the default streams are
+stored; the dead-letter stream's TTL and trimming are reported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis as redis_lib
+import sqlalchemy as sa
+from dbfixtures import pg_admin, pg_url_fixture, session, store_fixture, tutor  # noqa: F401
+from procfixtures import run, start, wait_for, worker_cmd
+from redisfixtures import (
+    REDIS_URL,
+    FlakyProxy,
+    dead_letters,
+    pending,
+    prefix_fixture,  # noqa: F401
+    publish,
+    redis_client,
+    redis_url_fixture,  # noqa: F401
+    streams_fixture,  # noqa: F401
+)
+
+from tutormax_cli.store import Store
+from tutormax_cli.streams import Streams
+
+pytestmark = [pytest.mark.redis, pytest.mark.postgres]
+TUTORMAX = str(Path(sys.executable).with_name("tutormax"))
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def counts(pg_url: str) -> dict[str, int]:
+    with Store.connect(pg_url) as store:
+        return store.row_counts()
+
+
+def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([TUTORMAX, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def by_error(streams: Streams) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for _, env in dead_letters(streams):
+        out[env["metadata"]["error"]] = out.get(env["metadata"]["error"], 0) + 1
+    return out
+
+
+# -- a parent still on its way is not a missing parent -------------------------------------------
+
+
+def test_an_in_order_backfill_through_two_workers_dead_letters_nothing(
+    tmp_path: Path, pg_url: str, redis_url: str, prefix: str, streams: Streams
+) -> None:
+    """Tutors, then sessions, then feedback, published in that order by `tutormax publish`;
+    two workers with 3 attempts and 100–200 ms retries: nothing dead-lettered, every record
+    stored once, and the entries read stay within 1.1× the records stored."""
+    data = tmp_path / "data"
+    gen = cli("generate", "--out", str(data), "--tutors", "200", "--sessions", "6000",
+              "--feedback", "4800", "--format", "csv")  # fmt: skip
+    assert gen.returncode == 0, gen.stderr
+    pub = cli("publish", *(str(data / f"{k}.csv") for k in ("tutors", "sessions", "feedback")),
+              "--redis", redis_url, "--prefix", prefix)  # fmt: skip
+    assert pub.returncode == 0, pub.stderr
+    cmd = worker_cmd(pg_url, redis_url, prefix, "--max-attempts", "3", "--retry-base-ms", "100",
+                     "--retry-max-ms", "200", "--batch-size", "500")  # fmt: skip
+    workers = [start([*cmd, "--consumer", f"w{i}"]) for i in range(2)]
+    results = [w.communicate(timeout=300) for w in workers]
+    for w, (_out, err) in zip(workers, results, strict=True):
+        assert w.returncode == 0, err
+    totals = [json.loads(out) for out, _ in results]
+    assert dead_letters(streams) == []
+    assert counts(pg_url) == {"tutors": 200, "sessions": 6000, "feedback": 4800}
+    assert pending(streams) == 0
+    read = sum(t["read"] for t in totals)
+    assert read <= 1.1 * 11_000, totals
+
+
+def test_a_crashed_consumers_parents_do_not_doom_their_children(
+    pg_url: str, redis_url: str, prefix: str, streams: Streams
+) -> None:
+    """Worker a is killed holding every tutor; b (a new name) gets the sessions at once,
+    but their tutors sit in a's pending list until they can be reclaimed: the sessions
+    wait, spending no attempt, and are stored once b has reclaimed the tutors."""
+    publish(streams, "tutors", [tutor(i) for i in range(20)])
+    first = run(worker_cmd(pg_url, redis_url, prefix, "--consumer", "a"), fault="before_commit")
+    assert first.returncode == -signal.SIGKILL
+    publish(streams, "sessions", [session(i, tutor_id=f"T{i % 20}") for i in range(300)])
+    cmd = worker_cmd(pg_url, redis_url, prefix, "--consumer", "b", "--reclaim-idle-ms", "1500")
+    second = run(cmd)
+    assert second.returncode == 0, second.stderr
+    assert dead_letters(streams) == []
+    assert counts(pg_url)["sessions"] == 300
+    totals = json.loads(second.stdout)
+    assert totals["waited"] > 0 and totals["reclaimed"] >= 20
+    assert "to become reclaimable" in second.stderr  # --burst says what it waits for
+
+
+def test_a_genuine_orphan_still_dead_letters_after_its_attempts(
+    pg_url: str, redis_url: str, prefix: str, streams: Streams
+) -> None:
+    publish(streams, "tutors", [tutor(1)])
+    publish(streams, "sessions", [session(1, tutor_id="T1"), session(2, tutor_id="GHOST")])
+    done = run(worker_cmd(pg_url, redis_url, prefix, "--max-attempts", "3"))
+    assert done.returncode == 0, done.stderr
+    (_, env), = dead_letters(streams)  # fmt: skip
+    assert (env["metadata"]["error"], env["metadata"]["attempts"]) == ("missing_parent", 3)
+    assert pending(streams) == 0
+
+
+# -- faults told apart -------------------------------------------------------------------------
+
+
+def test_a_dropped_column_stops_the_worker_with_exit_2_and_nothing_acked(
+    pg_url: str, redis_url: str, prefix: str, streams: Streams
+) -> None:
+    with Store.connect(pg_url) as store:
+        store.init_schema()
+    engine = sa.create_engine(sa.make_url(pg_url).set(drivername="postgresql+psycopg2"))
+    with engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE tutors DROP COLUMN subject_count")
+    engine.dispose()
+    publish(streams, "tutors", [tutor(i) for i in range(5)])
+    done = run(worker_cmd(pg_url, redis_url, prefix), timeout=30)
+    assert done.returncode == 2, done.stderr
+    errors = [line for line in done.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1, done.stderr
+    assert "subject_count" in errors[0] and "tutors" in errors[0]
+    assert "tutormax db upgrade" in errors[0]
+    assert "Traceback" not in done.stderr
+    assert pending(streams) == 5 and dead_letters(streams) == []
+
+
+def test_a_bug_leaves_the_batch_pending_logs_its_traceback_and_exits_3(
+    pg_url: str, redis_url: str, prefix: str, streams: Streams
+) -> None:
+    for n in (1, 40):  # a batch of one record (the canary decides) and a bigger one
+        publish(streams, "tutors", [tutor(f"{n}-{i}") for i in range(n)])
+        done = run(worker_cmd(pg_url, redis_url, prefix), fault="pipeline_bug", timeout=30)
+        assert done.returncode == 3, done.stderr
+        assert "Traceback" in done.stderr and "fault injection: pipeline_bug" in done.stderr
+        assert dead_letters(streams) == [], "a bug was taken for poison"
+    assert pending(streams) == 41
+    fixed = run(worker_cmd(pg_url, redis_url, prefix, "--reclaim-idle-ms", "200"))  # restarted
+    assert fixed.returncode == 0, fixed.stderr
+    assert counts(pg_url)["tutors"] == 41 and pending(streams) == 0
+
+
+def test_sigterm_during_a_database_outage_exits_0_within_seconds(
+    pg_url: str, redis_url: str, prefix: str, streams: Streams
+) -> None:
+    """The database refuses connections (ALLOW_CONNECTIONS false + the worker's backends
+    terminated); the worker backs off with a batch in hand; SIGTERM ends it at once, the
+    batch left pending; a later --burst stores everything."""
+    db = sa.make_url(pg_url).database
+    publish(streams, "tutors", [tutor(i) for i in range(10)])
+    cmd = worker_cmd(pg_url, redis_url, prefix, "--consumer", "w1")
+    cmd.remove("--burst")
+    proc = start(cmd)
+    wait_for(lambda: counts(pg_url)["tutors"] == 10, "the first tutors to be stored")
+    admin = pg_admin()
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS false')
+            cur.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (db,),
+            )
+        publish(streams, "tutors", [tutor(f"late{i}") for i in range(10)])
+        wait_for(lambda: pending(streams) > 0, "the worker to hold a batch")
+        time.sleep(1.5)  # well into its backoff
+        asked = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=15)
+        took = time.monotonic() - asked
+        assert proc.returncode == 0, err
+        assert took < 5, f"SIGTERM took {took:.1f} s during an outage"
+        assert "retrying in" in err and "stay pending" in err
+        assert pending(streams) >= 1  # the batch it held was not acknowledged
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS true')
+        admin.close()
+    assert dead_letters(streams) == []
+    later = run(worker_cmd(pg_url, redis_url, prefix, "--consumer", "w2", "--reclaim-idle-ms",
+                           "200"))  # fmt: skip
+    assert later.returncode == 0, later.stderr
+    assert counts(pg_url)["tutors"] == 20 and pending(streams) == 0
+
+
+# -- replay ------------------------------------------------------------------------------------
+
+
+def test_replay_keeps_history(pg_url: str, redis_url: str, prefix: str, streams: Streams) -> None:
+    """An orphan dead-lettered after 2 attempts, replayed, failing again: 4 attempts, and the
+    chain of dead letters it came from."""
+    publish(streams, "sessions", [session(1, tutor_id="GHOST")])
+    cmd = worker_cmd(pg_url, redis_url, prefix, "--max-attempts", "2")
+    assert run(cmd).returncode == 0
+    (first, env), = dead_letters(streams)  # fmt: skip
+    assert env["metadata"]["attempts"] == 2
+    replayed = cli("dlq", "replay", "--all", "--redis", redis_url, "--prefix", prefix)
+    assert replayed.returncode == 0, replayed.stderr
+    assert run(cmd).returncode == 0
+    (second, env), = dead_letters(streams)  # fmt: skip
+    meta = env["metadata"]
+    assert (meta["attempts"], meta["replayed_from"], meta["replay_chain"]) == (4, first, [first])
+    shown = cli("dlq", "show", second, "--redis", redis_url, "--prefix", prefix)
+    assert shown.returncode == 0 and '"replay_chain"' in shown.stdout
+    assert cli("dlq", "replay", "--all", "--redis", redis_url, "--prefix", prefix).returncode == 0
+    assert run(cmd).returncode == 0
+    (_, env), = dead_letters(streams)  # fmt: skip
+    assert env["metadata"]["attempts"] == 6 and env["metadata"]["replay_chain"] == [first, second]
+
+
+def test_a_replay_and_its_pending_original_never_both_become_dead_letters(
+    pg_url: str, redis_url: str, prefix: str, streams: Streams
+) -> None:
+    """Killed after the dead-letter write and before its ack; `dlq replay --all`; restart:
+    one dead letter per record."""
+    bad = [session(i, duration_minutes=999) for i in range(3)]
+    publish(streams, "tutors", [tutor(0)])
+    publish(streams, "sessions", bad)
+    cmd = worker_cmd(pg_url, redis_url, prefix, "--consumer", "w1", "--reclaim-idle-ms", "200")
+    killed = run(cmd, fault="after_deadletter_before_ack")
+    assert killed.returncode == -signal.SIGKILL
+    assert len(dead_letters(streams)) == 3 and pending(streams) == 4  # and the tutor
+    replayed = cli("dlq", "replay", "--all", "--redis", redis_url, "--prefix", prefix)
+    assert replayed.returncode == 0, replayed.stderr
+    assert run(cmd).returncode == 0
+    letters = dead_letters(streams)
+    assert len(letters) == 3, [e["metadata"]["source_id"] for _, e in letters]
+    assert all(e["metadata"].get("replayed_from") for _, e in letters)
+    assert pending(streams) == 0
+
+
+# -- Redis that comes back empty ---------------------------------------------------------------
+
+
+class PrivateRedis:
+    """A redis-server of this test's own on a free port, with no persistence: restarting
+    it is a Redis that comes back empty. Stopped by pid; the shared server is never
+    touched."""
+
+    def __init__(self, tmp: Path) -> None:
+        if shutil.which("redis-server") is None:
+            pytest.skip("redis-server is not installed")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.dir = tmp
+        self.proc: subprocess.Popen | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.dir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        client = redis_lib.Redis(port=self.port)
+        wait_for(lambda: _pings(client), "the private redis-server to start")
+        client.close()
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+
+def _pings(client: redis_lib.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis_lib.RedisError:
+        return False
+
+
+def test_a_redis_that_comes_back_empty_is_recovered_from(
+    tmp_path: Path, pg_url: str, prefix: str
+) -> None:
+    server = PrivateRedis(tmp_path)
+    try:
+        streams = Streams(server.url, prefix)
+        publish(streams, "tutors", [tutor(i) for i in range(5)])
+        cmd = worker_cmd(pg_url, server.url, prefix, "--consumer", "w1")
+        cmd.remove("--burst")
+        proc = start(cmd)
+        wait_for(lambda: counts(pg_url)["tutors"] == 5, "the first tutors")
+        server.stop()
+        time.sleep(0.5)
+        server.start()  # empty: no streams, no group, no dead-letter index
+        publish(streams, "tutors", [tutor(f"after{i}") for i in range(5)])
+        wait_for(lambda: counts(pg_url)["tutors"] == 10, "tutors published after the restart",
+                 timeout_s=40)  # fmt: skip
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+        assert proc.returncode == 0, err
+        assert "vanished" in err and " WARNING " in err
+        assert json.loads(out)["recovered"] >= 1
+        streams.close()
+    finally:
+        server.stop()
+
+
+# -- a drop-in behind TutorMax's validation stage ----------------------------------------------
+
+
+@pytest.fixture(name="default_names_redis")
+def default_names_redis_fixture() -> Any:
+    """Redis database 13 of the test server, where the default stream names themselves
+    (`tutormax:{kind}:enrichment`, `tutormax:dead_letter`) can be used: their keys are
+    deleted before and after, nothing else there is touched, and a lock in database 0
+    keeps two test runs from using them at once."""
+    url = REDIS_URL.rsplit("/", 1)[0] + "/13"
+    lock = redis_client()
+    wait_for(lambda: lock.set("tmtest:default-names-lock", os.getpid(), nx=True, ex=120),
+             "another test run to release the default stream names", timeout_s=120)  # fmt: skip
+    client = redis_lib.Redis.from_url(url)
+    keys = ["tutormax:tutors:enrichment", "tutormax:sessions:enrichment",
+            "tutormax:feedback:enrichment", "tutormax:dead_letter",
+            "tutormax:dead_letter:sources"]  # fmt: skip
+
+    def clean() -> None:
+        client.delete(*keys)
+        for k in client.scan_iter(match="tutormax:workers:*"):
+            client.delete(k)
+
+    clean()
+    try:
+        yield url, client
+    finally:
+        clean()
+        client.close()
+        lock.delete("tmtest:default-names-lock")
+        lock.close()
+
+
+def test_tutormax_validation_worker_envelopes_on_the_default_streams_are_stored(
+    default_names_redis: Any, pg_url: str
+) -> None:
+    """The six entries exactly as TutorMax's validation worker writes them, on the default
+    streams: five are stored; the sixth, a feedback whose session is not among them, is a
+    genuine orphan (`missing_parent`). Once that session arrives, replaying it stores it."""
+    url, client = default_names_redis
+    lines = (FIXTURES / "tutormax-enrichment-envelopes.jsonl").read_text().splitlines()
+    for line in lines:
+        entry = json.loads(line)
+        client.xadd(entry["stream"], entry["fields"])
+    worker = [sys.executable, "-m", "tutormax_cli", "worker", "--burst", "--json", "--db",
+              pg_url, "--redis", url, "--block-ms", "100", "--max-attempts", "2",
+              "--retry-base-ms", "10"]  # fmt: skip
+    done = subprocess.run(worker, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["persisted"] == 5
+    assert counts(pg_url) == {"tutors": 2, "sessions": 2, "feedback": 1}
+    ((_, fields),) = client.xrange("tutormax:dead_letter")
+    letter = json.loads(fields[b"message"])
+    assert letter["metadata"]["error"] == "missing_parent"
+    assert letter["metadata"]["detail"][0]["field"] == "session_id"
+    assert letter["metadata"]["source_metadata"]["validation_warnings"] == 0  # kept as sent
+    orphan = letter["data"]
+    missing = {**session("x", tutor_id=orphan["tutor_id"]), "session_id": orphan["session_id"]}
+    streams = Streams(url)
+    publish(streams, "sessions", [missing])
+    streams.close()
+    replayed = cli("dlq", "replay", "--all", "--redis", url)
+    assert replayed.returncode == 0, replayed.stderr
+    assert subprocess.run(worker, capture_output=True, timeout=60).returncode == 0
+    assert counts(pg_url) == {"tutors": 2, "sessions": 3, "feedback": 2}
+    assert client.xlen("tutormax:dead_letter") == 0
+
+
+def test_a_dead_letter_stream_with_a_ttl_or_trimmed_is_reported(
+    pg_url: str, redis_url: str, prefix: str, streams: Streams
+) -> None:
+    publish(streams, "sessions", [session(i, duration_minutes=999) for i in range(3)])
+    publish(streams, "tutors", [tutor(0)])
+    assert run(worker_cmd(pg_url, redis_url, prefix)).returncode == 0
+    assert len(dead_letters(streams)) == 3
+    client = redis_client()
+    try:
+        client.xtrim(streams.dead_letter_key, maxlen=1, approximate=False)  # as TutorMax does
+        client.expire(streams.dead_letter_key, 86_400)
+    finally:
+        client.close()
+    stats = cli("stats", "--json", "--db", pg_url, "--redis", redis_url, "--prefix", prefix)
+    doc = json.loads(stats.stdout)["dead_letter"]
+    assert doc["lost"] == 2 and 0 < doc["ttl_s"] <= 86_400 and len(doc["warnings"]) == 2
+    # A record whose dead letter was trimmed away fails again: it is dead-lettered again
+    # (a stale mark does not block it), and the worker's start-up says what it found.
+    first = dead_letters(streams)
+    publish(streams, "sessions", [session(0, duration_minutes=999)])
+    done = run(worker_cmd(pg_url, redis_url, prefix))
+    assert done.returncode == 0
+    assert "has a TTL" in done.stderr and "were lost" in done.stderr
+    assert len(dead_letters(streams)) == len(first) + 1
+    doc = json.loads(cli("stats", "--json", "--db", pg_url, "--redis", redis_url, "--prefix",
+                         prefix).stdout)["dead_letter"]  # fmt: skip
+    assert doc["lost"] == 0  # the start-up swept the marks of the lost ones
+
+
+# -- operable ----------------------------------------------------------------------------------
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_health_readiness_and_gauges(
+    pg_url: str, redis_url: str, prefix: str, streams: Streams
+) -> None:
+    from tutormax_cli.metrics import Metrics
+    from tutormax_cli.worker import Worker, WorkerOptions
+
+    publish(streams, "tutors", [tutor(1)])
+    publish(streams, "sessions", [session(1, tutor_id="T1"), session(2, duration_minutes=999)])
+    proxy = FlakyProxy()
+    through = Streams(proxy.url, prefix)
+    store = Store.connect(pg_url)
+    store.init_schema()
+
+    def ready() -> tuple[bool, str]:
+        through.ping()
+        store.ping()
+        return True, "ok"
+
+    metrics = Metrics(0, "127.0.0.1", ready=ready, stale_after_s=0.5)
+    base = f"http://127.0.0.1:{metrics.port}"
+    try:
+        opts = WorkerOptions(consumer="w1", block_ms=50)
+        Worker(through, store, opts, metrics).run(burst=True)
+        code, text = _get(f"{base}/metrics")
+        assert code == 200
+        stream = streams.stream("sessions")
+        assert f'tutormax_stream_length{{stream="{stream}"}} 2.0' in text
+        assert f'tutormax_stream_pending{{stream="{stream}"}}' in text
+        assert 'tutormax_dead_letters{error="validation"} 1.0' in text
+        assert "tutormax_worker_last_commit_timestamp_seconds" in text
+        assert 'tutormax_build_info{version="' in text
+        assert _get(f"{base}/readyz")[0] == 200
+        proxy.cut()  # Redis unreachable: not ready
+        time.sleep(1.1)  # readiness is cached for a second
+        assert _get(f"{base}/readyz")[0] == 503
+        time.sleep(0.6)  # no loop going round: not healthy
+        assert _get(f"{base}/healthz")[0] == 503
+        metrics.cycle()
+        assert _get(f"{base}/healthz")[0] == 200
+    finally:
+        metrics.close()
+        through.close()
+        proxy.close()
+        store.close()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--metrics-port", "70000"], ["--metrics-port", "0", "--metrics-addr", "256.1.1.1"]],
+    ids=["port-out-of-range", "bad-address"],
+)
+def test_a_bad_metrics_port_or_address_is_one_line_exit_2(
+    args: list[str], pg_url: str, redis_url: str, prefix: str
+) -> None:
+    done = run(worker_cmd(pg_url, redis_url, prefix, *args), timeout=30)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and "--metrics" in done.stderr
+
+
+def test_a_metrics_port_in_use_is_exit_2(pg_url: str, redis_url: str, prefix: str) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        done = run(worker_cmd(pg_url, redis_url, prefix, "--metrics-port", port), timeout=30)
+    assert done.returncode == 2 and "in use" in done.stderr, done.stderr
+
+
+def test_json_logs_carry_the_batch_counters(
+    pg_url: str, redis_url: str, prefix: str, streams: Streams
+) -> None:
+    publish(streams, "tutors", [tutor(1), tutor(2, status="?")])
+    done = run(worker_cmd(pg_url, redis_url, prefix, "--log-format", "json"))
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    assert lines and all({"time", "level", "message"} <= set(d) for d in lines)
+    letters = [d for d in lines if "dead_lettered" in d]
+    assert letters and letters[0]["dead_lettered"] == {"validation": 1}
+    assert any(d.get("counters", {}).get("persisted") == 1 for d in lines)
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://app:Pa/ss#Xq9z@127.0.0.1:6379/0", "redis://:we#Zr7k@localhost/0"]
+)
+def test_an_unparsable_redis_url_is_one_masked_line(url: str) -> None:
+    done = cli("stats", "--redis", url, "--db", "sqlite://")
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    secret = url.split("//", 1)[1].rsplit("@", 1)[0].split(":", 1)[1]
+    for piece in {secret[i : i + 4] for i in range(len(secret) - 3)}:
+        assert piece not in done.stderr + done.stdout, (piece, done.stderr)
+    assert len([ln for ln in done.stderr.splitlines() if ln.startswith("error:")]) == 1
+    _ = os.environ  # the URL never reached the environment either
