@@ -373,3 +373,57 @@ def test_extra_columns_of_data_are_kept_and_text_ones_checked() -> None:
     assert result.others["device"].type == pa.uuid()
     assert result.others["digest"].to_pylist() == [b"\xff\x00"]
     assert result.others["note"].to_pylist() == ["fine"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "code"),
+    [
+        ("name", {"first": "Ann"}, "invalid_string"),
+        ("name", ["Ann"], "invalid_string"),
+        ("subjects", [1, {"x": 2}], "invalid_list"),
+        ("subjects", 5, "invalid_list"),
+        ("subjects", {"Math": True}, "invalid_list"),
+    ],
+    ids=["object-in-string", "array-in-string", "object-item", "number-as-list", "object-as-list"],
+)
+def test_a_json_value_of_the_wrong_shape_is_rejected_alone(
+    field: str, value: Any, code: str
+) -> None:
+    """A JSON object or array where text belongs (or a scalar where a list belongs) is the
+    field's parse error, next to good rows or alone, with no other error for that field."""
+    from tutormax_cli.records import records_to_table
+
+    good = dict(GOOD["tutors"], subjects=["Math"])
+    bad = {**good, "tutor_id": "T9", field: value}
+    for records in ([bad], [good, bad, good]):
+        result = validate(schema.TUTORS, records_to_table(records, schema.TUTORS))
+        rejected = {r.index: [(e.field, e.code) for e in r.errors] for r in result.rejected}
+        assert list(rejected.values()) == [[(field, code)]]
+        assert len(result.accepted) == len(records) - 1
+
+
+def test_a_lone_surrogate_inside_a_json_list_cell_is_invalid_list() -> None:
+    raw = pa.table({k: pa.array([str(v)] * 2) for k, v in GOOD["tutors"].items()})
+    raw = raw.set_column(
+        raw.column_names.index("subjects"), "subjects", pa.array(['["\\ud800"]', "Math"])
+    )
+    result = validate(schema.TUTORS, raw)
+    assert [(r.index, [e.code for e in r.errors]) for r in result.rejected] == [
+        (0, ["invalid_list"])
+    ]
+
+
+def test_a_rejected_parquet_row_with_an_out_of_range_instant_is_echoed(tmp_path: Path) -> None:
+    """A timestamp Python cannot hold (past year 9999) is rejected and its row shown with
+    Arrow's text for the value, not a crash while writing the rejects file."""
+    path = tmp_path / "t.parquet"
+    row = {k: v for k, v in GOOD["tutors"].items() if k != "onboarding_date"}
+    table = pa.table({k: [v, v] for k, v in row.items()}).append_column(
+        "onboarding_date", pa.array([2**60, 0], pa.timestamp("ms"))
+    )
+    pq.write_table(table, path)
+    (rb,) = Source(path).batches(10)
+    result = validate(schema.TUTORS, rb.table)
+    (rejected,) = result.rejected
+    assert [e.code for e in rejected.errors] == ["invalid_timestamp"]
+    assert "out of range" in str(rb.values(rejected.index)["onboarding_date"])

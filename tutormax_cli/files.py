@@ -61,6 +61,18 @@ class Malformed:
     message: str
 
 
+def _value(column: pa.ChunkedArray) -> Any:
+    """One value as Python, or as Arrow's text for it when Python cannot hold it (a
+    timestamp past year 9999, a date before year 1)."""
+    try:
+        return column[0].as_py()
+    except (OverflowError, ValueError, pa.ArrowException):
+        try:
+            return column.cast(pa.string())[0].as_py()
+        except (OverflowError, ValueError, pa.ArrowException):
+            return f"<a {column.type} value Python cannot show>"
+
+
 @dataclass
 class RawBatch:
     table: pa.Table
@@ -74,7 +86,11 @@ class RawBatch:
         """Row i's original values, as read (for the rejects file)."""
         if self.records is not None:
             return self.records[i]
-        return self.table.slice(i, 1).to_pylist()[0]
+        row = self.table.slice(i, 1)
+        try:
+            return row.to_pylist()[0]
+        except (OverflowError, ValueError, pa.ArrowException):
+            return {name: _value(row.column(name)) for name in row.column_names}
 
     def row_number(self, i: int) -> int:
         """Data record number (from 1) of table row i; computed only for rows that need it."""

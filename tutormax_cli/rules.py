@@ -917,6 +917,7 @@ def _json_lists_one_by_one(
                 if x is None:
                     continue
                 if isinstance(x, str):
+                    x.encode()  # a lone surrogate (`"\\ud800"`) is no text: ValueError
                     out.append(x)
                 elif isinstance(x, bool):
                     out.append("true" if x else "false")

@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 
 from . import errors as E
 from .rules import (
+    PARSE_CODES,
     Problem,
     any_of,
     check_column,
@@ -34,6 +35,7 @@ from .rules import (
     rows_with,
     with_items,
 )
+from .records import misplaced_masks
 from .schema import FIELD_MAX_BYTES, Kind
 
 
@@ -64,9 +66,17 @@ class Validated:
 def validate(kind: Kind, raw: pa.Table) -> Validated:
     """Check every SPEC §1 rule of `kind` on `raw`, collecting all errors of each row."""
     n = raw.num_rows
+    raw, misplaced = misplaced_masks(raw)
     problems: list[Problem] = []
+    unread: list[Problem] = []  # a field's value rejected as it stands: no further errors
     text: dict[str, pa.Array] = {}
     fields = set(kind.column_names)
+    for name, mask in misplaced.items():
+        if name in fields:  # a JSON object or array (or a scalar in a list field)
+            col = kind.column(name)
+            message = f"a JSON value of the wrong shape for a {col.type.value} field: {{value!r}}"
+            unread.append(Problem(name, PARSE_CODES[col.type], pc.fill_null(mask, False), message))
+    problems.extend(unread)
     for name in raw.column_names:
         arr = _one_chunk(raw.column(name))
         if name not in fields and not _holds_text(arr.type):
@@ -91,7 +101,7 @@ def validate(kind: Kind, raw: pa.Table) -> Validated:
         return Validated(table, others, positions(n))
     good = pc.invert(bad)
     accepted = pc.indices_nonzero(good).cast(pa.int64())
-    rejected = _spell_out(problems, bad, raw)
+    rejected = _spell_out(problems, bad, raw, unread)
     kept = {k: v.filter(good) for k, v in others.items()}
     return Validated(table.filter(good), kept, accepted, rejected)
 
@@ -207,16 +217,20 @@ def _hostile_items(name: str, arr: pa.Array) -> tuple[pa.Array, list[Problem]]:
     return null_where(arr, bad_rows), problems
 
 
-def _spell_out(problems: list[Problem], bad: pa.Array, raw: pa.Table) -> list[Rejected]:
+def _spell_out(
+    problems: list[Problem], bad: pa.Array, raw: pa.Table, unread: list[Problem]
+) -> list[Rejected]:
     rows = pc.indices_nonzero(bad).to_pylist()
     by_row: dict[int, list[FieldError]] = {i: [] for i in rows}
     hostile: set[tuple[int, str]] = set()
+    first = {id(p) for p in unread}
     for p in problems:
         hits = pc.filter(p.mask, bad).to_pylist()
         for i, hit in zip(rows, hits, strict=True):
-            # A value rejected unread (NUL, bad UTF-8, too large) gets no further errors.
+            # A value rejected unread (NUL, bad UTF-8, too large, a misplaced JSON
+            # container) gets no further errors.
             if hit and (i, p.field) not in hostile:
-                if p.code in _HOSTILE:
+                if p.code in _HOSTILE or id(p) in first:
                     hostile.add((i, p.field))
                 value = _display(raw, p.field, i)
                 by_row[i].append(FieldError(p.field, p.code, p.render(value)))
