@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import errors as E
+from .records import misplaced_masks
 from .rules import (
     PARSE_CODES,
     Problem,
@@ -35,7 +36,6 @@ from .rules import (
     rows_with,
     with_items,
 )
-from .records import misplaced_masks
 from .schema import FIELD_MAX_BYTES, Kind
 
 
