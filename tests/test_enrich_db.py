@@ -287,3 +287,33 @@ def test_sqlite_file_in_a_new_folder_is_created(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'new' / 'folder' / 'x.db'}"
     code, doc, _ = enrich(url, tutors_csv(tmp_path))
     assert code == 0 and rows(url, "SELECT count(*) FROM tutors") == [(2,)]
+
+
+def test_dotenv_is_read_as_python_dotenv_reads_it_from_a_parent_folder(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """`export`, quotes and inline comments; the file is found from the working folder
+    upwards; a real environment variable wins; other keys are not put in the environment."""
+    from tutormax_cli.config import load_dotenv
+
+    (tmp_path / ".env").write_text(
+        "export TUTORMAX_DATABASE_URL='sqlite:///quoted.db'  # the database\n"
+        'TUTORMAX_TIMEZONE="Europe/Paris" # inline comment\n'
+        "TUTORMAX_GROUP=from-dotenv\n"
+        "OTHER_TOOL_SECRET=not-ours\n"
+    )
+    below = tmp_path / "a" / "b"
+    below.mkdir(parents=True)
+    monkeypatch.chdir(below)
+    for key in ("TUTORMAX_DATABASE_URL", "TUTORMAX_TIMEZONE", "OTHER_TOOL_SECRET"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("TUTORMAX_GROUP", "from-the-environment")
+    try:
+        assert load_dotenv() == tmp_path / ".env"
+        assert os.environ["TUTORMAX_DATABASE_URL"] == "sqlite:///quoted.db"
+        assert os.environ["TUTORMAX_TIMEZONE"] == "Europe/Paris"
+        assert os.environ["TUTORMAX_GROUP"] == "from-the-environment"
+        assert "OTHER_TOOL_SECRET" not in os.environ
+    finally:
+        os.environ.pop("TUTORMAX_DATABASE_URL", None)
+        os.environ.pop("TUTORMAX_TIMEZONE", None)

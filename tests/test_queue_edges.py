@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -27,7 +26,7 @@ import pytest
 import redis as redis_lib
 import sqlalchemy as sa
 from dbfixtures import pg_admin, pg_url_fixture, session, store_fixture, tutor  # noqa: F401
-from procfixtures import run, start, wait_for, worker_cmd
+from procfixtures import PrivateRedis, run, start, wait_for, worker_cmd
 from redisfixtures import (
     REDIS_URL,
     FlakyProxy,
@@ -253,49 +252,6 @@ def test_a_replay_and_its_pending_original_never_both_become_dead_letters(
 
 
 # -- Redis that comes back empty ---------------------------------------------------------------
-
-
-class PrivateRedis:
-    """A redis-server of this test's own on a free port, with no persistence: restarting
-    it is a Redis that comes back empty. Stopped by pid; the shared server is never
-    touched."""
-
-    def __init__(self, tmp: Path) -> None:
-        if shutil.which("redis-server") is None:
-            pytest.skip("redis-server is not installed")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.dir = tmp
-        self.proc: subprocess.Popen | None = None
-        self.start()
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.dir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        client = redis_lib.Redis(port=self.port)
-        wait_for(lambda: _pings(client), "the private redis-server to start")
-        client.close()
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-            self.proc = None
-
-
-def _pings(client: redis_lib.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except redis_lib.RedisError:
-        return False
 
 
 def test_a_redis_that_comes_back_empty_is_recovered_from(

@@ -102,31 +102,20 @@ def _register_userinfo(text: str) -> None:
         register_secret(unquote(password))
 
 
-def read_dotenv(path: Path) -> dict[str, str]:
-    """Parse a `.env` file: KEY=VALUE lines, `#` comments, optional quotes, optional `export`."""
-    values: dict[str, str] = {}
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (FileNotFoundError, IsADirectoryError, PermissionError):
-        return values
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.removeprefix("export ").partition("=")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        values[key.strip()] = value
-    return values
+def load_dotenv(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Path | None:
+    """Put the `TUTORMAX_*` values of `.env` into the process environment; real
+    environment variables win. The file is found from the working folder upwards
+    (python-dotenv: inline comments, `export`, quotes, escapes). Returns the file used."""
+    from dotenv import dotenv_values, find_dotenv
 
-
-def load_dotenv(path: Path | None = None, environ: Mapping[str, str] | None = None) -> None:
-    """Put `.env` values into the process environment; real environment variables win."""
     env = os.environ if environ is None else environ
-    for key, value in read_dotenv(path or Path.cwd() / ".env").items():
-        if key.startswith(ENV_PREFIX) and key not in env:
+    found = path if path is not None else (find_dotenv(usecwd=True) or None)
+    if found is None or not Path(found).is_file():
+        return None
+    for key, value in dotenv_values(found).items():
+        if key.startswith(ENV_PREFIX) and key not in env and value is not None:
             os.environ[key] = value
+    return Path(found)
 
 
 def fault_setting(name: str) -> str | None:

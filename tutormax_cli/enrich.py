@@ -59,6 +59,11 @@ class FileSummary:
     unchanged: int = 0
     seconds: float = 0.0
     output: str | None = None
+    rejected_by_code: dict[str, int] = field(default_factory=dict)  # a row counts once a code
+
+    @property
+    def rows_per_s(self) -> float:
+        return round(self.read / self.seconds, 1) if self.seconds else 0.0
 
     @property
     def written(self) -> int:
@@ -81,12 +86,23 @@ class RunSummary:
         return sum(f.rejected for f in self.files)
 
     @property
+    def rejected_by_code(self) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for f in self.files:
+            for code, n in f.rejected_by_code.items():
+                total[code] = total.get(code, 0) + n
+        return dict(sorted(total.items(), key=lambda kv: (-kv[1], kv[0])))
+
+    @property
     def exit_code(self) -> int:
         return E.EXIT_REJECTS if self.rejected else E.EXIT_OK
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        for f, fs in zip(d["files"], self.files, strict=True):
+            f["rows_per_s"] = fs.rows_per_s
         d["rejected"] = self.rejected
+        d["rejected_by_code"] = self.rejected_by_code
         d["exit_code"] = self.exit_code
         return d
 
@@ -104,45 +120,87 @@ class _DryRunRollback(Exception):
 
 
 def plan_outputs(opts: EnrichOptions, sources: list[Source]) -> dict[Path, tuple[Path, str]]:
-    """Where each input's enriched rows go (SPEC §4), checked before anything is written."""
+    """Where each input's enriched rows go (SPEC §4), checked before anything is written.
+
+    One input: --out is the output (`-`: stdout), in the format its name's extension tells
+    (under a compression suffix: `out.csv.gz`), else --format, else for stdout, a FIFO or a
+    device the input's format. Several inputs: --out is a directory and each output is named
+    after its input without a compression suffix (`sessions.csv.gz` → `sessions.csv`,
+    stdin → `stdin.<ext>`), with --format's extension when given. What an output cannot
+    be (Parquet on stdout, --atomic with a stream) is refused here (writers.check_output).
+    """
+    from .files import is_stdin, named_format
+    from .writers import check_output, output_target
+
     if opts.out is None:
         return {}
     if opts.format:
         check_format(opts.format)
-    if len(sources) == 1 and not opts.out.is_dir() and not str(opts.out).endswith("/"):
-        fmt = opts.format or detect_format(opts.out)
-        return {sources[0].path: (opts.out, fmt)}
-    if opts.out.exists() and not opts.out.is_dir():
-        raise E.UsageError(f"--out {opts.out}: with several inputs --out must name a directory")
+    out = opts.out
     plan: dict[Path, tuple[Path, str]] = {}
-    for s in sources:
-        fmt = opts.format or s.format
-        name = s.path.name if not opts.format else s.path.stem + EXTENSIONS[fmt]
-        target = opts.out / name
-        if any(t == target for t, _ in plan.values()):
-            raise E.UsageError(f"--out {opts.out}: two inputs would both write {target.name}")
-        plan[s.path] = (target, fmt)
-    for src, (target, _) in plan.items():
-        if target.resolve() == src.resolve():
-            raise E.UsageError(f"--out {target}: would overwrite its own input")
+    if is_stdin(out) or (len(sources) == 1 and not out.is_dir() and not str(out).endswith("/")):
+        if len(sources) > 1:
+            raise E.UsageError(
+                "--out -: stdout takes one output; with several inputs --out names a directory"
+            )
+        fmt = named_format(out) or opts.format
+        if fmt is None:
+            fmt = sources[0].format if output_target(out).streamed else detect_format(out)
+        plan[sources[0].path] = (out, fmt)
+    else:
+        if out.exists() and not out.is_dir():
+            raise E.UsageError(f"--out {out}: with several inputs --out must name a directory")
+        for s in sources:
+            fmt = opts.format or s.format
+            target = out / (s.name if not opts.format else s.stem + EXTENSIONS[fmt])
+            if any(t == target for t, _ in plan.values()):
+                raise E.UsageError(f"--out {out}: two inputs would both write {target.name}")
+            plan[s.path] = (target, fmt)
+        for src, (target, _) in plan.items():
+            if not is_stdin(src) and target.resolve() == src.resolve():
+                raise E.UsageError(f"--out {target}: would overwrite its own input")
+    fds = set()
+    for path, fmt in plan.values():
+        where = output_target(path)
+        check_output(where, fmt, atomic=opts.atomic)
+        fds.add(where.fd)
+    if opts.rejects is not None and (fd := output_target(opts.rejects).fd) in fds and fd:
+        raise E.UsageError(f"--rejects {opts.rejects}: the output goes there; name a file")
     return plan
 
 
 def default_rejects_path(opts: EnrichOptions) -> Path:
+    """--rejects, else next to --out (`NAME.rejects.jsonl`; `rejects.jsonl` in an output
+    directory), else — no --out, or an --out that is stdout, a FIFO or a device, which
+    has no "next to" — ./tutormax.rejects.jsonl."""
+    from .files import is_stdin, split_compression
+    from .writers import output_target
+
     if opts.rejects is not None:
         return opts.rejects
-    if opts.out is None:
+    out = opts.out
+    if out is None or is_stdin(out):
         return Path("tutormax.rejects.jsonl")
-    if opts.out.is_dir() or len(opts.paths) > 1 or str(opts.out).endswith("/"):
-        return opts.out / "rejects.jsonl"
-    return opts.out.with_name(opts.out.stem + ".rejects.jsonl")
+    if out.is_dir() or len(opts.paths) > 1 or str(out).endswith("/"):
+        return out / "rejects.jsonl"
+    try:
+        streamed = output_target(out).streamed
+    except E.TutormaxError:
+        streamed = False
+    if streamed:
+        return Path("tutormax.rejects.jsonl")
+    return out.with_name(Path(split_compression(out.name)[0]).stem + ".rejects.jsonl")
 
 
 def open_sources(opts: EnrichOptions) -> list[Source]:
+    from .files import is_stdin
+
     if opts.batch_size < 1:
         raise E.UsageError(f"--batch-size {opts.batch_size}: must be at least 1")
     if opts.max_errors is not None and opts.max_errors < 0:
         raise E.UsageError(f"--max-errors {opts.max_errors}: must be 0 or more")
+    if sum(1 for p in opts.paths if is_stdin(p)) > 1:
+        raise E.UsageError("-: stdin is named more than once; it can be read once")
     sources = [Source(p, opts.format, opts.kind) for p in opts.paths]
     # Parents before children, so keys and the feedback join resolve within the run.
     return sorted(sources, key=lambda s: KIND_ORDER.index(s.kind.name))
@@ -152,17 +210,20 @@ def run_enrich(
     opts: EnrichOptions,
     connect: Callable[[], Any] | None = None,
     progress: Progress | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> RunSummary:
     """Enrich every input; `connect` opens the Store (None: --no-db). Fatal: TutormaxError.
 
     Inputs, outputs and options are checked first, then the database is opened: an error in
-    any of them raises before anything is written.
+    any of them raises before anything is written. `stop` is asked after every batch (the
+    CLI's Ctrl-C): when it says so, the run ends there with `errors.Interrupted`, whose
+    message says exactly what each file committed.
     """
     sources = open_sources(opts)
     outputs = plan_outputs(opts, sources)
     store = connect() if connect is not None else None
     try:
-        return _Run(opts, sources, outputs, store, progress).run()
+        return _Run(opts, sources, outputs, store, progress, stop).run()
     finally:
         if store is not None:
             store.close()
@@ -178,10 +239,12 @@ class _Run:
         outputs: dict[Path, tuple[Path, str]],
         store: BatchStore | None,
         progress: Progress | None,
+        stop: Callable[[], bool] | None = None,
     ) -> None:
         self.opts, self.sources, self.outputs = opts, sources, outputs
-        self.store, self.progress = store, progress
-        self.rejects = RejectsWriter(default_rejects_path(opts))
+        self.store, self.progress, self.stop = store, progress, stop
+        # A dry run writes nothing at all: rejects are counted, outputs only named.
+        self.rejects = RejectsWriter(default_rejects_path(opts), dry_run=opts.dry_run)
         self.summary = RunSummary(
             dry_run=opts.dry_run, as_of=opts.as_of.isoformat(), timezone=opts.timezone
         )
@@ -212,12 +275,16 @@ class _Run:
             self._abort_outputs()
             exc.message += self._committed_note()
             raise
+        except KeyboardInterrupt:
+            self._abort_outputs()
+            raise E.Interrupted("interrupted" + self._committed_note(per_file=True)) from None
         except BaseException:
             self._abort_outputs()
             raise
         finally:
             self.rejects.close()
-        self.summary.rejects_file = str(self.rejects.path) if self.rejects.count else None
+        written = self.rejects.count and not self.opts.dry_run
+        self.summary.rejects_file = str(self.rejects.path) if written else None
         return self.summary
 
     # -- one kind -------------------------------------------------------------------------------
@@ -265,13 +332,14 @@ class _Run:
     ) -> int:
         """Every batch of one input; returns the run position after its last row."""
         target = self.outputs.get(src.path)
-        writer = BatchWriter(*target) if target else None
+        writer = BatchWriter(*target) if target and not self.opts.dry_run else None
         if writer:
             self.writers.append(writer)
         group = len(self.summary.files)
         fs = FileSummary(str(src.path), src.kind.name, output=target and str(target[0]))
         self.summary.files.append(fs)
         pipe.input_columns = src.columns if writer else None
+        by_code = fs.rejected_by_code
         started = time.perf_counter()
         try:
             for rb in prefetch(src.batches(self.opts.batch_size)):
@@ -289,10 +357,14 @@ class _Run:
                 fs.rejected += len(rb.malformed)
                 for row, values, errors in sorted(found, key=lambda f: f[0] or 0):
                     self.rejects.write(str(src.path), row, values, errors)
+                    for code in {e["code"] for e in errors}:
+                        by_code[code] = by_code.get(code, 0) + 1
                 self.rejects.flush()
                 if self.progress:
                     self.progress(str(src.path), src.kind.name, fs.read, rb.done)
                 self._check_max_errors(pipe)
+                if self.stop is not None and self.stop():
+                    raise KeyboardInterrupt
         finally:
             fs.seconds = round(time.perf_counter() - started, 3)
         if writer is not None:
@@ -334,6 +406,8 @@ class _Run:
             fs.rejected += 1
             error = {"field": "_row", "code": E.DATABASE_REFUSED, "message": r.message}
             self.rejects.write(fs.source, None, r.values, [error])
+            by_code = fs.rejected_by_code
+            by_code[E.DATABASE_REFUSED] = by_code.get(E.DATABASE_REFUSED, 0) + 1
 
     # -- outputs and messages --------------------------------------------------------------------
 
@@ -351,13 +425,18 @@ class _Run:
         for fs in self.summary.files:
             fs.output = None
 
-    def _committed_note(self) -> str:
+    def _committed_note(self, per_file: bool = False) -> str:
         if self.store is None:
-            return ""
+            return "; no output file was left under its real name" if self.outputs else ""
         if self.opts.atomic or self.opts.dry_run:
             return " (nothing was committed: the run was one transaction)"
         done = sum(f.written for f in self.summary.files)
-        return f" ({done:,} rows were committed before it, in whole batches)"
+        note = f" ({done:,} rows were committed before it, in whole batches"
+        if per_file and self.summary.files:
+            note += ": " + ", ".join(
+                f"{Path(f.source).name} {f.written:,}" for f in self.summary.files
+            )
+        return note + ")"
 
 
 def _shift(arr: pa.Array, by: int) -> pa.Array:

@@ -21,6 +21,12 @@ class TutormaxError(Exception):
         self.hint = hint
 
 
+class Interrupted(TutormaxError):
+    """Ctrl-C: the run stopped at once; the message says what was committed before it."""
+
+    exit_code = EXIT_INTERRUPTED
+
+
 class UsageError(TutormaxError):
     """A bad option value or combination."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import traceback
 from collections.abc import Callable
@@ -17,12 +18,20 @@ from rich.markup import escape
 from typer.exceptions import TyperException
 
 from ..config import scrub
-from ..errors import EXIT_BUG, EXIT_FATAL, EXIT_INTERRUPTED, TutormaxError, UsageError
+from ..errors import (
+    EXIT_BUG,
+    EXIT_FATAL,
+    EXIT_INTERRUPTED,
+    Interrupted,
+    TutormaxError,
+    UsageError,
+)
 
 # Results (a query's tables, a shown record, --json's one document) go to stdout; progress,
 # logs and a run's summary to stderr (SPEC §7). Not a terminal (logs, CI): 120 columns
 # rather than rich's 80 for the summaries on stderr.
-err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 120)
+_WIDE = sys.stderr.isatty() or bool(os.environ.get("COLUMNS"))
+err = Console(stderr=True, highlight=False, width=None if _WIDE else 120)
 out = Console(highlight=False)
 
 
@@ -51,6 +60,9 @@ def handle_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except (typer.Exit, typer.Abort, TyperException):  # Typer's own ways out
             raise
+        except Interrupted as exc:
+            err.print(scrub(exc.message), markup=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
         except TutormaxError as exc:
             fail(exc.message, exc.hint, exc.exit_code)
         except KeyboardInterrupt:

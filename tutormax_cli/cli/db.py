@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from ..config import DEFAULT_DATABASE_URL
-from .common import err, handle_errors, print_json
+from .common import handle_errors, out, print_json
 from .options import DbUrl, JsonFlag
 
 app = typer.Typer(help="Database schema commands.", no_args_is_help=True)
@@ -30,7 +30,7 @@ def init(db: DbUrl = None, json_out: JsonFlag = False) -> None:
     if json_out:
         print_json({"database": mask_url(url), "tables": counts})
     else:
-        err.print(
+        out.print(
             f"schema ready in {mask_url(url)}: "
             + ", ".join(f"{k} ({v:,} rows)" for k, v in counts.items()),
             markup=False,

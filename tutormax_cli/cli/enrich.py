@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -9,7 +11,7 @@ import typer
 
 from ..config import DEFAULT_DATABASE_URL
 from .common import err, handle_errors, parse_as_of, parse_timezone, print_json
-from .options import DbUrl
+from .options import DbUrl, FormatName, JsonFlag, KindName, Quiet
 from .progress import FileProgress
 
 EXAMPLE = """
@@ -20,37 +22,54 @@ Examples:
   tutormax enrich sessions.parquet --out enriched.parquet --timezone America/New_York --no-db
 
   tutormax enrich feedback.jsonl --db postgresql://app@db/tutoring --json
+
+  zcat sessions.csv.gz | tutormax enrich - --kind sessions --format csv --no-db --out -
 """
 
 
 @handle_errors
 def enrich(
-    paths: Annotated[list[Path], typer.Argument(help="Input files: .csv, .parquet or .jsonl.")],
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="PATH...",
+            help="Input files: .csv, .parquet, .jsonl (also .gz, .zst, .bz2); - reads stdin.",
+        ),
+    ],
     out: Annotated[
         Path | None,
-        typer.Option("--out", "-o", help="Output file (one input) or directory (several)."),
+        typer.Option(
+            "--out",
+            "-o",
+            metavar="PATH",
+            help="Output file (one input; - is stdout) or directory (several).",
+        ),
     ] = None,
     kind: Annotated[
-        str | None, typer.Option(help="tutors, sessions or feedback (default: from columns).")
+        KindName | None, typer.Option(help="The inputs' kind (default: from their columns).")
     ] = None,
     fmt: Annotated[
-        str | None,
+        FormatName | None,
         typer.Option(
             "--format",
-            help="csv, parquet or jsonl: output format, and the input "
-            "format of files without a known extension.",
+            help="Output format, and the input format of files without a known extension.",
         ),
     ] = None,
     as_of: Annotated[
-        str | None, typer.Option(help="Reference instant, ISO-8601 (default: now).")
+        str | None,
+        typer.Option(metavar="TIMESTAMP", help="Reference instant, ISO-8601 (default: now)."),
     ] = None,
     timezone: Annotated[
-        str, typer.Option(envvar="TUTORMAX_TIMEZONE", help="Reporting timezone (IANA name).")
+        str,
+        typer.Option(envvar="TUTORMAX_TIMEZONE", metavar="ZONE", help="Reporting timezone (IANA)."),
     ] = "UTC",
     rejects: Annotated[
-        Path | None, typer.Option(help="Rejects file (JSON Lines; default: next to --out).")
+        Path | None,
+        typer.Option(metavar="PATH", help="Rejects file (JSON Lines; default: next to --out)."),
     ] = None,
-    batch_size: Annotated[int, typer.Option(help="Rows per batch (and per transaction).")] = 50_000,
+    batch_size: Annotated[
+        int, typer.Option(metavar="N", help="Rows per batch (and per transaction).")
+    ] = 50_000,
     db: DbUrl = None,
     no_db: Annotated[bool, typer.Option("--no-db", help="Open no database.")] = False,
     dry_run: Annotated[
@@ -60,9 +79,10 @@ def enrich(
         bool, typer.Option("--atomic", help="The whole run is one transaction.")
     ] = False,
     max_errors: Annotated[
-        int | None, typer.Option(help="Stop once more than N rows are rejected.")
+        int | None, typer.Option(metavar="N", help="Stop once more than N rows are rejected.")
     ] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    quiet: Quiet = False,
+    json_out: JsonFlag = False,
 ) -> None:
     """Enrich tutor, session and feedback files with the 17 derived fields."""
     from ..config import mask_url
@@ -73,8 +93,8 @@ def enrich(
         as_of=parse_as_of(as_of),
         timezone=parse_timezone(timezone),
         out=out,
-        kind=kind,
-        format=fmt,
+        kind=kind.value if kind else None,
+        format=fmt.value if fmt else None,
         rejects=rejects,
         batch_size=batch_size,
         dry_run=dry_run,
@@ -83,17 +103,42 @@ def enrich(
     )
     url = None if no_db else (db or DEFAULT_DATABASE_URL)
     connect = (lambda: _open_store(url, dry_run)) if url else None
-    with FileProgress(enabled=not json_out) as progress:
-        summary = run_enrich(opts, connect, progress.update)
+    with FileProgress(enabled=not (json_out or quiet)) as progress, _ctrl_c() as stop:
+        summary = run_enrich(opts, connect, progress.update, stop)
     summary.database = mask_url(url) if url else None
     if json_out:
         print_json(summary.as_dict())
-    else:
-        _print_summary(summary)
+    elif not quiet or summary.rejected:
+        print_summary(summary, opts)
     raise typer.Exit(summary.exit_code)
 
 
 enrich.__doc__ = (enrich.__doc__ or "") + "\n" + EXAMPLE
+
+
+@contextmanager
+def _ctrl_c() -> Iterator[Callable[[], bool]]:
+    """The first Ctrl-C stops the run at the end of the batch in hand, so what it says was
+    committed is exact; a second one stops it at once."""
+    import signal
+    import threading
+
+    asked: list[bool] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if asked:
+            raise KeyboardInterrupt
+        asked.append(True)
+        err.print("interrupted: stopping after this batch (Ctrl-C again: at once)", markup=False)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield lambda: bool(asked)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _open_store(url: str, dry_run: bool) -> Any:
@@ -108,25 +153,86 @@ def _open_store(url: str, dry_run: bool) -> Any:
     return store
 
 
-def _print_summary(summary: Any) -> None:
+# (header, short header for a narrow terminal, FileSummary attribute)
+_NUMBERS = (
+    ("read", "read", "read"),
+    ("accepted", "ok", "accepted"),
+    ("rejected", "rej", "rejected"),
+    ("duplicates", "dups", "duplicates"),
+)
+_WRITES = (
+    ("inserted", "ins", "inserted"),
+    ("updated", "upd", "updated"),
+    ("unchanged", "same", "unchanged"),
+)
+
+
+def print_summary(summary: Any, opts: Any) -> None:
+    """The run summary on stderr: one row per file and a total, rows/s, the rejects by
+    error code; numbers are never cut (a terminal too narrow for the table gets one block
+    per file instead)."""
     from rich.table import Table
 
     persisted = summary.database is not None
-    table = Table(title="tutormax enrich" + (" (dry run)" if summary.dry_run else ""))
-    cols = ["file", "kind", "read", "accepted", "rejected"]
-    if persisted:
-        cols += ["inserted", "updated", "unchanged"]
-    cols += ["seconds"]
-    for c in cols:
-        left = c in ("file", "kind")
-        table.add_column(c, justify="left" if left else "right", no_wrap=True, min_width=len(c))
-    for f in summary.files:
-        row = [Path(f.source).name, f.kind, f.read, f.accepted, f.rejected]
-        if persisted:
-            row += [f.inserted, f.updated, f.unchanged]
-        row += [f"{f.seconds:.2f}"]
-        table.add_row(*(f"{v:,}" if isinstance(v, int) else str(v) for v in row))
-    err.print(table)
+    columns = [*_NUMBERS, *(_WRITES if persisted else ())]
+    rows = [
+        [Path(f.source).name, f.kind, *(getattr(f, a) for *_, a in columns), f.rows_per_s]
+        for f in summary.files
+    ]
+    if len(summary.files) > 1:
+        seconds = sum(f.seconds for f in summary.files)
+        total = [sum(getattr(f, a) for f in summary.files) for *_, a in columns]
+        rows.append(["total", "", *total, round(total[0] / seconds, 1) if seconds else 0.0])
+    width = err.width
+    short = width < 100
+    title = "tutormax enrich" + (" (dry run)" if summary.dry_run else "")
+    table = Table(title=title, title_justify="left", box=None, padding=(0, 1), pad_edge=False)
+    longest = max((len(str(r[0])) for r in rows), default=4)
+    table.add_column("file", overflow="fold", min_width=min(longest, 16))
+    table.add_column("kind", no_wrap=True, min_width=8)
+    for long, abbrev, _attr in columns:
+        table.add_column(abbrev if short else long, justify="right", no_wrap=True)
+    table.add_column("rows/s", justify="right", no_wrap=True)
+    cells = [[f"{v:,.0f}" if isinstance(v, int | float) else str(v) for v in r] for r in rows]
+    for r in cells:
+        table.add_row(*r)
+    # Every number whole: the headers and cells as they are, the file name folded to 16.
+    headers = ["file", "kind", *((a if short else h) for h, a, _ in columns), "rows/s"]
+    needed = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    needed[0] = min(needed[0], 16)
+    if sum(needed) + 2 * (len(needed) - 1) > width:
+        _blocks(rows, columns)
+    else:
+        err.print(table)
+    if summary.rejected:
+        by_code = ", ".join(f"{c} {n:,}" for c, n in summary.rejected_by_code.items())
+        err.print(f"rejected rows by error: {by_code}", markup=False)
+    _where(summary, opts)
+
+
+def _blocks(rows: list[list[Any]], columns: Any) -> None:
+    for r in rows:
+        err.print(f"{r[0]} ({r[1]})" if r[1] else str(r[0]), markup=False)
+        for (long, _short, _attr), v in zip(columns, r[2:-1], strict=True):
+            err.print(f"  {long:<11}{v:>16,}", markup=False)
+        err.print(f"  {'rows/s':<11}{r[-1]:>16,.0f}", markup=False)
+
+
+def _where(summary: Any, opts: Any) -> None:
+    """Where things went — or, for a dry run, where they would have gone."""
+    if summary.dry_run:
+        err.print("dry run: nothing was written.", markup=False)
+        if summary.database:
+            err.print(f"  the database would have been {summary.database}", markup=False)
+        for f in summary.files:
+            target = _planned(opts, f)
+            if target:
+                err.print(f"  {Path(f.source).name} → {target}", markup=False)
+        if summary.rejected:
+            from ..enrich import default_rejects_path
+
+            err.print(f"  rejected rows → {default_rejects_path(opts)}", markup=False)
+        return
     if summary.database:
         err.print(f"database: {summary.database}", markup=False)
     for f in summary.files:
@@ -136,3 +242,11 @@ def _print_summary(summary: Any) -> None:
         err.print(f"rejected rows: {summary.rejected:,} → {summary.rejects_file}", markup=False)
     if summary.stopped:
         err.print(summary.stopped, markup=False)
+
+
+def _planned(opts: Any, f: Any) -> str | None:
+    if opts.out is None:
+        return None
+    if len(opts.paths) == 1 and not opts.out.is_dir() and not str(opts.out).endswith("/"):
+        return str(opts.out)
+    return str(opts.out / Path(f.source).name)

@@ -24,7 +24,12 @@ from .progress import FileProgress
 @handle_errors
 def publish(
     paths: Annotated[
-        list[Path], typer.Argument(metavar="PATH...", help="Input files: .csv, .parquet, .jsonl.")
+        list[Path],
+        typer.Argument(
+            metavar="PATH...",
+            help="Input files: .csv, .parquet, .jsonl (also .gz, .zst, .bz2); - reads stdin "
+            "(with --kind and --format).",
+        ),
     ],
     kind: Kind = None,
     fmt: Annotated[
