@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from .streams import WORKER_COUNTERS, Streams
+from .streams import WORKER_COUNTERS, QueueUnavailable, Streams
 
 WORKER_INTS = (*WORKER_COUNTERS, "pid")
 
@@ -21,7 +21,30 @@ def gather(
 ) -> dict[str, Any]:
     """Everything `stats` shows. `store` is a Store (or None: no table counts). A consumer
     idle longer than `reclaim_idle_ms` is `gone` (a worker that stopped or crashed; its
-    pending entries are reclaimed by the others), else `live`."""
+    pending entries are reclaimed by the others), else `live`. Without Redis the tables are
+    still counted, and `redis_error` says why the rest is missing."""
+    tables = store.row_counts() if store is not None else {}
+    try:
+        return _queue(streams, group, reclaim_idle_ms) | {
+            "tables": tables,
+            "database": getattr(store, "url_masked", None),
+        }
+    except QueueUnavailable as exc:
+        return {
+            "redis": streams.url_masked,
+            "redis_error": exc.message,
+            "prefix": streams.prefix,
+            "group": group,
+            "streams": {},
+            "dead_letter": {"stream": streams.dead_letter_key, "total": None, "by_error": {},
+                            "by_stream": {}, "warnings": []},  # fmt: skip
+            "tables": tables,
+            "database": getattr(store, "url_masked", None),
+            "workers": {},
+        }
+
+
+def _queue(streams: Streams, group: str, reclaim_idle_ms: int) -> dict[str, Any]:
     per_stream = streams.stream_stats(group)
     for info in per_stream.values():
         consumers = info.pop("consumers")
@@ -38,8 +61,6 @@ def gather(
         "group": group,
         "streams": per_stream,
         "dead_letter": dead_letter_summary(streams),
-        "tables": store.row_counts() if store is not None else {},
-        "database": getattr(store, "url_masked", None),
         "workers": workers(streams),
     }
 

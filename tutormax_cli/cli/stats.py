@@ -85,6 +85,10 @@ def _gather(streams: Any, group: str, db: str | None, reclaim_idle_ms: int) -> d
 def render(doc: dict[str, Any]) -> None:
     from rich.table import Table
 
+    if doc.get("redis_error"):
+        out.print(f"streams: {doc['redis_error']}", markup=False)
+        _tables(doc)
+        return
     t = Table(title=f"streams on {doc['redis']}, group {doc['group']}", title_justify="left")
     t.add_column("stream", overflow="fold")
     for c in ("length", "pending", "lag", "oldest\npending s", "max\ntries", "live", "gone"):
@@ -112,14 +116,7 @@ def render(doc: dict[str, Any]) -> None:
     )
     for warning in dl.get("warnings", []):
         out.print(f"warning: {warning}", markup=False)
-    if doc.get("database_error"):
-        out.print(f"tables: {doc['database_error']}", markup=False)
-    elif doc["tables"]:
-        out.print(
-            f"tables ({doc['database']}): "
-            + ", ".join(f"{k} {v:,}" for k, v in doc["tables"].items()),
-            markup=False,
-        )
+    _tables(doc)
     if doc["workers"]:
         w = Table(title="workers", title_justify="left")
         w.add_column("consumer", overflow="fold")
@@ -130,6 +127,17 @@ def render(doc: dict[str, Any]) -> None:
             beat = str(row.get("last_heartbeat", "-"))[11:19]  # the time of day is enough
             w.add_row(name, *(_n(row.get(k)) for k in keys), beat)
         out.print(w)
+
+
+def _tables(doc: dict[str, Any]) -> None:
+    if doc.get("database_error"):
+        out.print(f"tables: {doc['database_error']}", markup=False)
+    elif doc["tables"]:
+        out.print(
+            f"tables ({doc['database']}): "
+            + ", ".join(f"{k} {v:,}" for k, v in doc["tables"].items()),
+            markup=False,
+        )
 
 
 def _n(v: Any) -> str:
