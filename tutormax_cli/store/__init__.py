@@ -10,35 +10,27 @@ table + `INSERT … SELECT … ON CONFLICT`; SQLite: `executemany`). If the data
 the batch because of some rows, the batch is bisected under SAVEPOINTs until each bad row
 is isolated: the others are written, the bad ones come back in `WriteResult.refused`.
 Losing the connection is never a refused row: it raises `errors.DatabaseUnavailable`
-(store/faults.py tells outages, schema mismatches and operator problems apart).
+(each backend tells outages, schema mismatches and operator problems apart; backend.py).
 """
 
 from __future__ import annotations
 
-import json
-import os
-import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
-import psycopg2
 import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import ARRAY
 
 from ..config import check_url, mask_url, scrub
 from ..errors import DatabaseError
 from ..schema import KINDS
-from . import faults, postgres, sqlite
-from .tables import TABLES, TIMESTAMP, RowRefused, arrow_schema, conform, metadata
+from .backend import Backend, backend_for, bisect
+from .tables import TABLES, TIMESTAMP, arrow_schema, conform, metadata
 
 __all__ = ["TABLES", "DatabaseError", "Store", "WriteResult", "arrow_schema", "metadata"]
-
-_DB_ERRORS = (sa.exc.SQLAlchemyError, psycopg2.Error, sqlite3.Error)
-_PG_CONNECT_ARGS = {"connect_timeout": 10, "application_name": "tutormax"}
 
 
 @dataclass
@@ -73,33 +65,14 @@ def _scrub(text: str, password: str | None) -> str:
     return scrub(text)
 
 
-def _engine_for(url: str) -> sa.Engine:
-    """Check the URL, pick the driver, create the engine (no connection yet)."""
+def _engine_for(url: str) -> tuple[sa.Engine, Backend]:
+    """Check the URL, pick the backend, create the engine (no connection yet)."""
     try:
         u = sa.make_url(url)
     except (sa.exc.ArgumentError, ValueError):
         raise ValueError("not a database URL (expected postgresql://… or sqlite:///…)") from None
-    backend = u.get_backend_name()
-    if backend in ("postgresql", "postgres"):
-        # The COPY fast path needs psycopg2, whatever driver the URL names.
-        u = u.set(drivername="postgresql+psycopg2")
-        args = {k: v for k, v in _PG_CONNECT_ARGS.items() if k not in u.query}
-        return sa.create_engine(u, pool_pre_ping=True, connect_args=args)
-    if backend == "sqlite":
-        db = u.database or ""
-        if db and db != ":memory:" and not db.startswith("file:") and not os.path.isabs(db):
-            u = u.set(database=os.path.abspath(db))  # relative to the folder we start in
-        if u.database and u.database != ":memory:" and not u.database.startswith("file:"):
-            with suppress(OSError):  # like --out does; if it can't, connecting says why
-                os.makedirs(os.path.dirname(u.database) or ".", exist_ok=True)
-        # Workers sharing one file wait for each other's write transactions this long.
-        args = {} if "timeout" in u.query else {"timeout": 30}
-        engine = sa.create_engine(
-            u.set(drivername="sqlite+pysqlite"), pool_pre_ping=True, connect_args=args
-        )
-        sqlite.setup_engine(engine)
-        return engine
-    raise ValueError(f"unsupported database {backend!r} (expected postgresql:// or sqlite:///)")
+    backend = backend_for(u.get_backend_name())
+    return backend.engine(u), backend
 
 
 class Store:
@@ -107,12 +80,19 @@ class Store:
 
     url_masked: str
 
-    def __init__(self, engine: sa.Engine, url_masked: str, password: str | None) -> None:
+    def __init__(
+        self, engine: sa.Engine, backend: Backend, url_masked: str, password: str | None
+    ) -> None:
         self.engine = engine
+        self.backend = backend
         self.url_masked = url_masked
-        self.dialect: str = engine.dialect.name  # "postgresql" or "sqlite"
+        self.dialect: str = backend.name  # "postgresql" or "sqlite"
         self._password = password
         self._conn: sa.Connection | None = None
+        self._errors_caught: tuple[type[BaseException], ...] = (
+            sa.exc.SQLAlchemyError,
+            *backend.driver_errors,
+        )
 
     @classmethod
     def connect(cls, url: str) -> Store:
@@ -120,15 +100,15 @@ class Store:
         check_url(url, "--db")
         masked = mask_url(url)
         try:
-            engine = _engine_for(url)
-        except (ValueError, sa.exc.SQLAlchemyError) as exc:
+            engine, backend = _engine_for(url)
+        except (ValueError, ImportError, sa.exc.SQLAlchemyError) as exc:
             reason = _scrub(_reason(exc), _password_of(url))
             raise DatabaseError(f"cannot connect to {masked}: {reason}") from None
-        store = cls(engine, masked, _password_of(url))
+        store = cls(engine, backend, masked, _password_of(url))
         try:
             with engine.connect() as conn:
                 conn.exec_driver_sql("SELECT 1")
-        except _DB_ERRORS as exc:
+        except store._errors_caught as exc:
             engine.dispose()
             reason = _scrub(_reason(exc), store._password)
             raise DatabaseError(f"cannot connect to {masked}: {reason}") from None
@@ -144,13 +124,21 @@ class Store:
             yield
         except DatabaseError:
             raise
-        except _DB_ERRORS as exc:
-            fault = faults.kind_of(exc)
+        except self._errors_caught as exc:
+            fault = self._fault(exc)
             if fault is None:
                 raise
             reason = _scrub(_reason(exc), self._password)
             hint = getattr(fault, "hint_text", None)
             raise fault(f"{action} failed on {self.url_masked}: {reason}", hint=hint) from exc
+
+    def _fault(self, exc: BaseException) -> type[DatabaseError] | None:
+        orig = getattr(exc, "orig", None) or exc
+        if isinstance(exc, sa.exc.DisconnectionError | sa.exc.TimeoutError):  # the pool's
+            from ..errors import DatabaseUnavailable
+
+            return DatabaseUnavailable
+        return self.backend.fault(orig)
 
     def _discard(self, conn: sa.Connection) -> None:
         """Roll back and return a connection; a dead one is invalidated, never raises."""
@@ -181,7 +169,7 @@ class Store:
         with self._errors("connect"):
             conn = self.engine.connect()
         try:
-            conn.info[sqlite.IMMEDIATE] = self.dialect == "sqlite"
+            self.backend.begin(conn)
             with self._errors("begin"):
                 conn.begin()
         except BaseException:
@@ -215,8 +203,7 @@ class Store:
         """Create the three tables if they do not exist (idempotent, safe to race)."""
         with self.transaction(), self._errors("creating the schema"):
             assert self._conn is not None
-            if self.dialect == "postgresql":
-                self._conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7406917710)")
+            self.backend.lock_schema(self._conn)
             metadata.create_all(self._conn, checkfirst=True)
 
     def ping(self) -> None:
@@ -237,10 +224,7 @@ class Store:
 
     def _key_filter(self, col: sa.ColumnElement[Any], ids: list[str]) -> sa.ColumnElement[bool]:
         """`col` is one of `ids`, as one bound parameter."""
-        if self.dialect == "postgresql":
-            return col == sa.any_(sa.bindparam("ids", ids, type_=ARRAY(sa.Text())))
-        values = sa.func.json_each(sa.bindparam("ids", json.dumps(ids))).table_valued("value")
-        return col.in_(sa.select(values.c.value))
+        return self.backend.key_filter(col, ids)
 
     def existing_keys(self, kind: str, keys: pa.Array | pa.ChunkedArray) -> pa.Array:
         """Bool mask aligned with `keys`: the key is stored in that kind's table."""
@@ -301,15 +285,15 @@ class Store:
             assert self._conn is not None
             undo = self._conn.begin_nested() if trial else None
             dbapi_conn = self._conn.connection.dbapi_connection
-            batch: postgres.PgBatch | sqlite.SqliteBatch
             try:
-                if self.dialect == "postgresql":
-                    batch = postgres.PgBatch(dbapi_conn, kind, data)
-                else:
-                    existing = self.existing_keys(kind, data.column(KINDS[kind].key))
-                    batch = sqlite.SqliteBatch(dbapi_conn, kind, data, existing)
+                batch = self.backend.batch(
+                    dbapi_conn,
+                    kind,
+                    data,
+                    lambda: self.existing_keys(kind, data.column(KINDS[kind].key)),
+                )
                 try:
-                    inserted, updated, refused = _bisect(batch.attempt, n)
+                    inserted, updated, refused = bisect(batch.attempt, n)
                 finally:
                     batch.close()
             finally:
@@ -322,27 +306,3 @@ class Store:
 def _string_array(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     arr = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
     return arr if arr.type == pa.string() else arr.cast(pa.string())
-
-
-def _bisect(
-    attempt: Callable[[int, int], tuple[int, int]], n: int
-) -> tuple[int, int, list[tuple[int, str]]]:
-    """Run attempt(0, n); on a refusal split the range until each bad row stands alone."""
-    inserted = updated = 0
-    refused: list[tuple[int, str]] = []
-    pending = [(0, n)]
-    while pending:
-        lo, hi = pending.pop()
-        try:
-            ins, upd = attempt(lo, hi)
-        except RowRefused as exc:
-            if hi - lo == 1:
-                refused.append((lo, exc.message))
-            else:
-                mid = (lo + hi) // 2
-                pending += [(mid, hi), (lo, mid)]
-            continue
-        inserted += ins
-        updated += upd
-    refused.sort()
-    return inserted, updated, refused

@@ -1,14 +1,16 @@
-"""PostgreSQL write path: COPY a batch into a TEMP staging table, then one upsert.
+"""The PostgreSQL backend: engine, faults, and the write path (COPY a batch into a TEMP
+staging table, then one upsert).
 
-See PERFORMANCE-NOTES: COPY + `INSERT … SELECT … ON CONFLICT` runs at ~0.65× a bare COPY,
-5× faster than `execute_values`. Timestamps go into the CSV as naive UTC (pyarrow writes
-tz-aware ones ~10× slower) and the staging columns are `timestamp`, converted back with
-`AT TIME ZONE 'UTC'`, so the session's TimeZone setting does not matter.
+COPY + `INSERT … SELECT … ON CONFLICT` is the fast way in (README, performance). Timestamps
+go into the CSV as naive UTC (pyarrow writes tz-aware ones far slower) and the staging
+columns are `timestamp`, converted back with `AT TIME ZONE 'UTC'`, so the session's
+TimeZone setting does not matter.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import psycopg2
@@ -16,31 +18,77 @@ import psycopg2.errors
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 
+from ..errors import DatabaseError, DatabaseUnavailable, SchemaMismatch
 from ..schema import KINDS
-from .tables import TABLES, RowRefused, upsert_clause
+from .backend import savepoint, short
+from .tables import TABLES, upsert_clause
 
-_SAVEPOINT = "tutormax_write"
 _CSV_OPTIONS = pacsv.WriteOptions(include_header=False, batch_size=8192)
 # Errors a single row can cause; anything else (connection lost, SQL bug) is not bisected.
 _ROW_ERRORS = (psycopg2.IntegrityError, psycopg2.DataError, psycopg2.errors.CardinalityViolation)
+_CONNECT_ARGS = {"connect_timeout": 10, "application_name": "tutormax"}
+SCHEMA_LOCK = 7406917710  # pg_advisory_xact_lock key: one schema change at a time
+
+# SQLSTATEs (https://www.postgresql.org/docs/current/errcodes-appendix.html).
+_OUTAGE_CLASSES = ("08", "53", "57")  # connection exception, insufficient resources, shutdown
+_OUTAGE_CODES = {"40001", "40P01", "55P03"}  # serialization failure, deadlock, lock timeout
+_SCHEMA_CODES = {"42P01", "42703", "42804", "42P10"}  # undefined table/column, wrong type
+_OPERATOR_CLASSES = ("28", "3D", "25")  # authorization, no such database, read-only server
+_OPERATOR_CODES = {"42501"}  # insufficient privilege
 
 
 def refusal_message(exc: BaseException) -> str:
     """The database's own words, short: the primary message and its DETAIL line."""
     diag = getattr(exc, "diag", None)
     primary = getattr(diag, "message_primary", None)
-    if primary:
-        detail = getattr(diag, "message_detail", None)
-        text = f"{primary} ({detail})" if detail else primary
-    else:
-        lines = str(exc).strip().splitlines()
-        text = lines[0] if lines else type(exc).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
+    if not primary:
+        return short(str(exc) or type(exc).__name__)
+    detail = getattr(diag, "message_detail", None)
+    return short(f"{primary} ({detail})" if detail else primary)
 
 
-def is_row_error(exc: BaseException) -> bool:
-    return isinstance(exc, _ROW_ERRORS)
+class PostgresBackend:
+    name = "postgresql"
+    driver_errors: tuple[type[BaseException], ...] = (psycopg2.Error,)
+
+    def engine(self, url: sa.URL) -> sa.Engine:
+        # The COPY fast path needs psycopg2, whatever driver the URL names.
+        url = url.set(drivername="postgresql+psycopg2")
+        args = {k: v for k, v in _CONNECT_ARGS.items() if k not in url.query}
+        return sa.create_engine(url, pool_pre_ping=True, connect_args=args)
+
+    def key_filter(self, col: sa.ColumnElement[Any], ids: list[str]) -> sa.ColumnElement[bool]:
+        return col == sa.any_(sa.bindparam("ids", ids, type_=ARRAY(sa.Text())))
+
+    def lock_schema(self, conn: sa.Connection) -> None:
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK})")
+
+    def begin(self, conn: sa.Connection) -> None:
+        """Nothing to say before BEGIN: row locks and ON CONFLICT handle concurrency."""
+
+    def fault(self, exc: BaseException) -> type[DatabaseError] | None:
+        if not isinstance(exc, psycopg2.Error):
+            return None
+        code = exc.pgcode or ""
+        if not code:  # no SQLSTATE: the client itself failed (refused, reset, closed)
+            if isinstance(exc, psycopg2.OperationalError | psycopg2.InterfaceError):
+                return DatabaseUnavailable
+            return None
+        if code[:2] in _OUTAGE_CLASSES or code in _OUTAGE_CODES:
+            return DatabaseUnavailable
+        if code in _SCHEMA_CODES:
+            return SchemaMismatch
+        if code[:2] in _OPERATOR_CLASSES or code in _OPERATOR_CODES:
+            return DatabaseError
+        return None
+
+    def batch(
+        self, dbapi_conn: Any, kind: str, table: pa.Table, existing: Callable[[], pa.Array]
+    ) -> PgBatch:
+        return PgBatch(dbapi_conn, kind, table)
 
 
 def _array_literal(arr: pa.Array) -> pa.Array:
@@ -113,21 +161,18 @@ class PgBatch:
     def attempt(self, lo: int, hi: int) -> tuple[int, int]:
         """(inserted, updated) for rows [lo, hi); raises RowRefused, leaving no trace."""
         cur = self.cur
-        cur.execute(f"SAVEPOINT {_SAVEPOINT}")
-        try:
+        with savepoint(cur, _ROW_ERRORS, refusal_message):
             cur.execute(self.truncate_sql)
             sink = pa.BufferOutputStream()
             pacsv.write_csv(self.rows.slice(lo, hi - lo), sink, _CSV_OPTIONS)
             cur.copy_expert(self.copy_sql, pa.BufferReader(sink.getvalue()), size=1 << 20)
             cur.execute(self.upsert_sql)
             inserted, returned = cur.fetchone()
-        except _ROW_ERRORS as exc:
-            cur.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
-            cur.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}")
-            raise RowRefused(refusal_message(exc)) from exc
-        cur.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}")
         return int(inserted), int(returned) - int(inserted)
 
     def close(self) -> None:
         with contextlib.suppress(psycopg2.Error):
             self.cur.close()
+
+
+BACKEND = PostgresBackend()

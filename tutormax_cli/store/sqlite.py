@@ -1,30 +1,87 @@
-"""SQLite: connection setup and the write path (`executemany` upsert in the transaction).
+"""The SQLite backend: engine, faults and the write path (`executemany` upsert).
 
 pysqlite's own transaction handling breaks SAVEPOINTs, so it is switched off and BEGIN is
 emitted by SQLAlchemy's `begin` event (the recipe from SQLAlchemy's SQLite docs). Write
 transactions use BEGIN IMMEDIATE so two writers queue on the busy timeout instead of
-failing on a lock upgrade.
+failing on a lock upgrade; that lock is also what holds a schema change alone.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import sqlite3
+from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy import event
 
-from .tables import TABLES, RowRefused, dump_list, upsert_clause
+from ..errors import DatabaseError, DatabaseUnavailable, SchemaMismatch
+from .backend import savepoint, short
+from .tables import TABLES, dump_list, upsert_clause
 
 IMMEDIATE = "tutormax_begin_immediate"  # Connection.info flag for the next BEGIN
-_SAVEPOINT = "tutormax_write"
 _ROW_ERRORS = (sqlite3.IntegrityError, sqlite3.DataError)
 _CHUNK_ROWS = 5_000
+BUSY_TIMEOUT_S = 30  # workers sharing one file wait this long for each other's writes
+_OUTAGE = ("database is locked", "database table is locked", "disk i/o error")
+_SCHEMA = ("no such table", "no such column", "has no column named")
 
 
-def setup_engine(engine: sa.Engine) -> None:
+def refusal_message(exc: BaseException) -> str:
+    return short(str(exc) or type(exc).__name__)
+
+
+class SqliteBackend:
+    name = "sqlite"
+    driver_errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
+
+    def engine(self, url: sa.URL) -> sa.Engine:
+        db = url.database or ""
+        if db and db != ":memory:" and not db.startswith("file:") and not os.path.isabs(db):
+            url = url.set(database=os.path.abspath(db))  # relative to the folder we start in
+        if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
+            with contextlib.suppress(OSError):  # like --out does; else connecting says why
+                os.makedirs(os.path.dirname(url.database) or ".", exist_ok=True)
+        args = {} if "timeout" in url.query else {"timeout": BUSY_TIMEOUT_S}
+        engine = sa.create_engine(
+            url.set(drivername="sqlite+pysqlite"), pool_pre_ping=True, connect_args=args
+        )
+        _setup(engine)
+        return engine
+
+    def key_filter(self, col: sa.ColumnElement[Any], ids: list[str]) -> sa.ColumnElement[bool]:
+        values = sa.func.json_each(sa.bindparam("ids", json.dumps(ids))).table_valued("value")
+        return col.in_(sa.select(values.c.value))
+
+    def lock_schema(self, conn: sa.Connection) -> None:
+        """The write transaction is BEGIN IMMEDIATE: it holds the database's write lock."""
+
+    def begin(self, conn: sa.Connection) -> None:
+        conn.info[IMMEDIATE] = True
+
+    def fault(self, exc: BaseException) -> type[DatabaseError] | None:
+        if not isinstance(exc, sqlite3.Error):
+            return None
+        text = str(exc).lower()
+        if any(s in text for s in _OUTAGE):
+            return DatabaseUnavailable
+        if any(s in text for s in _SCHEMA):
+            return SchemaMismatch
+        if "unable to open" in text or "readonly" in text or "not authorized" in text:
+            return DatabaseError
+        return None
+
+    def batch(
+        self, dbapi_conn: Any, kind: str, table: pa.Table, existing: Callable[[], pa.Array]
+    ) -> SqliteBatch:
+        return SqliteBatch(dbapi_conn, kind, table, existing())
+
+
+def _setup(engine: sa.Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we emit BEGIN ourselves
@@ -37,16 +94,6 @@ def setup_engine(engine: sa.Engine) -> None:
     def _on_begin(conn: sa.Connection) -> None:
         immediate = conn.info.pop(IMMEDIATE, False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-
-
-def is_row_error(exc: BaseException) -> bool:
-    return isinstance(exc, _ROW_ERRORS)
-
-
-def refusal_message(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    text = lines[0] if lines else type(exc).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def _python_columns(table: pa.Table) -> list[list[Any]]:
@@ -93,9 +140,8 @@ class SqliteBatch:
 
     def attempt(self, lo: int, hi: int) -> tuple[int, int]:
         cur = self.cur
-        cur.execute(f"SAVEPOINT {_SAVEPOINT}")
-        before = self.conn.total_changes
-        try:
+        with savepoint(cur, _ROW_ERRORS, refusal_message):
+            before = self.conn.total_changes
             # Python rows are built a chunk at a time: a whole batch of them (millions of
             # objects) would set the process's peak memory.
             for start in range(lo, hi, _CHUNK_ROWS):
@@ -104,15 +150,13 @@ class SqliteBatch:
                 new = self.new[start : start + len(rows)]
                 cur.executemany(self.insert_sql, (r for r, n in zip(rows, new, strict=True) if n))
                 cur.executemany(self.sql, (r for r, n in zip(rows, new, strict=True) if not n))
-        except _ROW_ERRORS as exc:
-            cur.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
-            cur.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}")
-            raise RowRefused(refusal_message(exc)) from exc
-        changed = self.conn.total_changes - before
-        cur.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}")
+            changed = self.conn.total_changes - before
         inserted = sum(self.new[lo:hi])
         return inserted, changed - inserted
 
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):
             self.cur.close()
+
+
+BACKEND = SqliteBackend()
