@@ -3,6 +3,8 @@
 The producer side, for backfills and tests. Files are checked (readable, kind, columns)
 before anything is published; tutors go before sessions and sessions before feedback.
 A row that cannot travel as JSON text (malformed, invalid UTF-8) is skipped and counted.
+Inputs are what `enrich` reads: compressed files (`.csv.gz`…) and `-` for stdin (with
+`--kind` and `--format`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .files import RawBatch, Source
+from . import errors as E
+from .files import RawBatch, Source, is_stdin
 from .schema import KIND_ORDER
 from .streams import Streams
 
@@ -61,6 +64,8 @@ def publish_files(
     progress: Progress | None = None,
     batch_rows: int = PUBLISH_BATCH_ROWS,
 ) -> PublishSummary:
+    if sum(1 for p in paths if is_stdin(p)) > 1:
+        raise E.UsageError("-: stdin is named more than once; it can be read once")
     sources = sorted(
         (Source(p, fmt, kind) for p in paths), key=lambda s: KIND_ORDER.index(s.kind.name)
     )
@@ -72,7 +77,7 @@ def publish_files(
         summary.files.append(f)
         started = time.monotonic()
         for rb in src.batches(batch_rows):
-            records = list(_records(rb, src.path.name, f))
+            records = list(_records(rb, src.name if is_stdin(src.path) else src.path.name, f))
             f.published += streams.publish(name, iter(records))
             if progress is not None:
                 progress(str(src.path), name, f.published + f.skipped, rb.done)
