@@ -95,12 +95,15 @@ class FileProgress:
             return
         rate = "-" if est.rate is None else f"{est.rate:,.0f}"
         fields = {"rows": rows, "rate": rate, "eta": _clock_text(est.eta)}
+        completed = int(est.done * 1000)
         task = self._tasks.get(source)
         if task is None:
-            task = self._tasks[source] = self._bar.add_task(
-                f"{kind} {Path(source).name}", total=1000, **fields
+            name = f"{kind} {Path(source).name}"
+            self._tasks[source] = self._bar.add_task(
+                name, total=1000, completed=completed, **fields
             )
-        self._bar.update(task, completed=int(est.done * 1000), **fields)
+        else:
+            self._bar.update(task, completed=completed, **fields)
 
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:
