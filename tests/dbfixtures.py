@@ -25,7 +25,7 @@ import pytest
 import sqlalchemy as sa
 
 from tutormax_cli.config import mask_url
-from tutormax_cli.fields import Context, derive
+from tutormax_cli.fields import FORMULA_VERSION, Context, derive
 from tutormax_cli.schema import KINDS
 from tutormax_cli.store import Store
 
@@ -110,7 +110,12 @@ def make_table(
     for name in derived.column_names:
         table = table.append_column(name, derived.column(name))
     stamp = enriched_at or as_of
-    return table.append_column("enriched_at", pa.array([stamp] * len(rows), TIMESTAMP))
+    n = len(rows)
+    return (
+        table.append_column("enriched_at", pa.array([stamp] * n, TIMESTAMP))
+        .append_column("reporting_timezone", pa.array(["UTC"] * n, pa.string()))
+        .append_column("formula_version", pa.array([FORMULA_VERSION] * n, pa.int64()))
+    )
 
 
 def tutor(i: int | str, **values: Any) -> dict[str, Any]:

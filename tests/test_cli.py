@@ -158,7 +158,7 @@ def test_queue_results_go_to_stdout(tmp_path: Path, redis_url: str, prefix: str)
     listed = tm("dlq", "list", *q)
     assert listed.returncode == 0 and "dead letters (0 of 0)" in listed.stdout
     init = tm("db", "init", "--db", db)
-    assert init.returncode == 0 and "schema ready" in init.stdout
+    assert init.returncode == 0 and "→ revision" in init.stdout
     worker = tm("worker", "--burst", "--json", "--block-ms", "50", "--db", db, *q)
     assert worker.returncode == 0, worker.stderr
     assert json.loads(worker.stdout)["persisted"] == 25

@@ -222,7 +222,10 @@ def test_jsonl_bad_lines_are_rejected_by_line(tmp_path) -> None:
         (["{tutors}", "--timezone", "Mars/Olympus"], "--timezone 'Mars/Olympus'"),
         (["{tutors}", "--as-of", "tomorrow"], "--as-of 'tomorrow'"),
         (["{tutors}", "--batch-size", "0"], "--batch-size 0"),
-        (["{tutors}", "--kind", "lessons"], "unknown kind 'lessons'"),
+        (
+            ["{tutors}", "--kind", "lessons"],
+            "'lessons' is not one of 'tutors', 'sessions', 'feedback'",
+        ),
         (["{tutors}", "--kind", "sessions"], "missing required sessions columns"),
         (["{odd}"], "cannot tell the format"),
         (["{corrupt}"], "not a readable Parquet file"),

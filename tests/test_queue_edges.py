@@ -103,7 +103,8 @@ def test_a_crashed_consumers_parents_do_not_doom_their_children(
     first = run(worker_cmd(pg_url, redis_url, prefix, "--consumer", "a"), fault="before_commit")
     assert first.returncode == -signal.SIGKILL
     publish(streams, "sessions", [session(i, tutor_id=f"T{i % 20}") for i in range(300)])
-    cmd = worker_cmd(pg_url, redis_url, prefix, "--consumer", "b", "--reclaim-idle-ms", "1500")
+    # Idle long enough that b reads the sessions (and they wait) before it may reclaim.
+    cmd = worker_cmd(pg_url, redis_url, prefix, "--consumer", "b", "--reclaim-idle-ms", "5000")
     second = run(cmd)
     assert second.returncode == 0, second.stderr
     assert dead_letters(streams) == []

@@ -50,7 +50,8 @@ def test_init_schema_is_idempotent_and_shaped_by_the_spec(store: Store) -> None:
     assert set(inspector.get_table_names()) >= {"tutors", "sessions", "feedback"}
     for kind, k in KINDS.items():
         columns = [c["name"] for c in inspector.get_columns(kind)]
-        expected = [*k.column_names, *(f.name for f in fields_for(kind)), "enriched_at"]
+        provenance = ["enriched_at", "reporting_timezone", "formula_version"]
+        expected = [*k.column_names, *(f.name for f in fields_for(kind)), *provenance]
         assert columns == expected == arrow_schema(kind).names
         assert len(fields_for(kind)) in (5, 6)
         assert inspector.get_pk_constraint(kind)["constrained_columns"] == [k.key]

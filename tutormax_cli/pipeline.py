@@ -34,12 +34,13 @@ from .duplicates import (
     key_hashes,
     occurrence,
 )
-from .fields import REGISTRY, Context, derive
+from .fields import FORMULA_VERSION, REGISTRY, Context, derive
 from .schema import Kind
 from .validate import FieldError, Rejected, positions, validate
 
 DERIVED_NAMES = frozenset(f.name for f in REGISTRY)
 ENRICHED_AT = "enriched_at"
+PROVENANCE = (ENRICHED_AT, "reporting_timezone", "formula_version")  # store/tables.py
 _UTC_US = pa.timestamp("us", tz="UTC")
 
 
@@ -371,13 +372,18 @@ class Pipeline:
 
 
 def _store_rows(rows: _Rows, ctx: Context) -> pa.Table:
-    """Input columns, derived fields and enriched_at: a row as the store writes it."""
+    """Input columns, derived fields and their provenance (as-of, timezone, formula
+    version): a row as the store writes it."""
     assert rows.derived is not None
     n = rows.table.num_rows
-    enriched_at = pa.repeat(pa.scalar(ctx.as_of, _UTC_US), n)
+    provenance = [
+        pa.repeat(pa.scalar(ctx.as_of, _UTC_US), n),
+        pa.repeat(pa.scalar(ctx.timezone, pa.string()), n),
+        pa.repeat(pa.scalar(FORMULA_VERSION, pa.int64()), n),
+    ]
     return pa.table(
-        [*rows.table.columns, *rows.derived.columns, enriched_at],
-        names=[*rows.table.column_names, *rows.derived.column_names, ENRICHED_AT],
+        [*rows.table.columns, *rows.derived.columns, *provenance],
+        names=[*rows.table.column_names, *rows.derived.column_names, *PROVENANCE],
     )
 
 

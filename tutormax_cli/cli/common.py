@@ -32,7 +32,7 @@ from ..errors import (
 # rather than rich's 80 for the summaries on stderr.
 _WIDE = sys.stderr.isatty() or bool(os.environ.get("COLUMNS"))
 err = Console(stderr=True, highlight=False, width=None if _WIDE else 120)
-out = Console(highlight=False)
+out = Console(highlight=False, soft_wrap=True)  # lines of text are never broken
 
 
 def open_streams(redis: str | None, prefix: str, streams: str, block_ms: int = 0) -> Any:

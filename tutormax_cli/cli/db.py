@@ -1,6 +1,8 @@
-"""`tutormax db …`: schema management."""
+"""`tutormax db init | upgrade | current`: the schema and its version (SPEC §5)."""
 
 from __future__ import annotations
+
+from typing import Annotated, Any
 
 import typer
 
@@ -8,30 +10,107 @@ from ..config import DEFAULT_DATABASE_URL
 from .common import handle_errors, out, print_json
 from .options import DbUrl, JsonFlag
 
-app = typer.Typer(help="Database schema commands.", no_args_is_help=True)
+app = typer.Typer(
+    help="The database schema: create, upgrade, show its version.", no_args_is_help=True
+)
+
+_SAID = {
+    "empty": "no tutormax tables",
+    "v010": "tutormax 0.1.0's tables (no version table)",
+    "current": "at this version's schema",
+    "behind": "behind this version's schema",
+    "ahead": "ahead of this tutormax (a newer one wrote it)",
+    "unknown": "tables named like tutormax's, in no layout tutormax wrote",
+}
+
+
+def _store(db: str | None) -> Any:
+    from ..store import Store
+
+    return Store.connect(db or DEFAULT_DATABASE_URL)
+
+
+def _upgrade(db: str | None, json_out: bool, verb: str) -> None:
+    from ..store.migrate import upgrade
+
+    with _store(db) as store:
+        before, after = upgrade(store)
+        counts = store.row_counts()
+        where = store.url_masked
+    doc = {
+        "database": where,
+        "before": {"status": before.status, "revision": before.revision},
+        "revision": after.revision,
+        "tables": counts,
+    }
+    if json_out:
+        print_json(doc)
+        return
+    if before.status == "current":
+        out.print(f"{where} is at revision {after.revision} already: nothing to do", markup=False)
+    else:
+        out.print(f"{verb} {where}: {_SAID[before.status]} → revision {after.revision}",
+                  markup=False)  # fmt: skip
+    out.print(", ".join(f"{k} {v:,} rows" for k, v in counts.items()), markup=False)
 
 
 @app.command("init")
 @handle_errors
 def init(db: DbUrl = None, json_out: JsonFlag = False) -> None:
-    """Create the tutors, sessions and feedback tables (idempotent).
+    """Create the tutors, sessions and feedback tables (`db upgrade` on an empty database;
+    on one that holds them already, it upgrades them, keeping every row).
 
     Example:
 
       tutormax db init --db postgresql://app@localhost/tutoring
     """
-    from ..config import mask_url
-    from ..store import Store
+    _upgrade(db, json_out, "created")
 
-    url = db or DEFAULT_DATABASE_URL
-    with Store.connect(url) as store:
-        store.init_schema()
-        counts = store.row_counts()
+
+@app.command("upgrade")
+@handle_errors
+def upgrade(
+    db: DbUrl = None,
+    sql: Annotated[
+        bool, typer.Option("--sql", help="Print the SQL it would run instead of running it.")
+    ] = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """Bring a database written by an earlier tutormax (0.1.0 included) to this version's
+    schema, in place, keeping every row. Idempotent; two at once are safe (a lock).
+
+    Example:
+
+      tutormax db upgrade --db postgresql://app@localhost/tutoring --sql
+    """
+    if sql:
+        from ..store.migrate import upgrade_sql
+
+        with _store(db) as store:
+            out.print(upgrade_sql(store), markup=False, highlight=False, end="")
+        return
+    _upgrade(db, json_out, "upgraded")
+
+
+@app.command("current")
+@handle_errors
+def current(db: DbUrl = None, json_out: JsonFlag = False) -> None:
+    """Show the database's schema revision, and whether it is this version's.
+
+    Example:
+
+      tutormax db current --json
+    """
+    from ..store.migrate import state
+
+    with _store(db) as store, store.connect_once() as conn:
+        now = state(conn)
+        where = store.url_masked
     if json_out:
-        print_json({"database": mask_url(url), "tables": counts})
-    else:
-        out.print(
-            f"schema ready in {mask_url(url)}: "
-            + ", ".join(f"{k} ({v:,} rows)" for k, v in counts.items()),
-            markup=False,
-        )
+        print_json({"database": where, "status": now.status, "revision": now.revision,
+                    "head": now.head})  # fmt: skip
+        return
+    out.print(f"{where}: {_SAID[now.status]} (revision {now.revision or '-'}; this tutormax "
+              f"writes {now.head})", markup=False)  # fmt: skip
+    if now.needs_upgrade and now.status != "empty":
+        out.print("run `tutormax db upgrade` to bring it to this version", markup=False)

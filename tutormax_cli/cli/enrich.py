@@ -142,14 +142,21 @@ def _ctrl_c() -> Iterator[Callable[[], bool]]:
 
 
 def _open_store(url: str, dry_run: bool) -> Any:
-    """Connect and create the schema (run before the first batch: a bad URL writes nothing)."""
+    """Connect and check the schema version (before the first batch: a bad URL, or a
+    database of another version, writes nothing)."""
     from ..store import Store
 
     if dry_run and url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).exists():
         url = "sqlite://"  # a dry run creates no database file: an empty in-memory one
+    from ..store.migrate import check
+
     store = Store.connect(url)
-    if not dry_run:  # a dry run creates the schema inside its rolled-back transaction
-        store.init_schema()
+    try:  # an empty database is created (the quick start is one command); a dry run creates
+        # it inside its rolled-back transaction. Behind or ahead: exit 2, nothing written.
+        check(store, create=not dry_run, empty_ok=dry_run)
+    except BaseException:
+        store.close()
+        raise
     return store
 
 

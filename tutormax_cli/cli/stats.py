@@ -67,6 +67,7 @@ def _gather(streams: Any, group: str, db: str | None, reclaim_idle_ms: int) -> d
     from ..schema import KIND_ORDER
     from ..stats import gather
     from ..store import Store
+    from ..store.migrate import check
 
     url = db or DEFAULT_DATABASE_URL
     if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).exists():
@@ -75,10 +76,11 @@ def _gather(streams: Any, group: str, db: str | None, reclaim_idle_ms: int) -> d
         return doc
     try:
         with Store.connect(url) as store:
+            check(store, empty_ok=True)  # behind or ahead: reported, not counted
             return gather(streams, group, store, reclaim_idle_ms)
     except DatabaseError as exc:
         doc = gather(streams, group, reclaim_idle_ms=reclaim_idle_ms)
-        doc["database_error"] = exc.message
+        doc["database_error"] = exc.message + (f"; {exc.hint}" if exc.hint else "")
         return doc
 
 

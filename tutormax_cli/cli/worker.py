@@ -101,6 +101,7 @@ def worker(
     from ..config import DEFAULT_DATABASE_URL
     from ..metrics import Metrics
     from ..store import Store
+    from ..store.migrate import check
     from ..worker import Worker, WorkerOptions, default_consumer, install_signal_handlers
     from ..worker_policy import RetryPolicy
     from . import logs
@@ -118,7 +119,7 @@ def worker(
     with open_streams(redis, prefix, streams, block_ms) as s:
         s.ping()
         with Store.connect(db or DEFAULT_DATABASE_URL) as store:
-            store.init_schema()
+            check(store, create=True)  # behind or ahead of this version: exit 2
             metrics = None
             if metrics_port is not None:
                 metrics = Metrics(metrics_port, metrics_addr, ready=_readiness(s, store))

@@ -12,6 +12,11 @@ from ..schema import KIND_ORDER
 from . import feedback, sessions, tutors  # noqa: F401  (importing registers the formulas)
 from .base import Context, Field, registered
 
+# The version of the formulas: stored beside every row's derived values (SPEC §5), so
+# `tutormax refresh` knows which rows an older formula computed. Bump it whenever a formula
+# changes what it returns; tests/test_formula_version.py fails until you do.
+FORMULA_VERSION = 1
+
 # Kinds in processing order; within a kind, definition order (= SPEC order).
 REGISTRY: tuple[Field, ...] = tuple(sorted(registered(), key=lambda f: KIND_ORDER.index(f.kind)))
 
@@ -38,4 +43,12 @@ def markdown_table() -> str:
 
 _TYPE_NAMES = {"int64": "integer", "bool": "boolean", "string": "text", "double": "float"}
 
-__all__ = ["REGISTRY", "Context", "Field", "derive", "fields_for", "markdown_table"]
+__all__ = [
+    "FORMULA_VERSION",
+    "REGISTRY",
+    "Context",
+    "Field",
+    "derive",
+    "fields_for",
+    "markdown_table",
+]

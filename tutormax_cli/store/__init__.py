@@ -16,7 +16,7 @@ Losing the connection is never a refused row: it raises `errors.DatabaseUnavaila
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext, suppress
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,6 +116,22 @@ class Store:
 
     # -- connections and transactions ------------------------------------------------------
 
+    @property
+    def connection(self) -> sa.Connection:
+        """The connection of the open transaction (inside `transaction()` only)."""
+        assert self._conn is not None, "no transaction is open"
+        return self._conn
+
+    @contextmanager
+    def connect_once(self) -> Iterator[sa.Connection]:
+        """The open transaction's connection, else a short-lived one (reads only)."""
+        with self._reading() as conn:
+            yield conn
+
+    def errors(self, action: str) -> AbstractContextManager[None]:
+        """Driver errors inside the block → the tutormax fault they are (see `_errors`)."""
+        return self._errors(action)
+
     @contextmanager
     def _errors(self, action: str) -> Iterator[None]:
         """Driver errors → the tutormax fault they are (store/faults.py), URL masked; a
@@ -200,11 +216,11 @@ class Store:
             yield conn
 
     def init_schema(self) -> None:
-        """Create the three tables if they do not exist (idempotent, safe to race)."""
-        with self.transaction(), self._errors("creating the schema"):
-            assert self._conn is not None
-            self.backend.lock_schema(self._conn)
-            metadata.create_all(self._conn, checkfirst=True)
+        """Create the tables, or bring them to this version's schema (`migrate.upgrade`:
+        idempotent, safe to race)."""
+        from .migrate import upgrade
+
+        upgrade(self)
 
     def ping(self) -> None:
         """Check the database answers, on a connection of its own (thread-safe: /readyz)."""

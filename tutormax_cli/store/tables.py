@@ -1,7 +1,9 @@
 """The three tables (SPEC §5), built from schema.KINDS and the derived-field registry.
 
 Column order in every table: the kind's input columns (SPEC §1), then its derived fields
-(SPEC §3), then `enriched_at`. Both write paths and the upsert SQL read the lists below.
+(SPEC §3), then the provenance of the derived values: `enriched_at` (the as-of),
+`reporting_timezone` and `formula_version` (SPEC §5). Both write paths and the upsert SQL
+read the lists below; the migrations (migrations/versions/) bring a database to them.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from ..fields import fields_for
 from ..schema import ID_MAX_CHARS, KINDS, Column, Kind, Type
 
 ENRICHED_AT = "enriched_at"
+REPORTING_TIMEZONE = "reporting_timezone"
+FORMULA_VERSION = "formula_version"
+PROVENANCE = (ENRICHED_AT, REPORTING_TIMEZONE, FORMULA_VERSION)
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 
 
@@ -119,6 +124,8 @@ def _build(kind: Kind) -> sa.Table:
     for f in fields_for(kind.name):
         columns.append(sa.Column(f.name, _arrow_sql_type(f.type)))
     columns.append(sa.Column(ENRICHED_AT, UTCDateTime(), nullable=False))
+    columns.append(sa.Column(REPORTING_TIMEZONE, sa.Text()))  # null: written by 0.1.0
+    columns.append(sa.Column(FORMULA_VERSION, sa.Integer()))
     return sa.Table(kind.name, metadata, *columns)
 
 
@@ -131,6 +138,8 @@ def arrow_schema(kind: str) -> pa.Schema:
     fields = [pa.field(c.name, c.type.arrow) for c in k.columns]
     fields += [pa.field(f.name, f.type) for f in fields_for(kind)]
     fields.append(pa.field(ENRICHED_AT, TIMESTAMP))
+    fields.append(pa.field(REPORTING_TIMEZONE, pa.string()))
+    fields.append(pa.field(FORMULA_VERSION, pa.int64()))
     return pa.schema(fields)
 
 
@@ -140,7 +149,7 @@ def conform(kind: str, table: pa.Table) -> pa.Table:
     Unknown extra columns are dropped (SPEC §1); an absent optional input column is null.
     """
     k = KINDS[kind]
-    optional = {c.name for c in k.columns if not c.required}
+    optional = {c.name for c in k.columns if not c.required} | {REPORTING_TIMEZONE, FORMULA_VERSION}
     arrays = []
     for f in arrow_schema(kind):
         if f.name in table.column_names:
@@ -165,15 +174,16 @@ def upsert_clause(kind: str, distinct: str) -> str:
     """`ON CONFLICT … DO UPDATE … WHERE …` for target alias `t`.
 
     The row is rewritten only when an input column differs (`distinct` is the dialect's
-    null-safe inequality) and, when both rows carry `updated_at`, the incoming one is not
-    older than the stored one.
+    null-safe inequality) or the stored derived values come from another reporting
+    timezone or formula version, and, when both rows carry `updated_at`, the incoming one
+    is not older than the stored one. So the same input in the same timezone changes
+    nothing, while the stored calendar fields never disagree with their own timezone.
     """
     k = KINDS[kind]
     names = [c.name for c in TABLES[kind].columns]
     sets = ", ".join(f'"{n}" = excluded."{n}"' for n in names if n != k.key)
-    changed = " OR ".join(
-        f't."{n}" {distinct} excluded."{n}"' for n in k.column_names if n != k.key
-    )
+    compared = [*(n for n in k.column_names if n != k.key), REPORTING_TIMEZONE, FORMULA_VERSION]
+    changed = " OR ".join(f't."{n}" {distinct} excluded."{n}"' for n in compared)
     where = f"({changed})"
     if "updated_at" in k.column_names:
         where = (
