@@ -82,6 +82,7 @@ def publish_files(
             if progress is not None:
                 progress(str(src.path), name, f.published + f.skipped, rb.done)
         f.seconds = round(time.monotonic() - started, 3)
+        src.close()  # a spooled stdin's space, now rather than at exit
     return summary
 
 
