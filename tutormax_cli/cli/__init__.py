@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from ..config import load_dotenv
-from . import db, dlq, enrich, generate, publish, stats, worker
+from . import db, dlq, enrich, generate, publish, refresh, stats, worker
 
 app = typer.Typer(
     name="tutormax",
@@ -75,6 +75,7 @@ _readable_argument_help()
 app.command("enrich", no_args_is_help=True)(enrich.enrich)
 app.command("generate")(generate.generate)
 app.add_typer(db.app, name="db")
+app.command("refresh")(refresh.refresh)
 app.command("publish", no_args_is_help=True)(publish.publish)
 app.command("worker")(worker.worker)
 app.command("stats")(stats.stats)

@@ -284,6 +284,21 @@ class Store:
                 counts[name] = int(count)
         return counts
 
+    # -- refresh (store/refresh.py) ----------------------------------------------------------
+
+    def read_page(self, kind: str, after: str | None, limit: int) -> pa.Table:
+        """The next `limit` stored rows of a kind after key `after`, in key order, with the
+        guard of what was read (refresh.DIGEST); on a short-lived connection of its own."""
+        with self._reading() as conn, self._errors(f"reading {kind}"):
+            return self.backend.read_page(conn.connection.dbapi_connection, kind, after, limit)
+
+    def update_derived(self, kind: str, rows: pa.Table) -> int:
+        """Write back refreshed derived values where the inputs are still those read."""
+        with self._errors(f"refreshing {kind}"):
+            assert self._conn is not None, "inside a transaction"
+            dbapi = self._conn.connection.dbapi_connection
+            return self.backend.update_derived(dbapi, kind, rows)
+
     # -- writes ------------------------------------------------------------------------------
 
     def write(self, kind: str, table: pa.Table, *, trial: bool = False) -> WriteResult:

@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from ..errors import DatabaseError, DatabaseUnavailable, SchemaMismatch
+from ..fields import fields_for
 from ..schema import KINDS
 from .backend import savepoint, short
 from .tables import TABLES, upsert_clause
@@ -89,6 +90,12 @@ class PostgresBackend:
         self, dbapi_conn: Any, kind: str, table: pa.Table, existing: Callable[[], pa.Array]
     ) -> PgBatch:
         return PgBatch(dbapi_conn, kind, table)
+
+    def read_page(self, dbapi_conn: Any, kind: str, after: str | None, limit: int) -> pa.Table:
+        return read_page(dbapi_conn, kind, after, limit)
+
+    def update_derived(self, dbapi_conn: Any, kind: str, rows: pa.Table) -> int:
+        return update_derived(dbapi_conn, kind, rows)
 
 
 def _array_literal(arr: pa.Array) -> pa.Array:
@@ -176,3 +183,113 @@ class PgBatch:
 
 
 BACKEND = PostgresBackend()
+
+
+# -- refresh: keyset pages out by COPY TO, derived values back by COPY + UPDATE … FROM ---------
+
+
+def _select_expr(name: str, type_: pa.DataType) -> str:
+    if pa.types.is_timestamp(type_):
+        return f'("{name}" AT TIME ZONE \'UTC\') AS "{name}"'
+    if pa.types.is_list(type_):
+        return f'array_to_json("{name}")::text AS "{name}"'
+    return f'"{name}"'
+
+
+def _digest_expr(kind: str, alias: str = "") -> str:
+    """md5 of the input columns as text: what a refresh compares before it writes back."""
+    prefix = f"{alias}." if alias else ""
+    cols = ", ".join(f'{prefix}"{c}"' for c in KINDS[kind].column_names)
+    return f"md5(ROW({cols})::text)"
+
+
+def read_page(dbapi_conn: Any, kind: str, after: str | None, limit: int) -> pa.Table:
+    """The next `limit` rows after key `after`, every column, by one COPY TO."""
+    from .refresh import DIGEST
+    from .tables import arrow_schema
+
+    schema = arrow_schema(kind)
+    key = KINDS[kind].key
+    cols = ", ".join(_select_expr(f.name, f.type) for f in schema)
+    cur = dbapi_conn.cursor()
+    try:
+        where = cur.mogrify(f'WHERE "{key}" > %s', (after,)).decode() if after is not None else ""
+        select = (
+            f'SELECT {cols}, {_digest_expr(kind)} AS "{DIGEST}" FROM "{kind}" {where} '
+            f'ORDER BY "{key}" LIMIT {int(limit)}'
+        )
+        sql = f"COPY ({select}) TO STDOUT WITH (FORMAT csv, HEADER true)"
+        sink = _Sink()
+        cur.copy_expert(sql, sink)
+    finally:
+        cur.close()
+    types = {
+        f.name: (
+            pa.timestamp("us")
+            if pa.types.is_timestamp(f.type)
+            else pa.string()
+            if pa.types.is_list(f.type)
+            else f.type
+        )
+        for f in schema
+    }
+    types[DIGEST] = pa.string()
+    return pacsv.read_csv(
+        pa.BufferReader(sink.getvalue()),
+        convert_options=pacsv.ConvertOptions(
+            column_types=types,
+            true_values=["t"],
+            false_values=["f"],
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=False,
+        ),
+    )
+
+
+class _Sink:
+    """A file for copy_expert to write into: the bytes, kept."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+
+    def write(self, data: bytes | str) -> int:
+        self._parts.append(data.encode() if isinstance(data, str) else data)
+        return len(data)
+
+    def getvalue(self) -> bytes:
+        return b"".join(self._parts)
+
+
+def update_derived(dbapi_conn: Any, kind: str, rows: pa.Table) -> int:
+    """Write back derived values and provenance of `rows` where the input columns still
+    hold what was read (the digest); returns how many rows were updated."""
+    from .refresh import DIGEST
+    from .tables import PROVENANCE
+
+    key = KINDS[kind].key
+    names = [key, DIGEST, *(f.name for f in fields_for(kind)), *PROVENANCE]
+    part = rows.select(names)
+    stage = f"tutormax_refresh_{kind}"
+    stage_cols = ", ".join(f'"{n}" {_stage_type(part, n)}' for n in names)
+    sets = ", ".join(
+        f'"{n}" = s."{n}" AT TIME ZONE \'UTC\''
+        if pa.types.is_timestamp(part.schema.field(n).type)
+        else f'"{n}" = s."{n}"'
+        for n in names[2:]
+    )
+    cur = dbapi_conn.cursor()
+    try:
+        cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} ({stage_cols}) ON COMMIT DELETE ROWS")
+        cur.execute(f"TRUNCATE {stage}")
+        sink = pa.BufferOutputStream()
+        pacsv.write_csv(_copy_ready(part), sink, _CSV_OPTIONS)
+        cols = ", ".join(f'"{n}"' for n in names)
+        cur.copy_expert(f"COPY {stage} ({cols}) FROM STDIN WITH (FORMAT csv)",
+                        pa.BufferReader(sink.getvalue()), size=1 << 20)  # fmt: skip
+        cur.execute(
+            f'UPDATE "{kind}" AS t SET {sets} FROM {stage} AS s WHERE t."{key}" = s."{key}" '
+            f'AND {_digest_expr(kind, "t")} = s."{DIGEST}"'
+        )
+        return int(cur.rowcount)
+    finally:
+        cur.close()

@@ -80,6 +80,12 @@ class SqliteBackend:
     ) -> SqliteBatch:
         return SqliteBatch(dbapi_conn, kind, table, existing())
 
+    def read_page(self, dbapi_conn: Any, kind: str, after: str | None, limit: int) -> pa.Table:
+        return read_page(dbapi_conn, kind, after, limit)
+
+    def update_derived(self, dbapi_conn: Any, kind: str, rows: pa.Table) -> int:
+        return update_derived(dbapi_conn, kind, rows)
+
 
 def _setup(engine: sa.Engine) -> None:
     @event.listens_for(engine, "connect")
@@ -160,3 +166,72 @@ class SqliteBatch:
 
 
 BACKEND = SqliteBackend()
+
+
+# -- refresh: keyset pages out by SELECT, derived values back by executemany UPDATE ------------
+
+
+def read_page(dbapi_conn: Any, kind: str, after: str | None, limit: int) -> pa.Table:
+    """The next `limit` rows after key `after`, every column; the digest column holds the
+    input columns exactly as stored (JSON), which the write-back compares."""
+    import json
+
+    from ..schema import KINDS
+    from .refresh import DIGEST
+    from .tables import arrow_schema
+
+    schema = arrow_schema(kind)
+    k = KINDS[kind]
+    cols = ", ".join(f'"{f.name}"' for f in schema)
+    where, args = (f'WHERE "{k.key}" > ?', (after,)) if after is not None else ("", ())
+    cur = dbapi_conn.cursor()
+    try:
+        cur.execute(
+            f'SELECT {cols} FROM "{kind}" {where} ORDER BY "{k.key}" LIMIT {int(limit)}', args
+        )
+        rows = cur.fetchall()
+    finally:
+        cur.close()
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in schema]
+    arrays = []
+    for f, values in zip(schema, columns, strict=True):
+        if pa.types.is_timestamp(f.type):
+            arrays.append(pa.array(values, pa.string()).cast(pa.timestamp("us")))
+        elif pa.types.is_list(f.type):
+            arrays.append(pa.array(values, pa.string()))
+        elif pa.types.is_boolean(f.type):
+            arrays.append(pa.array(values, pa.int64()).cast(pa.bool_()))
+        else:
+            arrays.append(pa.array(values, f.type))
+    n_inputs = len(k.column_names)
+    digests = [json.dumps(list(r[:n_inputs])) for r in rows]
+    return pa.table([*arrays, pa.array(digests, pa.string())], names=[*schema.names, DIGEST])
+
+
+def update_derived(dbapi_conn: Any, kind: str, rows: pa.Table) -> int:
+    """Write back derived values and provenance where the input columns still hold what was
+    read (`IS` each value: null-safe); returns how many rows were updated."""
+    import json
+
+    from ..fields import fields_for
+    from ..schema import KINDS
+    from .refresh import DIGEST
+    from .tables import PROVENANCE
+
+    k = KINDS[kind]
+    names = [*(f.name for f in fields_for(kind)), *PROVENANCE]
+    sets = ", ".join(f'"{n}" = ?' for n in names)
+    guard = " AND ".join(f'"{c}" IS ?' for c in k.column_names)
+    sql = f'UPDATE "{kind}" SET {sets} WHERE "{k.key}" = ? AND {guard}'
+    values = _python_columns(rows.select(names))
+    read = [json.loads(d) for d in rows[DIGEST].to_pylist()]
+    params = (
+        [*v, r[k.column_names.index(k.key)], *r]
+        for v, r in zip(zip(*values, strict=True), read, strict=True)
+    )
+    cur = dbapi_conn.cursor()
+    try:
+        cur.executemany(sql, params)
+        return int(cur.rowcount)
+    finally:
+        cur.close()

@@ -1,0 +1,192 @@
+"""`tutormax refresh` (SPEC §5, "Stored values stay true"), on SQLite and PostgreSQL.
+
+A refresh at an as-of, or in a timezone, leaves every stored value equal to a fresh load at
+that as-of or in that timezone; a rescheduled session's feedback gets its delay fixed; a row
+updated by a worker while refresh runs keeps the worker's values; a 0.1.0 database's rows
+(no provenance) are re-derived in full; a run stopped mid-way resumes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from dbfixtures import db_url_fixture, pg_url_fixture, read_rows  # noqa: F401
+from redisfixtures import prefix_fixture, redis_url_fixture  # noqa: F401
+
+from tutormax_cli.store import Store
+from tutormax_cli.store.refresh import RefreshOptions, refresh
+
+TUTORMAX = str(Path(sys.executable).with_name("tutormax"))
+SAMPLE = Path(__file__).parent.parent / "sample_data"
+FILES = [str(SAMPLE / f) for f in ("tutors.csv", "sessions.csv", "feedback.jsonl")]
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def tm(*args: str) -> subprocess.CompletedProcess:
+    done = subprocess.run([TUTORMAX, *args], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def everything(url: str) -> dict[str, dict[str, dict[str, Any]]]:
+    with Store.connect(url) as store:
+        return {kind: read_rows(store, kind) for kind in ("tutors", "sessions", "feedback")}
+
+
+@pytest.fixture(name="other_url")
+def other_url_fixture(db_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """A second, empty database of the same kind, for the fresh load to compare with."""
+    if db_url.startswith("sqlite"):
+        return f"sqlite:///{tmp_path / 'fresh.db'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
+def test_refresh_at_an_as_of_equals_a_fresh_load_at_it(db_url: str, other_url: str) -> None:
+    tm("enrich", *FILES, "--db", db_url, "--as-of", "2025-01-15")
+    out = json.loads(tm("refresh", "--db", db_url, "--as-of", "2025-09-01", "--json").stdout)
+    by_kind = {k["kind"]: k for k in out["kinds"]}
+    assert by_kind["tutors"]["scanned"] == 25
+    assert by_kind["tutors"]["changed"] + by_kind["tutors"]["unchanged"] == 25
+    assert by_kind["sessions"]["changed"] == by_kind["feedback"]["changed"] == 0
+    tm("enrich", *FILES, "--db", other_url, "--as-of", "2025-09-01")
+    refreshed, fresh = everything(db_url), everything(other_url)
+    assert refreshed["tutors"] == fresh["tutors"]  # every value, enriched_at included
+    levels = {r["experience_level"] for r in refreshed["tutors"].values()}
+    assert levels == {"junior", "mid", "senior"} or len(levels) >= 2
+
+
+def test_refresh_in_a_timezone_equals_a_fresh_load_in_it(db_url: str, other_url: str) -> None:
+    tm("enrich", *FILES, "--db", db_url, "--as-of", "2025-01-15")
+    out = json.loads(tm("refresh", "--db", db_url, "--as-of", "2025-01-15", "--timezone",
+                        "Asia/Kolkata", "--json").stdout)  # fmt: skip
+    assert {k["kind"]: k["changed"] for k in out["kinds"]} == {
+        "tutors": 25, "sessions": 200, "feedback": 150,  # a new timezone re-derives in full
+    }  # fmt: skip
+    tm("enrich", *FILES, "--db", other_url, "--as-of", "2025-01-15", "--timezone", "Asia/Kolkata")
+    assert everything(db_url) == everything(other_url)
+    again = json.loads(tm("refresh", "--db", db_url, "--as-of", "2025-01-15", "--timezone",
+                          "Asia/Kolkata", "--json").stdout)  # fmt: skip
+    assert [k["changed"] for k in again["kinds"]] == [0, 0, 0]
+
+
+def test_a_rescheduled_sessions_feedback_is_fixed(db_url: str, tmp_path: Path) -> None:
+    tutors = tmp_path / "t.csv"
+    tutors.write_text("tutor_id,name,email,onboarding_date,status,subjects\n"
+                      "T1,Ann,a@x,2024-01-01,active,Math\n")  # fmt: skip
+    sessions = tmp_path / "s.csv"
+    head = "session_id,tutor_id,student_id,scheduled_start,duration_minutes,subject,updated_at\n"
+    sessions.write_text(head + "S1,T1,st1,2024-11-08T10:00:00Z,60,Math,2024-11-01T00:00:00Z\n")
+    feedback = tmp_path / "f.csv"
+    feedback.write_text("feedback_id,session_id,student_id,tutor_id,overall_rating,submitted_at\n"
+                        "F1,S1,st1,T1,5,2024-11-08T13:00:00Z\n")  # fmt: skip
+    tm("enrich", str(tutors), str(sessions), str(feedback), "--db", db_url)
+    assert _delay(db_url) == 3.0
+    sessions.write_text(head + "S1,T1,st1,2024-11-08T12:30:00Z,60,Math,2024-11-02T00:00:00Z\n")
+    tm("enrich", str(sessions), "--db", db_url)  # rescheduled, after its feedback arrived
+    assert _delay(db_url) == 3.0  # stale
+    out = json.loads(tm("refresh", "--db", db_url, "--kind", "feedback", "--json").stdout)
+    assert out["kinds"] == [{**out["kinds"][0], "scanned": 1, "changed": 1, "skipped": 0}]
+    assert _delay(db_url) == 0.5
+
+
+def _delay(url: str) -> float:
+    with Store.connect(url) as store:
+        return float(read_rows(store, "feedback")["F1"]["feedback_delay_hours"])
+
+
+@pytest.mark.redis
+def test_a_row_a_worker_updates_while_refresh_runs_keeps_the_workers_values(
+    db_url: str, redis_url: str, prefix: str
+) -> None:
+    from dbfixtures import tutor
+    from redisfixtures import publish
+
+    from tutormax_cli.streams import Streams
+    from tutormax_cli.worker import Worker, WorkerOptions
+
+    tm("enrich", FILES[0], "--db", db_url, "--as-of", "2025-01-15")
+    store = Store.connect(db_url)
+    streams = Streams(redis_url, prefix)
+    seen: list[int] = []
+
+    def worker_writes(kind: str, batch: Any) -> None:
+        if seen:
+            return
+        seen.append(batch.num_rows)
+        first = batch["tutor_id"][0].as_py()
+        changed = tutor(0, tutor_id=first, email="worker@x.org",
+                        onboarding_date=datetime(2020, 1, 1, tzinfo=UTC))  # fmt: skip
+        publish(streams, "tutors", [changed])
+        with Store.connect(db_url) as other:
+            Worker(streams, other, WorkerOptions(consumer="w1", block_ms=50)).run(burst=True)
+
+    try:
+        opts = RefreshOptions(as_of=datetime(2025, 9, 1, tzinfo=UTC), kinds=("tutors",),
+                              batch_size=10)  # fmt: skip
+        (counts,) = refresh(store, opts, between=worker_writes)
+        rows = read_rows(store, "tutors")
+    finally:
+        store.close()
+        streams.close()
+    assert (counts.scanned, counts.skipped) == (25, 1)
+    worker_row = next(r for r in rows.values() if r["email"] == "worker@x.org")
+    assert worker_row["enriched_at"] != datetime(2025, 9, 1, tzinfo=UTC)  # the worker's as-of
+    assert worker_row["onboarding_date"] == datetime(2020, 1, 1, tzinfo=UTC)
+    assert worker_row["experience_level"] == "senior"  # derived by the worker, kept
+
+
+def test_a_010_database_is_re_derived_in_full(tmp_path: Path) -> None:
+    """0.1.0 rows carry no provenance: after `db upgrade`, refresh re-derives them all and
+    they equal a fresh load by this version."""
+    old = tmp_path / "v010.db"
+    shutil.copy(FIXTURES / "tutormax-0.1.0.sqlite", old)
+    url = f"sqlite:///{old}"
+    tm("db", "upgrade", "--db", url)
+    out = json.loads(tm("refresh", "--db", url, "--as-of", "2025-01-15", "--timezone",
+                        "America/New_York", "--json").stdout)  # fmt: skip
+    assert [k["changed"] for k in out["kinds"]] == [25, 200, 150]
+    fresh = f"sqlite:///{tmp_path / 'fresh.db'}"
+    tm("enrich", *FILES, "--db", fresh, "--as-of", "2025-01-15", "--timezone",
+       "America/New_York")  # fmt: skip
+    assert everything(url) == everything(fresh)
+
+
+def test_a_dry_run_writes_nothing(db_url: str) -> None:
+    tm("enrich", *FILES, "--db", db_url, "--as-of", "2025-01-15")
+    before = everything(db_url)
+    out = json.loads(tm("refresh", "--db", db_url, "--timezone", "Asia/Tokyo", "--dry-run",
+                        "--json").stdout)  # fmt: skip
+    assert out["dry_run"] and [k["changed"] for k in out["kinds"]] == [25, 200, 150]
+    assert everything(db_url) == before
+
+
+def test_a_refresh_stopped_mid_way_resumes_where_it_stopped(db_url: str) -> None:
+    tm("enrich", FILES[0], FILES[1], "--db", db_url, "--as-of", "2025-01-15")
+    store = Store.connect(db_url)
+
+    def stop_after_three(kind: str, done: int, total: int) -> None:
+        if kind == "sessions" and done >= 30:
+            raise KeyboardInterrupt
+
+    opts = RefreshOptions(as_of=datetime(2025, 1, 15, tzinfo=UTC), timezone="Europe/Paris",
+                          kinds=("sessions",), batch_size=10)  # fmt: skip
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            refresh(store, opts, progress=stop_after_three)
+        engine = store.engine
+        with engine.connect() as conn:
+            paris = conn.execute(sa.text(
+                "SELECT count(*) FROM sessions WHERE reporting_timezone = 'Europe/Paris'"
+            )).scalar_one()  # fmt: skip
+        assert paris == 30  # three whole batches, committed
+        (counts,) = refresh(store, opts)
+    finally:
+        store.close()
+    assert (counts.changed, counts.unchanged) == (170, 30)

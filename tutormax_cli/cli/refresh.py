@@ -1,0 +1,96 @@
+"""`tutormax refresh`: re-derive stored rows in place (SPEC §5); the work is store/refresh.py."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from ..config import DEFAULT_DATABASE_URL
+from .common import err, handle_errors, parse_as_of, parse_timezone, print_json
+from .options import DbUrl, JsonFlag, KindName, Quiet
+
+
+@handle_errors
+def refresh(
+    db: DbUrl = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option(metavar="TIMESTAMP", help="The as-of of tutors' tenure (default: now)."),
+    ] = None,
+    timezone: Annotated[
+        str,
+        typer.Option(envvar="TUTORMAX_TIMEZONE", metavar="ZONE", help="Reporting timezone (IANA)."),
+    ] = "UTC",
+    kind: Annotated[KindName | None, typer.Option(help="Only this kind.")] = None,
+    batch_size: Annotated[
+        int, typer.Option(min=1, metavar="N", help="Rows per batch (and per transaction).")
+    ] = 50_000,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count what would change; write nothing.")
+    ] = False,
+    quiet: Quiet = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """Re-derive stored rows from their stored input columns: tutors' tenure at --as-of (every
+    tutor's enriched_at becomes it), rows written in another timezone or by older formulas,
+    feedback whose session was rescheduled. Only rows whose values change are written; a row
+    someone updated meanwhile is left as it is.
+
+    Example:
+
+      tutormax refresh --db postgresql://app@localhost/tutoring --as-of 2025-01-15 --json
+    """
+    from ..schema import KIND_ORDER
+    from ..store import Store
+    from ..store.migrate import check
+    from ..store.refresh import RefreshOptions
+    from ..store.refresh import refresh as run
+    from .progress import FileProgress
+
+    opts = RefreshOptions(
+        as_of=parse_as_of(as_of),
+        timezone=parse_timezone(timezone),
+        kinds=(kind.value,) if kind else KIND_ORDER,
+        batch_size=batch_size,
+        dry_run=dry_run,
+    )
+    with Store.connect(db or DEFAULT_DATABASE_URL) as store:
+        check(store)  # behind or ahead of this version: exit 2, nothing written
+        with FileProgress(enabled=not (json_out or quiet)) as bar:
+            counts = run(
+                store, opts, lambda k, done, total: bar.update(k, k, done, done / max(total, 1))
+            )
+        where = store.url_masked
+    doc = {
+        "database": where,
+        "as_of": opts.as_of.isoformat(),
+        "timezone": opts.timezone,
+        "dry_run": dry_run,
+        "kinds": [c.as_dict() for c in counts],
+    }
+    if json_out:
+        print_json(doc)
+    elif not quiet:
+        _summary(doc)
+
+
+def _summary(doc: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    title = "tutormax refresh" + (" (dry run: nothing was written)" if doc["dry_run"] else "")
+    t = Table(title=title, title_justify="left", box=None, padding=(0, 1), pad_edge=False)
+    t.add_column("kind")
+    for c in ("scanned", "changed", "unchanged", "skipped", "rows/s"):
+        t.add_column(c, justify="right", no_wrap=True)
+    for k in doc["kinds"]:
+        rate = k["scanned"] / k["seconds"] if k["seconds"] else 0
+        t.add_row(k["kind"], *(f"{k[c]:,}" for c in ("scanned", "changed", "unchanged",
+                  "skipped")), f"{rate:,.0f}")  # fmt: skip
+    err.print(t)
+    err.print(f"database: {doc['database']}, as-of {doc['as_of']}, timezone {doc['timezone']}",
+              markup=False)  # fmt: skip
+    skipped = sum(k["skipped"] for k in doc["kinds"])
+    if skipped:
+        err.print(f"{skipped:,} rows changed while refresh ran and were left as they are; run "
+                  "it again to refresh them too", markup=False)  # fmt: skip

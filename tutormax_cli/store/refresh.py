@@ -1,0 +1,201 @@
+"""`tutormax refresh`: re-derive stored rows in place (SPEC §5, "Stored values stay true").
+
+For each kind, the stored rows are read in key order, a batch at a time (keyset pages, so a
+run can stop anywhere and a crash loses at most one batch); their stored input columns go
+through the same field functions as a fresh load (`fields.derive`: no second definition in
+SQL), at the refresh's as-of and timezone; only the rows whose derived values or
+provenance change are written back, in one transaction a batch:
+
+* tutors: the as-of fields at `--as-of`; every tutor row's `enriched_at` becomes that as-of,
+  changed or not, so `enriched_at` always says when its tenure was true;
+* a row written in another timezone, or by another formula version (0.1.0 rows have
+  neither recorded): re-derived in full;
+* feedback whose session's `scheduled_start` changed after the feedback was enriched: its
+  `feedback_delay_hours` comes out different from the stored one, so it is written.
+
+A row whose input columns changed between the read and the write (a worker or `enrich`
+wrote it meanwhile) is not overwritten: the write compares what was read (PostgreSQL: a
+digest of the input columns; SQLite: the values themselves) and such rows are counted as
+`skipped`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..fields import FORMULA_VERSION, Context, derive, fields_for
+from ..rules import check_column
+from ..schema import KIND_ORDER, KINDS, Column, Type
+from .tables import ENRICHED_AT, REPORTING_TIMEZONE, arrow_schema
+from .tables import FORMULA_VERSION as FORMULA_COLUMN
+
+if TYPE_CHECKING:
+    from . import Store
+
+DEFAULT_BATCH_ROWS = 50_000
+DIGEST = "_digest"  # PostgreSQL: md5 of the input columns as read (the concurrency guard)
+
+# (kind, rows scanned so far, rows in the table)
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class RefreshCounts:
+    kind: str
+    scanned: int = 0
+    changed: int = 0  # derived values or provenance differed: rewritten
+    unchanged: int = 0  # the same values (a tutor's enriched_at is still restamped)
+    skipped: int = 0  # its input changed after this refresh read it: left as it was
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RefreshOptions:
+    as_of: datetime
+    timezone: str = "UTC"
+    kinds: tuple[str, ...] = KIND_ORDER
+    batch_size: int = DEFAULT_BATCH_ROWS
+    dry_run: bool = False
+
+
+class _Rollback(Exception):
+    pass
+
+
+def refresh(
+    store: Store,
+    opts: RefreshOptions,
+    progress: Progress | None = None,
+    between: Callable[[str, pa.Table], None] | None = None,
+) -> list[RefreshCounts]:
+    """Refresh every kind asked for, parents first. `between(kind, batch)` is called after a
+    batch is read and before it is written back (tests use it to write concurrently)."""
+    out = []
+    for kind in (k for k in KIND_ORDER if k in opts.kinds):
+        out.append(_refresh_kind(store, kind, opts, progress, between))
+    return out
+
+
+def _refresh_kind(
+    store: Store,
+    kind: str,
+    opts: RefreshOptions,
+    progress: Progress | None,
+    between: Callable[[str, pa.Table], None] | None,
+) -> RefreshCounts:
+    counts = RefreshCounts(kind)
+    started = time.perf_counter()
+    total = store.row_counts()[kind]
+    ctx = Context(as_of=opts.as_of, timezone=opts.timezone)
+    after: str | None = None
+    while True:
+        stored = store.read_page(kind, after, opts.batch_size)
+        if not stored.num_rows:
+            break
+        after = stored[KINDS[kind].key][-1].as_py()
+        stored = typed(kind, stored)
+        fresh = rederive(store, kind, stored, ctx)
+        changed = differs(kind, stored, fresh)
+        if between is not None:
+            between(kind, stored)
+        # Changed rows, then (tutors only) the unchanged ones whose enriched_at moves to the
+        # new as-of: two writes, so each count is exact.
+        n_changed = _count(changed)
+        wrote = _write(store, kind, fresh.filter(changed), opts.dry_run)
+        restamp = _count(pc.invert(changed)) if kind == "tutors" else 0
+        kept = pc.invert(changed)
+        restamped = _write(store, kind, fresh.filter(kept), opts.dry_run) if restamp else 0
+        counts.scanned += stored.num_rows
+        counts.changed += wrote
+        counts.skipped += (n_changed - wrote) + (restamp - restamped)
+        counts.unchanged = counts.scanned - counts.changed - counts.skipped
+        if progress is not None:
+            progress(kind, counts.scanned, total)
+    counts.seconds = round(time.perf_counter() - started, 3)
+    return counts
+
+
+def _count(mask: pa.Array) -> int:
+    return int(pc.sum(mask.cast(pa.int64())).as_py() or 0)
+
+
+def _write(store: Store, kind: str, rows: pa.Table, dry_run: bool) -> int:
+    """Write back in one transaction; a dry run rolls it back (the count is what it did)."""
+    if not rows.num_rows:
+        return 0
+    written = 0
+    try:
+        with store.transaction():
+            written = store.update_derived(kind, rows)
+            if dry_run:
+                raise _Rollback
+    except _Rollback:
+        pass
+    return written
+
+
+def typed(kind: str, raw: pa.Table) -> pa.Table:
+    """A page as read → the Arrow types of a fresh load (arrow_schema), by the same rules
+    (lists arrive as JSON text); the digest column, if any, is kept as it is."""
+    schema = arrow_schema(kind)
+    k = KINDS[kind]
+    cols, names = [], []
+    for f in schema:
+        arr = raw[f.name].combine_chunks()
+        if pa.types.is_list(f.type) and not pa.types.is_list(arr.type):
+            column = k.column(f.name) if f.name in k.column_names else Column(f.name, Type.LIST)
+            arr, _problems = check_column(Column(column.name, Type.LIST), arr.cast(pa.string()))
+        elif pa.types.is_timestamp(f.type) and arr.type != f.type:
+            arr = arr.cast(pa.timestamp("us")).cast(f.type)
+        elif arr.type != f.type:
+            arr = arr.cast(f.type)
+        cols.append(arr)
+        names.append(f.name)
+    if DIGEST in raw.column_names:
+        cols.append(raw[DIGEST].combine_chunks())
+        names.append(DIGEST)
+    return pa.table(cols, names=names)
+
+
+def rederive(store: Store, kind: str, stored: pa.Table, ctx: Context) -> pa.Table:
+    """The stored rows with derived fields and provenance computed afresh (feedback reads
+    its sessions' starts from the sessions table, as a fresh load does)."""
+    k = KINDS[kind]
+    inputs = stored.select(list(k.column_names))
+    if kind == "feedback":
+        ctx = Context(ctx.as_of, ctx.timezone, store.session_starts)
+    derived = derive(kind, inputs, ctx)
+    n = stored.num_rows
+    table = stored
+    for name in derived.column_names:
+        table = table.set_column(table.schema.get_field_index(name), name, derived[name])
+    provenance = {
+        ENRICHED_AT: pa.repeat(pa.scalar(ctx.as_of, pa.timestamp("us", tz="UTC")), n),
+        REPORTING_TIMEZONE: pa.repeat(pa.scalar(ctx.timezone, pa.string()), n),
+        FORMULA_COLUMN: pa.repeat(pa.scalar(FORMULA_VERSION, pa.int64()), n),
+    }
+    for name, arr in provenance.items():
+        table = table.set_column(table.schema.get_field_index(name), name, arr)
+    return table
+
+
+def differs(kind: str, stored: pa.Table, fresh: pa.Table) -> pa.Array:
+    """Rows whose derived values, reporting timezone or formula version differ (nulls
+    compared as values: a null that stays null is the same)."""
+    names = [f.name for f in fields_for(kind)] + [REPORTING_TIMEZONE, FORMULA_COLUMN]
+    out = pa.array([False] * stored.num_rows)
+    for name in names:
+        a, b = stored[name].combine_chunks(), fresh[name].combine_chunks()
+        same = pc.or_(pc.and_(pc.is_null(a), pc.is_null(b)), pc.fill_null(pc.equal(a, b), False))
+        out = pc.or_(out, pc.invert(same))
+    return out
