@@ -36,8 +36,13 @@ def gather(
             "prefix": streams.prefix,
             "group": group,
             "streams": {},
-            "dead_letter": {"stream": streams.dead_letter_key, "total": None, "by_error": {},
-                            "by_stream": {}, "warnings": []},  # fmt: skip
+            "dead_letter": {
+                "stream": streams.dead_letter_key,
+                "total": None,
+                "by_error": {},
+                "by_stream": {},
+                "warnings": [],
+            },
             "tables": tables,
             "database": getattr(store, "url_masked", None),
             "workers": {},
