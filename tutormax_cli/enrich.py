@@ -427,7 +427,11 @@ class _Run:
 
     def _committed_note(self, per_file: bool = False) -> str:
         if self.store is None:
-            return "; no output file was left under its real name" if self.outputs else ""
+            if not self.outputs:
+                return ""
+            if any(w.streamed for w in self.writers):  # what went to stdout or a FIFO went
+                return "; what was written to stdout or a FIFO stays written"
+            return "; no output file was left under its real name"
         if self.opts.atomic or self.opts.dry_run:
             return " (nothing was committed: the run was one transaction)"
         done = sum(f.written for f in self.summary.files)

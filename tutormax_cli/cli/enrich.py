@@ -87,6 +87,8 @@ def enrich(
     """Enrich tutor, session and feedback files with the 17 derived fields."""
     from ..config import mask_url
     from ..enrich import EnrichOptions, run_enrich
+    from ..errors import UsageError
+    from ..writers import writes_stdout
 
     opts = EnrichOptions(
         paths=paths,
@@ -101,6 +103,11 @@ def enrich(
         atomic=atomic,
         max_errors=max_errors,
     )
+    if json_out and (writes_stdout(out) or writes_stdout(rejects)):
+        raise UsageError(
+            "--json and --out - (or --rejects -) both want stdout",
+            hint="without --json the summary goes to stderr, beside the streamed rows",
+        )
     url = None if no_db else (db or DEFAULT_DATABASE_URL)
     connect = (lambda: _open_store(url, dry_run)) if url else None
     with FileProgress(enabled=not (json_out or quiet)) as progress, _ctrl_c() as stop:
@@ -244,7 +251,7 @@ def _where(summary: Any, opts: Any) -> None:
         err.print(f"database: {summary.database}", markup=False)
     for f in summary.files:
         if f.output:
-            err.print(f"wrote {f.output}", markup=False)
+            err.print(f"wrote {'stdout' if f.output == '-' else f.output}", markup=False)
     if summary.rejects_file:
         err.print(f"rejected rows: {summary.rejected:,} → {summary.rejects_file}", markup=False)
     if summary.stopped:
