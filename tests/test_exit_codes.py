@@ -93,7 +93,7 @@ def test_rows_rejected_is_the_only_exit_1(tmp_path: Path) -> None:
 def test_an_atomic_run_stopped_by_max_errors_leaves_no_output(tmp_path: Path) -> None:
     """--atomic with two inputs, stopped in the second: the first input's finished output
     is not left under its real name either, and the summary names no output."""
-    from tutormax_cli.enrich import EnrichOptions, run_enrich
+    from tutormax_cli.files import EnrichOptions, run_enrich
     from tutormax_cli.store import Store
 
     tutors = tmp_path / "t.csv"
@@ -119,7 +119,7 @@ def test_an_atomic_run_stopped_by_max_errors_leaves_no_output(tmp_path: Path) ->
 
 
 def test_an_atomic_run_that_fails_mid_run_leaves_no_output(tmp_path: Path) -> None:
-    from tutormax_cli.enrich import EnrichOptions, run_enrich
+    from tutormax_cli.files import EnrichOptions, run_enrich
     from tutormax_cli.errors import DatabaseError
     from tutormax_cli.store import Store
 

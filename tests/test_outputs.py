@@ -23,7 +23,7 @@ import pytest
 
 from tutormax_cli.cli.progress import Estimate, FileProgress
 from tutormax_cli.files import Source
-from tutormax_cli.writers import BatchWriter
+from tutormax_cli.files import BatchWriter
 
 TUTORMAX = str(Path(sys.executable).with_name("tutormax"))
 AS_OF = "2024-11-09T12:00:00Z"

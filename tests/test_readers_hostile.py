@@ -178,7 +178,7 @@ def test_jsonl_keys_that_cannot_name_columns_reject_their_line(tmp_path: Path) -
 
 
 def test_an_oversized_jsonl_line_is_skipped_unread(tmp_path: Path) -> None:
-    from tutormax_cli.files import JSONL_MAX_LINE_BYTES
+    from tutormax_cli.files.jsonl import JSONL_MAX_LINE_BYTES
 
     src = tmp_path / "t.jsonl"
     with src.open("w") as fh:
@@ -203,7 +203,7 @@ def test_a_wide_csv_header_is_refused_fast(tmp_path: Path) -> None:
 
 
 def test_a_csv_header_cut_by_the_probe_still_counts(tmp_path: Path) -> None:
-    from tutormax_cli.files import CSV_HEADER_MAX_BYTES
+    from tutormax_cli.files.csv import CSV_HEADER_MAX_BYTES
 
     src = tmp_path / "w.csv"
     src.write_text(",".join(f"column_{i:07d}" for i in range(CSV_HEADER_MAX_BYTES // 10)) + "\n")
@@ -295,7 +295,7 @@ def test_a_malformed_csv_row_with_invalid_utf8_is_one_reject(tmp_path: Path) -> 
 
 
 def test_invalid_utf8_across_read_blocks_is_restored_exactly(tmp_path: Path) -> None:
-    from tutormax_cli.files import CSV_BLOCK_BYTES
+    from tutormax_cli.files.csv import CSV_BLOCK_BYTES
 
     filler = b"T0,Ann,a@x,2024-01-01,active,Math\n" * (CSV_BLOCK_BYTES // 34 + 7)
     src = tmp_path / "t.csv"

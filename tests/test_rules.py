@@ -919,14 +919,14 @@ _ARROWISH = (
 def test_plausible_patterns_hold_for_everything_arrow_accepts(values: list[str]) -> None:
     """cast_each may refuse, unread, a value its `plausible` pattern does not match: that is
     only sound if every value the cast accepts matches. Checked against Arrow itself."""
-    from tutormax_cli import rules
+    from tutormax_cli.rules import scalars, timestamps
 
     arr = pa.array(values)
     checks = [
-        (rules._PLAUSIBLE_INT, lambda a: a.cast(pa.int64()), lambda v: "x" not in v.lower()),
-        (rules._PLAUSIBLE_FLOAT, lambda a: a.cast(pa.float64()), None),
-        (rules._PLAUSIBLE_TIMESTAMP, lambda a: a.cast(pa.timestamp("us", tz="UTC")), None),
-        (rules._PLAUSIBLE_TIMESTAMP, lambda a: a.cast(pa.timestamp("us")), None),
+        (scalars._PLAUSIBLE_INT, lambda a: a.cast(pa.int64()), lambda v: "x" not in v.lower()),
+        (scalars._PLAUSIBLE_FLOAT, lambda a: a.cast(pa.float64()), None),
+        (timestamps._PLAUSIBLE_TIMESTAMP, lambda a: a.cast(pa.timestamp("us", tz="UTC")), None),
+        (timestamps._PLAUSIBLE_TIMESTAMP, lambda a: a.cast(pa.timestamp("us")), None),
     ]
     for pattern, cast, applies in checks:
         matches = pc.match_substring_regex(arr, pattern).to_pylist()

@@ -244,7 +244,7 @@ def test_nul_inside_a_native_list_item_rejects_the_row() -> None:
 def test_a_lone_surrogate_from_json_rejects_only_its_row() -> None:
     import json
 
-    from tutormax_cli.files import records_to_table
+    from tutormax_cli.records import records_to_table
 
     good = {**GOOD["tutors"], "subjects": ["Math"]}
     bad = json.loads(json.dumps({**good, "name": "A"}).replace('"A"', '"\\ud800"'))

@@ -10,6 +10,12 @@ EXIT_BUG = 3  # an internal error: a bug (the traceback goes to the log)
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as shells report it
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception's message, one line (its type's name when it has none)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class TutormaxError(Exception):
     """Root of every error tutormax raises on purpose; carries the process exit code."""
 

@@ -86,9 +86,9 @@ def enrich(
 ) -> None:
     """Enrich tutor, session and feedback files with the 17 derived fields."""
     from ..config import mask_url
-    from ..enrich import EnrichOptions, run_enrich
+    from ..files import EnrichOptions, run_enrich
     from ..errors import UsageError
-    from ..writers import writes_stdout
+    from ..files import writes_stdout
 
     opts = EnrichOptions(
         paths=paths,
@@ -243,7 +243,7 @@ def _where(summary: Any, opts: Any) -> None:
             if target:
                 err.print(f"  {Path(f.source).name} → {target}", markup=False)
         if summary.rejected:
-            from ..enrich import default_rejects_path
+            from ..files import default_rejects_path
 
             err.print(f"  rejected rows → {default_rejects_path(opts)}", markup=False)
         return

@@ -35,7 +35,7 @@ def generate(
       tutormax generate --out data/ --sessions 1000000 --feedback 1000000 --format parquet
     """
     from ..errors import UsageError
-    from ..files import check_format
+    from ..files.formats import check_format
     from ..generate import generate as run
 
     counts = {"tutors": tutors, "sessions": sessions, "feedback": feedback}

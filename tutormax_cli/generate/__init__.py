@@ -29,14 +29,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
-import pyarrow.csv as pcsv
-import pyarrow.parquet as pq
 
 from .feedback import feedback_batch
-from .formats import JsonlWriter, csv_table, jsonl_lines, native_table
+from .formats import OUTPUTS
 from .plan import Batch, Plan, make_plan
 from .rng import Rng
 from .sessions import sessions_batch
@@ -119,27 +116,13 @@ def _write_kind(
     batch_rows: int,
     progress: Progress | None,
 ) -> None:
-    writer: Any = None
+    out = OUTPUTS[fmt]
+    writer = out.open(path)
     try:
         for start, stop in _ranges(n, batch_rows):
             idx = pa.array(range(start, stop), pa.uint64())
-            batch = builder(rng, plan, idx)
-            if fmt == "parquet":
-                table = native_table(batch)
-                if writer is None:
-                    writer = pq.ParquetWriter(path, table.schema)
-                writer.write_table(table)
-            elif fmt == "csv":
-                table = csv_table(rng, batch)
-                if writer is None:
-                    writer = pcsv.CSVWriter(path, table.schema)
-                writer.write_table(table)
-            else:
-                if writer is None:
-                    writer = JsonlWriter(path)
-                writer.write(jsonl_lines(rng, batch))
+            writer.write(out.render(rng, builder(rng, plan, idx)))
             if progress is not None and stop > start:
                 progress(kind_name, stop)
     finally:
-        if writer is not None:
-            writer.close()
+        writer.close()

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 
@@ -138,3 +141,39 @@ class JsonlWriter:
 
     def close(self) -> None:
         self._file.close()
+
+
+class _TableWriter:
+    """A Parquet or CSV writer, opened on the first table (whose schema it takes)."""
+
+    def __init__(self, path: Path, kind: str) -> None:
+        self._path, self._kind = path, kind
+        self._w: Any = None
+
+    def write(self, table: pa.Table) -> None:
+        if self._w is None:
+            import pyarrow.csv as pcsv
+            import pyarrow.parquet as pq
+
+            opener = pq.ParquetWriter if self._kind == "parquet" else pcsv.CSVWriter
+            self._w = opener(self._path, table.schema)
+        self._w.write_table(table)
+
+    def close(self) -> None:
+        if self._w is not None:
+            self._w.close()
+
+
+@dataclass(frozen=True)
+class Output:
+    """How one format renders a generated batch, and what writes it."""
+
+    render: Callable[[Rng, Batch], Any]
+    open: Callable[[Path], Any]  # path → writer with write(rendered), close()
+
+
+OUTPUTS: dict[str, Output] = {
+    "parquet": Output(lambda _rng, b: native_table(b), lambda p: _TableWriter(p, "parquet")),
+    "csv": Output(csv_table, lambda p: _TableWriter(p, "csv")),
+    "jsonl": Output(jsonl_lines, JsonlWriter),
+}

@@ -11,13 +11,10 @@ Writers stream: one batch at a time. Where the output goes (`output_target`):
 * `-`, /dev/stdout, /dev/fd/N: the open descriptor itself (a duplicate of it), so a
   redirection's append mode is kept and nothing is truncated or reopened.
 
-A name ending in .gz, .zst/.zstd or .bz2 is compressed on the way (CSV and JSON Lines).
-"""
+A name ending in .gz, .zst/.zstd or .bz2 is compressed on the way (CSV and JSON Lines)."""
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import re
 import stat
@@ -25,19 +22,15 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
-from decimal import Decimal
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pv
-import pyarrow.parquet as pq
 
-from .errors import OutputError, UsageError
-from .files import STDIN, split_compression
-from .schema import REJECT_ECHO_BYTES
+from ..errors import OutputError, UsageError
+from .encode import conform
+from .formats import TABLE
+from .inputs import STDIN, split_compression
 
 _FD_PATH = re.compile(r"^/(?:dev/fd|proc/self/fd|proc/(\d+)/fd)/(\d+)$")
 
@@ -124,12 +117,12 @@ def writes_stdout(path: Path | None) -> bool:
 
 def check_output(target: OutputTarget, fmt: str, *, atomic: bool) -> None:
     """Refuse, before anything is written, what an output cannot be (UsageError)."""
-    if fmt == "parquet" and target.mode == "fd" and target.fd in (1, 2):
+    if not TABLE[fmt].streams and target.mode == "fd" and target.fd in (1, 2):
         raise UsageError(
             f"--out {target.given}: Parquet is not written to {target.what} (a Parquet "
             "reader needs the whole file to seek in); use --format csv or jsonl, or a file"
         )
-    if fmt == "parquet" and target.codec:
+    if not TABLE[fmt].outer_compression and target.codec:
         raise UsageError(
             f"--out {target.given}: Parquet compresses inside the file; drop the compression suffix"
         )
@@ -178,12 +171,7 @@ class BatchWriter:
             self._pending = self._pool.submit(self._write, conform(table, self.schema))
 
     def _write(self, table: pa.Table) -> None:
-        if self.format == "parquet":
-            self._writer.write_table(table)
-        elif self.format == "csv":
-            self._writer.write_table(_for_text(table, lists_as_json=True))
-        else:
-            self._fh.write(jsonl_bytes(table))
+        self._writer.write(table)
 
     def _wait(self) -> None:
         if self._pending is not None:
@@ -192,13 +180,7 @@ class BatchWriter:
 
     def _open(self, schema: pa.Schema) -> None:
         self._fh = self._sink()
-        if self.format == "parquet":
-            self._writer = pq.ParquetWriter(
-                self._fh, schema, use_dictionary=_dictionary_columns(schema)
-            )
-        elif self.format == "csv":
-            text_schema = _for_text(schema.empty_table(), lists_as_json=True).schema
-            self._writer = pv.CSVWriter(self._fh, text_schema)
+        self._writer = TABLE[self.format].encoder(self._fh, schema)
 
     def _sink(self) -> Any:
         t = self.target
@@ -272,175 +254,3 @@ def _writing(path: Path | str) -> Iterator[None]:
         raise OutputError(f"cannot write {path}: {reason}") from exc
     except pa.ArrowException as exc:  # Arrow's own I/O errors (IOError subclasses) land here
         raise OutputError(f"cannot write {path}: {exc}") from exc
-
-
-def _dictionary_columns(schema: pa.Schema) -> list[str]:
-    """Dictionary-encode only text that is likely repetitive: measured, dictionary encoding of
-    unique ids and instants cost more than half of Parquet writing, for no size gain."""
-    return [
-        f.name
-        for f in schema
-        if (pa.types.is_string(f.type) or pa.types.is_list(f.type)) and not f.name.endswith("_id")
-    ]
-
-
-def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """Cast a batch to the first batch's schema (JSON sources infer types batch by batch)."""
-    if table.schema.equals(schema):
-        return table
-    cols = []
-    for f in schema:
-        if f.name not in table.column_names:
-            cols.append(pa.nulls(table.num_rows, f.type))
-            continue
-        col = table.column(f.name)
-        try:
-            cols.append(col.cast(f.type))
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            cols.append(pa.nulls(table.num_rows, f.type))  # pragma: no cover - schema drift
-    return pa.table(cols, schema=schema)
-
-
-def iso_timestamps(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """timestamp[us, UTC] → ISO-8601 text (`2024-11-07T14:00:00Z`, fraction only if any)."""
-    # NOTE: a cast of the naive UTC wall time to text is ~28x faster than pc.strftime.
-    text = arr.cast(pa.timestamp("us")).cast(pa.string())
-    text = pc.replace_substring(text, " ", "T", max_replacements=1)
-    text = pc.replace_substring_regex(text, r"(\.\d*[1-9])0+$", r"\1")
-    text = pc.replace_substring_regex(text, r"\.0+$", "")
-    return pc.binary_join_element_wise(text, pa.scalar("Z"), "")
-
-
-def json_lists(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """list<string> → JSON array text, vectorized (`["Math","SAT Prep"]`)."""
-    items = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
-    values = items.values
-    for a, b in (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t")):
-        values = pc.replace_substring(values, a, b)
-    quoted = pa.ListArray.from_arrays(items.offsets, values, mask=pc.is_null(items))
-    joined = pc.binary_join(quoted, '","')
-    text = pc.binary_join_element_wise(pa.scalar('["'), joined, pa.scalar('"]'), "")
-    empty = pc.equal(pc.list_value_length(items), 0)
-    return pc.if_else(empty, pa.scalar("[]"), text)
-
-
-def _for_text(table: pa.Table, *, lists_as_json: bool) -> pa.Table:
-    cols = []
-    for f, col in zip(table.schema, table.columns, strict=True):
-        if pa.types.is_timestamp(f.type):
-            col = iso_timestamps(col)
-        elif lists_as_json and pa.types.is_list(f.type):
-            col = json_lists(col)
-        elif pa.types.is_binary(f.type):
-            col = col.cast(pa.string())
-        cols.append(col)
-    return pa.table(cols, names=table.column_names)
-
-
-def jsonl_bytes(table: pa.Table) -> bytes:
-    """JSON Lines: booleans, numbers and nulls native, timestamps ISO-8601 strings.
-
-    JSON has no NaN or infinity: such a value (only an unchecked extra column can hold one)
-    is written as null."""
-    rows = _for_text(table, lists_as_json=False).to_pylist()
-    out = []
-    for r in rows:
-        try:
-            line = json.dumps(r, ensure_ascii=False, allow_nan=False)
-        except ValueError:
-            line = json.dumps(_finite(r), ensure_ascii=False, allow_nan=False)
-        out.append(line.encode("utf-8", "backslashreplace") + b"\n")
-    return b"".join(out)
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
-
-
-class RejectsWriter:
-    """SPEC §4 rejects file: JSON Lines of {source, row, values, errors}; created on first use.
-
-    It survives any value: bytes, decimals, instants, NaN and lone surrogates become JSON
-    text, and a value over REJECT_ECHO_BYTES is echoed as its first bytes and its length
-    (`{"truncated": true, "bytes": N, "prefix": "…"}`), so a 300 MB field costs 1 KiB here."""
-
-    def __init__(self, path: Path, *, dry_run: bool = False) -> None:
-        self.path = path
-        self.count = 0
-        self.dry_run = dry_run  # count, write nothing
-        self._fh: IO[bytes] | None = None
-
-    def write(
-        self, source: str, row: int | None, values: Any, errors: list[dict[str, Any]]
-    ) -> None:
-        if self.dry_run:
-            self.count += 1
-            return
-        record = {"source": source, "row": row, "values": jsonable(values), "errors": errors}
-        line = json.dumps(record, ensure_ascii=False, default=str)
-        with _writing(self.path):
-            if self._fh is None:
-                self._fh = self._open()
-            # NOTE: a lone surrogate (JSON can escape one) cannot be UTF-8; backslashreplace
-            # writes it as the JSON escape \udXXX, which reads back as the same string.
-            self._fh.write(line.encode("utf-8", "backslashreplace") + b"\n")
-        self.count += 1
-
-    def _open(self) -> IO[bytes]:
-        """Written as the run goes (flushed each batch: a stopped run shows what it
-        rejected), in place: a symlink writes through to its file, `-` is stdout."""
-        target = output_target(self.path)
-        if target.fd is not None:
-            return open(os.dup(target.fd), "wb")  # noqa: SIM115 - closed in close()
-        if target.mode == "replace":
-            target.path.parent.mkdir(parents=True, exist_ok=True)
-        return self.path.open("wb")
-
-    def flush(self) -> None:
-        if self._fh is not None:
-            with _writing(self.path):
-                self._fh.flush()
-
-    def close(self) -> None:
-        if self._fh is not None:
-            fh, self._fh = self._fh, None
-            with _writing(self.path):
-                fh.close()
-
-
-def jsonable(value: Any, depth: int = 0) -> Any:
-    """Original values as read, made JSON-safe and bounded (see RejectsWriter)."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v, depth + 1) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v, depth + 1) for v in value]
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", errors="backslashreplace")
-    if isinstance(value, str):
-        return _bounded(value)
-    if isinstance(value, datetime | date | time):
-        return value.isoformat()
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)  # "nan", "inf": JSON has no such number
-    if isinstance(value, bool | int | float) or value is None:
-        return value
-    if isinstance(value, Decimal | timedelta):
-        return str(value)
-    return _bounded(str(value))
-
-
-def _bounded(text: str) -> Any:
-    size = len(text)  # characters ≤ UTF-8 bytes: a cheap first test
-    if size * 4 <= REJECT_ECHO_BYTES:
-        return text
-    data = text.encode("utf-8", "surrogatepass")
-    if len(data) <= REJECT_ECHO_BYTES:
-        return text
-    prefix = data[:REJECT_ECHO_BYTES].decode("utf-8", "ignore")  # not half a character
-    return {"truncated": True, "bytes": len(data), "prefix": prefix}

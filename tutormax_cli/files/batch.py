@@ -1,0 +1,136 @@
+"""What every reader yields: `RawBatch`es of typed-later raw columns, with row numbers and
+the rows that could not be split into fields (`Malformed`); read-ahead on a thread."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import suppress
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import pyarrow as pa
+
+DONE_BEFORE_END = 0.999  # the most a batch that is not the last may report
+
+
+MALFORMED_ECHO_BYTES = 200  # how much of an oversized line its reject shows
+
+
+@dataclass
+class Malformed:
+    """A row that could not be split into fields: it is rejected with this reason."""
+
+    row: int
+    text: str
+    message: str
+
+
+def _value(column: pa.ChunkedArray) -> Any:
+    """One value as Python, or as Arrow's text for it when Python cannot hold it (a
+    timestamp past year 9999, a date before year 1)."""
+    try:
+        return column[0].as_py()
+    except (OverflowError, ValueError, pa.ArrowException):
+        try:
+            return column.cast(pa.string())[0].as_py()
+        except (OverflowError, ValueError, pa.ArrowException):
+            return f"<a {column.type} value Python cannot show>"
+
+
+@dataclass
+class RawBatch:
+    table: pa.Table
+    base: int  # record number of table row 0, were there no gaps
+    gaps: tuple[int, ...] = ()  # ascending record numbers that are not in any table (malformed)
+    malformed: list[Malformed] = field(default_factory=list)
+    done: float = 0.0  # fraction of the input parsed so far (never read-ahead), for progress
+    records: list[dict[str, Any]] | None = None  # JSON sources: the records exactly as read
+
+    def values(self, i: int) -> dict[str, Any]:
+        """Row i's original values, as read (for the rejects file)."""
+        if self.records is not None:
+            return self.records[i]
+        row = self.table.slice(i, 1)
+        try:
+            return row.to_pylist()[0]
+        except (OverflowError, ValueError, pa.ArrowException):
+            return {name: _value(row.column(name)) for name in row.column_names}
+
+    def row_number(self, i: int) -> int:
+        """Data record number (from 1) of table row i; computed only for rows that need it."""
+        r = self.base + i
+        for g in self.gaps:
+            if g > r:
+                break
+            r += 1
+        return r
+
+
+def _finishing(batches: Iterator[RawBatch]) -> Iterator[RawBatch]:
+    """Progress that never goes back and says 1.0 once, on the last batch: each batch is
+    held until the next one is read, so the last is known to be the last."""
+    held: RawBatch | None = None
+    best = 0.0
+    for rb in batches:
+        if held is not None:
+            yield held
+        best = max(best, min(rb.done, DONE_BEFORE_END))
+        held = replace(rb, done=best) if rb.done != best else rb
+    if held is not None:
+        yield replace(held, done=1.0) if held.done != 1.0 else held
+
+
+def _rebatch(tables: Iterator[pa.Table], size: int) -> Iterator[pa.Table]:
+    """Re-cut a stream of tables into tables of exactly `size` rows (the last may be short)."""
+    pending: list[pa.Table] = []
+    count = 0
+    for t in tables:
+        pending.append(t)
+        count += t.num_rows
+        while count >= size:
+            whole = pa.concat_tables(pending)
+            yield whole.slice(0, size)
+            rest = whole.slice(size)
+            pending, count = [rest], rest.num_rows
+    if count:
+        yield pa.concat_tables(pending)
+
+
+def prefetch(batches: Iterator[RawBatch], depth: int = 1) -> Iterator[RawBatch]:
+    """Read ahead on a background thread (Arrow parses without the GIL) while the caller
+    works on the current batch; at most `depth` batches wait in memory."""
+    import queue
+    import threading
+
+    slots: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in batches:
+                while not stop.is_set():
+                    try:
+                        slots.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            slots.put(done)
+        except BaseException as exc:  # handed to the consumer, raised there
+            slots.put(exc)
+
+    thread = threading.Thread(target=produce, name="tutormax-reader", daemon=True)
+    thread.start()
+    try:
+        while (item := slots.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():
+            with suppress(queue.Empty):
+                slots.get_nowait()
+            thread.join(timeout=0.05)

@@ -1,0 +1,284 @@
+"""CSV input: a bounded header probe, record batches of binary cells (invalid UTF-8
+rejects its row, not the file), malformed rows kept with their text."""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pv
+
+from ..errors import InputError, first_line
+from ..schema import MAX_COLUMNS
+from .batch import Malformed, RawBatch, _rebatch
+from .inputs import _check_names, _Input
+
+CSV_BLOCK_BYTES = 1 << 20  # measured: fastest, and Arrow reads ahead several blocks
+
+
+CSV_MAX_BLOCK_BYTES = 1 << 30
+
+
+CSV_HEADER_MAX_BYTES = 1 << 20  # a header row longer than this is refused, unparsed
+
+
+class _Csv:
+    @staticmethod
+    def header(path: _Input) -> list[str]:
+        names = _csv_header_row(path)
+        try:
+            with path.open() as fh:
+                reader = pv.open_csv(
+                    _Utf8Guard(fh),
+                    read_options=pv.ReadOptions(block_size=1 << 20),
+                    parse_options=pv.ParseOptions(
+                        newlines_in_values=True, invalid_row_handler=lambda _row: "skip"
+                    ),
+                    convert_options=pv.ConvertOptions(
+                        column_types={n: pa.binary() for n in names}, strings_can_be_null=True
+                    ),
+                )
+                arrow_names = reader.schema.names
+                reader.close()
+        except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as exc:
+            if "straddling" in str(exc):  # a first row over the probe block: the header is read
+                return names
+            if path.codec and isinstance(exc, OSError):
+                raise InputError(f"{path}: not a readable {path.codec} file: {exc}") from None
+            raise InputError(f"{path}: not a readable CSV file: {first_line(exc)}") from None
+        if arrow_names != names:  # NOTE: never seen; Arrow's reading is the one batches use
+            _check_names(path, arrow_names)
+        return arrow_names
+
+    @staticmethod
+    def batches(path: _Input, batch_size: int, *_: Any) -> Iterator[RawBatch]:
+        block = CSV_BLOCK_BYTES
+        done = 0  # good rows already yielded, if a restart is needed
+        parsed = [0]  # bytes of the rows yielded so far (a restart keeps the count)
+        while True:
+            try:
+                for rb in _csv_pass(path, batch_size, block, done, parsed):
+                    done += rb.table.num_rows
+                    yield rb
+                return
+            except OSError as exc:  # a corrupt compressed stream, a read error
+                raise InputError(f"{path}: read error: {first_line(exc)}") from None
+            except pa.ArrowInvalid as exc:
+                # NOTE: Arrow cannot parse a row larger than its block; such a row (a huge
+                # field) is retried with bigger blocks so it can be rejected by size, not crash.
+                if "straddling" not in str(exc) or block >= CSV_MAX_BLOCK_BYTES:
+                    raise InputError(f"{path}: CSV parse error: {first_line(exc)}") from None
+                block *= 8
+
+
+def _csv_header_row(path: _Input) -> list[str]:
+    """The header's column names, read by Python's csv module from at most
+    CSV_HEADER_MAX_BYTES, and checked (count, duplicates, UTF-8) before Arrow sees them.
+
+    NOTE: Arrow builds a schema and a column builder per header field before it reads a row:
+    a 1 MB header of 100,000 names cost 36 s and 1.9 GB there; here, milliseconds."""
+    try:
+        with path.open() as fh:
+            head = fh.read(CSV_HEADER_MAX_BYTES + 1)
+    except OSError as exc:
+        raise InputError(f"{path}: not readable: {exc}") from None
+    except pa.ArrowException as exc:
+        raise InputError(f"{path}: not readable: {first_line(exc)}") from None
+    whole = len(head) <= CSV_HEADER_MAX_BYTES
+    text = head[:CSV_HEADER_MAX_BYTES].decode("utf-8", "surrogateescape").removeprefix("\ufeff")
+    buf = io.StringIO(text, newline="")
+    row: list[str] = []
+    try:
+        for row in csv.reader(buf):
+            if row:  # blank lines before the header are skipped, as Arrow does
+                break
+    except csv.Error as exc:
+        if "field larger" in str(exc):
+            limit = csv.field_size_limit()
+            raise InputError(f"{path}: a header name is over {limit:,} characters") from None
+        raise InputError(f"{path}: not a readable CSV header: {exc}") from None
+    if not row:
+        raise InputError(f"{path}: empty CSV file (no header row)")
+    if not whole and not text[: buf.tell()].endswith(("\n", "\r")):
+        if len(row) > MAX_COLUMNS:
+            raise InputError(
+                f"{path}: at least {len(row):,} columns in the header, "
+                f"over the limit of {MAX_COLUMNS:,}"
+            )
+        raise InputError(f"{path}: the header row is over {CSV_HEADER_MAX_BYTES:,} bytes")
+    _check_names(path, row)
+    if any(_SURROGATES.search(n) for n in row):
+        raise InputError(f"{path}: the header row is not valid UTF-8")
+    return row
+
+
+def _csv_pass(
+    path: _Input, batch_size: int, block: int, skip: int, parsed: list[int]
+) -> Iterator[RawBatch]:
+    """One reading of the file; `parsed[0]` counts the bytes of the rows yielded (progress)."""
+    malformed: list[Malformed] = []
+
+    def on_invalid(row: Any) -> str:
+        # The header is record 1 to Arrow; SPEC's row numbers count data records from 1.
+        number = -1 if row.number is None else row.number - 1
+        msg = f"expected {row.expected_columns} fields, found {row.actual_columns}"
+        text = _unescape(row.text.encode()).decode("utf-8", "backslashreplace")
+        malformed.append(Malformed(number, text, msg))
+        return "skip"
+
+    names = _Csv.header(path)
+    if not parsed[0]:  # the header row, roughly: names, delimiters, the line end
+        parsed[0] = sum(len(n.encode()) for n in names) + len(names)
+    scale = _csv_overhead(path)
+    with path.open() as fh:
+        guard = _Utf8Guard(fh)
+        reader = pv.open_csv(
+            guard,
+            # NOTE: single-threaded parsing is what makes Arrow report a malformed row's number.
+            read_options=pv.ReadOptions(block_size=block, use_threads=False),
+            parse_options=pv.ParseOptions(newlines_in_values=True, invalid_row_handler=on_invalid),
+            # Binary, not string: invalid UTF-8 must reject its row, not the file.
+            convert_options=pv.ConvertOptions(
+                column_types={n: pa.binary() for n in names},
+                strings_can_be_null=True,
+                null_values=[""],
+                quoted_strings_can_be_null=True,
+            ),
+        )
+        gaps: list[int] = []  # record numbers of malformed rows seen so far, ascending
+        good = 0  # good rows read so far
+        for table in _rebatch((pa.Table.from_batches([b]) for b in reader), batch_size):
+            fresh, malformed[:] = list(malformed), []
+            gaps.extend(m.row for m in fresh)
+            start, good = good, good + table.num_rows
+            if good <= skip:
+                continue
+            if start < skip:  # a restart with bigger blocks: drop what was already yielded
+                table, start = table.slice(skip - start), skip
+            if guard.escaped:
+                table = _unescape_table(table)
+            parsed[0] += _csv_bytes(table)
+            if skip == 0:
+                parsed[0] += sum(len(m.text.encode("utf-8", "replace")) + 1 for m in fresh)
+            done = path.fraction(int(parsed[0] * scale), fh)
+            yield RawBatch(table, start + 1, tuple(gaps), fresh if skip == 0 else [], done)
+        if malformed and skip == 0:  # malformed rows after the last good one
+            empty = pa.table({n: pa.array([], pa.binary()) for n in names})
+            yield RawBatch(empty, good + 1, tuple(gaps), list(malformed), 1.0)
+
+
+def _csv_overhead(path: _Input) -> float:
+    """What the parsed values miss of the file's bytes: quotes and CRs, as counted in the
+    first MiB (a file quoted throughout is ~13% quotes), as a factor for `_csv_bytes`."""
+    with path.open() as fh:
+        head = fh.read(CSV_BLOCK_BYTES)
+    unseen = head.count(b'"') + head.count(b"\r")
+    return len(head) / (len(head) - unseen) if unseen < len(head) else 1.0
+
+
+def _csv_bytes(table: pa.Table) -> int:
+    """The bytes a CSV table's rows took in the file, as parsed: every value, a delimiter or
+    line end after each (quotes and CRs are not counted: `_csv_overhead` scales for them).
+    O(columns × chunks), no row work."""
+    total = table.num_rows * table.num_columns
+    for col in table.columns:
+        for chunk in col.chunks:
+            total += _value_bytes(chunk)
+    return total
+
+
+def _value_bytes(arr: pa.Array) -> int:
+    """Bytes of a binary/string array's values, from its offsets buffer."""
+    if len(arr) == 0:
+        return 0
+    if not (pa.types.is_binary(arr.type) or pa.types.is_string(arr.type)):
+        return int(pc.sum(pc.binary_length(arr.cast(pa.string()))).as_py() or 0)
+    offsets = memoryview(arr.buffers()[1]).cast("i")
+    return int(offsets[arr.offset + len(arr)] - offsets[arr.offset])
+
+
+# NOTE: pyarrow decodes a malformed row's text as UTF-8 before it calls invalid_row_handler,
+# so a malformed row holding invalid UTF-8 made Arrow fail the whole file (after printing
+# "Exception ignored"). Arrow is therefore fed valid UTF-8: each invalid byte becomes the
+# noncharacter U+FFFE and two hex digits (a real U+FFFE becomes U+FFFE "!!"), and the cells
+# and malformed rows that hold the mark get their original bytes back.
+_MARK = "\ufffe"
+
+
+_MARK_BYTES = _MARK.encode()
+
+
+_TO_ESCAPE = re.compile("[\udc80-\udcff\ufffe]")
+
+
+_ESCAPED = re.compile(re.escape(_MARK_BYTES) + rb"(!!|[0-9A-F]{2})")
+
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+class _Utf8Guard:
+    """A read-only byte stream over `raw` that is always valid UTF-8 (see the note above)."""
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+        self._decoder = codecs.getincrementaldecoder("utf-8")("surrogateescape")
+        self._out = b""
+        self._eof = False
+        self.escaped = False  # a mark was written: cells may need their bytes back
+        self.closed = False
+
+    def read(self, n: int = -1) -> bytes:
+        while not self._eof and (n < 0 or not self._out):
+            chunk = self._raw.read(n if n > 0 else -1)
+            self._eof = not chunk or n < 0
+            text = self._decoder.decode(chunk, final=self._eof)
+            if not text.isascii() and _TO_ESCAPE.search(text):
+                self.escaped = True
+                text = _TO_ESCAPE.sub(_escape_char, text)
+            self._out += text.encode()
+        if n < 0 or len(self._out) <= n:
+            out, self._out = self._out, b""
+        else:
+            out, self._out = self._out[:n], self._out[n:]
+        return out
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _escape_char(m: re.Match[str]) -> str:
+    c = m.group()
+    return _MARK + ("!!" if c == _MARK else f"{ord(c) - 0xDC00:02X}")
+
+
+def _unescape(data: bytes) -> bytes:
+    if _MARK_BYTES not in data:
+        return data
+    return _ESCAPED.sub(
+        lambda m: _MARK_BYTES if m.group(1) == b"!!" else bytes([int(m.group(1), 16)]), data
+    )
+
+
+def _unescape_table(table: pa.Table) -> pa.Table:
+    for i, name in enumerate(table.column_names):
+        col = table.column(name).combine_chunks()
+        if not pa.types.is_binary(col.type):
+            continue
+        if not pc.any(pc.match_substring(col, _MARK)).as_py():
+            continue
+        values = [None if v is None else _unescape(v) for v in col.to_pylist()]
+        table = table.set_column(i, name, pa.array(values, pa.binary()))
+    return table

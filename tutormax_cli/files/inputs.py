@@ -1,0 +1,222 @@
+"""Where an input's bytes come from: a file, a compressed file (`.gz`, `.zst`/`.zstd`,
+`.bz2`), or `-` (stdin). Stdin, and any input that is not a regular file (a FIFO,
+`<(zcat …)`), is first copied to an unlinked temporary file (in TMPDIR, 1 MiB at a time),
+because a run reads an input more than once (the header probe, the duplicate-key
+pre-pass) and Parquet needs to seek; the space is freed when the run ends, however it ends."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import stat
+import sys
+import tempfile
+from collections import Counter
+from contextlib import suppress
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from ..errors import InputError, first_line
+from ..schema import MAX_COLUMNS
+
+COMPRESSIONS = {".gz": "gzip", ".gzip": "gzip", ".zst": "zstd", ".zstd": "zstd", ".bz2": "bz2"}
+
+
+STDIN = "-"
+
+
+SPOOL_CHUNK_BYTES = 1 << 20
+
+
+def is_stdin(path: Path | str) -> bool:
+    return str(path) == STDIN
+
+
+def split_compression(name: str) -> tuple[str, str | None]:
+    """(the name without its compression suffix, the codec): `a.csv.gz` → (`a.csv`, gzip)."""
+    dot = name.rfind(".")
+    codec = COMPRESSIONS.get(name[dot:].lower()) if dot > 0 else None
+    return (name[:dot], codec) if codec else (name, None)
+
+
+class _Input:
+    """Where a source's bytes come from: a file, a compressed file, or a spool (stdin, a
+    FIFO). `open()` gives a fresh binary reader each time; `fraction()` turns the bytes a
+    reader has parsed into the fraction of the input done."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.stdin = is_stdin(path)
+        self.label = "stdin" if self.stdin else str(path)
+        self.base, self.codec = (STDIN, None) if self.stdin else split_compression(path.name)
+        self._spool: Any = None
+        if self.stdin:
+            self._spool_from(sys.stdin.buffer if sys.stdin is not None else None)
+            return
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            raise InputError(f"{path}: no such file") from None
+        except OSError as exc:
+            raise InputError(f"{path}: not readable: {exc.strerror or exc}") from None
+        if stat.S_ISREG(st.st_mode):
+            self.size = st.st_size
+            return
+        if stat.S_ISDIR(st.st_mode) or not (stat.S_ISFIFO(st.st_mode) or stat.S_ISCHR(st.st_mode)):
+            raise InputError(f"{path}: not a file")
+        try:  # a FIFO, /dev/stdin, <(zcat …): read once, into the spool
+            with path.open("rb") as fh:
+                self._spool_from(fh)
+        except OSError as exc:
+            raise InputError(f"{path}: not readable: {exc.strerror or exc}") from None
+
+    def __str__(self) -> str:
+        return self.label
+
+    def _spool_from(self, stream: Any) -> None:
+        if stream is None:
+            raise InputError("stdin: there is no standard input to read")
+        if stream.isatty():
+            raise InputError("stdin is a terminal: pipe or redirect the input (… | tutormax …)")
+        spool = tempfile.TemporaryFile(prefix="tutormax-input-")  # noqa: SIM115 - kept open
+        try:
+            shutil.copyfileobj(stream, spool, SPOOL_CHUNK_BYTES)
+            spool.flush()
+        except OSError as exc:
+            spool.close()
+            where = tempfile.gettempdir()
+            raise InputError(
+                f"{self.label}: cannot copy the input to a temporary file in {where}: "
+                f"{exc.strerror or exc} (set TMPDIR to a roomier place)"
+            ) from None
+        self._spool = spool
+        self.size = os.fstat(spool.fileno()).st_size
+        head = os.pread(spool.fileno(), 4, 0)
+        self.codec = next((c for magic, c in _MAGIC if head.startswith(magic)), None)
+
+    def open(self) -> Any:
+        """A new binary reader at the start: buffered, readline-able; seekable unless the
+        input is compressed."""
+        raw: Any
+        if self._spool is not None:
+            raw = io.BufferedReader(_SpoolView(self._spool.fileno(), self.size), 1 << 16)
+            if self.codec is None:
+                return raw
+        elif self.codec is None:
+            return self.path.open("rb")
+        else:
+            raw = pa.OSFile(str(self.path))
+        try:
+            stream = pa.CompressedInputStream(raw, self.codec)
+        except (pa.ArrowException, OSError):
+            raw.close()
+            raise
+        return io.BufferedReader(_Decompressed(stream, raw), 1 << 16)
+
+    def native(self) -> Any:
+        """What Arrow's Parquet reader opens: the path of a file, a reader of a spool."""
+        return str(self.path) if self._spool is None else self.open()
+
+    def fraction(self, parsed: int, fh: Any) -> float:
+        """How much of the input `parsed` bytes (of decompressed text) are.
+
+        NOTE: never the reader's position: Arrow reads far ahead of what it has parsed. For
+        a compressed input the decompressed size is not known up front; it is estimated as
+        the file size times the ratio seen so far (text produced / compressed bytes
+        consumed), so the fraction is an estimate that firms up as the run goes."""
+        if self.codec is None:
+            return parsed / max(self.size, 1)
+        dec = getattr(fh, "raw", None)
+        if not isinstance(dec, _Decompressed) or not dec.consumed():
+            return 0.0
+        total = self.size * (dec.produced / dec.consumed())
+        return parsed / max(total, 1.0)
+
+    def close(self) -> None:
+        if self._spool is not None:
+            spool, self._spool = self._spool, None
+            spool.close()
+
+
+# A spooled input (stdin, a FIFO) is told compressed by its first bytes.
+_MAGIC = ((b"\x1f\x8b", "gzip"), (b"\x28\xb5\x2f\xfd", "zstd"), (b"BZh", "bz2"))
+
+
+class _SpoolView(io.RawIOBase):
+    """One reader of the spool, with its own position: reads by offset (pread), so readers
+    of the same spool never move each other."""
+
+    def __init__(self, fd: int, size: int) -> None:
+        super().__init__()
+        self._fd, self._size, self._pos = fd, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = os.pread(self._fd, len(buffer), self._pos)
+        n = len(data)
+        buffer[:n] = data
+        self._pos += n
+        return n
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = max(base + offset, 0)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+
+class _Decompressed(io.RawIOBase):
+    """Arrow's decompressing stream as a Python raw stream, counting what it produces and
+    (through the file under it) what it consumed, for `_Input.fraction`."""
+
+    def __init__(self, stream: Any, raw: Any) -> None:
+        super().__init__()
+        self._stream, self._raw = stream, raw
+        self.produced = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        try:
+            n = int(self._stream.readinto(buffer))
+        except pa.ArrowException as exc:  # a corrupt or truncated stream
+            raise OSError(f"cannot decompress: {first_line(exc)}") from None
+        self.produced += n
+        return n
+
+    def consumed(self) -> int:
+        try:
+            return int(self._raw.tell())
+        except (OSError, ValueError, pa.ArrowException):
+            return 0
+
+    def close(self) -> None:
+        if not self.closed:
+            with suppress(Exception):
+                self._stream.close()
+            with suppress(Exception):
+                self._raw.close()
+        super().close()
+
+
+def _check_names(path: _Input, names: list[str]) -> None:
+    """A header of at most MAX_COLUMNS columns, each name once (CSV and Parquet)."""
+    if len(names) > MAX_COLUMNS:
+        raise InputError(
+            f"{path}: {len(names):,} columns in the header, over the limit of {MAX_COLUMNS:,}"
+        )
+    twice = [n for n, count in Counter(names).items() if count > 1]
+    if twice:
+        shown = ", ".join(repr(n) for n in twice[:10]) + (" …" if len(twice) > 10 else "")
+        raise InputError(f"{path}: duplicate column names in the header: {shown}")

@@ -1,0 +1,129 @@
+"""JSON Lines input: each line parsed with bounded structure (records.loads_record); a
+line that is not a record is a malformed row; row numbers are line numbers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from ..errors import InputError
+from ..records import StructureError, TooManyKeys, loads_record, records_to_table
+from ..schema import FIELD_MAX_BYTES, MAX_COLUMNS, Kind
+from .batch import MALFORMED_ECHO_BYTES, Malformed, RawBatch
+from .csv import CSV_BLOCK_BYTES
+from .inputs import _Input
+
+JSONL_MAX_LINE_BYTES = 16 * FIELD_MAX_BYTES
+
+
+class _JsonLines:
+    @staticmethod
+    def header(path: _Input) -> list[str]:
+        """Keys of the first record: the first non-blank line that is a JSON object within
+        the depth limit (lines before it are rejected as rows by `batches`); more keys than
+        MAX_COLUMNS is an error. Keys first seen in later records are not carried to the
+        output (see records.records_to_table)."""
+        try:
+            with path.open() as fh:
+                for number, line in _lines(fh, [0]):
+                    if isinstance(line, _Oversized) or not line.strip():
+                        continue
+                    try:
+                        return list(loads_record(line))
+                    except TooManyKeys as exc:
+                        raise InputError(
+                            f"{path}: line {number}: the first record has {exc.keys:,} keys, "
+                            f"over the limit of {MAX_COLUMNS:,} columns"
+                        ) from None
+                    except ValueError:  # not JSON, too deep, not an object: a row to reject
+                        continue
+        except (OSError, pa.ArrowException) as exc:
+            raise InputError(f"{path}: not a readable JSON Lines file: {exc}") from None
+        raise InputError(f"{path}: no JSON object on any line")
+
+    @staticmethod
+    def batches(
+        path: _Input, batch_size: int, kind: Kind | None = None, columns: list[str] | None = None
+    ) -> Iterator[RawBatch]:
+        # Row numbers are line numbers; blank and malformed lines are the gaps.
+        records: list[dict[str, Any]] = []
+        malformed: list[Malformed] = []
+        gaps: list[int] = []
+        seen = 0  # records read so far
+        parsed = [0]  # bytes of the lines read so far (their ends included), for progress
+        try:
+            with path.open() as fh:
+                for number, line in _lines(fh, parsed):
+                    obj = _json_record(number, line, malformed)
+                    if obj is None:
+                        gaps.append(number)
+                        continue
+                    records.append(obj)
+                    seen += 1
+                    if len(records) >= batch_size:
+                        base = seen - len(records) + 1
+                        table = records_to_table(records, kind, columns)
+                        done = path.fraction(parsed[0], fh)
+                        yield RawBatch(table, base, tuple(gaps), malformed, done, records)
+                        records, malformed = [], []
+        except OSError as exc:
+            raise InputError(f"{path}: read error: {exc}") from None
+        if records or malformed:
+            base = seen - len(records) + 1
+            table = records_to_table(records, kind, columns)
+            yield RawBatch(table, base, tuple(gaps), malformed, 1.0, records)
+
+
+@dataclass
+class _Oversized:
+    """A JSON Lines line over JSONL_MAX_LINE_BYTES: its length and first bytes, no more."""
+
+    size: int
+    head: bytes
+
+
+def _lines(fh: Any, parsed: list[int]) -> Iterator[tuple[int, bytes | _Oversized]]:
+    """(line number, line without its end) for each line; a line over JSONL_MAX_LINE_BYTES
+    is skipped unread (its length instead), so no line costs more than the cap. `parsed[0]`
+    counts the bytes consumed, line ends included (the parser's position, not the reader's)."""
+    number = 0
+    while line := fh.readline(JSONL_MAX_LINE_BYTES + 2):
+        number += 1
+        parsed[0] += len(line)
+        text = line.rstrip(b"\r\n")
+        if len(text) <= JSONL_MAX_LINE_BYTES:
+            yield number, text
+            continue
+        size = len(text)
+        while not line.endswith(b"\n") and (line := fh.readline(CSV_BLOCK_BYTES)):
+            parsed[0] += len(line)
+            size += len(line.rstrip(b"\r\n"))
+        yield number, _Oversized(size, text[:MALFORMED_ECHO_BYTES])
+
+
+def _json_record(
+    number: int, line: bytes | _Oversized, malformed: list[Malformed]
+) -> dict[str, Any] | None:
+    if isinstance(line, _Oversized):
+        cap = JSONL_MAX_LINE_BYTES
+        reason = f"line of {line.size:,} bytes, over the {cap:,}-byte cap: rejected unread"
+        malformed.append(Malformed(number, line.head.decode("utf-8", "replace"), reason))
+        return None
+    if not line.strip():
+        return None
+    try:
+        return loads_record(line)
+    except UnicodeDecodeError:
+        reason = "line is not valid UTF-8"
+    except StructureError as exc:
+        reason = f"{exc}, rejected unread"
+    except json.JSONDecodeError as exc:
+        reason = f"not JSON: {exc}"
+    except ValueError as exc:  # not an object, a bad key, an int of over 4,300 digits
+        reason = str(exc)
+    malformed.append(Malformed(number, line.decode("utf-8", "backslashreplace"), reason))
+    return None

@@ -1,0 +1,51 @@
+"""An input opened and checked before any batch: readable, format, kind, header."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from .. import errors as E
+from ..errors import InputError
+from ..schema import Kind, check_columns, get_kind, infer_kind
+from .batch import RawBatch, _finishing
+from .formats import EXTENSIONS, TABLE, detect_format
+from .inputs import _Input, is_stdin
+
+
+class Source:
+    """One input, checked at open (readable, format, kind, required columns).
+
+    `path` is the input as given (`-` for stdin): the name the summary and the rejects file
+    show. `name` is its file name without a compression suffix (`stdin.<ext>` for stdin)."""
+
+    def __init__(self, path: Path, fmt: str | None = None, kind: str | None = None) -> None:
+        self.path = path
+        if is_stdin(path):
+            missing = [o for o, v in (("--kind", kind), ("--format", fmt)) if not v]
+            if missing:
+                raise E.UsageError(
+                    f"-: reading stdin needs {' and '.join(missing)} "
+                    "(a stream has no extension to tell them by)"
+                )
+        self.format = detect_format(path, fmt)
+        self.input = _Input(path)
+        if self.input.codec and self.format == "parquet":
+            raise InputError(
+                f"{path}: a compressed Parquet file is not read: Parquet compresses inside "
+                "the file and needs to seek in it; decompress it first"
+            )
+        base = f"stdin{EXTENSIONS[self.format]}" if self.input.stdin else self.input.base
+        self.name = base
+        self.stem = Path(base).stem
+        self.columns = TABLE[self.format].reader.header(self.input)
+        self.kind: Kind = get_kind(kind) if kind else infer_kind(self.columns, str(path))
+        check_columns(self.kind, self.columns, str(path))
+
+    def batches(self, batch_size: int) -> Iterator[RawBatch]:
+        reader = TABLE[self.format].reader
+        return _finishing(reader.batches(self.input, batch_size, self.kind, self.columns))
+
+    def close(self) -> None:
+        """Free the spool of stdin (also freed when the Source is collected, or at exit)."""
+        self.input.close()
