@@ -71,7 +71,7 @@ LATENCY_RATE = 2_000  # messages a second
 LATENCY_SECONDS = 20
 TICK_S = 0.01  # the paced publisher sends every 10 ms, the poller polls every 10 ms
 REFERENCE_DISTINCT = 10_000
-CHUNK = 1_000  # XADDs per round trip, as tutormax_cli.streams.PUBLISH_CHUNK
+CHUNK = 1_000  # XADDs per round trip, as tutormax_cli.queue.streams.PUBLISH_CHUNK
 RSS_EVERY_S = 1.0
 TARGET_ONE, TARGET_TWO_RATIO, TARGET_P99_MS = 10_000, 1.2, 1_000
 
@@ -243,7 +243,7 @@ def redis_prefixes() -> Iterator[Callable[[], str]]:
 
 
 def _json_records(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
-    from tutormax_cli.publish import _json_rows  # what `tutormax publish` sends
+    from tutormax_cli.queue.publish import _json_rows  # what `tutormax publish` sends
 
     table = pq.read_table(path)
     rows, bad = _json_rows(table.slice(0, limit) if limit else table)
@@ -253,7 +253,7 @@ def _json_records(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
 
 def reference_xadd(prefix: str, sessions: Path, count: int) -> float:
     """Seconds for `count` pipelined XADDs of prebuilt envelopes (a plain redis-py loop)."""
-    from tutormax_cli.envelope import envelope_text
+    from tutormax_cli.queue.envelope import envelope_text
 
     stream = f"{prefix}reference"
     records = _json_records(sessions, REFERENCE_DISTINCT)
@@ -330,7 +330,7 @@ def measure_latency(
 def _paced(
     tutormax: Any, prefix: str, url: str, records: list[dict[str, Any]], n_tutors: int, log: Any
 ) -> Latency:
-    from tutormax_cli.envelope import envelope_text
+    from tutormax_cli.queue.envelope import envelope_text
 
     worker = subprocess.Popen(
         tutormax("worker", "--db", url, "--redis", REDIS_URL, "--prefix", prefix,

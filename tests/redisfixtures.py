@@ -23,7 +23,7 @@ import pytest
 import redis
 
 from tutormax_cli.config import mask_url
-from tutormax_cli.streams import Streams
+from tutormax_cli.queue.streams import Streams
 
 REDIS_URL = os.environ.get("TUTORMAX_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -81,7 +81,8 @@ def publish(streams: Streams, kind: str, records: list[dict[str, Any]]) -> int:
 
 
 def dead_letters(streams: Streams) -> list[tuple[str, dict[str, Any]]]:
-    return list(streams.dead_letters())
+    """(entry id, envelope) of every dead letter, oldest first."""
+    return [(r.entry_id, r.envelope) for r in streams.dead_letters()]
 
 
 def xadd_raw(streams: Streams, kind: str, fields: dict[str, Any]) -> str:

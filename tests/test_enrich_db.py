@@ -259,8 +259,8 @@ def test_a_failure_mid_run_says_how_many_rows_were_committed(db_url: str, tmp_pa
     """The database loses the table after the first batch: exit 2, committed rows counted."""
     from datetime import UTC, datetime
 
-    from tutormax_cli.files import EnrichOptions, run_enrich
     from tutormax_cli.errors import DatabaseError
+    from tutormax_cli.files import EnrichOptions, run_enrich
     from tutormax_cli.store import Store
 
     enrich(db_url, tutors_csv(tmp_path))

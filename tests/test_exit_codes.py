@@ -119,8 +119,8 @@ def test_an_atomic_run_stopped_by_max_errors_leaves_no_output(tmp_path: Path) ->
 
 
 def test_an_atomic_run_that_fails_mid_run_leaves_no_output(tmp_path: Path) -> None:
-    from tutormax_cli.files import EnrichOptions, run_enrich
     from tutormax_cli.errors import DatabaseError
+    from tutormax_cli.files import EnrichOptions, run_enrich
     from tutormax_cli.store import Store
 
     db = tmp_path / "db.sqlite"

@@ -25,8 +25,8 @@ from redisfixtures import (
     xadd_raw,
 )
 
+from tutormax_cli.queue.streams import Streams
 from tutormax_cli.store import Store
-from tutormax_cli.streams import Streams
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres]
 

@@ -22,8 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tutormax_cli.cli.progress import Estimate, FileProgress
-from tutormax_cli.files import Source
-from tutormax_cli.files import BatchWriter
+from tutormax_cli.files import BatchWriter, Source
 
 TUTORMAX = str(Path(sys.executable).with_name("tutormax"))
 AS_OF = "2024-11-09T12:00:00Z"

@@ -39,8 +39,8 @@ from redisfixtures import (
     streams_fixture,  # noqa: F401
 )
 
+from tutormax_cli.queue.streams import Streams
 from tutormax_cli.store import Store
-from tutormax_cli.streams import Streams
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres]
 TUTORMAX = str(Path(sys.executable).with_name("tutormax"))
@@ -393,8 +393,8 @@ def _get(url: str) -> tuple[int, str]:
 def test_health_readiness_and_gauges(
     pg_url: str, redis_url: str, prefix: str, streams: Streams
 ) -> None:
-    from tutormax_cli.metrics import Metrics
-    from tutormax_cli.worker import Worker, WorkerOptions
+    from tutormax_cli.queue.metrics import Metrics
+    from tutormax_cli.queue.worker import Worker, WorkerOptions
 
     publish(streams, "tutors", [tutor(1)])
     publish(streams, "sessions", [session(1, tutor_id="T1"), session(2, duration_minutes=999)])

@@ -33,7 +33,10 @@ from redisfixtures import (
 )
 
 from tutormax_cli import schema
-from tutormax_cli.envelope import Poison, envelope_text, parse_envelope
+from tutormax_cli.queue.envelope import Poison, envelope_text, parse_envelope
+from tutormax_cli.queue.policy import RetryPolicy
+from tutormax_cli.queue.streams import Streams
+from tutormax_cli.queue.worker import Worker, WorkerOptions
 from tutormax_cli.records import (
     MISPLACED_SUFFIX,
     StructureError,
@@ -45,10 +48,7 @@ from tutormax_cli.records import (
     records_to_table,
 )
 from tutormax_cli.store import Store
-from tutormax_cli.streams import Streams
 from tutormax_cli.validate import validate
-from tutormax_cli.worker import Worker, WorkerOptions
-from tutormax_cli.worker_policy import RetryPolicy
 
 DEEP = "[" * 10_000 + "]" * 10_000
 # Three objects 900 deep in one 16 KB record: 7.9 GB once Arrow inferred nested structs.
@@ -314,7 +314,7 @@ def test_the_worker_dead_letters_hostile_messages_and_goes_on(
     for data in ('{"a": ' + DEEP + "}", DEEP3, json.dumps({f"c{i}": 1 for i in range(2000)})):
         xadd_raw(streams, "tutors", {"message": _envelope_around(data)})
     # A message whose parsing raises what nobody foresaw is poison too, not a dead worker.
-    import tutormax_cli.worker as worker_module
+    import tutormax_cli.queue.worker as worker_module
 
     real_parse = worker_module.parse
 

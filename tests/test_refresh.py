@@ -108,8 +108,8 @@ def test_a_row_a_worker_updates_while_refresh_runs_keeps_the_workers_values(
     from dbfixtures import tutor
     from redisfixtures import publish
 
-    from tutormax_cli.streams import Streams
-    from tutormax_cli.worker import Worker, WorkerOptions
+    from tutormax_cli.queue.streams import Streams
+    from tutormax_cli.queue.worker import Worker, WorkerOptions
 
     tm("enrich", FILES[0], "--db", db_url, "--as-of", "2025-01-15")
     store = Store.connect(db_url)

@@ -20,7 +20,7 @@ from redisfixtures import (
 from typer.testing import CliRunner
 
 from tutormax_cli.cli import app
-from tutormax_cli.envelope import (
+from tutormax_cli.queue.envelope import (
     DeadLetter,
     Message,
     Poison,
@@ -28,7 +28,7 @@ from tutormax_cli.envelope import (
     envelope_text,
     parse_envelope,
 )
-from tutormax_cli.streams import Streams
+from tutormax_cli.queue.streams import Streams
 
 SESSION = {"session_id": "S1", "tutor_id": "T1", "student_id": "st1", "duration_minutes": 60,
            "scheduled_start": "2024-11-07T14:00:00Z", "subject": "Math"}  # fmt: skip

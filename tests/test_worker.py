@@ -37,11 +37,12 @@ from redisfixtures import (
 from typer.testing import CliRunner
 
 from tutormax_cli.cli import app
-from tutormax_cli.envelope import envelope_text
+from tutormax_cli.queue.envelope import envelope_text
+from tutormax_cli.queue.metrics import Metrics
+from tutormax_cli.queue.policy import RetryPolicy
+from tutormax_cli.queue.streams import Streams
+from tutormax_cli.queue.worker import Worker, WorkerOptions
 from tutormax_cli.store import Store
-from tutormax_cli.streams import Streams
-from tutormax_cli.worker import Metrics, Worker, WorkerOptions
-from tutormax_cli.worker_policy import RetryPolicy
 
 pytestmark = pytest.mark.redis
 

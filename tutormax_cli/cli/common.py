@@ -38,7 +38,7 @@ out = Console(highlight=False, soft_wrap=True)  # lines of text are never broken
 def open_streams(redis: str | None, prefix: str, streams: str, block_ms: int = 0) -> Any:
     """A Streams for the queue commands (no connection yet: that happens on first use)."""
     from ..config import DEFAULT_REDIS_URL
-    from ..streams import Streams
+    from ..queue.streams import Streams
 
     timeout_s = max(30.0, block_ms / 1000 + 10)  # longer than any blocking read
     return Streams(redis or DEFAULT_REDIS_URL, prefix, timeout_s, streams=streams)

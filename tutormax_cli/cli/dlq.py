@@ -25,7 +25,7 @@ app = typer.Typer(help="Inspect, replay and export dead letters.", no_args_is_he
 
 
 def _sel(kind: Any = None, error: Any = None, ids: Any = (), all_: bool = False) -> Any:
-    from ..dlq import Selection
+    from ..queue.dlq import Selection
 
     return Selection(
         tuple(ids or ()), kind.value if kind else None, error.value if error else None, all_
@@ -49,23 +49,18 @@ def dlq_list(
 
       tutormax dlq list --kind sessions --error missing_parent
     """
-    from ..dlq import select
+    from ..queue.dlq import select
 
     with open_streams(redis, prefix, streams) as s:
-        entries = list(select(s, _sel(kind, error)))
-        shown = entries[:limit] if limit else entries
+        records = list(select(s, _sel(kind, error)))
+        shown = records[:limit] if limit else records
         if json_out:
-            print_json(
-                {
-                    "total": len(entries),
-                    "dead_letters": [{"entry_id": i, "envelope": env} for i, env in shown],
-                }
-            )
+            print_json({"total": len(records), "dead_letters": [r.as_dict() for r in shown]})
             return
-        _table(s, shown, len(entries))
+        _table(s, shown, len(records))
 
 
-def _table(streams: Any, shown: list[tuple[str, dict[str, Any]]], total: int) -> None:
+def _table(streams: Any, shown: list[Any], total: int) -> None:
     from rich.table import Table
 
     from ..schema import KINDS
@@ -76,15 +71,13 @@ def _table(streams: Any, shown: list[tuple[str, dict[str, Any]]], total: int) ->
         table.add_column(
             col, no_wrap=no_wrap, overflow="fold", justify="right" if col == "tries" else "left"
         )
-    for i, env in shown:
-        m = env.get("metadata") or {}
-        kind = streams.kind_of(str(m.get("source_stream"))) or "?"
-        data = env.get("data")
-        key = data.get(KINDS[kind].key) if kind in KINDS and isinstance(data, dict) else None
-        first = (m.get("detail") or [{}])[0]
+    for r in shown:
+        kind = streams.kind_of(r.source_stream or "") or "?"
+        key = r.data.get(KINDS[kind].key) if kind in KINDS and not r.raw_entry else None
+        first = r.detail[0] if r.detail else {}
         reason = f"{first.get('field')}: {first.get('message')}" if first else ""
         table.add_row(
-            i, kind, str(key or "-")[:24], str(m.get("error")), str(m.get("attempts")), reason[:160]
+            r.entry_id, kind, str(key or "-")[:24], r.error, str(r.attempts), reason[:160]
         )
     out.print(table)
 
@@ -110,14 +103,14 @@ def dlq_show(
     from ..errors import UsageError
 
     with open_streams(redis, prefix, streams) as s:
-        env = s.dead_letter_by_id(entry_id)
+        record = s.dead_letter_by_id(entry_id)
         where = s.dead_letter_key
-    if env is None:
+    if record is None:
         raise UsageError(f"no dead letter {entry_id} in {where}")
     if json_out:
-        print_json({"entry_id": entry_id, "envelope": env})
+        print_json(record.as_dict())
     else:
-        text = json.dumps({"entry_id": entry_id, **env}, indent=2, ensure_ascii=False)
+        text = json.dumps({"entry_id": entry_id, **record.envelope}, indent=2, ensure_ascii=False)
         out.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
@@ -147,7 +140,7 @@ def dlq_replay(
 
       tutormax dlq replay --kind sessions --error missing_parent --dry-run
     """
-    from ..dlq import replay
+    from ..queue.dlq import replay
 
     with open_streams(redis, prefix, streams) as s:
         result = replay(s, _sel(kind, error, ids, all_), dry_run, group=group)
@@ -188,7 +181,7 @@ def dlq_drain(
 
       tutormax dlq drain --out dead-letters-2024-11-07.jsonl
     """
-    from ..dlq import drain
+    from ..queue.dlq import drain
 
     with open_streams(redis, prefix, streams) as s:
         summary = drain(s, _sel(kind, error), out_path)

@@ -86,9 +86,8 @@ def enrich(
 ) -> None:
     """Enrich tutor, session and feedback files with the 17 derived fields."""
     from ..config import mask_url
-    from ..files import EnrichOptions, run_enrich
     from ..errors import UsageError
-    from ..files import writes_stdout
+    from ..files import EnrichOptions, run_enrich, writes_stdout
 
     opts = EnrichOptions(
         paths=paths,

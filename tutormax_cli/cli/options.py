@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ..streams import DEFAULT_GROUP, DEFAULT_PREFIX, DEFAULT_STREAMS
+from ..queue.streams import DEFAULT_GROUP, DEFAULT_PREFIX, DEFAULT_STREAMS
 
 
 class KindName(StrEnum):

@@ -46,7 +46,7 @@ def publish(
 
       tutormax publish tutors.csv sessions.parquet feedback.jsonl --redis redis://localhost:6379/0
     """
-    from ..publish import publish_files
+    from ..queue.publish import publish_files
 
     with open_streams(redis, prefix, streams) as s, FileProgress(enabled=not json_out) as bar:
         summary = publish_files(

@@ -64,8 +64,8 @@ def stats(
 def _gather(streams: Any, group: str, db: str | None, reclaim_idle_ms: int) -> dict[str, Any]:
     from ..config import DEFAULT_DATABASE_URL
     from ..errors import DatabaseError
+    from ..queue.stats import gather
     from ..schema import KIND_ORDER
-    from ..stats import gather
     from ..store import Store
     from ..store.migrate import check
 

@@ -99,11 +99,12 @@ def worker(
     import time
 
     from ..config import DEFAULT_DATABASE_URL
-    from ..metrics import Metrics
+    from ..queue.metrics import Metrics
+    from ..queue.policy import RetryPolicy
+    from ..queue.runtime import default_consumer, install_signal_handlers
+    from ..queue.worker import Worker, WorkerOptions
     from ..store import Store
     from ..store.migrate import check
-    from ..worker import Worker, WorkerOptions, default_consumer, install_signal_handlers
-    from ..worker_policy import RetryPolicy
     from . import logs
 
     logs.setup(log_level, log_format, verbose=verbose, quiet=quiet)

@@ -7,10 +7,9 @@ pending age, highest delivery count), `dead_letter` (total, by_error, by_stream)
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable
 from typing import Any
 
+from .dlq import histogram
 from .streams import WORKER_COUNTERS, QueueUnavailable, Streams
 
 WORKER_INTS = (*WORKER_COUNTERS, "pid")
@@ -104,17 +103,3 @@ def workers(streams: Streams) -> dict[str, dict[str, Any]]:
         row["msgs_per_s"] = float(fields.get("msgs_per_s", 0) or 0)
         out[name] = row
     return out
-
-
-def histogram(entries: Iterable[tuple[str, dict[str, Any]]]) -> dict[str, dict[str, int]]:
-    """Dead letters counted by error code and by source stream."""
-    by_error: Counter[str] = Counter()
-    by_stream: Counter[str] = Counter()
-    for _, env in entries:
-        meta = env.get("metadata") or {}
-        by_error[str(meta.get("error", "unknown"))] += 1
-        by_stream[str(meta.get("source_stream", "unknown"))] += 1
-    return {
-        "by_error": dict(sorted(by_error.items())),
-        "by_stream": dict(sorted(by_stream.items())),
-    }

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from .records import StructureError, check_depth
-from .records import json_loads as _loads
-from .schema import JSON_MAX_DEPTH, MAX_COLUMNS
+from ..records import StructureError, check_depth
+from ..records import json_loads as _loads
+from ..schema import JSON_MAX_DEPTH, MAX_COLUMNS
 
 FIELD = "message"  # the one field of a stream entry
 _FIELD_BYTES = FIELD.encode()
@@ -165,3 +165,76 @@ class DeadLetter:
     detail: list[dict[str, str]]  # every error, each {field, code, message}
     source_metadata: dict[str, Any] | None = None
     raw_entry: bool = False  # data is the raw stream entry, not a record: nothing to replay
+
+
+def mark_of(stream: str, entry_id: str) -> str:
+    """The dead-letter index's key for a source entry (`<stream> <id>`), built here alone."""
+    return f"{stream} {entry_id}"
+
+
+@dataclass(frozen=True)
+class DeadLetterRecord:
+    """One entry of the dead-letter stream as read back: its id and envelope, and what its
+    metadata says, by attribute (an entry not written by tutormax reads as it is)."""
+
+    entry_id: str
+    envelope: dict[str, Any]
+
+    @classmethod
+    def from_entry(cls, entry_id: str, fields: dict[bytes, bytes]) -> DeadLetterRecord:
+        raw = fields.get(_FIELD_BYTES, b"")
+        try:
+            env = json.loads(raw)
+        except ValueError:  # not written by tutormax: show it as it is
+            env = {"data": {text(k): text(v) for k, v in fields.items()}, "metadata": {}}
+        if not isinstance(env, dict):
+            env = {"data": env, "metadata": {}}
+        return cls(entry_id, env)
+
+    def metadata(self) -> dict[str, Any]:
+        meta = self.envelope.get("metadata")
+        return meta if isinstance(meta, dict) else {}
+
+    @property
+    def data(self) -> Any:
+        return self.envelope.get("data")
+
+    @property
+    def source_stream(self) -> str | None:
+        value = self.metadata().get("source_stream")
+        return value if isinstance(value, str) else None
+
+    @property
+    def source_id(self) -> str | None:
+        value = self.metadata().get("source_id")
+        return None if value is None else str(value)
+
+    @property
+    def error(self) -> str:
+        return str(self.metadata().get("error", "unknown"))
+
+    @property
+    def attempts(self) -> int:
+        try:
+            return int(self.metadata().get("attempts") or 0)
+        except (TypeError, ValueError):
+            return 0
+
+    @property
+    def detail(self) -> list[dict[str, Any]]:
+        detail = self.metadata().get("detail")
+        return [d for d in detail if isinstance(d, dict)] if isinstance(detail, list) else []
+
+    @property
+    def raw_entry(self) -> bool:
+        """Its data is the raw entry of a poison message, not a record."""
+        return bool(self.metadata().get("raw_entry")) or not isinstance(self.data, dict)
+
+    @property
+    def mark(self) -> str | None:
+        if self.source_stream is None or self.source_id is None:
+            return None
+        return mark_of(self.source_stream, self.source_id)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"entry_id": self.entry_id, "envelope": self.envelope}

@@ -27,11 +27,11 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import errors as E
+from .. import errors as E
+from ..pipeline import BatchResult
+from ..schema import KIND_ORDER, KINDS
 from .envelope import DeadLetter, Message, Pending
-from .pipeline import BatchResult
-from .schema import KINDS
-from .streams import StreamMark
+from .streams import StreamMark, entry_key
 
 MAX_ATTEMPTS = 5
 RETRY_BASE_MS = 1_000
@@ -177,3 +177,24 @@ def poison(m: Message, reason: str, env: dict[str, Any] | None = None) -> DeadLe
     detail = [{"field": "message", "code": E.DLQ_POISON, "message": reason}]
     meta = (env or {}).get("metadata") or None
     return DeadLetter(m, data, E.DLQ_POISON, detail, meta, raw_entry=env is None)
+
+
+def readable(marks: dict[str, StreamMark], batch_size: int) -> tuple[str, ...]:
+    """The streams worth reading now. A child stream waits while its next entry is newer
+    than its parent stream's first undelivered entry and this batch will not drain the
+    parent: what it would read could only wait for parents (SPEC §6: drain the parent
+    stream first rather than re-read children)."""
+    out: list[str] = []
+    for kind in KIND_ORDER:
+        child = marks[kind].next_undelivered
+        ok = True
+        for _column, parent in KINDS[kind].parents:
+            p = marks[parent]
+            if child is None or p.next_undelivered is None:
+                continue
+            drains = parent in out and p.lag is not None and p.lag <= batch_size
+            if not drains and entry_key(child) > entry_key(p.next_undelivered):
+                ok = False
+        if ok:
+            out.append(kind)
+    return tuple(out)

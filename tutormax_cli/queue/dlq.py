@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import UsageError
-from .stats import histogram
+from ..errors import UsageError
+from .envelope import DeadLetterRecord
 from .streams import DEFAULT_GROUP, Streams
-
-Entry = tuple[str, dict[str, Any]]  # (dead-letter entry id, envelope)
 
 
 @dataclass(frozen=True)
@@ -35,22 +34,34 @@ class Selection:
         return not (self.ids or self.kind or self.error or self.all)
 
 
-def select(streams: Streams, sel: Selection) -> Iterator[Entry]:
+def select(streams: Streams, sel: Selection) -> Iterator[DeadLetterRecord]:
     """Dead letters matching every given criterion, oldest first."""
     if sel.ids:
-        found: Iterable[Entry] = (
-            (i, env) for i in sel.ids if (env := streams.dead_letter_by_id(i)) is not None
+        found: Iterable[DeadLetterRecord] = (
+            r for i in sel.ids if (r := streams.dead_letter_by_id(i)) is not None
         )
     else:
         found = streams.dead_letters()
     stream = streams.stream(sel.kind) if sel.kind else None
-    for entry_id, env in found:
-        meta = env.get("metadata") or {}
-        if stream and meta.get("source_stream") != stream:
+    for record in found:
+        if stream and record.source_stream != stream:
             continue
-        if sel.error and meta.get("error") != sel.error:
+        if sel.error and record.error != sel.error:
             continue
-        yield entry_id, env
+        yield record
+
+
+def histogram(records: Iterable[DeadLetterRecord]) -> dict[str, dict[str, int]]:
+    """Dead letters counted by error code and by source stream."""
+    by_error: Counter[str] = Counter()
+    by_stream: Counter[str] = Counter()
+    for r in records:
+        by_error[r.error] += 1
+        by_stream[r.source_stream or "unknown"] += 1
+    return {
+        "by_error": dict(sorted(by_error.items())),
+        "by_stream": dict(sorted(by_stream.items())),
+    }
 
 
 @dataclass
@@ -85,29 +96,28 @@ def replay(
     keep their dead-letter marks (see streams.Streams.replay)."""
     if sel.empty:
         raise UsageError("name dead-letter IDs, or use --kind, --error or --all")
-    entries = list(select(streams, sel))
-    result = ReplayResult(dry_run, len(entries), histogram=histogram(entries))
-    found = {i for i, _ in entries}
+    records = list(select(streams, sel))
+    result = ReplayResult(dry_run, len(records), histogram=histogram(records))
+    found = {r.entry_id for r in records}
     result.not_found = [i for i in sel.ids if i not in found]
-    for entry_id, env in entries:
-        reason = why_not_replayable(streams, env)
+    for record in records:
+        reason = why_not_replayable(streams, record)
         if reason:
-            result.left.setdefault(reason, []).append(entry_id)
+            result.left.setdefault(reason, []).append(record.entry_id)
         elif not dry_run:
-            new_id = streams.replay(entry_id, env, group)
+            new_id = streams.replay(record, group)
             if new_id is None:  # replayed or drained by someone else meanwhile
-                result.not_found.append(entry_id)
+                result.not_found.append(record.entry_id)
             else:
-                result.replayed.append({"from": entry_id, "to": new_id})
+                result.replayed.append({"from": record.entry_id, "to": new_id})
     return result
 
 
-def why_not_replayable(streams: Streams, env: dict[str, Any]) -> str | None:
-    meta = env.get("metadata") or {}
-    source = meta.get("source_stream")
-    if not isinstance(source, str) or streams.kind_of(source) is None:
+def why_not_replayable(streams: Streams, record: DeadLetterRecord) -> str | None:
+    source = record.source_stream
+    if source is None or streams.kind_of(source) is None or record.source_id is None:
         return f"unknown source stream {source!r}"
-    if meta.get("raw_entry") or not isinstance(env.get("data"), dict):
+    if record.raw_entry:
         return "poison: a raw entry, no record to replay"
     return None
 
@@ -119,14 +129,12 @@ def drain(streams: Streams, sel: Selection, out: Path) -> dict[str, Any]:
     if not out.parent.is_dir():
         raise UsageError(f"--out {out}: no such directory {out.parent}")
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    written: list[tuple[str, dict[str, Any]]] = []
+    written: list[DeadLetterRecord] = []
     try:
         with tmp.open("w", encoding="utf-8") as fh:
-            for entry_id, env in select(streams, Selection(kind=sel.kind, error=sel.error)):
-                fh.write(json.dumps({"entry_id": entry_id, "envelope": env}) + "\n")
-                meta = env.get("metadata") or {}
-                keep = {k: meta[k] for k in ("source_stream", "source_id") if k in meta}
-                written.append((entry_id, {"metadata": keep}))  # enough to delete it
+            for record in select(streams, Selection(kind=sel.kind, error=sel.error)):
+                fh.write(json.dumps(record.as_dict()) + "\n")
+                written.append(record)
             fh.flush()
             os.fsync(fh.fileno())
         tmp.replace(out)

@@ -18,9 +18,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import errors as E
-from .files import RawBatch, Source, is_stdin
-from .schema import KIND_ORDER
+from .. import errors as E
+from ..files import RawBatch, Source, is_stdin
+from ..schema import KIND_ORDER
 from .streams import Streams
 
 PUBLISH_BATCH_ROWS = 10_000

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from .errors import UsageError
+from ..errors import UsageError
 
 DEFAULT_METRICS_ADDR = "127.0.0.1"
 HEALTH_STALE_S = 120.0  # /healthz turns 503 when the loop has not gone round for this long
@@ -41,7 +41,7 @@ class Metrics:
     ) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-        from . import __version__
+        from .. import __version__
 
         self.registry = r = CollectorRegistry()
         self.messages = Counter(

@@ -1,0 +1,116 @@
+"""The worker as a process: fault injection for the tests, signals, garbage collection."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..config import fault_setting
+from ..errors import UsageError
+
+if TYPE_CHECKING:
+    from .worker import Worker
+
+log = logging.getLogger("tutormax.worker")
+
+GC_YOUNG_THRESHOLD = 50_000  # allocations between young collections while the worker runs
+
+
+FAULT_POINTS = (
+    "before_commit",
+    "after_commit_before_ack",
+    "after_deadletter_before_ack",
+    "pipeline_bug",  # not a kill: the pipeline raises TypeError, as a bug in the code would
+)
+
+
+def default_consumer() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass
+class Faults:
+    """`TUTORMAX_FAULT=<point>[:<n>]` SIGKILLs the worker the n-th time (default: first) it
+    reaches <point>; with `TUTORMAX_FAULT_PAUSE_S=<s>` it pauses there instead (for tests
+    that signal or disconnect a worker in the middle of a batch)."""
+
+    point: str | None = None
+    nth: int = 1
+    pause_s: float | None = None
+    seen: int = 0
+
+    @classmethod
+    def from_env(cls) -> Faults:
+        spec = (fault_setting("FAULT") or "").strip()
+        if not spec:
+            return cls()
+        point, _, nth = spec.partition(":")
+        if point not in FAULT_POINTS or (nth and not nth.isdigit()):
+            raise UsageError(
+                f"TUTORMAX_FAULT={spec!r}: expected <point>[:<n>], point one of "
+                f"{', '.join(FAULT_POINTS)}"
+            )
+        pause = fault_setting("FAULT_PAUSE_S")
+        return cls(point, int(nth or 1), float(pause) if pause else None)
+
+    def raise_if(self, point: str) -> None:
+        """The `pipeline_bug` point: raise the way a bug in the code would, every time."""
+        if point == self.point:
+            raise TypeError(f"fault injection: {point}")
+
+    def hit(self, point: str) -> None:
+        if point != self.point or point == "pipeline_bug":
+            return
+        self.seen += 1
+        if self.seen != self.nth:
+            return
+        if self.pause_s is not None:
+            log.warning("fault injection: pausing %.1f s at %s", self.pause_s, point)
+            time.sleep(self.pause_s)
+            return
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def install_signal_handlers(worker: Worker) -> None:
+    """First SIGTERM/SIGINT: finish the batch (or, during an outage, leave it pending), then
+    exit 0. Second: exit at once."""
+
+    def handler(signum: int, _frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if worker.stopping:
+            log.warning("%s again: exiting at once; the batch stays pending", name)
+            raise SystemExit(128 + signum)
+        worker.request_stop(f"received {name}")
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+@contextmanager
+def _batch_gc() -> Iterator[None]:
+    """Cheaper garbage collection for the batch loop.
+
+    A batch allocates tens of thousands of dicts and lists (parsed envelopes, records) that
+    refcounting frees; the cyclic collector only re-walks them while they live, and every
+    full collection re-walks every object of pyarrow, SQLAlchemy and redis too. So: freeze
+    what exists at start (imports, connections) out of the collector's sight, and let young
+    collections wait for GC_YOUNG_THRESHOLD allocations instead of 700. The loop collects
+    once after each batch instead, when the batch is gone (without that, the few garbage
+    cycles a batch leaves — holding lists of ids — were never collected)."""
+    old = gc.get_threshold()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, old[1], old[2])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
+        gc.unfreeze()

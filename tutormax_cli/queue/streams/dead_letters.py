@@ -1,0 +1,186 @@
+"""The dead-letter stream and its index (see queue/streams/__init__.py for the Lua)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from ..envelope import DeadLetter, DeadLetterRecord, envelope_text, mark_of, now_iso, text
+from .connection import DEFAULT_GROUP, PUBLISH_CHUNK, Connection
+from .group import entry_key
+
+REPLAYED = "replayed:"  # a dead-letter mark whose record was replayed while still pending
+
+DEAD_LETTER_CHUNK = 200  # dead letters per script call (each may carry a 64 KiB poison slice)
+
+_DEAD_LETTER_LUA = """
+local written = 0
+for i = 1, #ARGV, 2 do
+  local mark = redis.call('HGET', KEYS[2], ARGV[i])
+  local live = false
+  if mark then
+    if string.sub(mark, 1, 9) == 'replayed:' then live = true
+    else live = #redis.call('XRANGE', KEYS[1], mark, mark) > 0 end
+  end
+  if not live then
+    local id = redis.call('XADD', KEYS[1], '*', 'message', ARGV[i + 1])
+    redis.call('HSET', KEYS[2], ARGV[i], id)
+    written = written + 1
+  end
+end
+return written
+"""
+
+# KEYS: dead-letter stream, index, source stream. ARGV: dead-letter id, body, mark, group,
+# source entry id.
+_REPLAY_LUA = """
+if #redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1]) == 0 then return false end
+local id = redis.call('XADD', KEYS[3], '*', 'message', ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[1])
+local pend = redis.pcall('XPENDING', KEYS[3], ARGV[4], ARGV[5], ARGV[5], 1)
+if type(pend) == 'table' and pend.err == nil and #pend > 0 then
+  redis.call('HSET', KEYS[2], ARGV[3], 'replayed:' .. id)
+else
+  redis.call('HDEL', KEYS[2], ARGV[3])
+end
+return id
+"""
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+class DeadLetterOps(Connection):
+    """The dead-letter stream: written once per source entry, read, replayed, deleted."""
+
+    def _reindex(self) -> int:
+        n = 0
+        for record in self.dead_letters():
+            if record.mark:
+                self.r.hsetnx(self._index_key, record.mark, record.entry_id)
+                n += 1
+        return n
+
+    def dead_letter_health(self) -> dict[str, Any]:
+        """What could make dead letters vanish: a TTL on the stream (tutormax sets none;
+        TutorMax's publisher sets 24 h), and marks whose dead letter is gone (trimmed by
+        MAXLEN, expired): `lost`."""
+        with self.errors("checking the dead-letter stream"):
+            ttl = int(self.r.ttl(self.dead_letter_key))
+            first = self.r.xrange(self.dead_letter_key, "-", "+", count=1)
+            oldest = entry_key(text(first[0][0])) if first else None
+            lost = 0
+            for _mark, dl_id in self.r.hscan_iter(self._index_key, count=1000):
+                value = text(dl_id)
+                if value.startswith(REPLAYED):
+                    continue
+                if oldest is None or entry_key(value) < oldest:
+                    lost += 1
+        return {"ttl_s": ttl if ttl >= 0 else None, "lost": lost}
+
+    def sweep_marks(self) -> int:
+        """Delete the marks of dead letters that are gone (see dead_letter_health): the
+        index then matches the stream again. Returns how many were deleted."""
+        with self.errors("sweeping the dead-letter index"):
+            first = self.r.xrange(self.dead_letter_key, "-", "+", count=1)
+            oldest = entry_key(text(first[0][0])) if first else None
+            stale = [
+                mark
+                for mark, dl_id in self.r.hscan_iter(self._index_key, count=1000)
+                if not text(dl_id).startswith(REPLAYED)
+                and (oldest is None or entry_key(text(dl_id)) < oldest)
+            ]
+            for start in range(0, len(stale), PUBLISH_CHUNK):
+                self.r.hdel(self._index_key, *stale[start : start + PUBLISH_CHUNK])
+        return len(stale)
+
+    def dead_letter(self, letters: list[DeadLetter]) -> int:
+        """Write dead letters once per source entry; returns how many were new."""
+        if not letters:
+            return 0
+        argv: list[str] = []
+        for d in letters:
+            m, stream = d.message, self.stream(d.message.kind)
+            earlier = d.source_metadata or {}
+            meta: dict[str, Any] = {
+                "source_stream": stream,
+                "source_id": m.id,
+                "error": d.error,
+                "detail": d.detail,
+                # Every attempt of every life: a replayed record carries its earlier ones.
+                "attempts": m.deliveries + _int(earlier.get("previous_attempts")),
+                "failed_at": now_iso(),
+            }
+            if earlier.get("replay_chain"):
+                meta["replayed_from"] = earlier.get("replayed_from")
+                meta["replay_chain"] = earlier["replay_chain"]
+            if d.source_metadata:
+                meta["source_metadata"] = d.source_metadata
+            if d.raw_entry:
+                meta["raw_entry"] = True
+            argv += [mark_of(stream, m.id), envelope_text(self.dead_letter_key, d.data, meta)]
+        keys, written = [self.dead_letter_key, self._index_key], 0
+        with self.errors("writing dead letters"):
+            for start in range(0, len(argv), 2 * DEAD_LETTER_CHUNK):  # bounded script calls
+                args = argv[start : start + 2 * DEAD_LETTER_CHUNK]
+                written += int(self._script("dead_letter", _DEAD_LETTER_LUA)(keys=keys, args=args))
+        return written
+
+    def dead_letters(self, chunk: int = 1000) -> Iterator[DeadLetterRecord]:
+        """Every dead letter, oldest first."""
+        start = "-"
+        while True:
+            with self.errors("reading dead letters"):
+                rows = self.r.xrange(self.dead_letter_key, start, "+", count=chunk)
+            for i, fields in rows:
+                yield DeadLetterRecord.from_entry(text(i), fields)
+            if len(rows) < chunk:
+                return
+            start = "(" + text(rows[-1][0])
+
+    def dead_letter_by_id(self, entry_id: str) -> DeadLetterRecord | None:
+        with self.errors("reading a dead letter"):
+            rows = self.r.xrange(self.dead_letter_key, entry_id, entry_id, count=1)
+        return DeadLetterRecord.from_entry(entry_id, rows[0][1]) if rows else None
+
+    def replay(self, record: DeadLetterRecord, group: str = DEFAULT_GROUP) -> str | None:
+        """Re-queue a dead letter on its source stream with a fresh envelope and remove it, in
+        one atomic step; None if it is gone already. The caller checks the source stream.
+
+        The fresh envelope keeps the history: `replayed_from` (this dead letter),
+        `replay_chain` (every dead letter this record has been) and `previous_attempts`
+        (the attempts of every earlier life), so a record that fails again is dead-lettered
+        with its attempts summed and its chain intact."""
+        meta = record.metadata()
+        stream, source_id = record.source_stream, record.source_id
+        assert stream is not None and source_id is not None, "checked by the caller"
+        fresh = {
+            **(meta.get("source_metadata") or {}),
+            "replayed_from": record.entry_id,
+            "replay_chain": [*(meta.get("replay_chain") or []), record.entry_id],
+            "previous_attempts": record.attempts,
+        }
+        body = envelope_text(stream, record.data, fresh)
+        keys = [self.dead_letter_key, self._index_key, stream]
+        args = [record.entry_id, body, mark_of(stream, source_id), group, source_id]
+        with self.errors("replaying a dead letter"):
+            new_id = self._script("replay", _REPLAY_LUA)(keys=keys, args=args)
+        return text(new_id) if new_id else None
+
+    def delete_dead_letters(self, records: list[DeadLetterRecord]) -> int:
+        """XDEL dead letters (and their dedupe marks) in one MULTI/EXEC; returns how many."""
+        deleted = 0
+        with self.errors("deleting dead letters"):
+            for start in range(0, len(records), PUBLISH_CHUNK):
+                part = records[start : start + PUBLISH_CHUNK]
+                marks = [r.mark for r in part]
+                pipe = self.r.pipeline(transaction=True)
+                pipe.xdel(self.dead_letter_key, *[r.entry_id for r in part])
+                if any(marks):
+                    pipe.hdel(self._index_key, *[m for m in marks if m])
+                deleted += int(pipe.execute()[0])
+        return deleted
