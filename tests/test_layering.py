@@ -26,7 +26,17 @@ CORE_PACKAGES = ("rules", "fields")
 CORE_MODULES = ("schema", "validate", "records", "pipeline", "duplicates", "config", "errors")
 WINGS = ("files", "queue", "store", "generate", "cli")
 ENTRY = ("__main__",)  # `python -m tutormax_cli`: the CLI's entry
-ADAPTERS = ("typer", "rich", "redis", "sqlalchemy", "psycopg2", "alembic", "click", "prometheus_client", "dotenv")
+ADAPTERS = (
+    "typer",
+    "rich",
+    "redis",
+    "sqlalchemy",
+    "psycopg2",
+    "alembic",
+    "click",
+    "prometheus_client",
+    "dotenv",
+)
 
 # Where each adapter library may be imported: a module path prefix (dotted, under tutormax_cli).
 ALLOWED: dict[str, tuple[str, ...]] = {
@@ -72,7 +82,9 @@ def layer_of(module: str) -> str:
         return top
     if top in ENTRY:
         return "cli"
-    raise AssertionError(f"tutormax_cli.{module} belongs to no layer: add it to tests/test_layering.py")
+    raise AssertionError(
+        f"tutormax_cli.{module} belongs to no layer: add it to tests/test_layering.py"
+    )
 
 
 def source_of(module: str) -> Path:
@@ -108,7 +120,15 @@ CORE = [m for m in MODULES if layer_of(m) == "core"]
 
 def test_every_module_is_checked() -> None:
     assert len(MODULES) > 40
-    for name in ("schema", "rules.check", "fields.sessions", "files.csv", "queue.worker", "store.postgres", "cli.enrich"):
+    for name in (
+        "schema",
+        "rules.check",
+        "fields.sessions",
+        "files.csv",
+        "queue.worker",
+        "store.postgres",
+        "cli.enrich",
+    ):
         assert name in MODULES
 
 
@@ -152,9 +172,10 @@ def test_core_loads_no_adapter_libraries(module: str) -> None:
 
 def test_help_needs_no_services() -> None:
     """`tutormax --help` imports no database or queue client (they load inside commands)."""
+    clients = ["redis", "sqlalchemy", "psycopg2", "alembic"]
     code = (
         "import sys, json\nfrom tutormax_cli.cli import app\n"
-        "print(json.dumps(sorted(m for m in ['redis', 'sqlalchemy', 'psycopg2', 'alembic'] if m in sys.modules)))"
+        f"print(json.dumps(sorted(m for m in {clients!r} if m in sys.modules)))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == []

@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 
 from ..errors import DatabaseUnavailable, QueueError
 from ..fields import Context
+from ..schema import KIND_ORDER
 from ..store import Store
 from .envelope import Message, Poison
 from .envelope import parse_envelope as parse
@@ -51,7 +52,6 @@ from .policy import (
 from .runtime import Faults, _batch_gc, default_consumer
 from .streams import (
     DEFAULT_GROUP,
-    KIND_NAMES,
     GroupVanished,
     QueueUnavailable,
     StreamMark,
@@ -282,7 +282,7 @@ class Worker:
         out = Outcomes()
         by_kind = self._parse(messages, out)
         with self.store.transaction():
-            for kind in KIND_NAMES:
+            for kind in KIND_ORDER:
                 if by_kind.get(kind):
                     self._isolation.process(kind, by_kind[kind], ctx, out, first=True)
             self._faults.hit("before_commit")

@@ -26,11 +26,11 @@ atomically, which MULTI cannot express:
 
 from __future__ import annotations
 
+from ...schema import KIND_ORDER
 from .connection import (
     DEFAULT_GROUP,
     DEFAULT_PREFIX,
     DEFAULT_STREAMS,
-    KIND_NAMES,
     GroupVanished,
     QueueUnavailable,
     check_template,
@@ -51,7 +51,7 @@ class Streams(GroupOps, DeadLetterOps, MonitorOps):
 
         done: list[str] = []
         with self.errors(f"recreating consumer group {group}"):
-            for kind in KIND_NAMES:
+            for kind in KIND_ORDER:
                 try:
                     self.r.xgroup_create(self.stream(kind), group, id="0", mkstream=True)
                     done.append(f"recreated group {group} on {self.stream(kind)}")
@@ -69,7 +69,6 @@ __all__ = [
     "DEFAULT_GROUP",
     "DEFAULT_PREFIX",
     "DEFAULT_STREAMS",
-    "KIND_NAMES",
     "REPLAYED",
     "WORKER_COUNTERS",
     "GroupVanished",

@@ -16,8 +16,6 @@ DEFAULT_STREAMS = "{prefix}{kind}:enrichment"  # SPEC §6: TutorMax's enrichment
 
 DEFAULT_GROUP = "enrichment-workers"
 
-KIND_NAMES = KIND_ORDER  # parents first
-
 PUBLISH_CHUNK = 1000  # XADDs per round trip
 
 
@@ -37,12 +35,12 @@ class GroupVanished(QueueError):
 def check_template(template: str) -> str:
     """`--streams`: a name with `{kind}` (and optionally `{prefix}`), else UsageError."""
     try:
-        names = {template.format(kind=k, prefix="") for k in KIND_NAMES}
+        names = {template.format(kind=k, prefix="") for k in KIND_ORDER}
     except (KeyError, IndexError, ValueError) as exc:
         raise UsageError(
             f"--streams {template!r}: only {{kind}} and {{prefix}} may appear in braces ({exc})"
         ) from None
-    if "{kind}" not in template or len(names) != len(KIND_NAMES):
+    if "{kind}" not in template or len(names) != len(KIND_ORDER):
         raise UsageError(f"--streams {template!r}: must contain {{kind}}, e.g. 'tutormax:{{kind}}'")
     return template
 
@@ -63,7 +61,7 @@ class Connection:
         self.url_masked = mask_url(url)
         self.prefix = prefix
         self.template = check_template(streams)
-        self._names = {k: self.template.format(kind=k, prefix=prefix) for k in KIND_NAMES}
+        self._names = {k: self.template.format(kind=k, prefix=prefix) for k in KIND_ORDER}
         self._kinds = {v: k for k, v in self._names.items()}
         self.dead_letter_key = f"{prefix}dead_letter"
         self._index_key = f"{prefix}dead_letter:sources"  # "<stream> <id>" → dead-letter id

@@ -6,8 +6,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from ...schema import KIND_ORDER
 from ..envelope import FIELD, Message, Pending, envelope_text, now_iso, text
-from .connection import KIND_NAMES, PUBLISH_CHUNK, Connection, GroupVanished
+from .connection import PUBLISH_CHUNK, Connection, GroupVanished
 
 
 def entry_key(entry_id: str) -> tuple[int, int]:
@@ -82,7 +83,7 @@ class GroupOps(Connection):
         import redis
 
         with self.errors(f"creating consumer group {group}"):
-            for kind in KIND_NAMES:
+            for kind in KIND_ORDER:
                 try:
                     self.r.xgroup_create(self.stream(kind), group, id="0", mkstream=True)
                 except redis.ResponseError as exc:
@@ -95,7 +96,7 @@ class GroupOps(Connection):
         consumer: str,
         count: int,
         block_ms: int,
-        kinds: tuple[str, ...] = KIND_NAMES,
+        kinds: tuple[str, ...] = KIND_ORDER,
     ) -> list[Message]:
         """XREADGROUP `>` over the streams of `kinds`: up to `count` new entries from each."""
         if not kinds:
@@ -119,19 +120,19 @@ class GroupOps(Connection):
         of O(1) commands, whatever the streams' lengths."""
         with self.errors("reading the group's position"):
             pipe = self.r.pipeline(transaction=False)
-            for kind in KIND_NAMES:
+            for kind in KIND_ORDER:
                 pipe.xpending(self.stream(kind), group)
-            for kind in KIND_NAMES:
+            for kind in KIND_ORDER:
                 pipe.exists(self.stream(kind))
             replies = pipe.execute()
             pending, exists = replies[:3], replies[3:]
             pipe = self.r.pipeline(transaction=False)
-            for kind, there in zip(KIND_NAMES, exists, strict=True):
+            for kind, there in zip(KIND_ORDER, exists, strict=True):
                 if there:
                     pipe.xinfo_groups(self.stream(kind))
             infos = iter(pipe.execute())
             groups = {}
-            for kind, there in zip(KIND_NAMES, exists, strict=True):
+            for kind, there in zip(KIND_ORDER, exists, strict=True):
                 rows = next(infos) if there else []
                 g = [r for r in rows if text(r["name"]) == group]
                 if not g:
@@ -141,12 +142,12 @@ class GroupOps(Connection):
                     )
                 groups[kind] = g[0]
             pipe = self.r.pipeline(transaction=False)
-            for kind in KIND_NAMES:
+            for kind in KIND_ORDER:
                 last = text(groups[kind]["last-delivered-id"])
                 pipe.xrange(self.stream(kind), f"({last}", "+", count=1)
             nexts = pipe.execute()
         out = {}
-        for kind, p, nxt in zip(KIND_NAMES, pending, nexts, strict=True):
+        for kind, p, nxt in zip(KIND_ORDER, pending, nexts, strict=True):
             lag = groups[kind].get("lag")
             out[kind] = StreamMark(
                 pending=int(p["pending"]),
@@ -178,9 +179,9 @@ class GroupOps(Connection):
         out: list[Pending] = []
         with self.errors("listing pending entries"):
             pipe = self.r.pipeline(transaction=False)
-            for kind in KIND_NAMES:
+            for kind in KIND_ORDER:
                 pipe.xpending_range(self.stream(kind), group, "-", "+", count, consumer)
-            for kind, rows in zip(KIND_NAMES, pipe.execute(), strict=True):
+            for kind, rows in zip(KIND_ORDER, pipe.execute(), strict=True):
                 for p in rows:
                     idle, n = p["time_since_delivered"], p["times_delivered"]
                     out.append(Pending(kind, text(p["message_id"]), idle, n))
@@ -195,7 +196,7 @@ class GroupOps(Connection):
         out: list[Message] = []
         trimmed = 0
         with self.errors("claiming pending entries"):
-            for kind in KIND_NAMES:
+            for kind in KIND_ORDER:
                 mine = {p.id: p for p in due if p.kind == kind}
                 if not mine:
                     continue
@@ -216,7 +217,7 @@ class GroupOps(Connection):
         out: list[Message] = []
         trimmed = 0
         with self.errors("reclaiming idle entries"):
-            for kind in KIND_NAMES:
+            for kind in KIND_ORDER:
                 stream = self.stream(kind)
                 start = self._cursors.get(stream, "0-0")
                 reply = self.r.xautoclaim(stream, group, consumer, min_idle_ms, start, count=count)
@@ -251,4 +252,4 @@ class GroupOps(Connection):
     def group_pending(self, group: str) -> int:
         """Entries delivered to any consumer of the group and not yet acknowledged."""
         with self.errors("counting pending entries"):
-            return sum(int(self.r.xpending(self.stream(k), group)["pending"]) for k in KIND_NAMES)
+            return sum(int(self.r.xpending(self.stream(k), group)["pending"]) for k in KIND_ORDER)

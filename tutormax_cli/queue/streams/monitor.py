@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ...schema import KIND_ORDER
 from ..envelope import text
-from .connection import KIND_NAMES, Connection
+from .connection import Connection
 
 # What each worker counts, kept in its hash `<prefix>workers:<consumer>` (stats reads them).
 WORKER_COUNTERS = (
@@ -35,7 +36,7 @@ class MonitorOps(Connection):
         out: dict[str, dict[str, Any]] = {}
         with self.errors("reading stream statistics"):
             now_ms = _server_ms(self.r.time())
-            for kind in KIND_NAMES:
+            for kind in KIND_ORDER:
                 out[self.stream(kind)] = self._one_stream(self.stream(kind), group, now_ms, scan)
         return out
 
@@ -71,9 +72,9 @@ class MonitorOps(Connection):
         """XLEN of each input stream (0 when it does not exist)."""
         with self.errors("reading stream lengths"):
             pipe = self.r.pipeline(transaction=False)
-            for kind in KIND_NAMES:
+            for kind in KIND_ORDER:
                 pipe.xlen(self.stream(kind))
-            return {self.stream(k): int(n) for k, n in zip(KIND_NAMES, pipe.execute(), strict=True)}
+            return {self.stream(k): int(n) for k, n in zip(KIND_ORDER, pipe.execute(), strict=True)}
 
     def server_ms(self) -> int:
         with self.errors("reading the server time"):
