@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 
-from tutormax_cli.pipeline import SessionStarts
+from tutormax_cli.parents import SessionStarts
 
 TS = pa.timestamp("us", tz="UTC")
 

@@ -33,20 +33,18 @@ from redisfixtures import (
 )
 
 from tutormax_cli import schema
-from tutormax_cli.queue.envelope import Poison, envelope_text, parse_envelope
-from tutormax_cli.queue.policy import RetryPolicy
-from tutormax_cli.queue.streams import Streams
-from tutormax_cli.queue.worker import Worker, WorkerOptions
-from tutormax_cli.records import (
-    MISPLACED_SUFFIX,
+from tutormax_cli.json_bounds import (
     StructureError,
     TooManyKeys,
     check_width,
     loads_bounded,
     loads_record,
-    misplaced_masks,
-    records_to_table,
 )
+from tutormax_cli.queue.envelope import Poison, envelope_text, parse_envelope
+from tutormax_cli.queue.policy import RetryPolicy
+from tutormax_cli.queue.streams import Streams
+from tutormax_cli.queue.worker import Worker, WorkerOptions
+from tutormax_cli.records import MISPLACED_SUFFIX, misplaced_masks, records_to_table
 from tutormax_cli.store import Store
 from tutormax_cli.validate import validate
 

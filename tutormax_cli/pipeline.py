@@ -2,7 +2,8 @@
 
 `Pipeline.process(raw, ctx)` takes a raw Arrow batch (from a file or from stream messages)
 and returns which rows were accepted and which were rejected, with every reason. Files and
-the queue worker are adapters around it; neither has a per-record path of its own.
+the queue worker are adapters around it; neither has a per-record path of its own. The
+rules are rules/, the parents parents.py, the fields fields/, the writes a `BatchStore`.
 
 Duplicate keys (SPEC §4): a version is accepted or rejected on its own (rules, parents,
 the database); of the accepted versions of a key, the newest by `updated_at`, else the
@@ -35,6 +36,7 @@ from .duplicates import (
     occurrence,
 )
 from .fields import FORMULA_VERSION, REGISTRY, Context, derive
+from .parents import SessionStarts, any_of, missing_parents, orphan_errors, session_lookup
 from .schema import Kind
 from .validate import FieldError, Rejected, positions, validate
 
@@ -118,47 +120,6 @@ class _Rows:
         )
 
 
-class SessionStarts:
-    """The sessions of this run (session_id → scheduled_start), for the feedback join.
-
-    Of several versions of one session, the one a database would store counts (newest
-    `updated_at`, else the last)."""
-
-    def __init__(self) -> None:
-        self._parts: list[pa.Table] = []
-        self._seq = 0
-        self._index: tuple[pa.Array, pa.Array] | None = None
-
-    def remember(self, ids: pa.Array, starts: pa.Array, updated_at: pa.Array | None = None) -> None:
-        n = len(ids)
-        if updated_at is None:
-            updated_at = pa.nulls(n, _UTC_US)
-        seqs = pc.add(positions(n), self._seq)
-        self._seq += n
-        self._parts.append(pa.table({"k": ids, "s": starts, "updated_at": updated_at, SEQ: seqs}))
-        self._index = None
-
-    def lookup(self, ids: pa.Array) -> pa.Array:
-        if not self._parts:
-            return pa.nulls(len(ids), _UTC_US)
-        if self._index is None:
-            every = pa.concat_tables(self._parts)
-            if pc.count_distinct(every["k"]).as_py() != every.num_rows:
-                every = best_of_each_key(every, "k")[0]
-            self._parts = [every]
-            self._index = (every["k"].combine_chunks(), every["s"].combine_chunks())
-        keys, starts = self._index
-        # NOTE: index_in hashes its value set on every call, and the run's sessions are many
-        # (0.6 s a batch at 1M). So hash the batch's few distinct ids and probe the run's
-        # sessions against them instead: one pass over them, ~50 ms at 1M.
-        distinct = pc.unique(ids)
-        slot = pc.index_in(keys, value_set=distinct)
-        found = pc.is_valid(slot)
-        slots, values = pc.filter(slot, found), pc.filter(starts, found)
-        by_slot = pc.take(values, pc.index_in(positions(len(distinct)), value_set=slots))
-        return pc.take(by_slot, pc.index_in(ids, value_set=distinct))
-
-
 class Pipeline:
     """Processes the batches of one kind; holds what a run must remember across batches.
 
@@ -229,45 +190,20 @@ class Pipeline:
     # -- parents -------------------------------------------------------------------------------
 
     def _drop_orphans(self, rows: _Rows, rejected: list[Rejected]) -> _Rows:
-        orphans = self._missing_parents(rows.table)
+        if self.store is None:
+            return rows
+        orphans = missing_parents(self.store, self.kind, rows.table)
         if not orphans:
             return rows
-        rejected += _orphan_errors(orphans, rows.positions, rows.table)
-        return rows.filter(pc.invert(_any(orphans)))
-
-    def _missing_parents(self, table: pa.Table) -> list[tuple[str, str, pa.Array]]:
-        """(column, parent kind, rows naming an unknown parent); one query a parent a batch."""
-        found: list[tuple[str, str, pa.Array]] = []
-        if self.store is None or not table.num_rows:
-            return found
-        for column, parent in self.kind.parents:
-            ids = table.column(column).combine_chunks()
-            distinct = pc.unique(ids)
-            known = self.store.existing_keys(parent, distinct)
-            missing = pc.filter(distinct, pc.invert(known))
-            if len(missing):
-                found.append((column, parent, pc.is_in(ids, value_set=missing)))
-        return found
+        rejected += orphan_errors(orphans, rows.positions, rows.table)
+        return rows.filter(pc.invert(any_of(orphans)))
 
     # -- feedback's session --------------------------------------------------------------------
 
     def _with_sessions(self, ctx: Context) -> Context:
         if self.kind.name != "feedback" or (self.sessions is None and self.store is None):
             return ctx
-        return Context(ctx.as_of, ctx.timezone, self._session_start)
-
-    def _session_start(self, ids: pa.Array) -> pa.Array:
-        starts = self.sessions.lookup(ids) if self.sessions is not None else None
-        if self.store is None:
-            assert starts is not None
-            return starts
-        if starts is None:
-            return self.store.session_starts(ids)
-        unknown = pc.is_null(starts)
-        if not pc.any(unknown).as_py():
-            return starts
-        from_db = self.store.session_starts(pc.filter(ids, unknown))
-        return pc.replace_with_mask(starts, unknown, from_db.cast(starts.type))
+        return Context(ctx.as_of, ctx.timezone, session_lookup(self.sessions, self.store))
 
     # -- persisting ----------------------------------------------------------------------------
 
@@ -416,22 +352,3 @@ def _reject(rows: _Rows, refused: dict[int, str], rejected: list[Rejected]) -> _
         error = FieldError("_row", E.DATABASE_REFUSED, message)
         rejected.append(Rejected(rows.positions[i].as_py(), [error]))
     return rows.filter(_keep(rows.table.num_rows, set(refused)))
-
-
-def _any(orphans: list[tuple[str, str, pa.Array]]) -> pa.Array:
-    bad = orphans[0][2]
-    for _, _, mask in orphans[1:]:
-        bad = pc.or_(bad, mask)
-    return bad
-
-
-def _orphan_errors(
-    orphans: list[tuple[str, str, pa.Array]], at: pa.Array, table: pa.Table
-) -> list[Rejected]:
-    by_row: dict[int, list[FieldError]] = {}
-    for column, parent, mask in orphans:
-        for i in pc.indices_nonzero(mask).to_pylist():
-            value = table.column(column)[i].as_py()
-            message = f"{value!r} is not a known {parent[:-1]} (not in {parent})"
-            by_row.setdefault(i, []).append(FieldError(column, E.MISSING_PARENT, message))
-    return [Rejected(at[i].as_py(), errs) for i, errs in sorted(by_row.items())]

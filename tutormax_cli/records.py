@@ -1,13 +1,6 @@
-"""JSON records → Arrow: bounded structure, and values that do not depend on the batch.
+"""JSON records → Arrow, with values that do not depend on the batch.
 
-Two jobs, for every JSON input of tutormax (JSON Lines records, queue envelopes, JSON
-lists in CSV cells):
-
-**Bounded structure** (SPEC §6a). Python's json module builds whatever it is given: a
-record nested 10,000 deep raises RecursionError, and one nested 900 deep parses into
-something that Arrow then turns into gigabytes. `loads_bounded` refuses such text before
-json builds anything (the depth is counted on the raw text first), and `check_width`
-refuses a record of more than `MAX_COLUMNS` keys the same way.
+The text is parsed within bounds first (json_bounds.py: depth, width, keys).
 
 **Batch-independent values** (SPEC §6a: a row's verdict depends on the row alone).
 `records_to_table` is the one JSON-records → Arrow function (the JSON Lines reader and
@@ -17,18 +10,18 @@ alone but JSON text next to a string. Here each JSON value type has one meaning 
 type, defined once below; `pa.array` is only a fast path, taken when a column is *pure*
 (every value is of the one JSON type the path handles, so it provably gives the same
 verdicts). Any other column is converted value by value into **text**, which validation
-parses with the column's rule exactly as it parses a CSV cell (rules.py).
+parses with the column's rule exactly as it parses a CSV cell (rules/).
 
 What each JSON value becomes, by column type:
 
 * str: the string, in any column.
 * int: its digits (`60`); in a list column also *misplaced* (a number is not a list).
 * float: in an int column, the digits of the int if it is whole and within int64
-  (`60.0` → `60`, as rules.py takes a native 45.0), else its JSON text (`60.5`, `NaN`:
+  (`60.0` → `60`, as rules/ takes a native 45.0), else its JSON text (`60.5`, `NaN`:
   `invalid_int`). In float, bool and timestamp columns, its JSON text (repr: the exact
   double; `1.0` is no bool, as a native float is none). In string and list columns and
   columns not the kind's, Arrow's rendering of the double (`60`, `0.5`, `1e+20`, `nan`),
-  as rules.py renders a native float; in a list column also *misplaced*.
+  as rules/ renders a native float; in a list column also *misplaced*.
 * bool: `true` / `false`; in a list column also *misplaced*.
 * null: null.
 * list: in a list column, its JSON text (the list rule's JSON path: string items kept,
@@ -54,9 +47,6 @@ hold it beside the text of the other rows. It is kept as text in its column and 
 a boolean mask column named `<column>` + `MISPLACED_SUFFIX` (present only when some row is
 flagged); `misplaced_masks(table)` splits the masks off again, for validation to reject
 the flagged rows with the field's parse code (`invalid_string` for a string field).
-NOTE: until validate.py calls it, the masks travel as extra columns that nothing reads, so
-a misplaced value in an int, float, bool or timestamp field is still refused by its rule
-(its JSON text does not parse), but in a string or list field it passes as its JSON text.
 No column is named by a key holding a NUL byte (`loads_record` refuses such records and
 `records_to_table` skips such keys), so a mask cannot collide with an input column.
 
@@ -70,151 +60,14 @@ from __future__ import annotations
 
 import json
 import math
-import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from itertools import chain, repeat
 from operator import itemgetter
 from typing import Any
 
 import pyarrow as pa
 
-from .schema import JSON_MAX_DEPTH, MAX_COLUMNS, Kind, Type
-
-
-class StructureError(ValueError):
-    """JSON text whose structure is over a documented limit (nesting depth, width)."""
-
-
-class TooManyKeys(StructureError):
-    """A JSON object of more keys than the limit; `keys` says how many it has."""
-
-    def __init__(self, keys: int, limit: int) -> None:
-        super().__init__(f"JSON object of {keys:,} keys, over the limit of {limit:,}")
-        self.keys = keys
-
-
-# -- bounded parsing ---------------------------------------------------------------------------
-
-# A JSON string (with its escapes) or one bracket; brackets inside strings are skipped.
-_TOKENS_B = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
-_TOKENS_S = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
-# The same, plus the `:` after each object key.
-_KEY_TOKENS_B = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}:]', re.DOTALL)
-_KEY_TOKENS_S = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}:]', re.DOTALL)
-_OPEN = frozenset("[{")
-_CLOSE = frozenset("]}")
-
-
-def _marks(text: bytes | str, with_colons: bool = False) -> Iterator[str]:
-    """The first character of each JSON string and each bracket (and `:`) in `text`."""
-    if isinstance(text, bytes):
-        tokens_b = _KEY_TOKENS_B if with_colons else _TOKENS_B
-        return (chr(m.group()[0]) for m in tokens_b.finditer(text))
-    tokens_s = _KEY_TOKENS_S if with_colons else _TOKENS_S
-    return (m.group()[0] for m in tokens_s.finditer(text))
-
-
-def nesting_depth(text: bytes | str) -> int:
-    """The deepest nesting of arrays and objects in JSON text (0 for a scalar)."""
-    depth = deepest = 0
-    for c in _marks(text):
-        if c in _OPEN:
-            depth += 1
-            deepest = max(deepest, depth)
-        elif c != '"':
-            depth -= 1
-    return deepest
-
-
-def check_depth(text: bytes | str, max_depth: int = JSON_MAX_DEPTH) -> None:
-    """Raise StructureError if `text` nests deeper than `max_depth`, without parsing it.
-
-    NOTE: depth can never exceed the number of `[` and `{` characters, and counting them
-    is a C-speed scan; only text with more openers than the limit is scanned exactly."""
-    if isinstance(text, bytes):
-        openers = text.count(b"[") + text.count(b"{")
-    else:
-        openers = text.count("[") + text.count("{")
-    if openers <= max_depth:
-        return
-    depth = nesting_depth(text)
-    if depth > max_depth:
-        raise StructureError(f"JSON nested {depth} deep, over the limit of {max_depth}")
-
-
-def top_level_keys(text: bytes | str) -> int:
-    """How many keys the outermost JSON object of `text` has (0 if it is not an object)."""
-    depth = keys = 0
-    for c in _marks(text, with_colons=True):
-        if c in _OPEN:
-            depth += 1
-        elif c in _CLOSE:
-            depth -= 1
-        elif c == ":" and depth == 1:
-            keys += 1
-    return keys
-
-
-def check_width(text: bytes | str, max_keys: int = MAX_COLUMNS) -> None:
-    """Raise StructureError if the JSON object in `text` has more than `max_keys` keys,
-    without parsing it. NOTE: as for depth, a C-speed count of `:` bounds the key count;
-    only text with more colons than the limit is scanned exactly."""
-    colons = text.count(b":") if isinstance(text, bytes) else text.count(":")
-    if colons <= max_keys:
-        return
-    keys = top_level_keys(text)
-    if keys > max_keys:
-        raise TooManyKeys(keys, max_keys)
-
-
-_scan_once = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
-
-
-def json_loads(text: bytes | str) -> Any:
-    """`json.loads(text)`, a third faster on the usual input: UTF-8 bytes holding exactly
-    one JSON value. Anything else (other encodings, a BOM, whitespace around the value,
-    errors) is left to json.loads itself, so results and error messages are its own.
-    Unbounded: check the depth first (or call loads_bounded)."""
-    try:
-        s = text.decode() if isinstance(text, bytes) else text
-        value, end = _scan_once(s, 0)
-        if end == len(s):
-            return value
-    except (UnicodeDecodeError, StopIteration, ValueError):
-        pass
-    return json.loads(text)
-
-
-def loads_bounded(text: bytes | str, max_depth: int = JSON_MAX_DEPTH) -> Any:
-    """`json.loads(text)`, but StructureError (a ValueError) for text nested too deep."""
-    check_depth(text, max_depth)
-    return json_loads(text)
-
-
-def loads_record(
-    text: bytes | str, max_depth: int = JSON_MAX_DEPTH, max_keys: int = MAX_COLUMNS
-) -> dict[str, Any]:
-    """One JSON record (an object) within the limits; StructureError or ValueError (not
-    JSON, not an object, a key with a NUL byte or a lone surrogate) otherwise."""
-    check_depth(text, max_depth)
-    check_width(text, max_keys)
-    obj = json_loads(text)
-    if not isinstance(obj, dict):
-        raise ValueError("not a JSON object")
-    check_keys(obj)
-    return obj
-
-
-def check_keys(obj: dict[str, Any]) -> None:
-    """A record's keys must be able to name columns: UTF-8 text without NUL bytes."""
-    keys = "".join(obj)
-    if "\x00" in keys:
-        raise ValueError("a key holds a NUL byte")
-    try:
-        keys.encode()
-    except UnicodeEncodeError:
-        raise ValueError("a key is not valid UTF-8 (a lone surrogate)") from None
-
+from .schema import Kind, Type
 
 # -- records → Arrow ---------------------------------------------------------------------------
 
@@ -391,19 +244,4 @@ def _text(v: Any, typ: Type | None) -> tuple[str | None, bool]:
     return str(v), wrong
 
 
-__all__ = [
-    "MISPLACED_SUFFIX",
-    "StructureError",
-    "TooManyKeys",
-    "check_depth",
-    "check_keys",
-    "check_width",
-    "column_array",
-    "json_loads",
-    "loads_bounded",
-    "loads_record",
-    "misplaced_masks",
-    "nesting_depth",
-    "records_to_table",
-    "top_level_keys",
-]
+__all__ = ["MISPLACED_SUFFIX", "column_array", "misplaced_masks", "records_to_table"]

@@ -1,4 +1,4 @@
-"""JSON Lines input: each line parsed with bounded structure (records.loads_record); a
+"""JSON Lines input: each line parsed with bounded structure (json_bounds.loads_record); a
 line that is not a record is a malformed row; row numbers are line numbers."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from typing import Any
 import pyarrow as pa
 
 from ..errors import InputError
-from ..records import StructureError, TooManyKeys, loads_record, records_to_table
+from ..json_bounds import StructureError, TooManyKeys, loads_record
+from ..records import records_to_table
 from ..schema import FIELD_MAX_BYTES, MAX_COLUMNS, Kind
 from .batch import MALFORMED_ECHO_BYTES, Malformed, RawBatch
 from .csv import CSV_BLOCK_BYTES

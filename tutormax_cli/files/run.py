@@ -21,7 +21,8 @@ import pyarrow.compute as pc
 from .. import errors as E
 from ..duplicates import DuplicateCounter, DuplicateIndex, key_hashes
 from ..fields import Context, fields_for
-from ..pipeline import DERIVED_NAMES, BatchResult, BatchStore, Pipeline, SessionStarts
+from ..parents import SessionStarts
+from ..pipeline import DERIVED_NAMES, BatchResult, BatchStore, Pipeline
 from ..schema import Kind
 from ..validate import positions, validate
 from .batch import RawBatch, prefetch

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from ..records import StructureError, check_depth
-from ..records import json_loads as _loads
+from ..json_bounds import StructureError, check_depth
+from ..json_bounds import json_loads as _loads
 from ..schema import JSON_MAX_DEPTH, MAX_COLUMNS
 
 FIELD = "message"  # the one field of a stream entry

@@ -7,7 +7,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..records import loads_bounded
+from ..json_bounds import loads_bounded
 from ..schema import LIST_MAX_ITEMS
 from .arrow import (
     LIST_OF_STRINGS,

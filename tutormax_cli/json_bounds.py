@@ -1,0 +1,165 @@
+"""JSON text parsed within documented bounds (SPEC §6a), for every JSON input of tutormax:
+JSON Lines records, queue envelopes and JSON lists in CSV cells.
+
+Python's json module builds whatever it is given: a record nested 10,000 deep raises
+RecursionError, and one nested 900 deep parses into something that Arrow then turns into
+gigabytes. `loads_bounded` refuses such text before json builds anything (the depth is
+counted on the raw text first), and `check_width` refuses a record of more than
+`MAX_COLUMNS` keys the same way. `loads_record` adds that every key can name a column.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from .schema import JSON_MAX_DEPTH, MAX_COLUMNS
+
+
+class StructureError(ValueError):
+    """JSON text whose structure is over a documented limit (nesting depth, width)."""
+
+
+class TooManyKeys(StructureError):
+    """A JSON object of more keys than the limit; `keys` says how many it has."""
+
+    def __init__(self, keys: int, limit: int) -> None:
+        super().__init__(f"JSON object of {keys:,} keys, over the limit of {limit:,}")
+        self.keys = keys
+
+
+# A JSON string (with its escapes) or one bracket; brackets inside strings are skipped.
+_TOKENS_B = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
+_TOKENS_S = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
+# The same, plus the `:` after each object key.
+_KEY_TOKENS_B = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}:]', re.DOTALL)
+_KEY_TOKENS_S = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}:]', re.DOTALL)
+_OPEN = frozenset("[{")
+_CLOSE = frozenset("]}")
+
+
+def _marks(text: bytes | str, with_colons: bool = False) -> Iterator[str]:
+    """The first character of each JSON string and each bracket (and `:`) in `text`."""
+    if isinstance(text, bytes):
+        tokens_b = _KEY_TOKENS_B if with_colons else _TOKENS_B
+        return (chr(m.group()[0]) for m in tokens_b.finditer(text))
+    tokens_s = _KEY_TOKENS_S if with_colons else _TOKENS_S
+    return (m.group()[0] for m in tokens_s.finditer(text))
+
+
+def nesting_depth(text: bytes | str) -> int:
+    """The deepest nesting of arrays and objects in JSON text (0 for a scalar)."""
+    depth = deepest = 0
+    for c in _marks(text):
+        if c in _OPEN:
+            depth += 1
+            deepest = max(deepest, depth)
+        elif c != '"':
+            depth -= 1
+    return deepest
+
+
+def check_depth(text: bytes | str, max_depth: int = JSON_MAX_DEPTH) -> None:
+    """Raise StructureError if `text` nests deeper than `max_depth`, without parsing it.
+
+    NOTE: depth can never exceed the number of `[` and `{` characters, and counting them
+    is a C-speed scan; only text with more openers than the limit is scanned exactly."""
+    if isinstance(text, bytes):
+        openers = text.count(b"[") + text.count(b"{")
+    else:
+        openers = text.count("[") + text.count("{")
+    if openers <= max_depth:
+        return
+    depth = nesting_depth(text)
+    if depth > max_depth:
+        raise StructureError(f"JSON nested {depth} deep, over the limit of {max_depth}")
+
+
+def top_level_keys(text: bytes | str) -> int:
+    """How many keys the outermost JSON object of `text` has (0 if it is not an object)."""
+    depth = keys = 0
+    for c in _marks(text, with_colons=True):
+        if c in _OPEN:
+            depth += 1
+        elif c in _CLOSE:
+            depth -= 1
+        elif c == ":" and depth == 1:
+            keys += 1
+    return keys
+
+
+def check_width(text: bytes | str, max_keys: int = MAX_COLUMNS) -> None:
+    """Raise StructureError if the JSON object in `text` has more than `max_keys` keys,
+    without parsing it. NOTE: as for depth, a C-speed count of `:` bounds the key count;
+    only text with more colons than the limit is scanned exactly."""
+    colons = text.count(b":") if isinstance(text, bytes) else text.count(":")
+    if colons <= max_keys:
+        return
+    keys = top_level_keys(text)
+    if keys > max_keys:
+        raise TooManyKeys(keys, max_keys)
+
+
+_scan_once = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
+def json_loads(text: bytes | str) -> Any:
+    """`json.loads(text)`, a third faster on the usual input: UTF-8 bytes holding exactly
+    one JSON value. Anything else (other encodings, a BOM, whitespace around the value,
+    errors) is left to json.loads itself, so results and error messages are its own.
+    Unbounded: check the depth first (or call loads_bounded)."""
+    try:
+        s = text.decode() if isinstance(text, bytes) else text
+        value, end = _scan_once(s, 0)
+        if end == len(s):
+            return value
+    except (UnicodeDecodeError, StopIteration, ValueError):
+        pass
+    return json.loads(text)
+
+
+def loads_bounded(text: bytes | str, max_depth: int = JSON_MAX_DEPTH) -> Any:
+    """`json.loads(text)`, but StructureError (a ValueError) for text nested too deep."""
+    check_depth(text, max_depth)
+    return json_loads(text)
+
+
+def loads_record(
+    text: bytes | str, max_depth: int = JSON_MAX_DEPTH, max_keys: int = MAX_COLUMNS
+) -> dict[str, Any]:
+    """One JSON record (an object) within the limits; StructureError or ValueError (not
+    JSON, not an object, a key with a NUL byte or a lone surrogate) otherwise."""
+    check_depth(text, max_depth)
+    check_width(text, max_keys)
+    obj = json_loads(text)
+    if not isinstance(obj, dict):
+        raise ValueError("not a JSON object")
+    check_keys(obj)
+    return obj
+
+
+def check_keys(obj: dict[str, Any]) -> None:
+    """A record's keys must be able to name columns: UTF-8 text without NUL bytes."""
+    keys = "".join(obj)
+    if "\x00" in keys:
+        raise ValueError("a key holds a NUL byte")
+    try:
+        keys.encode()
+    except UnicodeEncodeError:
+        raise ValueError("a key is not valid UTF-8 (a lone surrogate)") from None
+
+
+__all__ = [
+    "StructureError",
+    "TooManyKeys",
+    "check_depth",
+    "check_keys",
+    "check_width",
+    "json_loads",
+    "loads_bounded",
+    "loads_record",
+    "nesting_depth",
+    "top_level_keys",
+]
