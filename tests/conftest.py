@@ -8,6 +8,9 @@ import pytest
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
+# The service fixtures (pg_url, db_url, store; redis_url, prefix, streams), for every module.
+pytest_plugins = ["dbfixtures", "redisfixtures"]
+
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")

@@ -1,8 +1,7 @@
 """Database fixtures and batch builders shared by the store and pipeline tests.
 
-Fixtures are defined as `<name>_fixture` and registered under `<name>`; import all the
-ones a module uses, including those they depend on:
-`from dbfixtures import db_url_fixture, pg_url_fixture, store_fixture`.
+Fixtures are defined as `<name>_fixture` and registered under `<name>`; conftest.py loads
+this module as a plugin (`pytest_plugins`), so every test module can ask for them.
 
 PostgreSQL: every test that asks for `pg_url` gets a fresh database `tutormax_test_<hex>`,
 dropped afterwards, created through `TUTORMAX_TEST_PG_URL` (default

@@ -1,7 +1,7 @@
 """Redis fixtures shared by the queue tests.
 
-Import what a module uses, including dependencies:
-`from redisfixtures import prefix_fixture, redis_url_fixture, streams_fixture`.
+conftest.py loads this module as a plugin (`pytest_plugins`): every test module can ask for
+`redis_url`, `prefix` and `streams`.
 
 Every test gets its own key prefix `tmtest:<hex>:` on `TUTORMAX_TEST_REDIS_URL` (default
 `redis://127.0.0.1:6379/0`), and its keys are deleted afterwards; nothing is flushed. If the

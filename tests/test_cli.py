@@ -17,10 +17,6 @@ from importlib.metadata import version
 from pathlib import Path
 
 import pytest
-from redisfixtures import (
-    prefix_fixture,  # noqa: F401
-    redis_url_fixture,  # noqa: F401
-)
 
 TUTORMAX = str(Path(sys.executable).with_name("tutormax"))
 SAMPLE = Path(__file__).parent.parent / "sample_data"

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from dbfixtures import db_url_fixture, pg_url_fixture  # noqa: F401
 from typer.testing import CliRunner
 
 from tutormax_cli.cli import app

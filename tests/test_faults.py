@@ -13,17 +13,9 @@ import signal
 
 import pytest
 import sqlalchemy as sa
-from dbfixtures import pg_admin, pg_url_fixture, session, tutor  # noqa: F401
+from dbfixtures import pg_admin, session, tutor
 from procfixtures import run, start, wait_for, worker_cmd
-from redisfixtures import (
-    dead_letters,
-    pending,
-    prefix_fixture,  # noqa: F401
-    publish,
-    redis_url_fixture,  # noqa: F401
-    streams_fixture,  # noqa: F401
-    xadd_raw,
-)
+from redisfixtures import dead_letters, pending, publish, xadd_raw
 
 from tutormax_cli.queue.streams import Streams
 from tutormax_cli.store import Store

@@ -191,3 +191,19 @@ def test_the_checker_sees_a_lazy_import(tmp_path: Path) -> None:
     assert "tutormax_cli.store" in found or any(n.startswith("tutormax_cli.store") for n in found)
     lazy = {name for name, _ in imports_of("config")}
     assert "sqlalchemy.engine" in lazy and "dotenv" in lazy
+
+
+def test_the_strict_typecheck_covers_the_core() -> None:
+    """noxfile.py's `mypy --strict` list is the core this file checks, module for module."""
+    import runpy
+
+    listed = runpy.run_path(str(PACKAGE.parent / "noxfile.py"))["CORE"]
+    covered = set()
+    for entry in listed:
+        path = PACKAGE.parent / entry
+        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+        for f in files:
+            rel = f.relative_to(PACKAGE).with_suffix("")
+            parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+            covered.add(".".join(parts))
+    assert covered == set(CORE)

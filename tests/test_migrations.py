@@ -15,8 +15,6 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from dbfixtures import db_url_fixture, pg_url_fixture  # noqa: F401
-from redisfixtures import prefix_fixture, redis_url_fixture  # noqa: F401
 
 from tutormax_cli.store import Store, metadata
 from tutormax_cli.store.migrate import VERSION_TABLE, head

@@ -25,19 +25,9 @@ from typing import Any
 import pytest
 import redis as redis_lib
 import sqlalchemy as sa
-from dbfixtures import pg_admin, pg_url_fixture, session, store_fixture, tutor  # noqa: F401
+from dbfixtures import pg_admin, session, tutor
 from procfixtures import PrivateRedis, run, start, wait_for, worker_cmd
-from redisfixtures import (
-    REDIS_URL,
-    FlakyProxy,
-    dead_letters,
-    pending,
-    prefix_fixture,  # noqa: F401
-    publish,
-    redis_client,
-    redis_url_fixture,  # noqa: F401
-    streams_fixture,  # noqa: F401
-)
+from redisfixtures import REDIS_URL, FlakyProxy, dead_letters, pending, publish, redis_client
 
 from tutormax_cli.queue.streams import Streams
 from tutormax_cli.store import Store

@@ -13,24 +13,10 @@ import time
 from typing import Any
 
 import pytest
-from dbfixtures import (
-    db_url_fixture,  # noqa: F401
-    pg_url_fixture,  # noqa: F401
-    store_fixture,  # noqa: F401
-    tutor,
-)
+from dbfixtures import tutor
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from redisfixtures import (
-    dead_letters,
-    jsonable,
-    pending,
-    prefix_fixture,  # noqa: F401
-    publish,
-    redis_url_fixture,  # noqa: F401
-    streams_fixture,  # noqa: F401
-    xadd_raw,
-)
+from redisfixtures import dead_letters, jsonable, pending, publish, xadd_raw
 
 from tutormax_cli import schema
 from tutormax_cli.json_bounds import (

@@ -17,8 +17,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from dbfixtures import db_url_fixture, pg_url_fixture, read_rows  # noqa: F401
-from redisfixtures import prefix_fixture, redis_url_fixture  # noqa: F401
+from dbfixtures import read_rows
 
 from tutormax_cli.store import Store
 from tutormax_cli.store.refresh import RefreshOptions, refresh

@@ -936,7 +936,7 @@ def test_plausible_patterns_hold_for_everything_arrow_accepts(values: list[str])
 
 
 def test_cast_each_isolates_the_refused_values_with_few_casts() -> None:
-    from tutormax_cli.rules import cast_each
+    from tutormax_cli.rules.arrow import cast_each
 
     calls = 0
 

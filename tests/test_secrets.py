@@ -23,7 +23,6 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from dbfixtures import pg_url_fixture  # noqa: F401
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from procfixtures import PrivateRedis, start, wait_for

@@ -9,18 +9,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 import sqlalchemy as sa
-from dbfixtures import (  # noqa: F401  (fixtures are used by name)
-    AS_OF,
-    db_url_fixture,
-    feedback,
-    make_table,
-    pg_admin,
-    pg_url_fixture,
-    read_rows,
-    session,
-    store_fixture,
-    tutor,
-)
+from dbfixtures import AS_OF, feedback, make_table, pg_admin, read_rows, session, tutor
 
 from tutormax_cli.errors import DatabaseError
 from tutormax_cli.fields import fields_for

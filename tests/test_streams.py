@@ -8,15 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from redisfixtures import (
-    dead_letters,
-    prefix_fixture,  # noqa: F401
-    producer_envelope,
-    redis_client,
-    redis_url_fixture,  # noqa: F401
-    streams_fixture,  # noqa: F401
-    xadd_raw,
-)
+from redisfixtures import dead_letters, producer_envelope, redis_client, xadd_raw
 from typer.testing import CliRunner
 
 from tutormax_cli.cli import app

@@ -13,25 +13,14 @@ import urllib.request
 from typing import Any
 
 import pytest
-from dbfixtures import (
-    db_url_fixture,  # noqa: F401
-    feedback,
-    pg_url_fixture,  # noqa: F401
-    read_rows,
-    session,
-    store_fixture,  # noqa: F401
-    tutor,
-)
+from dbfixtures import feedback, read_rows, session, tutor
 from redisfixtures import (
     FlakyProxy,
     dead_letters,
     jsonable,
     pending,
-    prefix_fixture,  # noqa: F401
     publish,
     redis_client,
-    redis_url_fixture,  # noqa: F401
-    streams_fixture,  # noqa: F401
     xadd_raw,
 )
 from typer.testing import CliRunner
@@ -223,13 +212,13 @@ def test_redis_outage_mid_batch_is_waited_out_not_dead_lettered(
 ) -> None:
     publish(streams, "tutors", [tutor(i) for i in range(5)])
     publish(streams, "sessions", [session(1, tutor_id="T1"), session(2, duration_minutes=999)])
-    monkeypatch.setenv("TUTORMAX_FAULT", "after_commit_before_ack")
-    monkeypatch.setenv("TUTORMAX_FAULT_PAUSE_S", "0.5")  # committed, about to dead-letter
+    # Committed, about to dead-letter: the worker pauses there while Redis is cut.
+    fault = {"fault": "after_commit_before_ack", "fault_pause_s": "0.5"}
     proxy = FlakyProxy(redis_url)
     cutter = outage_once_batch_is_held(proxy, streams, seconds=1.5)
     try:
         with Streams(proxy.url, prefix) as through_proxy:
-            totals = make_worker(through_proxy, store).run(burst=True)
+            totals = make_worker(through_proxy, store, **fault).run(burst=True)
     finally:
         cutter.join()
         proxy.close()
@@ -270,11 +259,10 @@ def test_postgresql_unreachable_for_seconds_is_waited_out(
         store.init_schema()
         publish(streams, "tutors", [tutor(i) for i in range(20)])
         publish(streams, "sessions", [session(i, tutor_id=f"T{i % 20}") for i in range(200)])
-        monkeypatch.setenv("TUTORMAX_FAULT", "before_commit")
-        monkeypatch.setenv("TUTORMAX_FAULT_PAUSE_S", "0.5")  # the batch waits to commit
+        fault = {"fault": "before_commit", "fault_pause_s": "0.5"}  # the batch waits to commit
         cutter = outage_once_batch_is_held(proxy, streams, seconds=3)
         try:
-            totals = make_worker(streams, store).run(burst=True)
+            totals = make_worker(streams, store, **fault).run(burst=True)
         finally:
             cutter.join()
         assert totals["outages"] >= 1

@@ -1,16 +1,79 @@
-"""The only reader of the environment and `.env`; settings resolution and URL masking."""
+"""The only reader of the environment and `.env`: the defaults, `Settings`, URL masking.
+
+Every default is one constant here, with its unit; the CLI shows and uses these, and the
+library's option objects (WorkerOptions, RetryPolicy, RefreshOptions, RunOptions) default to
+them. `Settings` is what the environment says, read once per command by the CLI's root
+callback (after `.env`); options given on the command line win over it.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UsageError
 
-DEFAULT_DATABASE_URL = "sqlite:///tutormax.db"
-DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 ENV_PREFIX = "TUTORMAX_"
+
+# -- defaults ------------------------------------------------------------------------------------
+
+DEFAULT_DATABASE_URL = "sqlite:///tutormax.db"  # a file in the working folder
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+DEFAULT_TIMEZONE = "UTC"  # IANA name of the reporting timezone
+DEFAULT_BATCH_ROWS = 50_000  # rows per batch and per transaction (enrich, refresh)
+DEFAULT_WORKER_BATCH = 5_000  # entries the worker reads per stream per batch
+DEFAULT_BLOCK_MS = 2_000  # the worker's longest wait for new entries
+DEFAULT_MAX_ATTEMPTS = 5  # attempts of a record whose parent is missing (not on its way)
+DEFAULT_RETRY_BASE_MS = 1_000  # first retry delay; doubles per attempt
+DEFAULT_RETRY_MAX_MS = 30_000  # longest retry delay
+DEFAULT_RECLAIM_IDLE_MS = 60_000  # a consumer idle this long is gone; its entries are taken over
+DEFAULT_HEARTBEAT_TTL_S = 60  # a worker's counters outlive its last heartbeat by this much
+DEFAULT_METRICS_ADDR = "127.0.0.1"  # --metrics-port serves this host only unless told
+DEFAULT_DLQ_LIMIT = 50  # dead letters `dlq list` shows
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the environment and `.env` say, read once (`Settings.load`).
+
+    `TUTORMAX_DATABASE_URL` and `TUTORMAX_REDIS_URL` (the `--db` / `--redis` options read them
+    too); `TUTORMAX_FAULT` / `TUTORMAX_FAULT_PAUSE_S`, the fault injection the tests use on a
+    worker (queue/runtime.py). Other options (`TUTORMAX_TIMEZONE`, `TUTORMAX_STREAMS`, …) are
+    read by the CLI's option parser, which names them in `--help`."""
+
+    database_url: str = DEFAULT_DATABASE_URL
+    redis_url: str = DEFAULT_REDIS_URL
+    fault: str = ""
+    fault_pause_s: str = ""
+    dotenv: Path | None = None  # the `.env` file read, if any
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str] | None = None, *, dotenv: bool = True) -> Settings:
+        found = load_dotenv() if dotenv and environ is None else None
+        env = os.environ if environ is None else environ
+
+        def get(name: str) -> str:
+            return (env.get(ENV_PREFIX + name) or "").strip()
+
+        return cls(
+            database_url=get("DATABASE_URL") or DEFAULT_DATABASE_URL,
+            redis_url=get("REDIS_URL") or DEFAULT_REDIS_URL,
+            fault=get("FAULT"),
+            fault_pause_s=get("FAULT_PAUSE_S"),
+            dotenv=found,
+        )
+
+    def database(self, option: str | None) -> str:
+        """The database URL: the option's, else the environment's, else the default."""
+        return option or self.database_url
+
+    def redis(self, option: str | None) -> str:
+        return option or self.redis_url
+
+
+# -- secrets -------------------------------------------------------------------------------------
 
 # Query parameters whose values are secrets (`redis://h/0?password=…`).
 _SECRET_PARAMS = frozenset({"password", "pass", "pwd", "passwd", "secret", "token"})
@@ -116,9 +179,3 @@ def load_dotenv(path: Path | None = None, environ: Mapping[str, str] | None = No
         if key.startswith(ENV_PREFIX) and key not in env and value is not None:
             os.environ[key] = value
     return Path(found)
-
-
-def fault_setting(name: str) -> str | None:
-    """`TUTORMAX_<NAME>`: the fault-injection variables the tests set on a worker
-    (`TUTORMAX_FAULT`, `TUTORMAX_FAULT_PAUSE_S`); read here like every other setting."""
-    return os.environ.get(ENV_PREFIX + name.upper())

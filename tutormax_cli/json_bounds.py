@@ -106,7 +106,7 @@ _scan_once = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
 
 def json_loads(text: bytes | str) -> Any:
-    """`json.loads(text)`, a third faster on the usual input: UTF-8 bytes holding exactly
+    """`json.loads(text)`, faster on the usual input: UTF-8 bytes holding exactly
     one JSON value. Anything else (other encodings, a BOM, whitespace around the value,
     errors) is left to json.loads itself, so results and error messages are its own.
     Unbounded: check the depth first (or call loads_bounded)."""

@@ -10,7 +10,7 @@ after them finds their starts before anything is committed.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -20,12 +20,16 @@ from .duplicates import SEQ, best_of_each_key
 from .schema import Kind
 from .validate import FieldError, Rejected, positions
 
-if TYPE_CHECKING:
-    from .pipeline import BatchStore
-
 _UTC_US = pa.timestamp("us", tz="UTC")
 
 Orphans = list[tuple[str, str, pa.Array]]  # (column, parent kind, rows naming an unknown parent)
+
+
+class ParentStore(Protocol):
+    """What parents need of the database (pipeline.BatchStore is one)."""
+
+    def existing_keys(self, kind: str, keys: pa.Array) -> pa.Array: ...
+    def session_starts(self, session_ids: pa.Array) -> pa.Array: ...
 
 
 class SessionStarts:
@@ -70,7 +74,7 @@ class SessionStarts:
 
 
 def session_lookup(
-    sessions: SessionStarts | None, store: BatchStore | None
+    sessions: SessionStarts | None, store: ParentStore | None
 ) -> Callable[[pa.Array], pa.Array]:
     """session_id → scheduled_start: this run's sessions first, then the database."""
 
@@ -90,7 +94,7 @@ def session_lookup(
     return lookup
 
 
-def missing_parents(store: BatchStore, kind: Kind, table: pa.Table) -> Orphans:
+def missing_parents(store: ParentStore, kind: Kind, table: pa.Table) -> Orphans:
     """The rows naming a parent the store does not hold; one query a parent column a batch."""
     found: Orphans = []
     if not table.num_rows:

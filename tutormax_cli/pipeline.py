@@ -36,7 +36,14 @@ from .duplicates import (
     occurrence,
 )
 from .fields import FORMULA_VERSION, REGISTRY, Context, derive
-from .parents import SessionStarts, any_of, missing_parents, orphan_errors, session_lookup
+from .parents import (
+    ParentStore,
+    SessionStarts,
+    any_of,
+    missing_parents,
+    orphan_errors,
+    session_lookup,
+)
 from .schema import Kind
 from .validate import FieldError, Rejected, positions, validate
 
@@ -62,12 +69,11 @@ class WriteCounts:
         return self.inserted + self.updated + self.unchanged
 
 
-class BatchStore(Protocol):
-    """What the pipeline needs of a database (tutormax_cli.store.Store provides it)."""
+class BatchStore(ParentStore, Protocol):
+    """What the pipeline needs of a database (tutormax_cli.store.Store provides it): the
+    parents' look-ups (parents.ParentStore), transactions and writes."""
 
     def transaction(self) -> AbstractContextManager[None]: ...
-    def existing_keys(self, kind: str, keys: pa.Array) -> pa.Array: ...
-    def session_starts(self, session_ids: pa.Array) -> pa.Array: ...
     def write(self, kind: str, table: pa.Table, *, trial: bool = False) -> WriteResultLike: ...
     def init_schema(self) -> None: ...
 

@@ -18,11 +18,9 @@ import pyarrow.compute as pc
 
 from . import errors as E
 from .records import misplaced_masks
-from .rules import (
-    PARSE_CODES,
-    Problem,
+from .rules import PARSE_CODES, Problem, check_column
+from .rules.arrow import (
     any_of,
-    check_column,
     decode_utf8,
     false_mask,
     is_bytes,

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from typer.exceptions import TyperException
 
-from ..config import scrub
+from ..config import Settings, scrub
 from ..errors import (
     EXIT_BUG,
     EXIT_FATAL,
@@ -37,11 +37,24 @@ out = Console(highlight=False, soft_wrap=True)  # lines of text are never broken
 
 def open_streams(redis: str | None, prefix: str, streams: str, block_ms: int = 0) -> Any:
     """A Streams for the queue commands (no connection yet: that happens on first use)."""
-    from ..config import DEFAULT_REDIS_URL
     from ..queue.streams import Streams
 
     timeout_s = max(30.0, block_ms / 1000 + 10)  # longer than any blocking read
-    return Streams(redis or DEFAULT_REDIS_URL, prefix, timeout_s, streams=streams)
+    return Streams(settings().redis(redis), prefix, timeout_s, streams=streams)
+
+
+_settings: list[Settings] = []  # what the root callback read for this command
+
+
+def load_settings() -> Settings:
+    """Read `.env` and the environment once (the root callback, before any option)."""
+    _settings[:] = [Settings.load()]
+    return _settings[0]
+
+
+def settings() -> Settings:
+    """The settings of this command (config.Settings)."""
+    return _settings[0] if _settings else load_settings()
 
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -6,8 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ..config import DEFAULT_DATABASE_URL
-from .common import handle_errors, out, print_json
+from .common import handle_errors, out, print_json, settings
 from .options import DbUrl, JsonFlag
 
 app = typer.Typer(
@@ -27,7 +26,7 @@ _SAID = {
 def _store(db: str | None) -> Any:
     from ..store import Store
 
-    return Store.connect(db or DEFAULT_DATABASE_URL)
+    return Store.connect(settings().database(db))
 
 
 def _upgrade(db: str | None, json_out: bool, verb: str) -> None:

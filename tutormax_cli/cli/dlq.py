@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from ..config import DEFAULT_DLQ_LIMIT
 from .common import err, handle_errors, open_streams, out, print_json
 from .options import (
     GROUP_DEFAULT,
@@ -37,7 +38,7 @@ def _sel(kind: Any = None, error: Any = None, ids: Any = (), all_: bool = False)
 def dlq_list(
     kind: Kind = None,
     error: ErrorCode = None,
-    limit: Annotated[int, typer.Option(min=0, help="Show at most N (0: all).")] = 50,
+    limit: Annotated[int, typer.Option(min=0, help="Show at most N (0: all).")] = DEFAULT_DLQ_LIMIT,
     redis: RedisUrl = None,
     streams: Streams = STREAMS_DEFAULT,
     prefix: Prefix = PREFIX_DEFAULT,

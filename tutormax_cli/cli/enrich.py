@@ -9,9 +9,9 @@ from typing import Annotated, Any
 
 import typer
 
-from ..config import DEFAULT_DATABASE_URL
-from .common import err, handle_errors, parse_as_of, parse_timezone, print_json
-from .options import DbUrl, FormatName, JsonFlag, KindName, Quiet
+from ..config import DEFAULT_BATCH_ROWS, DEFAULT_TIMEZONE
+from .common import err, handle_errors, parse_as_of, parse_timezone, print_json, settings
+from .options import BatchRows, DbUrl, FormatName, JsonFlag, KindName, Quiet, Timezone
 from .progress import FileProgress
 
 EXAMPLE = """
@@ -59,17 +59,12 @@ def enrich(
         str | None,
         typer.Option(metavar="TIMESTAMP", help="Reference instant, ISO-8601 (default: now)."),
     ] = None,
-    timezone: Annotated[
-        str,
-        typer.Option(envvar="TUTORMAX_TIMEZONE", metavar="ZONE", help="Reporting timezone (IANA)."),
-    ] = "UTC",
+    timezone: Timezone = DEFAULT_TIMEZONE,
     rejects: Annotated[
         Path | None,
         typer.Option(metavar="PATH", help="Rejects file (JSON Lines; default: next to --out)."),
     ] = None,
-    batch_size: Annotated[
-        int, typer.Option(metavar="N", help="Rows per batch (and per transaction).")
-    ] = 50_000,
+    batch_size: BatchRows = DEFAULT_BATCH_ROWS,
     db: DbUrl = None,
     no_db: Annotated[bool, typer.Option("--no-db", help="Open no database.")] = False,
     dry_run: Annotated[
@@ -107,7 +102,7 @@ def enrich(
             "--json and --out - (or --rejects -) both want stdout",
             hint="without --json the summary goes to stderr, beside the streamed rows",
         )
-    url = None if no_db else (db or DEFAULT_DATABASE_URL)
+    url = None if no_db else settings().database(db)
     connect = (lambda: _open_store(url, dry_run)) if url else None
     with FileProgress(enabled=not (json_out or quiet)) as progress, _ctrl_c() as stop:
         summary = run_enrich(opts, connect, progress.update, stop)
@@ -150,9 +145,10 @@ def _ctrl_c() -> Iterator[Callable[[], bool]]:
 def _open_store(url: str, dry_run: bool) -> Any:
     """Connect and check the schema version (before the first batch: a bad URL, or a
     database of another version, writes nothing)."""
-    from ..store import Store
+    from ..store import Store, sqlite_file
 
-    if dry_run and url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).exists():
+    file = sqlite_file(url)
+    if dry_run and file is not None and not file.exists():
         url = "sqlite://"  # a dry run creates no database file: an empty in-memory one
     from ..store.migrate import check
 

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from ..config import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL
 from ..queue.streams import DEFAULT_GROUP, DEFAULT_PREFIX, DEFAULT_STREAMS
 
 
@@ -48,7 +49,7 @@ DbUrl = Annotated[
         envvar="TUTORMAX_DATABASE_URL",
         show_envvar=True,
         metavar="URL",
-        help="Database URL (default: sqlite:///tutormax.db in the working folder).",
+        help=f"Database URL (default: {DEFAULT_DATABASE_URL}, in the working folder).",
     ),
 ]
 RedisUrl = Annotated[
@@ -58,7 +59,7 @@ RedisUrl = Annotated[
         envvar="TUTORMAX_REDIS_URL",
         show_envvar=True,
         metavar="URL",
-        help="Redis URL (default: redis://localhost:6379/0).",
+        help=f"Redis URL (default: {DEFAULT_REDIS_URL}).",
     ),
 ]
 Streams = Annotated[
@@ -97,6 +98,20 @@ Group = Annotated[
 ]
 GROUP_DEFAULT = DEFAULT_GROUP
 Kind = Annotated[KindName | None, typer.Option("--kind", help="Only this kind.")]
+Timezone = Annotated[
+    str,
+    typer.Option(
+        "--timezone",
+        envvar="TUTORMAX_TIMEZONE",
+        show_envvar=True,
+        metavar="ZONE",
+        help="Reporting timezone (IANA).",
+    ),
+]
+BatchRows = Annotated[
+    int,
+    typer.Option("--batch-size", metavar="N", help="Rows per batch (and per transaction)."),
+]
 ErrorCode = Annotated[
     DeadLetterError | None, typer.Option("--error", help="Only dead letters with this error.")
 ]

@@ -6,9 +6,9 @@ from typing import Annotated, Any
 
 import typer
 
-from ..config import DEFAULT_DATABASE_URL
-from .common import err, handle_errors, parse_as_of, parse_timezone, print_json
-from .options import DbUrl, JsonFlag, KindName, Quiet
+from ..config import DEFAULT_BATCH_ROWS, DEFAULT_TIMEZONE
+from .common import err, handle_errors, parse_as_of, parse_timezone, print_json, settings
+from .options import BatchRows, DbUrl, JsonFlag, Kind, Quiet, Timezone
 
 
 @handle_errors
@@ -18,14 +18,9 @@ def refresh(
         str | None,
         typer.Option(metavar="TIMESTAMP", help="The as-of of tutors' tenure (default: now)."),
     ] = None,
-    timezone: Annotated[
-        str,
-        typer.Option(envvar="TUTORMAX_TIMEZONE", metavar="ZONE", help="Reporting timezone (IANA)."),
-    ] = "UTC",
-    kind: Annotated[KindName | None, typer.Option(help="Only this kind.")] = None,
-    batch_size: Annotated[
-        int, typer.Option(min=1, metavar="N", help="Rows per batch (and per transaction).")
-    ] = 50_000,
+    timezone: Timezone = DEFAULT_TIMEZONE,
+    kind: Kind = None,
+    batch_size: BatchRows = DEFAULT_BATCH_ROWS,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Count what would change; write nothing.")
     ] = False,
@@ -55,7 +50,7 @@ def refresh(
         batch_size=batch_size,
         dry_run=dry_run,
     )
-    with Store.connect(db or DEFAULT_DATABASE_URL) as store:
+    with Store.connect(settings().database(db)) as store:
         check(store)  # behind or ahead of this version: exit 2, nothing written
         with FileProgress(enabled=not (json_out or quiet)) as bar:
             counts = run(

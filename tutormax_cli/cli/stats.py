@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from .common import handle_errors, open_streams, out, print_json
+from .common import handle_errors, open_streams, out, print_json, settings
 from .options import (
     GROUP_DEFAULT,
     PREFIX_DEFAULT,
@@ -62,15 +61,15 @@ def stats(
 
 
 def _gather(streams: Any, group: str, db: str | None, reclaim_idle_ms: int) -> dict[str, Any]:
-    from ..config import DEFAULT_DATABASE_URL
     from ..errors import DatabaseError
     from ..queue.stats import gather
     from ..schema import KIND_ORDER
-    from ..store import Store
+    from ..store import Store, sqlite_file
     from ..store.migrate import check
 
-    url = db or DEFAULT_DATABASE_URL
-    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).exists():
+    url = settings().database(db)
+    file = sqlite_file(url)
+    if file is not None and not file.exists():
         doc = gather(streams, group, reclaim_idle_ms=reclaim_idle_ms)  # create no database file
         doc["tables"] = dict.fromkeys(KIND_ORDER, 0)
         return doc

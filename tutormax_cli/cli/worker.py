@@ -7,7 +7,17 @@ from typing import Annotated, Any
 
 import typer
 
-from .common import handle_errors, open_streams, parse_timezone, print_json
+from ..config import (
+    DEFAULT_BLOCK_MS,
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_METRICS_ADDR,
+    DEFAULT_RECLAIM_IDLE_MS,
+    DEFAULT_RETRY_BASE_MS,
+    DEFAULT_RETRY_MAX_MS,
+    DEFAULT_TIMEZONE,
+    DEFAULT_WORKER_BATCH,
+)
+from .common import handle_errors, open_streams, parse_timezone, print_json, settings
 from .options import (
     GROUP_DEFAULT,
     PREFIX_DEFAULT,
@@ -24,6 +34,7 @@ from .options import (
     ReclaimIdleMs,
     RedisUrl,
     Streams,
+    Timezone,
     Verbose,
 )
 
@@ -38,7 +49,7 @@ def worker(
     group: Group = GROUP_DEFAULT,
     batch_size: Annotated[
         int, typer.Option(min=1, metavar="N", help="Entries read per stream per batch.")
-    ] = 5000,
+    ] = DEFAULT_WORKER_BATCH,
     max_attempts: Annotated[
         int,
         typer.Option(
@@ -46,17 +57,17 @@ def worker(
             metavar="N",
             help="Attempts for a record whose parent is missing (not on its way).",
         ),
-    ] = 5,
-    reclaim_idle_ms: ReclaimIdleMs = 60_000,
+    ] = DEFAULT_MAX_ATTEMPTS,
+    reclaim_idle_ms: ReclaimIdleMs = DEFAULT_RECLAIM_IDLE_MS,
     block_ms: Annotated[
         int, typer.Option(min=1, metavar="MS", help="Longest wait for new entries.")
-    ] = 2_000,
+    ] = DEFAULT_BLOCK_MS,
     retry_base_ms: Annotated[
-        int, typer.Option(min=1, metavar="MS", help="First retry delay.")
-    ] = 1_000,
+        int, typer.Option(min=1, metavar="MS", help="First retry delay (doubles per attempt).")
+    ] = DEFAULT_RETRY_BASE_MS,
     retry_max_ms: Annotated[
         int, typer.Option(min=1, metavar="MS", help="Longest retry delay.")
-    ] = 30_000,
+    ] = DEFAULT_RETRY_MAX_MS,
     burst: Annotated[
         bool,
         typer.Option(
@@ -65,10 +76,7 @@ def worker(
             "waiting for a retry (a gone consumer's entries are reclaimed first).",
         ),
     ] = False,
-    timezone: Annotated[
-        str,
-        typer.Option(envvar="TUTORMAX_TIMEZONE", metavar="ZONE", help="Reporting timezone (IANA)."),
-    ] = "UTC",
+    timezone: Timezone = DEFAULT_TIMEZONE,
     db: DbUrl = None,
     redis: RedisUrl = None,
     streams: Streams = STREAMS_DEFAULT,
@@ -79,7 +87,7 @@ def worker(
     ] = None,
     metrics_addr: Annotated[
         str, typer.Option(metavar="ADDR", help="Address for --metrics-port (0.0.0.0: all).")
-    ] = "127.0.0.1",
+    ] = DEFAULT_METRICS_ADDR,
     log_level: Level = LogLevel.info,
     log_format: Format = LogFormat.text,
     verbose: Verbose = False,
@@ -98,7 +106,6 @@ def worker(
     """
     import time
 
-    from ..config import DEFAULT_DATABASE_URL
     from ..queue.metrics import Metrics
     from ..queue.policy import RetryPolicy
     from ..queue.runtime import default_consumer, install_signal_handlers
@@ -108,6 +115,7 @@ def worker(
     from . import logs
 
     logs.setup(log_level, log_format, verbose=verbose, quiet=quiet)
+    env = settings()
     opts = WorkerOptions(
         group=group,
         consumer=consumer or default_consumer(),
@@ -116,10 +124,12 @@ def worker(
         block_ms=block_ms,
         timezone=parse_timezone(timezone),
         retry=RetryPolicy(max_attempts=max_attempts, base_ms=retry_base_ms, max_ms=retry_max_ms),
+        fault=env.fault,
+        fault_pause_s=env.fault_pause_s,
     )
     with open_streams(redis, prefix, streams, block_ms) as s:
         s.ping()
-        with Store.connect(db or DEFAULT_DATABASE_URL) as store:
+        with Store.connect(env.database(db)) as store:
             check(store, create=True)  # behind or ahead of this version: exit 2
             metrics = None
             if metrics_port is not None:

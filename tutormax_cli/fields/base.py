@@ -8,6 +8,8 @@ from datetime import datetime
 
 import pyarrow as pa
 
+from ..config import DEFAULT_TIMEZONE
+
 # session_id array -> that session's scheduled_start (timestamp[us, UTC]), null when unknown.
 SessionStartLookup = Callable[[pa.Array], pa.Array]
 
@@ -17,7 +19,7 @@ class Context:
     """What a formula may depend on besides the record: SPEC §2's as-of and reporting timezone."""
 
     as_of: datetime  # timezone-aware; the reference instant of the run or batch
-    timezone: str = "UTC"  # IANA name of the reporting timezone
+    timezone: str = DEFAULT_TIMEZONE  # IANA name of the reporting timezone
     # Resolves feedback sessions not carried on the record (same run, then the database).
     session_start: SessionStartLookup | None = None
 

@@ -15,8 +15,8 @@ import pyarrow.parquet as pq
 
 
 def _dictionary_columns(schema: pa.Schema) -> list[str]:
-    """Dictionary-encode only text that is likely repetitive: measured, dictionary encoding of
-    unique ids and instants cost more than half of Parquet writing, for no size gain."""
+    """Dictionary-encode only text that is likely repetitive: dictionary encoding of unique
+    ids and instants costs a large share of Parquet writing, for no size gain."""
     return [
         f.name
         for f in schema
@@ -43,7 +43,7 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
 
 def iso_timestamps(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
     """timestamp[us, UTC] → ISO-8601 text (`2024-11-07T14:00:00Z`, fraction only if any)."""
-    # NOTE: a cast of the naive UTC wall time to text is ~28x faster than pc.strftime.
+    # NOTE: a cast of the naive UTC wall time to text is much faster than pc.strftime.
     text = arr.cast(pa.timestamp("us")).cast(pa.string())
     text = pc.replace_substring(text, " ", "T", max_replacements=1)
     text = pc.replace_substring_regex(text, r"(\.\d*[1-9])0+$", r"\1")

@@ -31,7 +31,7 @@ class _Parquet:
     def batches(path: _Input, batch_size: int, *_: Any) -> Iterator[RawBatch]:
         first = 1
         try:
-            # NOTE: pre-buffering (the default) read the whole file ahead: 400 MiB RSS at 5M rows.
+            # NOTE: pre-buffering (the default) reads the whole file ahead: memory grows with it.
             pf = pq.ParquetFile(path.native(), pre_buffer=False)
             total = max(pf.metadata.num_rows, 1)
             for b in pf.iter_batches(batch_size=batch_size):

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import errors as E
+from ..config import DEFAULT_BATCH_ROWS, DEFAULT_TIMEZONE
 from ..schema import KIND_ORDER
 from .formats import EXTENSIONS, check_format, detect_format, named_format
 from .inputs import is_stdin, split_compression
@@ -21,12 +22,12 @@ from .write import check_output, output_target
 class EnrichOptions:
     paths: list[Path]
     as_of: datetime
-    timezone: str = "UTC"
+    timezone: str = DEFAULT_TIMEZONE
     out: Path | None = None
     kind: str | None = None
     format: str | None = None  # output format; also the input format of unknown extensions
     rejects: Path | None = None
-    batch_size: int = 50_000
+    batch_size: int = DEFAULT_BATCH_ROWS
     dry_run: bool = False
     atomic: bool = False
     max_errors: int | None = None
@@ -65,7 +66,7 @@ class RunSummary:
     dry_run: bool = False
     stopped: str | None = None  # why the run stopped early (--max-errors)
     as_of: str = ""
-    timezone: str = "UTC"
+    timezone: str = DEFAULT_TIMEZONE
 
     @property
     def rejected(self) -> int:

@@ -21,9 +21,9 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from ..config import DEFAULT_METRICS_ADDR
 from ..errors import UsageError
 
-DEFAULT_METRICS_ADDR = "127.0.0.1"
 HEALTH_STALE_S = 120.0  # /healthz turns 503 when the loop has not gone round for this long
 READY_CACHE_S = 1.0  # /readyz checks the services at most this often
 

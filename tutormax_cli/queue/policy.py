@@ -28,21 +28,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import errors as E
+from ..config import DEFAULT_MAX_ATTEMPTS, DEFAULT_RETRY_BASE_MS, DEFAULT_RETRY_MAX_MS
 from ..pipeline import BatchResult
 from ..schema import KIND_ORDER, KINDS
 from .envelope import DeadLetter, Message, Pending
 from .streams import StreamMark, entry_key
 
-MAX_ATTEMPTS = 5
-RETRY_BASE_MS = 1_000
-RETRY_MAX_MS = 30_000
-
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    max_attempts: int = MAX_ATTEMPTS
-    base_ms: int = RETRY_BASE_MS
-    max_ms: int = RETRY_MAX_MS
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    base_ms: int = DEFAULT_RETRY_BASE_MS
+    max_ms: int = DEFAULT_RETRY_MAX_MS
 
     def delay_ms(self, entry_id: str, attempts: int) -> int:
         """Capped exponential backoff with "equal jitter": half fixed, half random.

@@ -11,13 +11,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from ..config import fault_setting
 from ..errors import UsageError
-
-if TYPE_CHECKING:
-    from .worker import Worker
 
 log = logging.getLogger("tutormax.worker")
 
@@ -48,8 +44,9 @@ class Faults:
     seen: int = 0
 
     @classmethod
-    def from_env(cls) -> Faults:
-        spec = (fault_setting("FAULT") or "").strip()
+    def parse(cls, spec: str, pause: str = "") -> Faults:
+        """From the settings' `fault` and `fault_pause_s` (config.Settings)."""
+        spec = spec.strip()
         if not spec:
             return cls()
         point, _, nth = spec.partition(":")
@@ -58,8 +55,11 @@ class Faults:
                 f"TUTORMAX_FAULT={spec!r}: expected <point>[:<n>], point one of "
                 f"{', '.join(FAULT_POINTS)}"
             )
-        pause = fault_setting("FAULT_PAUSE_S")
-        return cls(point, int(nth or 1), float(pause) if pause else None)
+        try:
+            pause_s = float(pause) if pause.strip() else None
+        except ValueError:
+            raise UsageError(f"TUTORMAX_FAULT_PAUSE_S={pause!r}: not a number of seconds") from None
+        return cls(point, int(nth or 1), pause_s)
 
     def raise_if(self, point: str) -> None:
         """The `pipeline_bug` point: raise the way a bug in the code would, every time."""
@@ -79,7 +79,15 @@ class Faults:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def install_signal_handlers(worker: Worker) -> None:
+class Stoppable(Protocol):
+    """What the signal handlers need of a worker."""
+
+    @property
+    def stopping(self) -> bool: ...
+    def request_stop(self, reason: str) -> None: ...
+
+
+def install_signal_handlers(worker: Stoppable) -> None:
     """First SIGTERM/SIGINT: finish the batch (or, during an outage, leave it pending), then
     exit 0. Second: exit at once."""
 
@@ -95,7 +103,7 @@ def install_signal_handlers(worker: Worker) -> None:
 
 
 @contextmanager
-def _batch_gc() -> Iterator[None]:
+def batch_gc() -> Iterator[None]:
     """Cheaper garbage collection for the batch loop.
 
     A batch allocates tens of thousands of dicts and lists (parsed envelopes, records) that

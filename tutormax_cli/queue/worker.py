@@ -33,6 +33,13 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any, TypeVar
 
+from ..config import (
+    DEFAULT_BLOCK_MS,
+    DEFAULT_HEARTBEAT_TTL_S,
+    DEFAULT_RECLAIM_IDLE_MS,
+    DEFAULT_TIMEZONE,
+    DEFAULT_WORKER_BATCH,
+)
 from ..errors import DatabaseUnavailable, QueueError
 from ..fields import Context
 from ..schema import KIND_ORDER
@@ -49,7 +56,7 @@ from .policy import (
     readable,
     settle_orphans,
 )
-from .runtime import Faults, _batch_gc, default_consumer
+from .runtime import Faults, batch_gc, default_consumer
 from .streams import (
     DEFAULT_GROUP,
     GroupVanished,
@@ -64,9 +71,6 @@ log = logging.getLogger("tutormax.worker")
 OUTAGES = (DatabaseUnavailable, QueueUnavailable)
 OUTAGE_FIRST_S, OUTAGE_MAX_S = 0.5, 30.0
 BURST_BLOCK_MS = 100  # --burst polls this often while retries or other consumers are pending
-PROGRESS_EVERY_S = 10.0
-DEAD_LETTER_GAUGE_EVERY_S = 60.0  # dead letters by error code: a scan of the stream
-FIRST_IDS_LOGGED = 5
 T = TypeVar("T")
 
 
@@ -74,12 +78,14 @@ T = TypeVar("T")
 class WorkerOptions:
     group: str = DEFAULT_GROUP
     consumer: str = field(default_factory=default_consumer)
-    batch_size: int = 5000  # entries read per stream per batch
-    reclaim_idle_ms: int = 60_000
-    block_ms: int = 2_000
-    timezone: str = "UTC"
+    batch_size: int = DEFAULT_WORKER_BATCH  # entries read per stream per batch
+    reclaim_idle_ms: int = DEFAULT_RECLAIM_IDLE_MS
+    block_ms: int = DEFAULT_BLOCK_MS
+    timezone: str = DEFAULT_TIMEZONE
     retry: RetryPolicy = field(default_factory=RetryPolicy)
-    heartbeat_ttl_s: int = 60
+    heartbeat_ttl_s: int = DEFAULT_HEARTBEAT_TTL_S
+    fault: str = ""  # fault injection, for tests (config.Settings.fault; queue/runtime.Faults)
+    fault_pause_s: str = ""
 
 
 class Worker:
@@ -95,7 +101,7 @@ class Worker:
         self._next_reclaim = 0.0
         self._marks: dict[str, StreamMark] = {}
         self._told: set[str] = set()  # gone consumers already reported in --burst
-        self._faults = Faults.from_env()
+        self._faults = Faults.parse(options.fault, options.fault_pause_s)
         self._isolation = Isolation(store, self._faults)
 
     # -- the loop ----------------------------------------------------------------------------
@@ -104,7 +110,7 @@ class Worker:
         """Work until stopped (or, with burst, until nothing is pending or due); totals."""
         self._start()
         batches = 0
-        with _batch_gc():
+        with batch_gc():
             while not self._stopping and (max_batches is None or batches < max_batches):
                 self._alive()
                 got = self._until_done(partial(self._next_batch, burst))

@@ -73,45 +73,10 @@ bytes, invalid UTF-8 and values over `schema.FIELD_MAX_BYTES` before any rule he
 
 from __future__ import annotations
 
-from .arrow import (
-    Problem,
-    any_of,
-    cast_each,
-    decode_utf8,
-    false_mask,
-    is_bytes,
-    is_list,
-    is_text,
-    may_hold,
-    null_where,
-    nulls_false,
-    per_row_sum,
-    plain,
-    present,
-    rows_with,
-    with_items,
-)
+from .arrow import Problem
 from .check import PARSE_CODES, check_column
 from .scalars import render_text
 
-__all__ = [
-    "PARSE_CODES",
-    "Problem",
-    "any_of",
-    "cast_each",
-    "check_column",
-    "decode_utf8",
-    "false_mask",
-    "is_bytes",
-    "is_list",
-    "is_text",
-    "may_hold",
-    "null_where",
-    "nulls_false",
-    "per_row_sum",
-    "plain",
-    "present",
-    "render_text",
-    "rows_with",
-    "with_items",
-]
+# The face: what validation, refresh and the queue use. The Arrow plumbing the rules share
+# (masks, casts, UTF-8 decoding) is rules/arrow.py, imported from there by what needs it.
+__all__ = ["PARSE_CODES", "Problem", "check_column", "render_text"]

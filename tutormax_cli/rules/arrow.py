@@ -68,7 +68,7 @@ def nulls_false(arr: pa.Array) -> pa.Array:
     """A boolean array with null read as False."""
     if arr.null_count == 0:
         return arr
-    # NOTE: 0.02 ms where pc.fill_null takes 0.8 ms (50k rows): null AND false is false.
+    # NOTE: null AND false is false, and and_kleene is far cheaper than pc.fill_null.
     return pc.and_kleene(arr, pc.is_valid(arr))
 
 
@@ -91,16 +91,16 @@ def null_where(arr: pa.Array, bad: pa.Array | None) -> pa.Array:
 
 
 def is_text(t: pa.DataType) -> bool:
-    return pa.types.is_string(t) or pa.types.is_large_string(t)
+    return bool(pa.types.is_string(t) or pa.types.is_large_string(t))
 
 
 def is_bytes(t: pa.DataType) -> bool:
-    return pa.types.is_binary(t) or pa.types.is_large_binary(t)
+    return bool(pa.types.is_binary(t) or pa.types.is_large_binary(t))
 
 
 def is_list(t: pa.DataType) -> bool:
     """A list type after `plain` (list or large_list)."""
-    return pa.types.is_list(t) or pa.types.is_large_list(t)
+    return bool(pa.types.is_list(t) or pa.types.is_large_list(t))
 
 
 def _is_list_like(t: pa.DataType) -> bool:
@@ -261,6 +261,15 @@ def decode_utf8(arr: pa.Array) -> tuple[pa.Array, pa.Array | None]:
     """(large) binary → (large) string by Arrow's validating cast, value by value."""
     target = pa.large_string() if pa.types.is_large_binary(arr.type) else pa.string()
     return cast_each(arr, lambda a: a.cast(target), target)
+
+
+def text_of(raw: pa.Array) -> pa.Array | None:
+    """Text as it is, binary decoded (validation has already refused invalid UTF-8); None
+    for any other type."""
+    t = raw.type
+    if is_text(t):
+        return raw
+    return decode_utf8(raw)[0] if is_bytes(t) else None
 
 
 def _as_string(arr: pa.Array) -> pa.Array:

@@ -16,15 +16,13 @@ from .arrow import (
     _as_string,
     _or,
     _refuse_all,
-    decode_utf8,
     drop_null_items,
-    is_bytes,
     is_list,
-    is_text,
     null_where,
     nulls_false,
     present,
     rows_with,
+    text_of,
     with_items,
 )
 from .scalars import render_text
@@ -47,8 +45,7 @@ def _parse_list(raw: pa.Array) -> Parsed:
     t = raw.type
     if pa.types.is_null(t):
         return pa.nulls(len(raw), LIST_OF_STRINGS), None
-    if is_text(t) or is_bytes(t):
-        text = decode_utf8(raw)[0] if is_bytes(t) else raw
+    if (text := text_of(raw)) is not None:
         typed, bad = _text_lists(_as_string(text))
     elif is_list(t):
         typed, bad = _native_lists(raw)

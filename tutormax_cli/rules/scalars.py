@@ -20,6 +20,7 @@ from .arrow import (
     may_hold,
     null_where,
     nulls_false,
+    text_of,
 )
 from .timestamps import _days, _native_timestamps
 
@@ -178,8 +179,7 @@ def _parse_bool(raw: pa.Array) -> Parsed:
         return raw, None
     if pa.types.is_null(t):
         return pa.nulls(len(raw), pa.bool_()), None
-    if is_text(t) or is_bytes(t):
-        text = decode_utf8(raw)[0] if is_bytes(t) else raw
+    if (text := text_of(raw)) is not None:
         key = _as_string(pc.utf8_lower(_trimmed(text)))
         idx = pc.index_in(key, value_set=_BOOL_KEYS)
         typed = pc.take(_BOOL_VALUES, idx)

@@ -23,11 +23,9 @@ from .arrow import (
     _refuse_all,
     _trimmed,
     cast_each,
-    decode_utf8,
-    is_bytes,
-    is_text,
     null_where,
     nulls_false,
+    text_of,
 )
 
 _SIGNS = pa.array([b"+", b"-"])
@@ -63,8 +61,7 @@ def _parse_timestamp(raw: pa.Array) -> Parsed:
     t = raw.type
     if pa.types.is_null(t):
         return pa.nulls(len(raw), UTC_US), None
-    if is_text(t) or is_bytes(t):
-        text = decode_utf8(raw)[0] if is_bytes(t) else raw
+    if (text := text_of(raw)) is not None:
         return _text_timestamps(text)
     if pa.types.is_timestamp(t) or pa.types.is_date(t):
         return _native_timestamps(raw)

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -30,7 +31,9 @@ from ..schema import KINDS
 from .backend import Backend, backend_for, bisect
 from .tables import TABLES, TIMESTAMP, arrow_schema, conform, metadata
 
-__all__ = ["TABLES", "DatabaseError", "Store", "WriteResult", "arrow_schema", "metadata"]
+__all__ = [
+    "TABLES", "DatabaseError", "Store", "WriteResult", "arrow_schema", "metadata", "sqlite_file",
+]  # fmt: skip
 
 
 @dataclass
@@ -63,6 +66,18 @@ def _password_of(url: str) -> str | None:
 def _scrub(text: str, password: str | None) -> str:
     text = text.replace(password, "***") if password else text
     return scrub(text)
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file a `sqlite:///…` URL names; None for another database, an in-memory one or
+    text that is no URL (Store.connect then says what is wrong with it)."""
+    try:
+        u = sa.make_url(url)
+    except (sa.exc.ArgumentError, ValueError):
+        return None
+    if u.get_backend_name() != "sqlite" or u.database in (None, "", ":memory:"):
+        return None
+    return Path(u.database)
 
 
 def _engine_for(url: str) -> tuple[sa.Engine, Backend]:

@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..config import DEFAULT_BATCH_ROWS, DEFAULT_TIMEZONE
+from ..errors import UsageError
 from ..fields import FORMULA_VERSION, Context, derive, fields_for
 from ..rules import check_column
 from ..schema import KIND_ORDER, KINDS, Column, Type
@@ -39,7 +41,6 @@ from .tables import FORMULA_VERSION as FORMULA_COLUMN
 if TYPE_CHECKING:
     from . import Store
 
-DEFAULT_BATCH_ROWS = 50_000
 DIGEST = "_digest"  # PostgreSQL: md5 of the input columns as read (the concurrency guard)
 
 # (kind, rows scanned so far, rows in the table)
@@ -62,10 +63,14 @@ class RefreshCounts:
 @dataclass(frozen=True)
 class RefreshOptions:
     as_of: datetime
-    timezone: str = "UTC"
+    timezone: str = DEFAULT_TIMEZONE
     kinds: tuple[str, ...] = KIND_ORDER
     batch_size: int = DEFAULT_BATCH_ROWS
     dry_run: bool = False
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise UsageError(f"--batch-size {self.batch_size}: must be at least 1")
 
 
 class _Rollback(Exception):
