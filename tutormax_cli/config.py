@@ -20,7 +20,7 @@ ENV_PREFIX = "TUTORMAX_"
 # -- defaults ------------------------------------------------------------------------------------
 
 DEFAULT_DATABASE_URL = "sqlite:///tutormax.db"  # a file in the working folder
-DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"  # the local server, database 0
 DEFAULT_TIMEZONE = "UTC"  # IANA name of the reporting timezone
 DEFAULT_BATCH_ROWS = 50_000  # rows per batch and per transaction (enrich, refresh)
 DEFAULT_WORKER_BATCH = 5_000  # entries the worker reads per stream per batch

@@ -1,0 +1,79 @@
+"""config.Settings: what the environment says, read once; options win; defaults are constants."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tutormax_cli import config
+from tutormax_cli.config import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL, Settings
+from tutormax_cli.errors import UsageError
+from tutormax_cli.queue.runtime import Faults
+
+
+def test_defaults_when_the_environment_is_silent() -> None:
+    s = Settings.load({})
+    assert (s.database_url, s.redis_url, s.fault) == (DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL, "")
+    assert s.database(None) == DEFAULT_DATABASE_URL and s.redis(None) == DEFAULT_REDIS_URL
+
+
+def test_the_environment_then_the_option() -> None:
+    env = {"TUTORMAX_DATABASE_URL": " sqlite:///env.db ", "TUTORMAX_REDIS_URL": "redis://h/1"}
+    s = Settings.load(env)
+    assert s.database(None) == "sqlite:///env.db" and s.redis(None) == "redis://h/1"
+    assert s.database("sqlite:///opt.db") == "sqlite:///opt.db"
+    assert s.redis("redis://o/2") == "redis://o/2"
+
+
+def test_settings_are_frozen() -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Settings.load({}).database_url = "x"  # type: ignore[misc]
+
+
+def test_every_default_is_a_documented_constant() -> None:
+    """Each DEFAULT_* constant in config.py carries its unit or meaning on its line."""
+    lines = Path(config.__file__).read_text().splitlines()
+    defaults = [line for line in lines if line.startswith("DEFAULT_")]
+    assert len(defaults) >= 10
+    assert [d for d in defaults if "#" not in d] == []
+
+
+@pytest.mark.parametrize(
+    ("spec", "pause", "message"),
+    [
+        ("nowhere", "", "expected <point>[:<n>]"),
+        ("before_commit:x", "", "expected <point>[:<n>]"),
+        ("before_commit", "soon", "not a number of seconds"),
+    ],
+)
+def test_bad_fault_settings_are_usage_errors(spec: str, pause: str, message: str) -> None:
+    with pytest.raises(UsageError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        Faults.parse(spec, pause)
+
+
+def test_faults_parse() -> None:
+    f = Faults.parse("after_commit_before_ack:3", "0.5")
+    assert (f.point, f.nth, f.pause_s) == ("after_commit_before_ack", 3, 0.5)
+    assert Faults.parse("").point is None
+
+
+def test_dotenv_is_read_once_by_the_root_and_real_environment_wins(tmp_path: Path) -> None:
+    """`.env` in the working folder supplies TUTORMAX_* values the environment lacks."""
+    (tmp_path / ".env").write_text(
+        "TUTORMAX_DATABASE_URL=sqlite:///from-dotenv.db\nTUTORMAX_REDIS_URL=redis://dotenv/3\n"
+    )
+    code = (
+        "from tutormax_cli.cli.common import load_settings, settings\n"
+        "s = load_settings(); assert settings() is s\n"
+        "print(s.database_url, s.redis_url, s.dotenv.name)"
+    )
+    env = {"PATH": "/usr/bin:/bin", "TUTORMAX_REDIS_URL": "redis://real/4"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["sqlite:///from-dotenv.db", "redis://real/4", ".env"]
