@@ -38,7 +38,9 @@ def _sel(kind: Any = None, error: Any = None, ids: Any = (), all_: bool = False)
 def dlq_list(
     kind: Kind = None,
     error: ErrorCode = None,
-    limit: Annotated[int, typer.Option(min=0, help="Show at most N (0: all).")] = DEFAULT_DLQ_LIMIT,
+    limit: Annotated[
+        int, typer.Option(min=0, metavar="N", help="Show at most N (0: all).")
+    ] = DEFAULT_DLQ_LIMIT,
     redis: RedisUrl = None,
     streams: Streams = STREAMS_DEFAULT,
     prefix: Prefix = PREFIX_DEFAULT,
