@@ -59,7 +59,7 @@ def test_the_test_command_is_what_ci_runs() -> None:
 )
 def test_documented_options_exist(example: str) -> None:
     """Every option in a README example is one the command knows (checked by --help)."""
-    words = shlex.split(example)[1:]
+    words = shlex.split(example, comments=True)[1:]
     command = [w for w in words[:2] if not w.startswith("-") and "/" not in w and "." not in w]
     help_text = CliRunner().invoke(app, [*command, "--help"]).stdout
     for option in (w for w in words if w.startswith("--")):
