@@ -51,8 +51,10 @@ JSON_MAX_DEPTH = 64
 MAX_COLUMNS = 1024
 # Items of one list field (`subjects`, `improvement_areas`): more is `invalid_list`.
 LIST_MAX_ITEMS = 10_000
-# The rejects file echoes at most this many bytes of one value (then its length).
+# The rejects file echoes at most this many bytes of one value (then its length), and of one
+# row's values together (the fields in error first; the rest are counted, not echoed).
 REJECT_ECHO_BYTES = 1024
+REJECT_ROW_ECHO_BYTES = 4096
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any
 
-from ..schema import REJECT_ECHO_BYTES
+from ..schema import REJECT_ECHO_BYTES, REJECT_ROW_ECHO_BYTES
 from .write import _writing, output_target
 
 
@@ -18,8 +18,11 @@ class RejectsWriter:
     """SPEC §4 rejects file: JSON Lines of {source, row, values, errors}; created on first use.
 
     It survives any value: bytes, decimals, instants, NaN and lone surrogates become JSON
-    text, and a value over REJECT_ECHO_BYTES is echoed as its first bytes and its length
-    (`{"truncated": true, "bytes": N, "prefix": "…"}`), so a 300 MB field costs 1 KiB here."""
+    text, and a value over REJECT_ECHO_BYTES (a list: its JSON text) is echoed as its first
+    bytes and its length (`{"truncated": true, "bytes": N, "prefix": "…"}`), so a 300 MB
+    field costs 1 KiB here. A row's values together are echoed up to REJECT_ROW_ECHO_BYTES,
+    the fields named by its errors first; the values left out are counted in
+    `"_omitted": {"columns": n, "bytes": m}`, so a line stays a few KiB, whatever the row."""
 
     def __init__(self, path: Path, *, dry_run: bool = False) -> None:
         self.path = path
@@ -33,7 +36,9 @@ class RejectsWriter:
         if self.dry_run:
             self.count += 1
             return
-        record = {"source": source, "row": row, "values": jsonable(values), "errors": errors}
+        shown = echo_values(values, {e.get("field") for e in errors})
+        errors = [{**e, "message": _bounded_message(e.get("message"))} for e in errors]
+        record = {"source": source, "row": row, "values": shown, "errors": errors}
         line = json.dumps(record, ensure_ascii=False, default=str)
         with _writing(self.path):
             if self._fh is None:
@@ -65,12 +70,42 @@ class RejectsWriter:
                 fh.close()
 
 
+def echo_values(values: Any, error_fields: set[Any]) -> Any:
+    """A row's values as the rejects file shows them (see RejectsWriter)."""
+    if not isinstance(values, dict):
+        return jsonable(values)
+    echoed = {str(k): jsonable(v) for k, v in values.items()}
+    sizes = {k: _json_bytes(v) for k, v in echoed.items()}
+    if sum(sizes.values()) <= REJECT_ROW_ECHO_BYTES:
+        return echoed
+    keep: set[str] = set()
+    budget = REJECT_ROW_ECHO_BYTES
+    for k in sorted(echoed, key=lambda k: k not in error_fields):  # stable: errors first
+        if sizes[k] <= budget:
+            keep.add(k)
+            budget -= sizes[k]
+    shown: dict[str, Any] = {k: v for k, v in echoed.items() if k in keep}
+    left = [k for k in echoed if k not in keep]
+    shown["_omitted"] = {"columns": len(left), "bytes": sum(sizes[k] for k in left)}
+    return shown
+
+
+def _json_bytes(value: Any) -> int:
+    return len(json.dumps(value, ensure_ascii=False, default=str).encode("utf-8", "replace"))
+
+
 def jsonable(value: Any, depth: int = 0) -> Any:
     """Original values as read, made JSON-safe and bounded (see RejectsWriter)."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v, depth + 1) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v, depth + 1) for v in value]
+    if isinstance(value, dict | list | tuple):
+        inner = (
+            {str(k): jsonable(v, depth + 1) for k, v in value.items()}
+            if isinstance(value, dict)
+            else [jsonable(v, depth + 1) for v in value]
+        )
+        text = json.dumps(inner, ensure_ascii=False, default=str)
+        if len(text) * 4 <= REJECT_ECHO_BYTES or _utf8_len(text) <= REJECT_ECHO_BYTES:
+            return inner
+        return _truncated(text)
     if isinstance(value, bytes):
         value = value.decode("utf-8", errors="backslashreplace")
     if isinstance(value, str):
@@ -88,10 +123,23 @@ def jsonable(value: Any, depth: int = 0) -> Any:
 
 def _bounded(text: str) -> Any:
     size = len(text)  # characters ≤ UTF-8 bytes: a cheap first test
-    if size * 4 <= REJECT_ECHO_BYTES:
+    if size * 4 <= REJECT_ECHO_BYTES or _utf8_len(text) <= REJECT_ECHO_BYTES:
         return text
+    return _truncated(text)
+
+
+def _bounded_message(message: Any) -> Any:
+    """An error message over REJECT_ECHO_BYTES is cut there, marked with its length."""
+    if not isinstance(message, str) or _utf8_len(message) <= REJECT_ECHO_BYTES:
+        return message
+    return f"{_truncated(message)['prefix']}… ({_utf8_len(message):,} bytes)"
+
+
+def _utf8_len(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def _truncated(text: str) -> dict[str, Any]:
     data = text.encode("utf-8", "surrogatepass")
-    if len(data) <= REJECT_ECHO_BYTES:
-        return text
     prefix = data[:REJECT_ECHO_BYTES].decode("utf-8", "ignore")  # not half a character
     return {"truncated": True, "bytes": len(data), "prefix": prefix}

@@ -3,6 +3,7 @@ and `cast_each` (one Arrow cast, bisected to isolate the values it refuses)."""
 
 from __future__ import annotations
 
+import reprlib
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,7 +51,25 @@ class Problem:
     message: str  # may hold {value}
 
     def render(self, value: Any) -> str:
-        return self.message.format(value=value)
+        return self.message.format(value=_QuotedValue(value))
+
+
+# A value quoted in an error message is abbreviated (reprlib): a 10,000-item list or a long
+# string is named by its start, never copied whole into every rejects line and log.
+_QUOTE = reprlib.Repr()  # Python 3.11: limits are attributes, not arguments
+_QUOTE.maxstring = _QUOTE.maxother = 120
+_QUOTE.maxlist = _QUOTE.maxtuple = _QUOTE.maxdict = 12
+_QUOTE.maxlevel = 2
+
+
+class _QuotedValue:
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return _QUOTE.repr(self.value)
 
 
 def false_mask(n: int) -> pa.Array:
