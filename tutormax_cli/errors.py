@@ -8,6 +8,7 @@ EXIT_REJECTS = 1  # some rows rejected, the rest done
 EXIT_FATAL = 2  # usage or fatal error: nothing (more) written
 EXIT_BUG = 3  # an internal error: a bug (the traceback goes to the log)
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as shells report it
+EXIT_BROKEN_PIPE = 141  # stdout closed by its reader (`| head`): 128 + SIGPIPE, said quietly
 
 
 def first_line(exc: BaseException) -> str:

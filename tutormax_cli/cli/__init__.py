@@ -5,10 +5,14 @@ Heavy imports (database, Redis) stay inside the commands, so `--help` needs neit
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import atexit
+import os
+import sys
+from typing import Annotated, Any, NoReturn
 
 import typer
 
+from ..errors import EXIT_BROKEN_PIPE, EXIT_FATAL
 from . import db, dlq, enrich, generate, publish, refresh, stats, worker
 from .common import load_settings
 
@@ -85,14 +89,48 @@ app.add_typer(dlq.app, name="dlq")
 
 def main() -> None:
     _tune_arrow()
-    app()
+    try:
+        app()
+        code = 0
+    except SystemExit as exc:
+        code = _exit_code(exc)
+    _exit(code)
+
+
+def _exit_code(exc: SystemExit) -> int:
+    # Click's way out of a broken pipe (its own output, --help): exit 1 with stdout wrapped.
+    if type(sys.stdout).__name__ == "PacifyFlushWrapper":
+        return EXIT_BROKEN_PIPE
+    if exc.code is None or isinstance(exc.code, int):
+        return exc.code or 0
+    print(exc.code, file=sys.stderr)
+    return EXIT_FATAL
+
+
+def _exit(code: int) -> NoReturn:
+    """End the process without finalizing the interpreter.
+
+    NOTE: Arrow's I/O threads hold Python objects a reader was given (a file, a buffer read
+    from it, an invalid-row callback) and drop them when a pending read completes, which
+    takes the GIL. A thread that does so while the interpreter finalizes is ended inside
+    C++ code and the process aborts ("terminate called without an active exception", exit
+    134; apache/arrow#34314): CI saw it after a refusal. So the exit handlers run and the
+    standard streams are flushed here, and then the process exits at once."""
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except BrokenPipeError:
+            code = code or EXIT_BROKEN_PIPE
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 def _tune_arrow() -> None:
     """Use jemalloc with immediate page return when Arrow ships it: a lower peak memory than
     the default mimalloc at the same speed (README, Performance)."""
-    import os
-
     import pyarrow as pa
 
     if "ARROW_DEFAULT_MEMORY_POOL" in os.environ:  # the user's choice wins

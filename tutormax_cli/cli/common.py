@@ -7,6 +7,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
+from contextlib import suppress
 from datetime import UTC, datetime
 from functools import wraps
 from typing import Any, NoReturn, TypeVar
@@ -19,6 +20,7 @@ from typer.exceptions import TyperException
 
 from ..config import Settings, scrub
 from ..errors import (
+    EXIT_BROKEN_PIPE,
     EXIT_BUG,
     EXIT_FATAL,
     EXIT_INTERRUPTED,
@@ -31,8 +33,25 @@ from ..errors import (
 # logs and a run's summary to stderr (SPEC §7). Not a terminal (logs, CI): 120 columns
 # rather than rich's 80 for the summaries on stderr.
 _WIDE = sys.stderr.isatty() or bool(os.environ.get("COLUMNS"))
-err = Console(stderr=True, highlight=False, width=None if _WIDE else 120)
-out = Console(highlight=False, soft_wrap=True)  # lines of text are never broken
+
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """The reader of our output went away (`tutormax dlq list | head`): stop quietly
+        with 141, as a tool killed by SIGPIPE; never 1, which means rows were rejected."""
+        if not self.quiet:
+            _quiet_stdout()
+            raise SystemExit(EXIT_BROKEN_PIPE)
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so that nothing more, at exit included, meets the pipe."""
+    with suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+err = _Console(stderr=True, highlight=False, width=None if _WIDE else 120)
+out = _Console(highlight=False, soft_wrap=True)  # lines of text are never broken
 
 
 def open_streams(redis: str | None, prefix: str, streams: str, block_ms: int = 0) -> Any:
@@ -81,6 +100,9 @@ def handle_errors(fn: F) -> F:
         except KeyboardInterrupt:
             err.print("interrupted", markup=False)
             raise typer.Exit(EXIT_INTERRUPTED) from None
+        except BrokenPipeError:
+            _quiet_stdout()
+            raise typer.Exit(EXIT_BROKEN_PIPE) from None
         except OSError as exc:
             where = f"{exc.filename}: " if exc.filename else ""
             fail(f"{where}{exc.strerror or exc}", None, EXIT_FATAL)

@@ -7,6 +7,7 @@ import codecs
 import csv
 import io
 import re
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,26 +32,21 @@ CSV_HEADER_MAX_BYTES = 1 << 20  # a header row longer than this is refused, unpa
 class _Csv:
     @staticmethod
     def header(path: _Input) -> list[str]:
-        names = _csv_header_row(path)
+        names, head = _csv_header_row(path)
+        # NOTE: Arrow reads its input ahead on a thread of its own. Given a Python file, that
+        # thread calls back into Python, and one still reading when the interpreter exits
+        # aborts the process ("terminate called without an active exception"): a refusal
+        # right after this probe did. So the probe reads the header's bytes from memory.
         try:
-            with path.open() as fh:
-                reader = pv.open_csv(
-                    _Utf8Guard(fh),
-                    read_options=pv.ReadOptions(block_size=1 << 20),
-                    parse_options=pv.ParseOptions(
-                        newlines_in_values=True, invalid_row_handler=lambda _row: "skip"
-                    ),
-                    convert_options=pv.ConvertOptions(
-                        column_types={n: pa.binary() for n in names}, strings_can_be_null=True
-                    ),
-                )
-                arrow_names = reader.schema.names
-                reader.close()
-        except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as exc:
-            if "straddling" in str(exc):  # a first row over the probe block: the header is read
-                return names
-            if path.codec and isinstance(exc, OSError):
-                raise InputError(f"{path}: not a readable {path.codec} file: {exc}") from None
+            reader = pv.open_csv(
+                pa.BufferReader(_Utf8Guard(io.BytesIO(head)).read()),
+                read_options=pv.ReadOptions(block_size=max(len(head), 1 << 20), use_threads=False),
+                parse_options=pv.ParseOptions(newlines_in_values=True),
+                convert_options=pv.ConvertOptions(column_types={n: pa.binary() for n in names}),
+            )
+            arrow_names = reader.schema.names
+            reader.close()
+        except pa.ArrowInvalid as exc:
             raise InputError(f"{path}: not a readable CSV file: {first_line(exc)}") from None
         if arrow_names != names:  # NOTE: never seen; Arrow's reading is the one batches use
             _check_names(path, arrow_names)
@@ -77,9 +73,10 @@ class _Csv:
                 block *= 8
 
 
-def _csv_header_row(path: _Input) -> list[str]:
+def _csv_header_row(path: _Input) -> tuple[list[str], bytes]:
     """The header's column names, read by Python's csv module from at most
-    CSV_HEADER_MAX_BYTES, and checked (count, duplicates, UTF-8) before Arrow sees them.
+    CSV_HEADER_MAX_BYTES, and checked (count, duplicates, UTF-8) before Arrow sees them;
+    and the bytes of the header record (blank lines before it included).
 
     NOTE: Arrow builds a schema and a column builder per header field before it reads a row:
     a 1 MB header of 100,000 names cost 36 s and 1.9 GB there; here, milliseconds."""
@@ -115,7 +112,7 @@ def _csv_header_row(path: _Input) -> list[str]:
     _check_names(path, row)
     if any(_SURROGATES.search(n) for n in row):
         raise InputError(f"{path}: the header row is not valid UTF-8")
-    return row
+    return row, text[: buf.tell()].encode("utf-8", "surrogateescape")
 
 
 def _csv_pass(
@@ -151,26 +148,30 @@ def _csv_pass(
                 quoted_strings_can_be_null=True,
             ),
         )
-        gaps: list[int] = []  # record numbers of malformed rows seen so far, ascending
-        good = 0  # good rows read so far
-        for table in _rebatch((pa.Table.from_batches([b]) for b in reader), batch_size):
-            fresh, malformed[:] = list(malformed), []
-            gaps.extend(m.row for m in fresh)
-            start, good = good, good + table.num_rows
-            if good <= skip:
-                continue
-            if start < skip:  # a restart with bigger blocks: drop what was already yielded
-                table, start = table.slice(skip - start), skip
-            if guard.escaped:
-                table = _unescape_table(table)
-            parsed[0] += _csv_bytes(table)
-            if skip == 0:
-                parsed[0] += sum(len(m.text.encode("utf-8", "replace")) + 1 for m in fresh)
-            done = path.fraction(int(parsed[0] * scale), fh)
-            yield RawBatch(table, start + 1, tuple(gaps), fresh if skip == 0 else [], done)
-        if malformed and skip == 0:  # malformed rows after the last good one
-            empty = pa.table({n: pa.array([], pa.binary()) for n in names})
-            yield RawBatch(empty, good + 1, tuple(gaps), list(malformed), 1.0)
+        try:
+            gaps: list[int] = []  # record numbers of malformed rows seen so far, ascending
+            good = 0  # good rows read so far
+            for table in _rebatch((pa.Table.from_batches([b]) for b in reader), batch_size):
+                fresh, malformed[:] = list(malformed), []
+                gaps.extend(m.row for m in fresh)
+                start, good = good, good + table.num_rows
+                if good <= skip:
+                    continue
+                if start < skip:  # a restart with bigger blocks: drop what was already yielded
+                    table, start = table.slice(skip - start), skip
+                if guard.escaped:
+                    table = _unescape_table(table)
+                parsed[0] += _csv_bytes(table)
+                if skip == 0:
+                    parsed[0] += sum(len(m.text.encode("utf-8", "replace")) + 1 for m in fresh)
+                done = path.fraction(int(parsed[0] * scale), fh)
+                yield RawBatch(table, start + 1, tuple(gaps), fresh if skip == 0 else [], done)
+            if malformed and skip == 0:  # malformed rows after the last good one
+                empty = pa.table({n: pa.array([], pa.binary()) for n in names})
+                yield RawBatch(empty, good + 1, tuple(gaps), list(malformed), 1.0)
+        finally:
+            guard.close()
+            reader.close()
 
 
 def _csv_overhead(path: _Input) -> float:
@@ -233,8 +234,13 @@ class _Utf8Guard:
         self._eof = False
         self.escaped = False  # a mark was written: cells may need their bytes back
         self.closed = False
+        self._reading = threading.Lock()  # held by a read in progress (Arrow's read-ahead)
 
     def read(self, n: int = -1) -> bytes:
+        with self._reading:
+            return b"" if self.closed else self._read(n)
+
+    def _read(self, n: int) -> bytes:
         while not self._eof and (n < 0 or not self._out):
             chunk = self._raw.read(n if n > 0 else -1)
             self._eof = not chunk or n < 0
@@ -256,7 +262,11 @@ class _Utf8Guard:
         return False
 
     def close(self) -> None:
-        self.closed = True
+        """End of input from now on; waits for a read in progress on Arrow's read-ahead thread,
+        so that once the reader is dropped nothing of Arrow's is inside Python (a thread that
+        calls into an exiting interpreter aborts the process)."""
+        with self._reading:
+            self.closed = True
 
 
 def _escape_char(m: re.Match[str]) -> str:
