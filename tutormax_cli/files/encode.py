@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pyarrow as pa
@@ -42,9 +44,13 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
 
 
 def iso_timestamps(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """timestamp[us, UTC] → ISO-8601 text (`2024-11-07T14:00:00Z`, fraction only if any)."""
-    # NOTE: a cast of the naive UTC wall time to text is much faster than pc.strftime.
-    text = arr.cast(pa.timestamp("us")).cast(pa.string())
+    """timestamp[UTC] → ISO-8601 text (`2024-11-07T14:00:00Z`, fraction only if any).
+
+    NOTE: a cast of the naive UTC wall time to text is much faster than pc.strftime. The
+    cast keeps the column's unit: an unchecked extra timestamp[s] past year 294,247 does not
+    fit in microseconds, and Arrow writes an instant it cannot show as `<value out of
+    range: N>`, not an error."""
+    text = arr.cast(pa.timestamp(arr.type.unit)).cast(pa.string())
     text = pc.replace_substring(text, " ", "T", max_replacements=1)
     text = pc.replace_substring_regex(text, r"(\.\d*[1-9])0+$", r"\1")
     text = pc.replace_substring_regex(text, r"\.0+$", "")
@@ -64,16 +70,110 @@ def json_lists(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
     return pc.if_else(empty, pa.scalar("[]"), text)
 
 
-def _for_text(table: pa.Table, *, lists_as_json: bool) -> pa.Table:
-    cols = []
-    for f, col in zip(table.schema, table.columns, strict=True):
-        if pa.types.is_timestamp(f.type):
-            col = iso_timestamps(col)
-        elif lists_as_json and pa.types.is_list(f.type):
-            col = json_lists(col)
-        elif pa.types.is_binary(f.type):
-            col = col.cast(pa.string())
-        cols.append(col)
+# Extra columns are not validated (SPEC §1: kept in output files), so a Parquet input can bring
+# any Arrow type. Text formats get each in a form JSON and CSV can hold: dates, times and
+# decimals as Arrow's exact text, durations as ISO-8601 (`PT90S`), bytes as UTF-8 text (an
+# invalid byte as `\\xNN`); nested values as JSON (CSV: JSON text in the cell).
+_TEXT_CAST = (pa.types.is_date, pa.types.is_time, pa.types.is_decimal)
+_BINARY = (pa.types.is_binary, pa.types.is_large_binary, pa.types.is_fixed_size_binary)
+_NESTED = (pa.types.is_nested, pa.types.is_union)
+_SECONDS_PER = {"s": 0, "ms": 3, "us": 6, "ns": 9}  # decimal digits of a second in each unit
+
+
+def _text_column(col: pa.ChunkedArray, *, csv: bool) -> pa.Array | pa.ChunkedArray:
+    t = col.type
+    if csv and _is_text_list(t):
+        return json_lists(col)
+    if any(is_(t) for is_ in _NESTED):
+        nested = _leaves_as_text(col.combine_chunks())
+        if not csv:
+            return nested
+        return pa.array([None if v is None else _dumps(v) for v in nested.to_pylist()], pa.string())
+    return _leaves_as_text(col)
+
+
+def _leaves_as_text(col: Any) -> Any:
+    """An array (or chunked array) with its dates, times, decimals, durations and bytes as
+    text, inside nested values too (Python cannot hold a date past 9999 or a timestamp past
+    what microseconds hold: Arrow's text for those is kept)."""
+    t = col.type
+    if pa.types.is_dictionary(t):
+        col, t = col.cast(t.value_type), t.value_type
+    if pa.types.is_timestamp(t):
+        return iso_timestamps(col)
+    if any(is_(t) for is_ in _TEXT_CAST):
+        return col.cast(pa.string())
+    if pa.types.is_duration(t):
+        return _iso_durations(col)
+    if any(is_(t) for is_ in _BINARY):
+        return _utf8_text(col)
+    if isinstance(col, pa.ChunkedArray) or not any(is_(t) for is_ in _NESTED):
+        return col
+    nulls = col.is_null() if col.null_count else None
+    if pa.types.is_struct(t):
+        fields = [_leaves_as_text(col.field(i)) for i in range(t.num_fields)]
+        return pa.StructArray.from_arrays(fields, names=[f.name for f in t], mask=nulls)
+    if pa.types.is_map(t):
+        return pa.MapArray.from_arrays(
+            col.offsets, _leaves_as_text(col.keys), _leaves_as_text(col.items), mask=nulls
+        )
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return type(col).from_arrays(col.offsets, _leaves_as_text(col.values), mask=nulls)
+    if pa.types.is_fixed_size_list(t):
+        return pa.FixedSizeListArray.from_arrays(
+            _leaves_as_text(col.values), t.list_size, mask=nulls
+        )
+    return col  # a union: as Python sees it
+
+
+def _is_text_list(t: pa.DataType) -> bool:
+    return pa.types.is_list(t) and (pa.types.is_string(t.value_type) or
+                                    pa.types.is_large_string(t.value_type))  # fmt: skip
+
+
+def _iso_durations(col: pa.ChunkedArray) -> pa.Array:
+    digits = _SECONDS_PER[col.type.unit]
+    values = col.cast(pa.int64()).to_pylist()
+    return pa.array(
+        [None if v is None else f"PT{Decimal(v).scaleb(-digits).normalize():f}S" for v in values],
+        pa.string(),
+    )
+
+
+def _utf8_text(col: pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    try:
+        return col.cast(pa.string())
+    except pa.ArrowInvalid:  # invalid UTF-8 in an unchecked column
+        values = col.to_pylist()
+        return pa.array(
+            [None if v is None else v.decode("utf-8", "backslashreplace") for v in values],
+            pa.string(),
+        )
+
+
+def _json_default(value: Any) -> Any:
+    """What json.dumps meets inside a nested extra value: text, as in a column of its own."""
+    if isinstance(value, datetime):
+        text = value.isoformat()
+        return text.replace("+00:00", "Z") if value.tzinfo else text
+    if isinstance(value, date | time | Decimal):
+        return str(value)
+    if isinstance(value, timedelta):
+        return f"PT{Decimal(str(value.total_seconds())).normalize():f}S"
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _dumps(value: Any) -> str:
+    try:
+        return json.dumps(value, ensure_ascii=False, allow_nan=False, default=_json_default)
+    except ValueError:  # NaN or an infinity: JSON has neither
+        return json.dumps(_finite(value), ensure_ascii=False, default=_json_default)
+
+
+def _for_text(table: pa.Table, *, csv: bool) -> pa.Table:
+    cols = [_text_column(col, csv=csv) for col in table.columns]
     return pa.table(cols, names=table.column_names)
 
 
@@ -82,15 +182,8 @@ def jsonl_bytes(table: pa.Table) -> bytes:
 
     JSON has no NaN or infinity: such a value (only an unchecked extra column can hold one)
     is written as null."""
-    rows = _for_text(table, lists_as_json=False).to_pylist()
-    out = []
-    for r in rows:
-        try:
-            line = json.dumps(r, ensure_ascii=False, allow_nan=False)
-        except ValueError:
-            line = json.dumps(_finite(r), ensure_ascii=False, allow_nan=False)
-        out.append(line.encode("utf-8", "backslashreplace") + b"\n")
-    return b"".join(out)
+    rows = _for_text(table, csv=False).to_pylist()
+    return b"".join(_dumps(r).encode("utf-8", "backslashreplace") + b"\n" for r in rows)
 
 
 def _finite(value: Any) -> Any:
@@ -120,11 +213,11 @@ class CsvEncoder:
     """ISO-8601 UTC timestamps, lists as JSON arrays."""
 
     def __init__(self, sink: Any, schema: pa.Schema) -> None:
-        text_schema = _for_text(schema.empty_table(), lists_as_json=True).schema
+        text_schema = _for_text(schema.empty_table(), csv=True).schema
         self._w = pv.CSVWriter(sink, text_schema)
 
     def write(self, table: pa.Table) -> None:
-        self._w.write_table(_for_text(table, lists_as_json=True))
+        self._w.write_table(_for_text(table, csv=True))
 
     def close(self) -> None:
         self._w.close()
