@@ -242,15 +242,14 @@ def test_dotenv_supplies_the_database_url(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("TUTORMAX_DATABASE_URL", raising=False)
     (tmp_path / ".env").write_text("TUTORMAX_DATABASE_URL=sqlite:///from-dotenv.db\n")
-    from tutormax_cli.cli import main
+    from tutormax_cli.cli import run
 
     monkeypatch.setattr("sys.argv", ["tutormax", "enrich", str(tutors_csv(tmp_path)), "--json"])
     try:
-        with pytest.raises(SystemExit) as stop:
-            main()
+        code = run()
     finally:  # load_dotenv wrote it into os.environ; other tests must not see it
         os.environ.pop("TUTORMAX_DATABASE_URL", None)
-    assert stop.value.code == 0
+    assert code == 0
     assert (tmp_path / "from-dotenv.db").exists()
 
 

@@ -309,17 +309,20 @@ def test_invalid_utf8_across_read_blocks_is_restored_exactly(tmp_path: Path) -> 
 # -- memory: nothing allocates gigabytes -----------------------------------------------------
 
 _PEAK = """
-import re, resource, sys
+import os, re, resource, sys
 limit = int(sys.argv[1])
 if limit:
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 sys.argv = ["tutormax", *sys.argv[2:]]
 try:
-    from tutormax_cli.cli import main
-    main()
+    from tutormax_cli.cli import run
+    code = run()
 finally:
     status = open("/proc/self/status").read()
     sys.stderr.write("\\nVmPeak " + re.search(r"VmPeak:\\s+(\\d+)", status).group(1) + "\\n")
+sys.stderr.flush()
+sys.stdout.flush()
+os._exit(code)  # as the tutormax script leaves (tutormax_cli.cli._exit)
 """
 
 

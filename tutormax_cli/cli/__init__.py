@@ -87,14 +87,20 @@ app.command("stats")(stats.stats)
 app.add_typer(dlq.app, name="dlq")
 
 
-def main() -> None:
+def main() -> NoReturn:
+    """The `tutormax` script: run the command line, then leave with its code (see _exit)."""
+    _exit(run())
+
+
+def run() -> int:
+    """The command line (sys.argv) as a function returning its exit code, for tests that
+    run it in-process."""
     _tune_arrow()
     try:
         app()
-        code = 0
     except SystemExit as exc:
-        code = _exit_code(exc)
-    _exit(code)
+        return _exit_code(exc)
+    return 0
 
 
 def _exit_code(exc: SystemExit) -> int:
@@ -142,4 +148,4 @@ def _tune_arrow() -> None:
         pass
 
 
-__all__ = ["app", "main"]
+__all__ = ["app", "main", "run"]

@@ -14,7 +14,7 @@ from ..errors import InputError
 from ..json_bounds import StructureError, TooManyKeys, loads_record
 from ..records import records_to_table
 from ..schema import FIELD_MAX_BYTES, MAX_COLUMNS, Kind
-from .batch import MALFORMED_ECHO_BYTES, Malformed, RawBatch
+from .batch import BATCH_MAX_BYTES, MALFORMED_ECHO_BYTES, Malformed, RawBatch
 from .csv import CSV_BLOCK_BYTES
 from .inputs import _Input
 
@@ -56,6 +56,7 @@ class _JsonLines:
         gaps: list[int] = []
         seen = 0  # records read so far
         parsed = [0]  # bytes of the lines read so far (their ends included), for progress
+        batch_bytes = 0
         try:
             with path.open() as fh:
                 for number, line in _lines(fh, parsed):
@@ -65,7 +66,11 @@ class _JsonLines:
                         continue
                     records.append(obj)
                     seen += 1
-                    if len(records) >= batch_size:
+                    batch_bytes += len(line) if isinstance(line, bytes) else 0
+                    # Half the byte budget: parsed records (Python objects) weigh more than the
+                    # Arrow columns the other readers hold.
+                    if len(records) >= batch_size or batch_bytes >= BATCH_MAX_BYTES // 2:
+                        batch_bytes = 0
                         base = seen - len(records) + 1
                         table = records_to_table(records, kind, columns)
                         done = path.fraction(parsed[0], fh)

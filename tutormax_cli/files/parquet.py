@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 
 from ..errors import InputError, first_line
 from ..schema import MAX_COLUMNS
-from .batch import RawBatch
+from .batch import BATCH_MAX_BYTES, RawBatch
 from .inputs import _check_names, _Input
 
 PARQUET_MAX_FIELDS = 4 * MAX_COLUMNS  # schema nodes, nested ones included (a list is 3)
@@ -31,15 +31,33 @@ class _Parquet:
     def batches(path: _Input, batch_size: int, *_: Any) -> Iterator[RawBatch]:
         first = 1
         try:
-            # NOTE: pre-buffering (the default) reads the whole file ahead: memory grows with it.
-            pf = pq.ParquetFile(path.native(), pre_buffer=False)
+            # NOTE: pre-buffering (the default) reads the whole file ahead, and without a
+            # buffer size a column chunk is read whole (256 rows of 1 MiB in one row group:
+            # 256 MB at once): memory grows with the file either way.
+            pf = pq.ParquetFile(path.native(), pre_buffer=False, buffer_size=PARQUET_READ_BYTES)
             total = max(pf.metadata.num_rows, 1)
-            for b in pf.iter_batches(batch_size=batch_size):
+            for b in pf.iter_batches(batch_size=_rows_within_bytes(pf, batch_size)):
                 done = (first - 1 + b.num_rows) / total
                 yield RawBatch(pa.Table.from_batches([b]), first, done=done)
                 first += b.num_rows
         except (pa.ArrowInvalid, OSError) as exc:
             raise InputError(f"{path}: Parquet read error near row {first}: {exc}") from None
+
+
+PROBE_ROWS = 16  # rows read first to learn how big a decoded row is (a row can be MiBs)
+PARQUET_READ_BYTES = 1 << 20  # column chunks are read through a buffer of this size
+
+
+def _rows_within_bytes(pf: pq.ParquetFile, batch_size: int) -> int:
+    """--batch-size, or fewer rows where decoded rows are big (BATCH_MAX_BYTES).
+
+    The footer cannot say: a dictionary-encoded column of 1 MiB values repeated is 1 MiB in
+    the footer however many rows hold it. So the first rows are decoded and measured."""
+    probe = next(pf.iter_batches(batch_size=min(batch_size, PROBE_ROWS)), None)
+    if probe is None or not probe.num_rows:
+        return batch_size
+    per_row = max(probe.nbytes // probe.num_rows, 1)
+    return max(1, min(batch_size, BATCH_MAX_BYTES // per_row))
 
 
 def _check_parquet_width(path: _Input) -> None:
