@@ -1,21 +1,33 @@
 """`nox -s bench` / `python -m bench`: tutormax against reference runs in the same command.
 
-Generates its own data (seeded) under bench/data/, then times each step in a child process
-(wall time and that process's own peak RSS) and prints ratios against the reference run
-of the same step: DuckDB SQL for the file path, a plain COPY for PostgreSQL loading.
+Generates its data once (seeded) under bench/data/ (bench/dataset.py: 100k tutors per 1M
+sessions; CSV as an ordinary export writes it, UTC offsets mixed), then times each step in
+a child process of its own, wall time and that process's own peak RSS, and prints ratios
+against the references run on the same input in the same command:
+
+* files: DuckDB (typed `read_csv` / `read_parquet`, SQL, `COPY … TO` Parquet, 2 threads:
+  bench/duckdb_reference.py), Polars (`scan_csv(schema=…)` / `scan_parquet`, expressions,
+  `sink_parquet`: bench/polars_reference.py) and the floor (pyarrow read with declared
+  types → Parquet write, no derivation: bench/floor.py);
+* PostgreSQL loading: a plain COPY (bench/postgres.py); refresh: a fresh load of the same
+  rows (bench/refresh.py); the queue: bench/queue.py.
+
 Absolute figures drift between machines; the ratios are what to compare.
 
-    python -m bench                    # files: 1M sessions + 1M feedback, CSV and Parquet
+    python -m bench                    # everything: files, memory, postgres, queue
     python -m bench --only files --rows 200000
-    python -m bench --only rss5m       # peak RSS at 5M sessions
+    python -m bench --only files --format csv
+    python -m bench --only memory      # peak RSS at --rows and 5 × --rows sessions
     python -m bench --only postgres    # 1M sessions into PostgreSQL vs COPY
+    python -m bench --only refresh     # refresh of every session / tutor vs a fresh load
     python -m bench --only queue       # publish, 1 and 2 workers into PostgreSQL, latency
+
+Where the time of `tutormax enrich` goes: `python -m pyinstrument -m tutormax_cli enrich …`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -25,8 +37,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.dataset import dataset
+
 HERE = Path(__file__).resolve().parent
-DATA = HERE / "data"
 OUT = HERE / "out"
 AS_OF = "2025-06-01T00:00:00Z"
 
@@ -86,130 +99,126 @@ def _vm_hwm_mib(pid: int) -> float:
     return 0.0
 
 
-def dataset(rows: int, tutors: int, fmt: str) -> dict[str, Path]:
-    """Generate (once per size and format) tutors, sessions and feedback."""
-    target = DATA / f"{rows}-{fmt}"
-    marker = target / "done.json"
-    if marker.exists():
-        return {k: Path(v) for k, v in json.loads(marker.read_text()).items()}
-    from tutormax_cli.generate import generate
-
-    shutil.rmtree(target, ignore_errors=True)
-    print(
-        f"generating {rows:,} sessions + {rows:,} feedback + {tutors:,} tutors ({fmt})…",
-        file=sys.stderr,
-    )
-    paths = generate(target, tutors=tutors, sessions=rows, feedback=rows, seed=7, fmt=fmt)
-    marker.write_text(json.dumps({k: str(v) for k, v in paths.items()}))
-    return paths
-
-
 def tutormax(*args: str | Path) -> list[str]:
     return [sys.executable, "-m", "tutormax_cli", *map(str, args)]
 
 
-def duckdb(kind: str, src: Path, dst: Path, sessions: Path | None = None) -> list[str]:
-    """The DuckDB reference run of one kind, in a child process of its own."""
-    sessions_arg = f"Path({str(sessions)!r})" if sessions else "None"
-    code = (
-        f"import sys; sys.path.insert(0, {str(HERE.parent)!r})\n"
-        "from pathlib import Path\nfrom bench.duckdb_reference import duckdb_enrich\n"
-        f"duckdb_enrich({kind!r}, Path({str(src)!r}), Path({str(dst)!r}), as_of={AS_OF!r}, "
-        f"sessions_src={sessions_arg})"
-    )
-    return [sys.executable, "-c", code]
+def _module(name: str, *args: str | Path) -> list[str]:
+    return [sys.executable, "-m", f"bench.{name}", *map(str, args)]
 
 
-def files(rows: int) -> list[tuple[Run, Run]]:
-    """CSV→Parquet and Parquet→Parquet, sessions alone and sessions+feedback, vs DuckDB."""
-    pairs = []
-    for fmt in ("csv", "parquet"):
-        data = dataset(rows, max(rows // 100, 10), fmt)
-        out = OUT / fmt
-        shutil.rmtree(out, ignore_errors=True)
-        out.mkdir(parents=True)
+# The reference runs: argv for (jobs of (kind, src, dst)); each in a child process.
+REFERENCES = {
+    "duckdb": lambda jobs: _module("duckdb_reference", AS_OF, *_flat(jobs)),
+    "polars": lambda jobs: _module("polars_reference", AS_OF, *_flat(jobs)),
+}
+_REF_ENV = {"PYTHONPATH": str(HERE.parent), "POLARS_MAX_THREADS": "2"}
+
+
+def _flat(jobs: list[tuple[str, Path, Path]]) -> list[str | Path]:
+    return [x for job in jobs for x in job]
+
+
+def _floor(jobs: list[tuple[str, Path, Path]]) -> list[str]:
+    return _module("floor", *[x for _, src, dst in jobs for x in (src, dst)])
+
+
+@dataclass
+class Row:
+    """One step of the files table: tutormax and every reference on the same input."""
+
+    step: str
+    ours: Run
+    refs: list[Run]
+    floor: Run
+
+    @property
+    def fastest(self) -> Run:
+        return min(self.refs, key=lambda r: r.seconds)
+
+
+def file_row(step: str, jobs: list[tuple[str, Path, Path]], out: Path, rows: int) -> Row:
+    """tutormax, DuckDB, Polars and the floor on the same jobs, one child process each."""
+    srcs = [src for _, src, _ in jobs]
+    if len(jobs) == 1:
+        ours_argv = tutormax("enrich", *srcs, "--out", out / "tutormax" / f"{jobs[0][0]}.parquet",
+                             "--no-db", "--as-of", AS_OF)  # fmt: skip
+    else:
+        ours_argv = tutormax("enrich", *srcs, "--out", out / "tutormax", "--format", "parquet",
+                             "--no-db", "--as-of", AS_OF)  # fmt: skip
+    (out / "tutormax").mkdir(parents=True, exist_ok=True)
+    ours = timed("tutormax", ours_argv, rows)
+    refs = []
+    for name, argv in REFERENCES.items():
+        (out / name).mkdir(parents=True, exist_ok=True)
+        ref_jobs = [(k, src, out / name / f"{k}.parquet") for k, src, _ in jobs]
+        refs.append(timed(name, argv(ref_jobs), rows, env=_REF_ENV))
+    (out / "floor").mkdir(parents=True, exist_ok=True)
+    floor_jobs = [(k, src, out / "floor" / f"{k}.parquet") for k, src, _ in jobs]
+    floor = timed("pyarrow floor", _floor(floor_jobs), rows, env=_REF_ENV)
+    return Row(step, ours, refs, floor)
+
+
+def files(rows: int, formats: tuple[str, ...] = ("csv", "parquet")) -> list[Row]:
+    """CSV→Parquet and Parquet→Parquet, sessions alone and sessions+feedback."""
+    table = []
+    for fmt in formats:
+        data = dataset(rows, max(rows // 10, 10), fmt)
         s, f = data["sessions"], data["feedback"]
-        pairs.append(
-            (
-                timed(
-                    f"tutormax sessions {fmt}→parquet",
-                    tutormax("enrich", s, "--out", out / "s.parquet", "--no-db", "--as-of", AS_OF),
-                    rows,
-                ),
-                timed(
-                    f"duckdb   sessions {fmt}→parquet",
-                    duckdb("sessions", s, out / "ds.parquet"),
-                    rows,
-                ),
-            )
-        )
-        both = out / "both"
-        pairs.append(
-            (
-                timed(
-                    f"tutormax sessions+feedback {fmt}→parquet",
-                    tutormax(
-                        "enrich",
-                        s,
-                        f,
-                        "--out",
-                        both,
-                        "--format",
-                        "parquet",
-                        "--no-db",
-                        "--as-of",
-                        AS_OF,
-                    ),
-                    2 * rows,
-                ),
-                _duckdb_pair(fmt, s, f, out, rows),
-            )
-        )
-    return pairs
+        out = OUT / f"files-{fmt}"
+        shutil.rmtree(out, ignore_errors=True)
+        sessions = [("sessions", s, out)]
+        both = [("sessions", s, out), ("feedback", f, out)]
+        table.append(file_row(f"sessions {fmt}→parquet", sessions, out / "s", rows))
+        table.append(file_row(f"sessions+feedback {fmt}→parquet", both, out / "sf", 2 * rows))
+    return table
 
 
-def _duckdb_pair(fmt: str, s: Path, f: Path, out: Path, rows: int) -> Run:
-    """DuckDB doing the same two steps (sessions, then feedback joined to sessions)."""
-    a = timed("duckdb sessions", duckdb("sessions", s, out / "d1.parquet"), rows)
-    b = timed("duckdb feedback", duckdb("feedback", f, out / "d2.parquet", s), rows)
-    return Run(
-        f"duckdb   sessions+feedback {fmt}→parquet",
-        a.seconds + b.seconds,
-        max(a.rss_mib, b.rss_mib),
-        2 * rows,
+def report_files(table: list[Row]) -> None:
+    print(
+        f"{'step':34} {'run':14} {'wall s':>7} {'rows/s':>10} {'peak MiB':>9} "
+        f"{'vs fastest':>10} {'vs floor':>9}"
     )
-
-
-def rss5m() -> list[Run]:
-    runs = []
-    for rows in (1_000_000, 5_000_000):
-        data = dataset(rows, rows // 100, "parquet")
-        out = OUT / "rss"
-        out.mkdir(parents=True, exist_ok=True)
-        runs.append(
-            timed(
-                f"tutormax sessions parquet {rows:,}",
-                tutormax(
-                    "enrich",
-                    data["sessions"],
-                    "--out",
-                    out / f"s{rows}.parquet",
-                    "--no-db",
-                    "--as-of",
-                    AS_OF,
-                ),
-                rows,
+    for row in table:
+        for r in (row.ours, *row.refs, row.floor):
+            vs_fast = vs_floor = ""
+            if r is row.ours:
+                vs_fast = f"{r.seconds / row.fastest.seconds:.2f}× {row.fastest.label}"
+                vs_floor = f"{r.seconds / row.floor.seconds:.2f}×"
+            step = row.step if r is row.ours else ""
+            print(
+                f"{step:34} {r.label:14} {r.seconds:7.2f} {r.rate:10,.0f} {r.rss_mib:9.0f} "
+                f"{vs_fast:>10} {vs_floor:>9}"
             )
-        )
+
+
+def memory(sizes: tuple[int, ...] = (1_000_000, 5_000_000)) -> list[tuple[str, Run]]:
+    """tutormax's peak RSS on sessions alone (CSV and Parquet) and sessions+feedback (CSV),
+    at each size: a streaming run's memory must not grow with the input."""
+    runs = []
+    for rows in sizes:
+        for fmt in ("csv", "parquet"):
+            data = dataset(rows, max(rows // 10, 10), fmt)
+            out = OUT / "memory"
+            out.mkdir(parents=True, exist_ok=True)
+            argv = tutormax("enrich", data["sessions"], "--out", out / f"s{rows}.parquet",
+                            "--no-db", "--as-of", AS_OF)  # fmt: skip
+            runs.append((f"sessions {fmt} {rows:,}", timed("tutormax", argv, rows)))
+        data = dataset(rows, max(rows // 10, 10), "csv")
+        argv = tutormax("enrich", data["sessions"], data["feedback"], "--out", OUT / "memory",
+                        "--format", "parquet", "--no-db", "--as-of", AS_OF)  # fmt: skip
+        runs.append((f"sessions+feedback csv {rows:,}", timed("tutormax", argv, 2 * rows)))
     return runs
 
 
-def report_pairs(pairs: list[tuple[Run, Run]]) -> None:
-    print(f"{'step':44} {'wall s':>8} {'rows/s':>10} {'peak MiB':>9} {'vs ref':>7}")
-    for ours, ref in pairs:
-        for r in (ours, ref):
-            ratio = f"{ours.seconds / ref.seconds:.2f}×" if r is ours else ""
-            print(f"{r.label:44} {r.seconds:8.2f} {r.rate:10,.0f} {r.rss_mib:9.0f} {ratio:>7}")
+def report_memory(runs: list[tuple[str, Run]]) -> None:
+    print(f"{'run':36} {'wall s':>7} {'rows/s':>10} {'peak MiB':>9} {'vs smallest':>11}")
+    first: dict[str, float] = {}
+    for label, r in runs:
+        shape = label.rsplit(" ", 1)[0]
+        base = first.setdefault(shape, r.rss_mib)
+        growth = f"{(r.rss_mib / base - 1) * 100:+.1f}%" if base else ""
+        print(f"{label:36} {r.seconds:7.2f} {r.rate:10,.0f} {r.rss_mib:9.0f} {growth:>11}")
 
 
 def main() -> None:
@@ -219,20 +228,34 @@ def main() -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--only", choices=["files", "rss5m", "postgres", "queue"], action="append")
+    parser.add_argument(
+        "--only",
+        choices=["files", "memory", "rss5m", "postgres", "refresh", "queue"],
+        action="append",
+    )
+    parser.add_argument("--format", choices=["csv", "parquet"], action="append",
+                        help="files: only this input format (default both)")  # fmt: skip
     args = parser.parse_args()
-    only = set(args.only or ["files", "rss5m", "postgres", "queue"])
+    only = set(args.only or ["files", "memory", "postgres", "refresh", "queue"])
     if "files" in only:
-        print(f"\n== files: {args.rows:,} rows a kind; ratio = tutormax wall / DuckDB wall ==")
-        report_pairs(files(args.rows))
-    if "rss5m" in only:
-        print("\n== memory: peak RSS at 1M and 5M sessions (Parquet in, Parquet out) ==")
-        for r in rss5m():
-            print(f"{r.label:44} {r.seconds:8.2f} {r.rate:10,.0f} {r.rss_mib:9.0f}")
+        print(
+            f"\n== files: {args.rows:,} rows a kind, {max(args.rows // 10, 10):,} tutors; "
+            "each run a child process; ratios = tutormax wall / the fastest reference "
+            "(DuckDB, Polars) and / the pyarrow floor =="
+        )
+        report_files(files(args.rows, tuple(args.format or ("csv", "parquet"))))
+    if "memory" in only or "rss5m" in only:
+        sizes = (args.rows, 5 * args.rows)
+        print(f"\n== memory: tutormax's peak RSS at {sizes[0]:,} and {sizes[1]:,} sessions ==")
+        report_memory(memory(sizes))
     if "postgres" in only:
         from bench.postgres import run as pg_run
 
         pg_run(args.rows, dataset, timed, tutormax)
+    if "refresh" in only:
+        from bench.refresh import run as refresh_run
+
+        refresh_run(args.rows, dataset, timed, tutormax)
     if "queue" in only:
         from bench.queue import run as queue_run
 

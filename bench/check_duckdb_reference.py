@@ -1,6 +1,7 @@
 """Check bench/duckdb_reference.py against a plain-Python reading of SPEC §3.
 
-Generates a small data set with tutormax_cli.generate (CSV and Parquet), runs
+Generates a small data set with tutormax_cli.generate (Parquet, and the bench's export CSV
+of the same values: bench/dataset.py), runs
 duckdb_enrich on every kind, and compares every derived value and the row order with an
 independent per-row implementation (datetime, zoneinfo, fractions). Run:
 
@@ -24,10 +25,14 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import pyarrow.parquet as pq
+# Run as a script, bench/ is sys.path[0], where bench/queue.py would shadow the standard
+# library's queue (pyarrow imports it): put the repository root there instead.
+if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository root
+import pyarrow.parquet as pq  # noqa: E402
 
+from bench.dataset import export_csv  # noqa: E402
 from bench.duckdb_reference import DERIVED, duckdb_enrich  # noqa: E402
 from tutormax_cli.generate import generate  # noqa: E402
 from tutormax_cli.schema import CATEGORY_RATINGS  # noqa: E402
@@ -194,20 +199,23 @@ def main() -> int:
     failures = 0
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
+        native = generate(
+            root / "parquet",
+            tutors=max(1, args.rows // 20),
+            sessions=args.rows,
+            feedback=args.rows,
+            seed=7,
+            fmt="parquet",
+            batch_rows=max(1, args.rows // 3),
+        )
+        (root / "csv").mkdir()
+        for kind, path in native.items():
+            export_csv(path, root / "csv" / f"{kind}.csv")
         for fmt in ("csv", "parquet"):
             data = root / fmt
-            generate(
-                data,
-                tutors=max(1, args.rows // 20),
-                sessions=args.rows,
-                feedback=args.rows,
-                seed=7,
-                fmt=fmt,
-                batch_rows=max(1, args.rows // 3),
-            )
             for tz_name in ("UTC", "America/New_York", "Asia/Kolkata"):
                 failures += check(data, root, "2025-06-30T12:00:00Z", tz_name)
-        # Same seed, so the CSV and the Parquet data sets hold the same values: once typed
+        # The CSV is the Parquet's values as text, so once typed
         # by the reference, both outputs must be equal, input columns included.
         for kind in DERIVED:
             for tz_name in ("UTC", "America/New_York", "Asia/Kolkata"):

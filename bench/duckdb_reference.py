@@ -1,10 +1,17 @@
-"""The benchmark's reference run: SPEC §3's derived fields written in DuckDB SQL.
+"""The benchmark's DuckDB reference: SPEC §3's derived fields written in DuckDB SQL, as a
+DuckDB user would write them.
 
 `duckdb_enrich(kind, src, dst, ...)` reads one CSV or Parquet file, computes the derived
 fields of its kind in the reporting timezone and writes Parquet with COPY … TO: the input
-columns in input order, each cast to its type in tutormax_cli.schema (as tutormax's own
-Parquet output has them; unknown extra columns as read, and an input column named like a
-derived field dropped, SPEC §1), then the derived fields, rows in input order.
+columns in input order, each of its type in tutormax_cli.schema (as tutormax's own Parquet
+output has them; unknown extra columns as read, and an input column named like a derived
+field dropped, SPEC §1), then the derived fields, rows in input order.
+
+A CSV is read with its column types declared (`read_csv(…, columns = {…})`: TIMESTAMPTZ,
+BIGINT, BOOLEAN, DOUBLE, VARCHAR[]), so DuckDB's own parsers type it while reading, not
+VARCHAR then macros; so the file must be in forms DuckDB reads (the bench's export CSV is:
+bench/dataset.py). `duckdb_files(jobs, ...)` runs several kinds on one connection, as one
+script would: feedback is joined to the sessions Parquet this run just wrote.
 
 It is a yardstick for speed and a second opinion on values, not the product: it assumes
 valid input (a bad timestamp makes the whole run fail) and does no validation, rejects or
@@ -16,12 +23,16 @@ database work. Where it can differ from SPEC, it says so:
 * subject_count compares items with lower(), not Unicode casefold ("ß" vs "ss" differ).
 * has_text_feedback looks for a non-whitespace character with RE2's `\\S`, which treats
   only ASCII whitespace as whitespace (Python's str.isspace also knows U+00A0 etc.).
+* The feedback join assumes one row per session_id (the bench data has that); tutormax
+  keeps the newest version of a duplicated session.
 
 Needs duckdb (the `bench` extra); the package itself never imports this module.
 """
 
 from __future__ import annotations
 
+import csv
+import sys
 import time
 from pathlib import Path
 
@@ -59,8 +70,9 @@ DERIVED: dict[str, tuple[str, ...]] = {
 _US_PER_MINUTE = 60_000_000
 _US_PER_DAY = 86_400_000_000
 
-# CSV columns arrive as VARCHAR and are parsed with these; Parquet columns that already
-# have their type pass through untouched (see _typed).
+# A column that does not arrive with its SPEC type (a Parquet file typed otherwise) is
+# converted with these; typed CSV columns and Parquet columns of the SPEC type pass
+# through untouched (see _typed).
 _MACROS = """
 -- SPEC §2: 'T' or space, optional fraction, Z / ±HH:MM / none (= UTC, TimeZone is UTC),
 -- or a bare date (= midnight UTC). DuckDB's cast reads all of these.
@@ -97,17 +109,28 @@ def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _source(path: Path) -> str:
+def _source(path: Path, kind: str) -> str:
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        # Everything as VARCHAR, like our reader before validation: the macros parse.
+        header = _csv_header(path)
+        known = set(KINDS[kind].column_names)
+        types = ", ".join(
+            f"{_lit(name)}: "
+            f"{_lit(_SQL_TYPES[KINDS[kind].column(name).type] if name in known else 'VARCHAR')}"
+            for name in header
+        )
         return (
-            f"read_csv({_lit(str(path))}, header = true, all_varchar = true, "
-            "delim = ',', quote = '\"', escape = '\"')"
+            f"read_csv({_lit(str(path))}, header = true, delim = ',', quote = '\"', "
+            f"escape = '\"', auto_detect = false, columns = {{{types}}})"
         )
     if suffix == ".parquet":
         return f"read_parquet({_lit(str(path))})"
     raise ValueError(f"{path}: the DuckDB reference reads .csv or .parquet, not {suffix!r}")
+
+
+def _csv_header(path: Path) -> list[str]:
+    with path.open(newline="", encoding="utf-8") as f:
+        return next(csv.reader(f))
 
 
 def _columns(con: duckdb.DuckDBPyConnection, source: str) -> list[tuple[str, str]]:
@@ -143,7 +166,7 @@ class _Input:
     """One input file: its columns typed as in schema.py, and NULL for absent optional ones."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, path: Path, kind: str) -> None:
-        self.source = _source(path)
+        self.source = _source(path, kind)
         self.kind = KINDS[kind]
         self.columns = [
             (name, duck_type)
@@ -234,14 +257,10 @@ def _feedback_sql(src: _Input, sessions: _Input | None) -> str:
     ratings = ", ".join(src.ref(r) for r in CATEGORY_RATINGS)
     carried = src.ref("session_scheduled_start")
     if sessions is not None:
-        # The sessions of the same run; a duplicate session_id keeps its last row (SPEC §6a).
+        # The sessions of the same run, one row per session_id (see the module docstring).
         with_sessions = f"""
-            s AS (
-                SELECT session_id AS __sid, arg_max(tm_ts(scheduled_start), __srn) AS __sstart
-                FROM (SELECT session_id, scheduled_start, row_number() OVER () AS __srn
-                      FROM {sessions.source})
-                GROUP BY session_id
-            ),"""
+            s AS (SELECT session_id AS __sid, scheduled_start AS __sstart
+                  FROM {sessions.source}),"""
         join = "LEFT JOIN s ON t.session_id = s.__sid"
         has_carried = "session_scheduled_start" in src.names
         session_start = f"coalesce(t.{carried}, s.__sstart)" if has_carried else "s.__sstart"
@@ -294,11 +313,29 @@ def duckdb_enrich(
     """Enrich `src` (CSV or Parquet) of `kind` into Parquet `dst`; return wall seconds.
 
     `as_of` is an ISO-8601 instant (used by tutors); `timezone` an IANA name;
-    `sessions_src` the run's sessions file, joined for feedback rows that carry no
-    session_scheduled_start (without it those rows get a null feedback_delay_hours).
+    `sessions_src` the run's sessions file (CSV or Parquet), joined for feedback rows that
+    carry no session_scheduled_start (without it those rows get a null
+    feedback_delay_hours).
     """
-    if kind not in DERIVED:
-        raise ValueError(f"unknown kind {kind!r}: expected one of {', '.join(DERIVED)}")
+    return duckdb_files(
+        [(kind, Path(src), Path(dst))],
+        as_of=as_of,
+        timezone=timezone,
+        sessions_src=sessions_src,
+        threads=threads,
+    )
+
+
+def duckdb_files(
+    jobs: list[tuple[str, Path, Path]],
+    *,
+    as_of: str,
+    timezone: str = "UTC",
+    sessions_src: Path | None = None,
+    threads: int = 2,
+) -> float:
+    """(kind, src, dst) after (kind, src, dst) on one connection; feedback is joined to the
+    sessions output of an earlier job, else to `sessions_src`. Returns wall seconds."""
     started = time.perf_counter()
     con = duckdb.connect()
     try:
@@ -307,15 +344,32 @@ def duckdb_enrich(
         con.execute("SET preserve_insertion_order = true")  # output follows input
         con.execute("SET enable_progress_bar = false")
         con.execute(_MACROS)
-        source = _Input(con, Path(src), kind)
-        if kind == "tutors":
-            sql = _tutors_sql(source, as_of, timezone)
-        elif kind == "sessions":
-            sql = _sessions_sql(source, timezone)
-        else:
-            sessions = _Input(con, Path(sessions_src), "sessions") if sessions_src else None
-            sql = _feedback_sql(source, sessions)
-        con.execute(f"COPY ({sql}) TO {_lit(str(dst))} (FORMAT parquet)")
+        sessions_file = sessions_src
+        for kind, src, dst in jobs:
+            if kind not in DERIVED:
+                raise ValueError(f"unknown kind {kind!r}: expected one of {', '.join(DERIVED)}")
+            source = _Input(con, Path(src), kind)
+            if kind == "tutors":
+                sql = _tutors_sql(source, as_of, timezone)
+            elif kind == "sessions":
+                sql = _sessions_sql(source, timezone)
+            else:
+                sessions = _Input(con, Path(sessions_file), "sessions") if sessions_file else None
+                sql = _feedback_sql(source, sessions)
+            con.execute(f"COPY ({sql}) TO {_lit(str(dst))} (FORMAT parquet)")
+            if kind == "sessions":
+                sessions_file = Path(dst)
     finally:
         con.close()
     return time.perf_counter() - started
+
+
+def main(argv: list[str]) -> None:
+    """`python -m bench.duckdb_reference AS_OF KIND SRC DST [KIND SRC DST …]`"""
+    as_of, rest = argv[0], argv[1:]
+    jobs = [(rest[i], Path(rest[i + 1]), Path(rest[i + 2])) for i in range(0, len(rest), 3)]
+    duckdb_files(jobs, as_of=as_of)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -139,7 +139,7 @@ def _usable(key: Any) -> bool:
 
 def _transpose(records: Sequence[dict[str, Any]], names: list[str]) -> list[Sequence[Any]]:
     """The values of each named column. NOTE: when every record holds every name, one
-    C-level transpose (itemgetter + zip) is 2.3× faster than a dict lookup per value."""
+    C-level transpose (itemgetter + zip) is faster than a dict lookup per value."""
     if not names:
         return []
     if not records:

@@ -108,7 +108,7 @@ _POSITIONS = pa.array([], pa.int64())
 
 
 def positions(n: int) -> pa.Array:
-    """0..n-1 as int64, sliced from a cached array (building it per batch cost 12 ms)."""
+    """0..n-1 as int64, sliced from a cached array (built once, not per batch)."""
     global _POSITIONS
     if len(_POSITIONS) < n:
         _POSITIONS = pc.subtract(pc.cumulative_sum(pa.repeat(pa.scalar(1, pa.int64()), n)), 1)
