@@ -39,25 +39,30 @@ def stats(
     """Streams (length, pending, lag, live and gone consumers), dead letters by error code,
     table row counts and the workers' counters.
 
+    --watch N refreshes every N seconds (with --json: one object a line) until Ctrl-C,
+    which ends it with exit 0 (without --watch, Ctrl-C is exit 130, as everywhere).
+
     Example:
 
       tutormax stats --json --db postgresql://app@localhost/tutoring
     """
     with open_streams(redis, prefix, streams) as s:
-        while True:
-            doc = _gather(s, group, db, reclaim_idle_ms)
-            if json_out:
-                print_json(doc)
-            else:
-                if watch is not None and out.is_terminal:
-                    out.clear()
-                render(doc)
-            if watch is None:
-                return
-            try:
+        try:
+            while True:
+                doc = _gather(s, group, db, reclaim_idle_ms)
+                if json_out:
+                    print_json(doc)
+                else:
+                    if watch is not None and out.is_terminal:
+                        out.clear()
+                    render(doc)
+                if watch is None:
+                    return
                 time.sleep(watch)
-            except KeyboardInterrupt:
-                raise typer.Exit(0) from None
+        except KeyboardInterrupt:
+            if watch is None:
+                raise  # exit 130 (common.handle_errors)
+            raise typer.Exit(0) from None  # Ctrl-C is how a watch ends, wherever it lands
 
 
 def _gather(streams: Any, group: str, db: str | None, reclaim_idle_ms: int) -> dict[str, Any]:

@@ -105,6 +105,9 @@ class Isolation:
 
     def pipeline(self, kind: str, pairs: list[tuple], ctx: Context) -> Any:
         self._faults.raise_if("pipeline_bug")
+        if self._faults.point == "record_bug":  # tests: one record crashes the pipeline
+            key = KINDS[kind].key
+            self._faults.raise_if("record_bug", [str(env["data"].get(key)) for _, env in pairs])
         with self.store.transaction():
             table = _records_table([env["data"] for _, env in pairs], kind)
             return Pipeline(KINDS[kind], store=self.store).process(table, ctx)

@@ -4,9 +4,10 @@ Outcomes (SPEC §6):
 * accepted by the pipeline → persisted, acknowledged after the commit (a version of a
   key superseded by another version of the same batch that was written counts too);
 * rejected *only* for a missing parent, while that parent may still be on its way (the
-  parent stream's watermark is not past the record: see streams.StreamMark) → *waiting*:
-  left pending, its delivery refunded, due again once the watermark has passed it. This
-  spends no attempt, however long the backlog or the retry settings;
+  parent stream's watermark, in the look taken before the batch was read, is not past the
+  record: see streams.StreamMark and `settle_orphans`) → *waiting*: left pending, its
+  delivery refunded, due again once the watermark has passed it. This spends no attempt,
+  however long the backlog or the retry settings;
 * rejected only for a missing parent that can no longer be on its way → left pending for
   a retry while its delivery count is below `max_attempts`, then dead-lettered as
   `missing_parent`;
@@ -24,6 +25,7 @@ which is the next delivery. Nothing is copied, so nothing can be lost or doubled
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,16 +63,66 @@ class RetryPolicy:
 
 
 def parents_passed(
-    kind: str, entry_id: str, marks: dict[str, StreamMark], parents: set[str] | None = None
+    kind: str,
+    entry_id: str,
+    marks: dict[str, StreamMark],
+    parents: set[str] | None = None,
+    beyond: dict[str, tuple[int, int]] | None = None,
 ) -> bool:
-    """No entry of a parent stream published before this one is still unacknowledged."""
+    """No entry of a parent stream published before this one is still unacknowledged. A
+    stream the look does not cover (no look yet, a group just recreated) has not passed.
+    `beyond` (see `finished_beyond`) extends a parent stream's watermark over entries the
+    batch being settled finished itself."""
     for _column, parent in KINDS[kind].parents:
         if parents is not None and parent not in parents:
             continue
         mark = marks.get(parent)
-        if mark is not None and not mark.passed(entry_id):
+        if mark is None:
             return False
+        if not mark.passed(entry_id):
+            until = (beyond or {}).get(parent)
+            if until is None or until <= entry_key(entry_id):
+                return False
     return True
+
+
+FirstForeign = Callable[[str, str, str, set[str]], str | None]
+
+
+def finished_beyond(
+    orphans: list[Orphan], marks: dict[str, StreamMark], out: Outcomes, first_foreign: FirstForeign
+) -> dict[str, tuple[int, int]]:
+    """How far each parent stream that holds an orphan back in `marks` is past its
+    watermark in entries *this batch* finished before checking its children: a parent the
+    batch persisted (in its own transaction, parents first) or dead-lettered cannot be on
+    its way. Without this, a genuine orphan published behind its batch's own parents would
+    wait a round for nothing. A parent of the batch that itself waits or retries is not
+    finished: its children wait too.
+
+    `first_foreign(kind, start, end, ours)` is the first entry of the kind's stream in
+    [start, end] not among `ours` (None: there is none). Returns, per parent kind, the id
+    up to which (exclusive) every entry is acknowledged or finished here."""
+    held: dict[str, str] = {}  # parent kind → the newest orphan it holds back
+    for o in orphans:
+        for parent in o.parents:
+            mark = marks.get(parent)
+            if mark is None or mark.passed(o.message.id):
+                continue
+            if parent not in held or entry_key(o.message.id) > entry_key(held[parent]):
+                held[parent] = o.message.id
+    finished: dict[str, set[str]] = {}
+    for m in out.to_ack:  # before settle_orphans: persisted, dead-lettered, trimmed
+        finished.setdefault(m.kind, set()).add(m.id)
+    beyond = {}
+    for parent, newest in held.items():
+        watermark = marks[parent].watermark
+        if watermark is None or parent not in finished:
+            continue
+        start = f"{watermark[0]}-{watermark[1]}"
+        foreign = first_foreign(parent, start, newest, finished[parent])
+        ms, seq = entry_key(newest)
+        beyond[parent] = entry_key(foreign) if foreign is not None else (ms, seq + 1)
+    return beyond
 
 
 @dataclass
@@ -80,7 +132,7 @@ class Outcomes:
     persisted: list[Message] = field(default_factory=list)
     retried: list[Message] = field(default_factory=list)
     waiting: list[Message] = field(default_factory=list)  # parents on their way: refunded
-    orphans: list[Orphan] = field(default_factory=list)  # missing a parent: decided after ack
+    orphans: list[Orphan] = field(default_factory=list)  # missing a parent: see settle_orphans
     letters: list[DeadLetter] = field(default_factory=list)
     trimmed: list[Message] = field(default_factory=list)  # pending entries someone deleted
     rejected: int = 0  # messages the pipeline rejected (retried or dead-lettered)
@@ -113,7 +165,7 @@ class Outcomes:
 @dataclass
 class Orphan:
     """A record rejected only because a parent is missing: waiting, retried or dead-lettered
-    once the batch is acknowledged and the group's position is fresh (`settle_orphans`)."""
+    by `settle_orphans`."""
 
     message: Message
     envelope: dict[str, Any]
@@ -145,22 +197,35 @@ def classify(
 
 
 def settle_orphans(
-    orphans: list[Orphan], marks: dict[str, StreamMark], policy: RetryPolicy, out: Outcomes
-) -> list[DeadLetter]:
-    """Decide the orphans of an acknowledged batch with the group's position taken after the
-    ack: a parent still on its way → waiting (no attempt spent); else a retry while attempts
-    remain; else a `missing_parent` dead letter (returned, and added to `out.letters`)."""
-    letters = []
+    orphans: list[Orphan],
+    marks: dict[str, StreamMark],
+    policy: RetryPolicy,
+    out: Outcomes,
+    beyond: dict[str, tuple[int, int]] | None = None,
+) -> None:
+    """Decide a batch's orphans: a parent still on its way → waiting (no attempt spent);
+    else a retry while attempts remain; else a `missing_parent` dead letter (in out.letters).
+
+    `marks` must be a look at the group taken *before* the batch's transaction checked the
+    parents (the worker takes it before reading the batch). Why that is sound: a parent
+    entry that look shows acknowledged was acknowledged before the look, hence committed
+    before it (a worker acknowledges only after its commit, or after dead-lettering the
+    parent), hence visible to the check, which began later — so a child that still missed
+    it has no parent on its way, and may spend an attempt. A parent acknowledged after the
+    look (another worker committing it while this batch ran) is still pending or undelivered
+    in the look: the child waits and is tried again, never spends. A look taken after the
+    check — after the batch's ack, say — would break this: it can show a parent that another
+    worker committed and acknowledged between the check and the look, and the child would
+    spend an attempt (at --max-attempts 1, be dead-lettered) for a parent that exists.
+    `beyond` (finished_beyond) adds the parents this very batch finished before its check."""
     for o in orphans:
         m = o.message
-        if not parents_passed(m.kind, m.id, marks, o.parents):
+        if not parents_passed(m.kind, m.id, marks, o.parents, beyond):
             out.waiting.append(m)
         elif m.deliveries < policy.max_attempts:
             out.retried.append(m)
         else:
-            letters.append(_letter(m, o.envelope, E.DLQ_MISSING_PARENT, o.errors))
-    out.letters += letters
-    return letters
+            out.letters.append(_letter(m, o.envelope, E.DLQ_MISSING_PARENT, o.errors))
 
 
 def _letter(m: Message, env: dict[str, Any], error: str, errors: list[Any]) -> DeadLetter:

@@ -25,7 +25,10 @@ FAULT_POINTS = (
     "after_commit_before_ack",
     "after_deadletter_before_ack",
     "pipeline_bug",  # not a kill: the pipeline raises TypeError, as a bug in the code would
+    "record_bug",  # not a kill: it raises so only on a batch holding a RECORD_BUG record
 )
+RAISING = ("pipeline_bug", "record_bug")
+RECORD_BUG = "record_bug"  # under record_bug, a record whose key contains this crashes alone
 
 
 def default_consumer() -> str:
@@ -36,7 +39,8 @@ def default_consumer() -> str:
 class Faults:
     """`TUTORMAX_FAULT=<point>[:<n>]` SIGKILLs the worker the n-th time (default: first) it
     reaches <point>; with `TUTORMAX_FAULT_PAUSE_S=<s>` it pauses there instead (for tests
-    that signal or disconnect a worker in the middle of a batch)."""
+    that signal or disconnect a worker in the middle of a batch). The RAISING points raise
+    instead, every time (see raise_if)."""
 
     point: str | None = None
     nth: int = 1
@@ -61,13 +65,20 @@ class Faults:
             raise UsageError(f"TUTORMAX_FAULT_PAUSE_S={pause!r}: not a number of seconds") from None
         return cls(point, int(nth or 1), pause_s)
 
-    def raise_if(self, point: str) -> None:
-        """The `pipeline_bug` point: raise the way a bug in the code would, every time."""
-        if point == self.point:
+    def raise_if(self, point: str, keys: list[str] | None = None) -> None:
+        """Raise the way a bug in the code would: at `pipeline_bug`, on every batch; at
+        `record_bug`, on a batch whose record `keys` hold one containing RECORD_BUG — a
+        record that crashes the pipeline on its own (isolate.py tells the two apart)."""
+        if point != self.point:
+            return
+        if keys is None:
             raise TypeError(f"fault injection: {point}")
+        crashing = [k for k in keys if RECORD_BUG in k]
+        if crashing:
+            raise TypeError(f"fault injection: {point} on record {crashing[0]}")
 
     def hit(self, point: str) -> None:
-        if point != self.point or point == "pipeline_bug":
+        if point != self.point or point in RAISING:
             return
         self.seen += 1
         if self.seen != self.nth:

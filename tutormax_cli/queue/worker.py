@@ -3,20 +3,21 @@
 One loop, one batch at a time, in the manner of rq's worker:
 
     while not stopping:
-        marks = where the group stands on each stream (streams.StreamMark)
+        marks = where the group stands on each stream (streams.StreamMark), read first
         batch = due retries + entries reclaimed from gone consumers + new entries, a child
                 stream read only while its parent stream cannot hold what it needs
         with store.transaction():                       # one transaction a batch
             for kind in tutors, sessions, feedback:     # parents first
                 Pipeline(kind).process(records_to_table(batch[kind]), as_of=batch start)
-        dead-letter the rejects (idempotent), XACK everything finished, and refund the
-        delivery of records that wait for a parent still on its way
+        decide the orphans with `marks` (policy.settle_orphans says why it must be that
+        look, taken before the batch), dead-letter the rejects (idempotent), XACK
+        everything finished, and refund the delivery of records whose parent is on its way
 
 Faults are told apart (SPEC §6): an outage (database or Redis unreachable) backs off and
 keeps the batch pending; a vanished group is recreated; a database whose schema is not
 this version's is fatal (exit 2, batch left pending); anything else is a bug (exit 3, the
 batch left pending) — unless bisection proves that one record alone crashes the pipeline,
-which makes that record poison. The policy (outcomes, retry timing) is worker_policy.
+which makes that record poison. The policy (outcomes, retry timing) is policy.py.
 """
 
 from __future__ import annotations
@@ -51,19 +52,14 @@ from .metrics import Metrics
 from .policy import (
     Outcomes,
     RetryPolicy,
+    finished_beyond,
     parents_passed,
     poison,
     readable,
     settle_orphans,
 )
 from .runtime import Faults, batch_gc, default_consumer
-from .streams import (
-    DEFAULT_GROUP,
-    GroupVanished,
-    QueueUnavailable,
-    StreamMark,
-    Streams,
-)
+from .streams import DEFAULT_GROUP, GroupVanished, QueueUnavailable, StreamMark, Streams
 from .telemetry import Telemetry, now_iso
 
 log = logging.getLogger("tutormax.worker")
@@ -99,8 +95,7 @@ class Worker:
         self.telemetry = Telemetry(streams, options.consumer, options.heartbeat_ttl_s, metrics)
         self._stopping = False
         self._next_reclaim = 0.0
-        self._marks: dict[str, StreamMark] = {}
-        self._told: set[str] = set()  # gone consumers already reported in --burst
+        self._marks: dict[str, StreamMark] = {}  # the last look at the group
         self._faults = Faults.parse(options.fault, options.fault_pause_s)
         self._isolation = Isolation(store, self._faults)
 
@@ -116,9 +111,10 @@ class Worker:
                 got = self._until_done(partial(self._next_batch, burst))
                 if got is None:  # stopped while Redis was away
                     break
-                messages, drained = got
+                messages, drained, marks = got
                 if messages:
-                    if self._until_done(partial(self._handle, messages), held=messages) is None:
+                    step = partial(self._handle, messages, marks)
+                    if self._until_done(step, held=messages) is None:
                         log.warning(
                             "stopping during an outage: %d message(s) of the current batch "
                             "stay pending and will be delivered again",
@@ -126,7 +122,7 @@ class Worker:
                         )
                         break
                     batches += 1
-                    del messages, got
+                    del messages, got, step
                     gc.collect()  # the batch's garbage cycles, while there is little else
                 elif burst and drained:
                     break
@@ -152,32 +148,7 @@ class Worker:
             ", ".join(self.streams.names.values()),
             self.store.url_masked,
         )
-        self._check_dead_letters()
-
-    def _check_dead_letters(self) -> None:
-        """Warn when dead letters can vanish (a TTL, trimming) and sweep the marks of those
-        that did, so the dead-letter index matches the stream."""
-        try:
-            health = self.streams.dead_letter_health()
-            swept = self.streams.sweep_marks() if health["lost"] else 0
-        except QueueError as exc:
-            log.warning("could not check %s: %s", self.streams.dead_letter_key, exc.message)
-            return
-        key = self.streams.dead_letter_key
-        if health["ttl_s"] is not None:
-            log.warning(
-                "%s has a TTL: it expires in %d s, and every dead letter with it "
-                "(tutormax never sets one; a producer did)",
-                key,
-                health["ttl_s"],
-            )
-        if swept:
-            log.warning(
-                "%d dead letter(s) of %s were lost (trimmed or expired); their marks "
-                "were removed from the index",
-                swept,
-                key,
-            )
+        self.telemetry.check_dead_letters()
 
     def request_stop(self, why: str = "") -> None:
         self._stopping = True
@@ -193,13 +164,14 @@ class Worker:
 
     # -- choosing a batch ----------------------------------------------------------------------
 
-    def _next_batch(self, burst: bool) -> tuple[list[Message], bool]:
-        """Due retries, reclaimed entries, then new ones; and whether the group is drained."""
+    def _next_batch(self, burst: bool) -> tuple[list[Message], bool, dict[str, StreamMark]]:
+        """Due retries, reclaimed entries, then new ones; whether the group is drained; and
+        the look at the group taken before any of them was read (see _handle)."""
         try:
             marks = self._marks = self.streams.marks(self.opts.group)
         except GroupVanished as exc:
             self._recover(exc)
-            return [], False
+            return [], False, {}
         self.telemetry.gauges(marks)
         messages, wait_ms = self._due_retries(marks)
         if time.monotonic() >= self._next_reclaim:
@@ -223,8 +195,8 @@ class Worker:
             pending = self.streams.group_pending(self.opts.group)
             drained = pending == 0
             if pending:
-                self._tell_gone_consumers()
-        return messages, drained
+                self.telemetry.tell_gone_consumers(self.opts.group, self.opts.reclaim_idle_ms)
+        return messages, drained, marks
 
     def _due_retries(self, marks: dict[str, StreamMark]) -> tuple[list[Message], int | None]:
         """Claim our pending entries that are due (their parents can no longer be on their
@@ -257,32 +229,15 @@ class Worker:
             block = min(block, max(wait_ms, 1))
         return min(block, BURST_BLOCK_MS) if burst else block
 
-    def _tell_gone_consumers(self) -> None:
-        """--burst: say once per consumer when we wait for a gone consumer's entries."""
-        try:
-            stats = self.streams.stream_stats(self.opts.group)
-        except QueueError:
-            return
-        for info in stats.values():
-            for name, c in info["consumers"].items():
-                if name == self.opts.consumer or not c["pending"] or name in self._told:
-                    continue
-                left_s = max(self.opts.reclaim_idle_ms - c["idle_ms"], 0) / 1000
-                self._told.add(name)
-                log.info(
-                    "waiting %.0f s for %d pending entries of consumer %s to become "
-                    "reclaimable (idle %.0f s, --reclaim-idle-ms %d)",
-                    left_s,
-                    c["pending"],
-                    name,
-                    c["idle_ms"] / 1000,
-                    self.opts.reclaim_idle_ms,
-                )
-
     # -- one batch ---------------------------------------------------------------------------
 
-    def _handle(self, messages: list[Message]) -> int:
-        """One batch, committed and acknowledged; returns how many messages it had."""
+    def _handle(self, messages: list[Message], marks: dict[str, StreamMark]) -> int:
+        """One batch, committed and acknowledged; returns how many messages it had.
+
+        Its orphans are decided with `marks`, the look taken before the batch was read and
+        so before its transaction checked any parent — never with a later one, which could
+        show a parent that another worker committed and acknowledged after the check and
+        make a valid child spend an attempt (policy.settle_orphans has the argument)."""
         started = time.monotonic()
         ctx = Context(as_of=datetime.now(UTC), timezone=self.opts.timezone)
         out = Outcomes()
@@ -296,12 +251,11 @@ class Worker:
             self.metrics.last_commit.set_to_current_time()
         self._faults.hit("after_commit_before_ack")
         try:
+            if out.orphans:
+                beyond = finished_beyond(out.orphans, marks, out, self.streams.first_foreign)
+                settle_orphans(out.orphans, marks, self.policy, out, beyond)
             self._finish(out.letters, out.to_ack)
-            if out.orphans:  # decided with the group's position after this batch's ack
-                marks = self._marks = self.streams.marks(self.opts.group)
-                letters = settle_orphans(out.orphans, marks, self.policy, out)
-                self._finish(letters, [d.message for d in letters])
-                self.streams.refund(self.opts.group, self.opts.consumer, out.waiting)
+            self.streams.refund(self.opts.group, self.opts.consumer, out.waiting)
         except GroupVanished as exc:  # committed: the entries are gone with the group
             self._recover(exc)
         self.telemetry.record(len(messages), out, time.monotonic() - started)
@@ -362,29 +316,18 @@ class Worker:
                 if held:  # keep them ours: others would take them for a dead consumer's
                     with suppress(QueueError):
                         self.streams.touch(self.opts.group, self.opts.consumer, held)
+                        self.telemetry.refresh(self.opts.group)  # Redis answers: the backlog
             except GroupVanished as exc:
                 self._recover(exc)
                 if self._stopping:
                     return None
 
     def _recover(self, exc: GroupVanished) -> None:
-        """Redis came back empty, or someone deleted a stream or the group: say what
-        vanished, recreate it, go on."""
-        pending = sum(m.pending for m in self._marks.values())
-        done = self._until_done(lambda: self.streams.recover(self.opts.group)) or []
-        self.telemetry.add(recovered=1)
-        if self.metrics is not None:
-            self.metrics.recoveries.inc()
-        log.warning(
-            "consumer group %s vanished (%s): Redis restarted without persistence, or a "
-            "stream or the group was deleted. Lost with it: %d pending entr%s known at the "
-            "last look, and the dead-letter marks if the index went too. Done: %s",
-            self.opts.group,
-            exc.message,
-            pending,
-            "y" if pending == 1 else "ies",
-            "; ".join(done) or "nothing was missing any more",
-        )
+        """Redis came back empty, or someone deleted a stream or the group: recreate what
+        is missing, say what vanished, count it, go on."""
+        found = self._until_done(lambda: self.streams.recover(self.opts.group))
+        if found is not None:  # None: stopped during an outage
+            self.telemetry.recovered(self.opts.group, exc.message, found, self._marks)
         self._marks = {}
 
     def _sleep(self, seconds: float) -> None:

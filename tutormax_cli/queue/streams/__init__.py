@@ -26,7 +26,10 @@ atomically, which MULTI cannot express:
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from ...schema import KIND_ORDER
+from ..envelope import text
 from .connection import (
     DEFAULT_GROUP,
     DEFAULT_PREFIX,
@@ -40,29 +43,47 @@ from .group import GroupOps, StreamMark, entry_key
 from .monitor import WORKER_COUNTERS, MonitorOps
 
 
+@dataclass
+class Vanished:
+    """What `Streams.recover` found missing (kinds), and what it rebuilt."""
+
+    streams: list[str] = field(default_factory=list)  # the stream itself is gone
+    groups: list[str] = field(default_factory=list)  # the stream is there, the group is not
+    index: bool = False  # the dead-letter index is gone
+    dead_letters: bool = False  # the dead-letter stream (the key) is gone
+    reindexed: int = 0  # dead letters indexed again
+
+
 class Streams(GroupOps, DeadLetterOps, MonitorOps):
     """The input streams of one template and prefix on one Redis, their consumer group,
     the dead-letter stream and the workers' counters; see the module docstring."""
 
-    def recover(self, group: str) -> list[str]:
-        """After the group (or a stream) vanished: recreate what is missing and rebuild the
-        dead-letter index if it is gone while dead letters remain. Returns what was done."""
+    def recover(self, group: str) -> Vanished:
+        """After the group (or a stream) vanished: find what is missing, recreate it, and
+        rebuild the dead-letter index if it is gone while dead letters remain. A recreated
+        group reads its stream from the first entry: nothing still there is skipped, and
+        what was done already is done again harmlessly (upserts, the dead-letter index)."""
         import redis
 
-        done: list[str] = []
+        found = Vanished()
         with self.errors(f"recreating consumer group {group}"):
             for kind in KIND_ORDER:
+                stream = self.stream(kind)
+                if not self.r.exists(stream):
+                    found.streams.append(kind)
+                elif not any(text(g["name"]) == group for g in self.r.xinfo_groups(stream)):
+                    found.groups.append(kind)
                 try:
-                    self.r.xgroup_create(self.stream(kind), group, id="0", mkstream=True)
-                    done.append(f"recreated group {group} on {self.stream(kind)}")
+                    self.r.xgroup_create(stream, group, id="0", mkstream=True)
                 except redis.ResponseError as exc:
                     if "BUSYGROUP" not in str(exc):
                         raise
-            if not self.r.exists(self._index_key) and self.r.exists(self.dead_letter_key):
-                n = self._reindex()
-                if n:
-                    done.append(f"rebuilt the dead-letter index from {n:,} dead letters")
-        return done
+            self._cursors.clear()  # XAUTOCLAIM positions in streams that are no more
+            found.index = not self.r.exists(self._index_key)
+            found.dead_letters = not self.r.exists(self.dead_letter_key)
+            if found.index and not found.dead_letters:
+                found.reindexed = self._reindex()
+        return found
 
 
 __all__ = [
@@ -75,6 +96,7 @@ __all__ = [
     "QueueUnavailable",
     "StreamMark",
     "Streams",
+    "Vanished",
     "check_template",
     "entry_key",
 ]

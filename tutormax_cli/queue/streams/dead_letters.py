@@ -57,6 +57,11 @@ def _int(value: Any) -> int:
 class DeadLetterOps(Connection):
     """The dead-letter stream: written once per source entry, read, replayed, deleted."""
 
+    @property
+    def index_key(self) -> str:
+        """The dead-letter index: source entry → its dead letter (the dedupe marks)."""
+        return self._index_key
+
     def _reindex(self) -> int:
         n = 0
         for record in self.dead_letters():
@@ -68,9 +73,10 @@ class DeadLetterOps(Connection):
     def dead_letter_health(self) -> dict[str, Any]:
         """What could make dead letters vanish: a TTL on the stream (tutormax sets none;
         TutorMax's publisher sets 24 h), and marks whose dead letter is gone (trimmed by
-        MAXLEN, expired): `lost`."""
+        MAXLEN, expired): `lost`; and how many dead letters there are: `length`."""
         with self.errors("checking the dead-letter stream"):
             ttl = int(self.r.ttl(self.dead_letter_key))
+            length = int(self.r.xlen(self.dead_letter_key))
             first = self.r.xrange(self.dead_letter_key, "-", "+", count=1)
             oldest = entry_key(text(first[0][0])) if first else None
             lost = 0
@@ -80,7 +86,7 @@ class DeadLetterOps(Connection):
                     continue
                 if oldest is None or entry_key(value) < oldest:
                     lost += 1
-        return {"ttl_s": ttl if ttl >= 0 else None, "lost": lost}
+        return {"ttl_s": ttl if ttl >= 0 else None, "lost": lost, "length": length}
 
     def sweep_marks(self) -> int:
         """Delete the marks of dead letters that are gone (see dead_letter_health): the

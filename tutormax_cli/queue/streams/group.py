@@ -19,23 +19,28 @@ def entry_key(entry_id: str) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class StreamMark:
-    """The group's position on one stream: its oldest pending entry (any consumer, a crashed
-    one's included) and the first entry not yet delivered to it.
+    """The group's position on one stream, as one look (`GroupOps.marks`) saw it: its oldest
+    pending entry (any consumer's, a crashed one's included), the first entry not yet
+    delivered to it, and the server's clock when the look began.
 
-    Every entry older than `watermark` has been delivered and acknowledged: a child record
-    whose parent is missing can blame a parent still on its way only while the parent
-    stream's watermark is not past the child's own id (SPEC §6). Entry ids compare across
-    streams because Redis stamps every auto id with its own clock."""
+    `watermark` is the least of the three: every entry of the stream older than it was
+    delivered *and acknowledged* by the time of the look. A child record whose parent is
+    missing can blame a parent still on its way only while the parent stream's watermark
+    is not past the child's own id (SPEC §6). The clock bounds it because an entry
+    published after the look (a child, or its parent) gets an id at least the clock's:
+    the look vouches for nothing newer. Entry ids compare across streams because Redis
+    stamps every auto id with its own clock (a clock set back by hand can break that)."""
 
     pending: int
     oldest_pending: str | None
     next_undelivered: str | None
     lag: int | None = None  # entries not yet delivered (None: Redis cannot tell)
+    clock: str | None = None  # "<server ms>-0" when the look began (None: no bound)
 
     @property
     def watermark(self) -> tuple[int, int] | None:
-        """None: nothing in this stream is on its way."""
-        ids = [entry_key(i) for i in (self.oldest_pending, self.next_undelivered) if i]
+        """None: nothing of this stream is on its way, whatever its age."""
+        ids = [entry_key(i) for i in (self.oldest_pending, self.next_undelivered, self.clock) if i]
         return min(ids) if ids else None
 
     def passed(self, entry_id: str) -> bool:
@@ -117,23 +122,42 @@ class GroupOps(Connection):
 
     def marks(self, group: str) -> dict[str, StreamMark]:
         """Where the group stands on each input stream (see StreamMark); three round trips
-        of O(1) commands, whatever the streams' lengths."""
+        of O(1) commands, whatever the streams' lengths.
+
+        The order makes the look sound though it is not atomic: the clock first, then the
+        group's last-delivered id, then the pending list, then the first entry after that
+        last-delivered id. An entry older than all three marks existed at the clock's
+        reading; it is not after the last-delivered id (else it would be the first after it,
+        or be preceded by one), so it had been delivered before the pending list was read;
+        and it is not pending. So it was acknowledged before the pending list was read — and
+        a worker acknowledges only after its commit (or its dead letter)."""
+        import redis
+
         with self.errors("reading the group's position"):
             pipe = self.r.pipeline(transaction=False)
-            for kind in KIND_ORDER:
-                pipe.xpending(self.stream(kind), group)
+            pipe.time()
             for kind in KIND_ORDER:
                 pipe.exists(self.stream(kind))
-            replies = pipe.execute()
-            pending, exists = replies[:3], replies[3:]
+            now, *exists = pipe.execute()
+            missing = [k for k, there in zip(KIND_ORDER, exists, strict=True) if not there]
+            if missing:
+                stream = self.stream(missing[0])
+                raise GroupVanished(f"stream {stream} is missing", stream)
             pipe = self.r.pipeline(transaction=False)
-            for kind, there in zip(KIND_ORDER, exists, strict=True):
-                if there:
-                    pipe.xinfo_groups(self.stream(kind))
-            infos = iter(pipe.execute())
+            for kind in KIND_ORDER:  # last-delivered ids before the pending lists (see above)
+                pipe.xinfo_groups(self.stream(kind))
+            for kind in KIND_ORDER:
+                pipe.xpending(self.stream(kind), group)
+            try:
+                replies = pipe.execute()
+            except redis.ResponseError as exc:
+                if "NOGROUP" not in str(exc) and "no such key" not in str(exc):
+                    raise
+                # a stream deleted or the group destroyed since the first round trip
+                raise GroupVanished(f"reading the group's position: {exc}", "") from exc
+            infos, pending = replies[:3], replies[3:]
             groups = {}
-            for kind, there in zip(KIND_ORDER, exists, strict=True):
-                rows = next(infos) if there else []
+            for kind, rows in zip(KIND_ORDER, infos, strict=True):
                 g = [r for r in rows if text(r["name"]) == group]
                 if not g:
                     raise GroupVanished(
@@ -146,6 +170,7 @@ class GroupOps(Connection):
                 last = text(groups[kind]["last-delivered-id"])
                 pipe.xrange(self.stream(kind), f"({last}", "+", count=1)
             nexts = pipe.execute()
+        clock = f"{int(now[0]) * 1000 + int(now[1]) // 1000}-0"
         out = {}
         for kind, p, nxt in zip(KIND_ORDER, pending, nexts, strict=True):
             lag = groups[kind].get("lag")
@@ -154,8 +179,25 @@ class GroupOps(Connection):
                 oldest_pending=text(p["min"]) if p.get("min") else None,
                 next_undelivered=text(nxt[0][0]) if nxt else None,
                 lag=None if lag is None else int(lag),
+                clock=clock,
             )
         return out
+
+    def first_foreign(
+        self, kind: str, start: str, end: str, ours: set[str], page: int = 200
+    ) -> str | None:
+        """The first entry of a stream in [start, end] whose id is not in `ours` (None:
+        every one is), read a page at a time: at most len(ours) / page + 1 round trips."""
+        stream = self.stream(kind)
+        with self.errors("reading a parent stream"):
+            while True:
+                rows = self.r.xrange(stream, start, end, count=page)
+                for entry_id, _fields in rows:
+                    if text(entry_id) not in ours:
+                        return text(entry_id)
+                if len(rows) < page:
+                    return None
+                start = f"({text(rows[-1][0])}"
 
     def refund(self, group: str, consumer: str, messages: list[Message]) -> None:
         """Take back the delivery of entries that waited for a parent still on its way: their
