@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -77,3 +79,40 @@ def test_dotenv_is_read_once_by_the_root_and_real_environment_wins(tmp_path: Pat
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["sqlite:///from-dotenv.db", "redis://real/4", ".env"]
+
+
+def test_dotenv_through_the_installed_command_from_a_parent_folder(tmp_path: Path) -> None:
+    """`.env` as people write it (`export`, quotes, inline comments), two folders above the
+    working one: python-dotenv's reading, found upwards, by the installed command."""
+    db_file = tmp_path / "my #1 db.sqlite"  # quoted: neither ` #1` nor the spaces are lost
+    (tmp_path / ".env").write_text(
+        "# tutormax settings\n"
+        f'export TUTORMAX_DATABASE_URL="sqlite:///{db_file}"  # exported, double-quoted\n'
+        "TUTORMAX_TIMEZONE=Europe/Berlin   # an inline comment\n"
+        "\n"
+        "TUTORMAX_LOG_LEVEL='debug'\n"
+    )
+    work = tmp_path / "project" / "src"
+    work.mkdir(parents=True)
+    tutormax = str(Path(sys.executable).with_name("tutormax"))
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("TUTORMAX_")}
+
+    def tm(*args: str, **env: str) -> subprocess.CompletedProcess:
+        return subprocess.run([tutormax, *args], cwd=work, env={**clean, **env},
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+
+    init = tm("db", "init", "--json")
+    assert init.returncode == 0, init.stderr
+    assert db_file.exists() and not (work / "tutormax.db").exists()
+    refresh = tm("refresh", "--dry-run", "--json")
+    assert refresh.returncode == 0, refresh.stderr
+    doc = json.loads(refresh.stdout)
+    assert doc["timezone"] == "Europe/Berlin"  # the comment is not part of the value
+    assert doc["database"] == json.loads(init.stdout)["database"]
+    assert " DEBUG database: sqlite:///" in refresh.stderr  # the single-quoted log level
+    # the real environment beats `.env`; an option beats both
+    env_wins = tm("refresh", "--dry-run", "--json", TUTORMAX_TIMEZONE="Asia/Tokyo")
+    assert json.loads(env_wins.stdout)["timezone"] == "Asia/Tokyo"
+    option_wins = tm("refresh", "--dry-run", "--json", "--timezone", "UTC",
+                     TUTORMAX_TIMEZONE="Asia/Tokyo")  # fmt: skip
+    assert json.loads(option_wins.stdout)["timezone"] == "UTC"

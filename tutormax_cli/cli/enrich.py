@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,8 +12,21 @@ import typer
 
 from ..config import DEFAULT_BATCH_ROWS, DEFAULT_TIMEZONE
 from .common import err, handle_errors, parse_as_of, parse_timezone, print_json, settings
-from .options import BatchRows, DbUrl, FormatName, JsonFlag, KindName, Quiet, Timezone
+from .options import (
+    BatchRows,
+    DbUrl,
+    FormatName,
+    JsonFlag,
+    KindName,
+    Level,
+    LogLevel,
+    Quiet,
+    Timezone,
+    Verbose,
+)
 from .progress import FileProgress
+
+log = logging.getLogger("tutormax.enrich")
 
 EXAMPLE = """
 Examples:
@@ -76,13 +90,24 @@ def enrich(
     max_errors: Annotated[
         int | None, typer.Option(metavar="N", help="Stop once more than N rows are rejected.")
     ] = None,
+    log_level: Level = LogLevel.info,
+    verbose: Verbose = False,
     quiet: Quiet = False,
     json_out: JsonFlag = False,
 ) -> None:
-    """Enrich tutor, session and feedback files with the 17 derived fields."""
+    """Enrich tutor, session and feedback files with the 17 derived fields.
+
+    On stderr: a progress bar (on a terminal) and the run summary; -q (--log-level
+    warning) only what went wrong with some rows, and --log-level error nothing but
+    errors; -v (--log-level debug) adds a log line per batch. --json puts the summary on
+    stdout instead.
+    """
     from ..config import mask_url
     from ..errors import UsageError
     from ..files import EnrichOptions, run_enrich, writes_stdout
+    from . import logs
+
+    level = logs.setup(log_level, verbose=verbose, quiet=quiet)
 
     opts = EnrichOptions(
         paths=paths,
@@ -102,16 +127,47 @@ def enrich(
             "--json and --out - (or --rejects -) both want stdout",
             hint="without --json the summary goes to stderr, beside the streamed rows",
         )
-    url = None if no_db else settings().database(db)
+    env = settings()
+    url = None if no_db else env.database(db)
+    log.debug("settings: %s", f"read {env.dotenv}" if env.dotenv else "no .env file found")
+    log.debug("database: %s", mask_url(url) if url else "none (--no-db)")
+    log.debug("as-of %s, timezone %s, batch size %s%s", opts.as_of.isoformat(), opts.timezone,
+              f"{batch_size:,}", ", dry run" if dry_run else "")  # fmt: skip
     connect = (lambda: _open_store(url, dry_run)) if url else None
-    with FileProgress(enabled=not (json_out or quiet)) as progress, _ctrl_c() as stop:
-        summary = run_enrich(opts, connect, progress.update, stop)
+    bar_on = not json_out and logs.shows(level, LogLevel.info)
+    with FileProgress(enabled=bar_on) as progress, _ctrl_c() as stop:
+        summary = run_enrich(opts, connect, _logged(progress.update), stop)
     summary.database = mask_url(url) if url else None
     if json_out:
         print_json(summary.as_dict())
-    elif not quiet or summary.rejected:
+    elif logs.shows(level, LogLevel.info):
         print_summary(summary, opts)
+    elif logs.shows(level, LogLevel.warning):
+        _problems(summary)
     raise typer.Exit(summary.exit_code)
+
+
+def _logged(update: Callable[[str, str, int, float], None]) -> Callable[..., None]:
+    """The progress callback, with a debug line per batch (`-v`)."""
+
+    def progress(source: str, kind: str, rows: int, done: float) -> None:
+        log.debug("%s (%s): %s rows read, %.0f%% of the input", source, kind, f"{rows:,}",
+                  done * 100)  # fmt: skip
+        update(source, kind, rows, done)
+
+    return progress
+
+
+def _problems(summary: Any) -> None:
+    """What `-q` keeps of the summary: the rows that were rejected, where they went, and a
+    run that stopped early; nothing when every row was accepted."""
+    if summary.rejected:
+        by_code = ", ".join(f"{c} {n:,}" for c, n in summary.rejected_by_code.items())
+        where = f" → {summary.rejects_file}" if summary.rejects_file else ""
+        err.print(f"rejected {summary.rejected:,} rows ({by_code}){where}", markup=False,
+                  soft_wrap=True)  # fmt: skip
+    if summary.stopped:
+        err.print(summary.stopped, markup=False, soft_wrap=True)
 
 
 enrich.__doc__ = (enrich.__doc__ or "") + "\n" + EXAMPLE

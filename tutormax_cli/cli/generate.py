@@ -9,20 +9,24 @@ from typing import Annotated
 import typer
 
 from .common import err, handle_errors, print_json
-from .options import JsonFlag
+from .options import FormatName, JsonFlag
 from .progress import FileProgress
 
 
 @handle_errors
 def generate(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Directory to write into.")] = Path(
-        "generated"
-    ),
-    tutors: Annotated[int, typer.Option(help="Number of tutors.")] = 100,
-    sessions: Annotated[int, typer.Option(help="Number of sessions.")] = 2_000,
-    feedback: Annotated[int, typer.Option(help="Number of feedback records.")] = 1_500,
-    seed: Annotated[int, typer.Option(help="Random seed (same seed, same files).")] = 42,
-    fmt: Annotated[str, typer.Option("--format", help="csv, parquet or jsonl.")] = "csv",
+    out: Annotated[
+        Path, typer.Option("--out", "-o", metavar="DIR", help="Directory to write into.")
+    ] = Path("generated"),
+    tutors: Annotated[int, typer.Option(metavar="N", help="Number of tutors.")] = 100,
+    sessions: Annotated[int, typer.Option(metavar="N", help="Number of sessions.")] = 2_000,
+    feedback: Annotated[int, typer.Option(metavar="N", help="Number of feedback records.")] = 1_500,
+    seed: Annotated[
+        int, typer.Option(metavar="N", help="Random seed (same seed, same files).")
+    ] = 42,
+    fmt: Annotated[
+        FormatName, typer.Option("--format", help="Format of the files written.")
+    ] = FormatName.csv,
     json_out: JsonFlag = False,
 ) -> None:
     """Write realistic, key-consistent tutors, sessions and feedback files.
@@ -39,7 +43,7 @@ def generate(
     from ..generate import generate as run
 
     counts = {"tutors": tutors, "sessions": sessions, "feedback": feedback}
-    ext = check_format(fmt)
+    ext = check_format(fmt.value)
     names = {kind: str(out / f"{kind}.{ext}") for kind in counts}
     started = time.perf_counter()
     with FileProgress(enabled=not json_out) as bar:

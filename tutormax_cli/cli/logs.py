@@ -40,6 +40,19 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, default=str, ensure_ascii=False)
 
 
+class _Stderr(logging.StreamHandler):
+    """A handler on whatever sys.stderr is when a line is written: under a progress bar
+    (rich redirects sys.stderr) a log line is printed above the bar, not through it."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 class _TextFormatter(logging.Formatter):
     def formatException(self, ei: Any) -> str:  # noqa: N802 (logging's name)
         return scrub(super().formatException(ei))
@@ -51,13 +64,14 @@ def setup(
     *,
     verbose: bool = False,
     quiet: bool = False,
-) -> None:
-    """Configure the `tutormax` loggers (idempotent)."""
+) -> LogLevel:
+    """Configure the `tutormax` loggers (idempotent); the level in effect (-v: debug, -q:
+    warning, else --log-level), by which a command also decides what else it says."""
     if verbose:
         level = LogLevel.debug
     elif quiet:
         level = LogLevel.warning
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _Stderr()
     handler.addFilter(_Scrub())
     if fmt is LogFormat.json:
         handler.setFormatter(JsonFormatter())
@@ -69,3 +83,13 @@ def setup(
     root.addHandler(handler)
     root.setLevel(level.value.upper())
     root.propagate = False
+    return level
+
+
+_ORDER = tuple(LogLevel)  # debug, info, warning, error
+
+
+def shows(level: LogLevel, at: LogLevel) -> bool:
+    """Whether output of severity `at` is shown at `level`: a run's summary and its progress
+    are `info`, what went wrong with some rows is `warning` (-q keeps only those)."""
+    return _ORDER.index(at) >= _ORDER.index(level)

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
 import typer
 
 from ..config import DEFAULT_BATCH_ROWS, DEFAULT_TIMEZONE
 from .common import err, handle_errors, parse_as_of, parse_timezone, print_json, settings
-from .options import BatchRows, DbUrl, JsonFlag, Kind, Quiet, Timezone
+from .options import (
+    BatchRows,
+    DbUrl,
+    JsonFlag,
+    Kind,
+    Level,
+    LogLevel,
+    Quiet,
+    Timezone,
+    Verbose,
+)
+
+log = logging.getLogger("tutormax.refresh")
 
 
 @handle_errors
@@ -24,6 +37,8 @@ def refresh(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Count what would change; write nothing.")
     ] = False,
+    log_level: Level = LogLevel.info,
+    verbose: Verbose = False,
     quiet: Quiet = False,
     json_out: JsonFlag = False,
 ) -> None:
@@ -31,6 +46,10 @@ def refresh(
     tutor's enriched_at becomes it), rows written in another timezone or by older formulas,
     feedback whose session was rescheduled. Only rows whose values change are written; a row
     someone updated meanwhile is left as it is.
+
+    On stderr: a progress bar (on a terminal) and a table of what changed; -q (--log-level
+    warning) only the rows left as they were, --log-level error nothing but errors; -v
+    (--log-level debug) adds a log line per batch. --json puts the counts on stdout.
 
     Example:
 
@@ -41,8 +60,10 @@ def refresh(
     from ..store.migrate import check
     from ..store.refresh import RefreshOptions
     from ..store.refresh import refresh as run
+    from . import logs
     from .progress import FileProgress
 
+    level = logs.setup(log_level, verbose=verbose, quiet=quiet)
     opts = RefreshOptions(
         as_of=parse_as_of(as_of),
         timezone=parse_timezone(timezone),
@@ -51,11 +72,18 @@ def refresh(
         dry_run=dry_run,
     )
     with Store.connect(settings().database(db)) as store:
+        log.debug("database: %s", store.url_masked)
         check(store)  # behind or ahead of this version: exit 2, nothing written
-        with FileProgress(enabled=not (json_out or quiet)) as bar:
-            counts = run(
-                store, opts, lambda k, done, total: bar.update(k, k, done, done / max(total, 1))
-            )
+        log.debug("as-of %s, timezone %s, kinds %s, batch size %s%s", opts.as_of.isoformat(),
+                  opts.timezone, ", ".join(opts.kinds), f"{batch_size:,}",
+                  ", dry run" if dry_run else "")  # fmt: skip
+
+        def progress(kind: str, done: int, total: int) -> None:
+            log.debug("%s: %s of %s rows scanned", kind, f"{done:,}", f"{total:,}")
+            bar.update(kind, kind, done, done / max(total, 1))
+
+        with FileProgress(enabled=not json_out and logs.shows(level, LogLevel.info)) as bar:
+            counts = run(store, opts, progress)
         where = store.url_masked
     doc = {
         "database": where,
@@ -66,8 +94,10 @@ def refresh(
     }
     if json_out:
         print_json(doc)
-    elif not quiet:
+    elif logs.shows(level, LogLevel.info):
         _summary(doc)
+    elif logs.shows(level, LogLevel.warning):
+        _skipped(doc)
 
 
 def _summary(doc: dict[str, Any]) -> None:
@@ -85,6 +115,11 @@ def _summary(doc: dict[str, Any]) -> None:
     err.print(t)
     err.print(f"database: {doc['database']}, as-of {doc['as_of']}, timezone {doc['timezone']}",
               markup=False)  # fmt: skip
+    _skipped(doc)
+
+
+def _skipped(doc: dict[str, Any]) -> None:
+    """The one thing `-q` keeps: rows left as they were, to refresh again."""
     skipped = sum(k["skipped"] for k in doc["kinds"])
     if skipped:
         err.print(f"{skipped:,} rows changed while refresh ran and were left as they are; run "
