@@ -307,6 +307,12 @@ class Store:
         with self._reading() as conn, self._errors(f"reading {kind}"):
             return self.backend.read_page(conn.connection.dbapi_connection, kind, after, limit)
 
+    def prepare_refresh(self, kind: str) -> bool:
+        """Give the planner what a refresh of `kind` needs (PostgreSQL: statistics, when the
+        table has none or they are stale); whether anything was done. Its own transaction."""
+        with self._errors(f"analyzing {kind}"), self.engine.begin() as conn:
+            return self.backend.prepare_refresh(conn.connection.dbapi_connection, kind)
+
     def update_derived(self, kind: str, rows: pa.Table) -> int:
         """Write back refreshed derived values where the inputs are still those read."""
         with self._errors(f"refreshing {kind}"):

@@ -97,6 +97,9 @@ class PostgresBackend:
     def update_derived(self, dbapi_conn: Any, kind: str, rows: pa.Table) -> int:
         return update_derived(dbapi_conn, kind, rows)
 
+    def prepare_refresh(self, dbapi_conn: Any, kind: str) -> bool:
+        return analyze_if_stale(dbapi_conn, kind)
+
 
 def _array_literal(arr: pa.Array) -> pa.Array:
     """list<string> → PostgreSQL array literal text (`{"a","b \\"c\\""}`), vectorized."""
@@ -258,6 +261,35 @@ class _Sink:
 
     def getvalue(self) -> bytes:
         return b"".join(self._parts)
+
+
+def analyze_if_stale(dbapi_conn: Any, kind: str) -> bool:
+    """ANALYZE the table when its statistics are missing or older than most of its rows.
+
+    NOTE: refresh joins each page of rows to the table (UPDATE … FROM the staging table).
+    Right after a bulk load, before autovacuum has analyzed the table, the planner knows
+    nothing of it and chose a plan that cost 4.7 s a 50,000-row page instead of 0.85 s:
+    a refresh of 1M sessions took 96 s, and 33 s after ANALYZE (about 0.5 s). ANALYZE
+    samples a bounded number of rows and blocks no reader or writer."""
+    cur = dbapi_conn.cursor()
+    try:
+        cur.execute(
+            "SELECT c.reltuples, coalesce(s.n_mod_since_analyze, 0), "
+            "s.last_analyze IS NULL AND s.last_autoanalyze IS NULL "
+            "FROM pg_class c LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid "
+            "WHERE c.oid = %s::regclass",
+            (f'"{kind}"',),
+        )
+        row = cur.fetchone()
+        if row is None:
+            return False
+        reltuples, modified, never = row
+        if not (never or reltuples < 0 or modified > max(reltuples, 0)):
+            return False
+        cur.execute(f'ANALYZE "{kind}"')
+        return True
+    finally:
+        cur.close()
 
 
 def update_derived(dbapi_conn: Any, kind: str, rows: pa.Table) -> int:

@@ -101,6 +101,8 @@ def _refresh_kind(
     counts = RefreshCounts(kind)
     started = time.perf_counter()
     total = store.row_counts()[kind]
+    if not opts.dry_run:
+        store.prepare_refresh(kind)
     ctx = Context(as_of=opts.as_of, timezone=opts.timezone)
     after: str | None = None
     while True:

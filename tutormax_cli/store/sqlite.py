@@ -86,6 +86,10 @@ class SqliteBackend:
     def update_derived(self, dbapi_conn: Any, kind: str, rows: pa.Table) -> int:
         return update_derived(dbapi_conn, kind, rows)
 
+    def prepare_refresh(self, dbapi_conn: Any, kind: str) -> bool:
+        """Nothing: SQLite looks each row up by its primary key whatever it knows."""
+        return False
+
 
 def _setup(engine: sa.Engine) -> None:
     @event.listens_for(engine, "connect")
