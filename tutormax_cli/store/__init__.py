@@ -303,8 +303,9 @@ class Store:
 
     def read_page(self, kind: str, after: str | None, limit: int) -> pa.Table:
         """The next `limit` stored rows of a kind after key `after`, in key order, with the
-        guard of what was read (refresh.DIGEST); on a short-lived connection of its own."""
-        with self._reading() as conn, self._errors(f"reading {kind}"):
+        guard of what was read (refresh.GUARD); on a short-lived connection of its own,
+        never the open transaction's (refresh reads the next page on another thread)."""
+        with self._errors(f"reading {kind}"), self.engine.connect() as conn:
             return self.backend.read_page(conn.connection.dbapi_connection, kind, after, limit)
 
     def prepare_refresh(self, kind: str) -> bool:

@@ -13,16 +13,17 @@ provenance change are written back, in one transaction a batch:
 * feedback whose session's `scheduled_start` changed after the feedback was enriched: its
   `feedback_delay_hours` comes out different from the stored one, so it is written.
 
-A row whose input columns changed between the read and the write (a worker or `enrich`
-wrote it meanwhile) is not overwritten: the write compares what was read (PostgreSQL: a
-digest of the input columns; SQLite: the values themselves) and such rows are counted as
+A row written by someone else between the read and the write (a worker or `enrich`) is not
+overwritten: the write compares what was read (PostgreSQL: the row version, `xmin`, which
+every UPDATE changes; SQLite: the input values themselves) and such rows are counted as
 `skipped`.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -41,7 +42,7 @@ from .tables import FORMULA_VERSION as FORMULA_COLUMN
 if TYPE_CHECKING:
     from . import Store
 
-DIGEST = "_digest"  # PostgreSQL: md5 of the input columns as read (the concurrency guard)
+GUARD = "_guard"  # PostgreSQL: the row version read, xmin (the concurrency guard)
 
 # (kind, rows scanned so far, rows in the table)
 Progress = Callable[[str, int, int], None]
@@ -104,12 +105,7 @@ def _refresh_kind(
     if not opts.dry_run:
         store.prepare_refresh(kind)
     ctx = Context(as_of=opts.as_of, timezone=opts.timezone)
-    after: str | None = None
-    while True:
-        stored = store.read_page(kind, after, opts.batch_size)
-        if not stored.num_rows:
-            break
-        after = stored[KINDS[kind].key][-1].as_py()
+    for stored in _pages(store, kind, opts.batch_size):
         stored = typed(kind, stored)
         fresh = rederive(store, kind, stored, ctx)
         changed = differs(kind, stored, fresh)
@@ -130,6 +126,18 @@ def _refresh_kind(
             progress(kind, counts.scanned, total)
     counts.seconds = round(time.perf_counter() - started, 3)
     return counts
+
+
+def _pages(store: Store, kind: str, size: int) -> Iterator[pa.Table]:
+    """The stored rows of a kind in keyset pages, the next page read on a thread of its own
+    (its own connection) while the caller derives and writes back this one: the database
+    reads one while it updates the other."""
+    key = KINDS[kind].key
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tutormax-refresh") as pool:
+        ahead = pool.submit(store.read_page, kind, None, size)
+        while (page := ahead.result()).num_rows:
+            ahead = pool.submit(store.read_page, kind, page[key][-1].as_py(), size)
+            yield page
 
 
 def _count(mask: pa.Array) -> int:
@@ -153,7 +161,7 @@ def _write(store: Store, kind: str, rows: pa.Table, dry_run: bool) -> int:
 
 def typed(kind: str, raw: pa.Table) -> pa.Table:
     """A page as read → the Arrow types of a fresh load (arrow_schema), by the same rules
-    (lists arrive as JSON text); the digest column, if any, is kept as it is."""
+    (lists arrive as JSON text); the guard column, if any, is kept as it is."""
     schema = arrow_schema(kind)
     k = KINDS[kind]
     cols, names = [], []
@@ -168,9 +176,9 @@ def typed(kind: str, raw: pa.Table) -> pa.Table:
             arr = arr.cast(f.type)
         cols.append(arr)
         names.append(f.name)
-    if DIGEST in raw.column_names:
-        cols.append(raw[DIGEST].combine_chunks())
-        names.append(DIGEST)
+    if GUARD in raw.column_names:
+        cols.append(raw[GUARD].combine_chunks())
+        names.append(GUARD)
     return pa.table(cols, names=names)
 
 

@@ -176,12 +176,12 @@ BACKEND = SqliteBackend()
 
 
 def read_page(dbapi_conn: Any, kind: str, after: str | None, limit: int) -> pa.Table:
-    """The next `limit` rows after key `after`, every column; the digest column holds the
+    """The next `limit` rows after key `after`, every column; the guard column holds the
     input columns exactly as stored (JSON), which the write-back compares."""
     import json
 
     from ..schema import KINDS
-    from .refresh import DIGEST
+    from .refresh import GUARD
     from .tables import arrow_schema
 
     schema = arrow_schema(kind)
@@ -209,7 +209,7 @@ def read_page(dbapi_conn: Any, kind: str, after: str | None, limit: int) -> pa.T
             arrays.append(pa.array(values, f.type))
     n_inputs = len(k.column_names)
     digests = [json.dumps(list(r[:n_inputs])) for r in rows]
-    return pa.table([*arrays, pa.array(digests, pa.string())], names=[*schema.names, DIGEST])
+    return pa.table([*arrays, pa.array(digests, pa.string())], names=[*schema.names, GUARD])
 
 
 def update_derived(dbapi_conn: Any, kind: str, rows: pa.Table) -> int:
@@ -219,7 +219,7 @@ def update_derived(dbapi_conn: Any, kind: str, rows: pa.Table) -> int:
 
     from ..fields import fields_for
     from ..schema import KINDS
-    from .refresh import DIGEST
+    from .refresh import GUARD
     from .tables import PROVENANCE
 
     k = KINDS[kind]
@@ -228,7 +228,7 @@ def update_derived(dbapi_conn: Any, kind: str, rows: pa.Table) -> int:
     guard = " AND ".join(f'"{c}" IS ?' for c in k.column_names)
     sql = f'UPDATE "{kind}" SET {sets} WHERE "{k.key}" = ? AND {guard}'
     values = _python_columns(rows.select(names))
-    read = [json.loads(d) for d in rows[DIGEST].to_pylist()]
+    read = [json.loads(d) for d in rows[GUARD].to_pylist()]
     params = (
         [*v, r[k.column_names.index(k.key)], *r]
         for v, r in zip(zip(*values, strict=True), read, strict=True)
