@@ -236,3 +236,40 @@ def test_a_closed_stdout_is_141_quietly_never_1(tmp_path: Path, args: list[str])
         os.close(write_end)
     assert run.returncode == 141, run.stderr
     assert "Traceback" not in run.stderr and "error:" not in run.stderr, run.stderr
+
+
+@pytest.mark.parametrize(("args", "code"), [
+    pytest.param(["enrich", "missing.csv", "--no-db"], 2, id="fatal"),
+    pytest.param(["enrich", "t.csv", "--no-db", "--as-of", "2024-11-09"], 1, id="rows-rejected"),
+])  # fmt: skip
+def test_a_closed_stderr_keeps_the_commands_own_code(
+    tmp_path: Path, args: list[str], code: int
+) -> None:
+    """A reader of stderr that went away silences stderr; it does not turn 2 or 1 into 141."""
+    (tmp_path / "t.csv").write_text(
+        "tutor_id,name,email,onboarding_date,status,subjects\n"
+        "T1,A,a@x.org,2024-01-15,active,Math\nT2,B,not-an-email,2024-01-15,active,Math\n"
+    )
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        run = subprocess.run([TUTORMAX, *args], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                             stderr=write_end, timeout=120)  # fmt: skip
+    finally:
+        os.close(write_end)
+    assert run.returncode == code
+
+
+def test_out_dash_into_a_closed_pipe_is_141(tmp_path: Path) -> None:
+    src = sessions(tmp_path / "s.csv", 50_000)
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        run = subprocess.run(
+            [TUTORMAX, "enrich", str(src), "--no-db", "--out", "-"],
+            cwd=tmp_path, stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    assert run.returncode == 141, run.stderr
+    assert "Traceback" not in run.stderr and "its reader went away" in run.stderr

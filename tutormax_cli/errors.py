@@ -46,6 +46,12 @@ class OutputError(TutormaxError):
     """An output file (enriched rows, rejects) cannot be written: full disk, no permission."""
 
 
+class ReaderGone(OutputError):
+    """The reader of a pipe we write (stdout, a FIFO) went away: 141, as a tool SIGPIPE ends."""
+
+    exit_code = EXIT_BROKEN_PIPE
+
+
 class DatabaseError(TutormaxError):
     """The database failed outside a single row's fault, in a way an operator must fix
     (bad credentials, no privilege, a read-only server): fatal."""

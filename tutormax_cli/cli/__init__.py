@@ -8,11 +8,13 @@ from __future__ import annotations
 import atexit
 import os
 import sys
+import traceback
+from contextlib import suppress
 from typing import Annotated, Any, NoReturn
 
 import typer
 
-from ..errors import EXIT_BROKEN_PIPE, EXIT_FATAL
+from ..errors import EXIT_BROKEN_PIPE, EXIT_BUG, EXIT_FATAL, EXIT_INTERRUPTED
 from . import db, dlq, enrich, generate, publish, refresh, stats, worker
 from .common import load_settings
 
@@ -100,6 +102,16 @@ def run() -> int:
         app()
     except SystemExit as exc:
         return _exit_code(exc)
+    except KeyboardInterrupt:  # before a command's own boundary (at import, say)
+        return EXIT_INTERRUPTED
+    except BaseException as exc:  # the boundary itself failed (stderr on a full disk, say)
+        if isinstance(exc, OSError):
+            return EXIT_FATAL
+        with suppress(Exception):
+            from ..config import scrub
+
+            sys.stderr.write(scrub("".join(traceback.format_exception(exc))))
+        return EXIT_BUG
     return 0
 
 

@@ -37,17 +37,24 @@ _WIDE = sys.stderr.isatty() or bool(os.environ.get("COLUMNS"))
 
 class _Console(Console):
     def on_broken_pipe(self) -> None:
-        """The reader of our output went away (`tutormax dlq list | head`): stop quietly
-        with 141, as a tool killed by SIGPIPE; never 1, which means rows were rejected."""
-        if not self.quiet:
-            _quiet_stdout()
-            raise SystemExit(EXIT_BROKEN_PIPE)
+        """The reader of our results went away (`tutormax dlq list | head`): stop quietly
+        with 141, as a tool killed by SIGPIPE; never 1, which means rows were rejected. A
+        reader of stderr that went away only silences stderr: the command goes on and keeps
+        its own exit code."""
+        if self.quiet:
+            return
+        if self.stderr:
+            _quiet(sys.stderr)
+            return
+        _quiet(sys.stdout)
+        raise SystemExit(EXIT_BROKEN_PIPE)
 
 
-def _quiet_stdout() -> None:
-    """Point stdout at /dev/null, so that nothing more, at exit included, meets the pipe."""
-    with suppress(OSError, ValueError):
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+def _quiet(stream: Any) -> None:
+    """Point a standard stream at /dev/null, so that nothing more, at exit included, meets
+    the closed pipe."""
+    with suppress(OSError, ValueError, AttributeError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
 
 
 err = _Console(stderr=True, highlight=False, width=None if _WIDE else 120)
@@ -101,7 +108,7 @@ def handle_errors(fn: F) -> F:
             err.print("interrupted", markup=False)
             raise typer.Exit(EXIT_INTERRUPTED) from None
         except BrokenPipeError:
-            _quiet_stdout()
+            _quiet(sys.stdout)
             raise typer.Exit(EXIT_BROKEN_PIPE) from None
         except OSError as exc:
             where = f"{exc.filename}: " if exc.filename else ""

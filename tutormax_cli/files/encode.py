@@ -9,6 +9,7 @@ import math
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
+from uuid import UUID
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -48,26 +49,32 @@ def iso_timestamps(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
 
     NOTE: a cast of the naive UTC wall time to text is much faster than pc.strftime. The
     cast keeps the column's unit: an unchecked extra timestamp[s] past year 294,247 does not
-    fit in microseconds, and Arrow writes an instant it cannot show as `<value out of
-    range: N>`, not an error."""
-    text = arr.cast(pa.timestamp(arr.type.unit)).cast(pa.string())
+    fit in microseconds. An instant Arrow cannot show is written as its count of units from
+    the epoch (`1000000000000000 s from 1970-01-01T00:00:00Z`): nothing is lost."""
+    unit = arr.type.unit
+    text = arr.cast(pa.timestamp(unit)).cast(pa.string())
     text = pc.replace_substring(text, " ", "T", max_replacements=1)
     text = pc.replace_substring_regex(text, r"(\.\d*[1-9])0+$", r"\1")
     text = pc.replace_substring_regex(text, r"\.0+$", "")
-    return pc.binary_join_element_wise(text, pa.scalar("Z"), "")
+    text = pc.binary_join_element_wise(text, pa.scalar("Z"), "")
+    shown = pc.invert(pc.starts_with(text, "<"))  # Arrow's `<value out of range: …>`
+    if pc.all(shown).as_py() is not False:
+        return text
+    count = arr.cast(pa.int64()).cast(pa.string())
+    raw = pc.binary_join_element_wise(count, f" {unit} from 1970-01-01T00:00:00Z", "")
+    return pc.if_else(shown, text, raw)
 
 
 def json_lists(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """list<string> → JSON array text, vectorized (`["Math","SAT Prep"]`)."""
+    """list<string> → JSON array text, vectorized (`["Math","SAT Prep"]`); a null item is
+    `null` (`["x",null]`), a null list stays null."""
     items = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
     values = items.values
     for a, b in (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t")):
         values = pc.replace_substring(values, a, b)
-    quoted = pa.ListArray.from_arrays(items.offsets, values, mask=pc.is_null(items))
-    joined = pc.binary_join(quoted, '","')
-    text = pc.binary_join_element_wise(pa.scalar('["'), joined, pa.scalar('"]'), "")
-    empty = pc.equal(pc.list_value_length(items), 0)
-    return pc.if_else(empty, pa.scalar("[]"), text)
+    quoted = pc.binary_join_element_wise('"', values, '"', "").fill_null("null")
+    relisted = type(items).from_arrays(items.offsets, quoted, mask=pc.is_null(items))
+    return pc.binary_join_element_wise("[", pc.binary_join(relisted, ","), "]", "")
 
 
 # Extra columns are not validated (SPEC §1: kept in output files), so a Parquet input can bring
@@ -97,6 +104,10 @@ def _leaves_as_text(col: Any) -> Any:
     text, inside nested values too (Python cannot hold a date past 9999 or a timestamp past
     what microseconds hold: Arrow's text for those is kept)."""
     t = col.type
+    if isinstance(t, pa.BaseExtensionType):  # a UUID, JSON, a tensor…: its storage
+        if t.extension_name == "arrow.uuid":
+            return _uuid_text(col)
+        col, t = _storage(col), t.storage_type
     if pa.types.is_dictionary(t):
         col, t = col.cast(t.value_type), t.value_type
     if pa.types.is_timestamp(t):
@@ -112,7 +123,7 @@ def _leaves_as_text(col: Any) -> Any:
     nulls = col.is_null() if col.null_count else None
     if pa.types.is_struct(t):
         fields = [_leaves_as_text(col.field(i)) for i in range(t.num_fields)]
-        return pa.StructArray.from_arrays(fields, names=[f.name for f in t], mask=nulls)
+        return pa.StructArray.from_arrays(fields, names=_unique([f.name for f in t]), mask=nulls)
     if pa.types.is_map(t):
         return pa.MapArray.from_arrays(
             col.offsets, _leaves_as_text(col.keys), _leaves_as_text(col.items), mask=nulls
@@ -124,6 +135,27 @@ def _leaves_as_text(col: Any) -> Any:
             _leaves_as_text(col.values), t.list_size, mask=nulls
         )
     return col  # a union: as Python sees it
+
+
+def _storage(col: Any) -> Any:
+    if isinstance(col, pa.ChunkedArray):
+        return pa.chunked_array([c.storage for c in col.chunks], col.type.storage_type)
+    return col.storage
+
+
+def _uuid_text(col: Any) -> pa.Array:
+    values = _storage(col).to_pylist()
+    return pa.array([None if v is None else str(UUID(bytes=v)) for v in values], pa.string())
+
+
+def _unique(names: list[str]) -> list[str]:
+    """Struct field names as a JSON object can hold them: a repeated name gets `#2`, `#3`…"""
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
+    return out
 
 
 def _is_text_list(t: pa.DataType) -> bool:

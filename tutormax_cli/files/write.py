@@ -27,7 +27,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from ..errors import OutputError, UsageError
+from ..errors import OutputError, ReaderGone, UsageError
 from .encode import conform
 from .formats import TABLE
 from .inputs import STDIN, split_compression
@@ -249,6 +249,8 @@ def _writing(path: Path | str) -> Iterator[None]:
     names the file, not a traceback."""
     try:
         yield
+    except BrokenPipeError as exc:
+        raise ReaderGone(f"cannot write {path}: its reader went away") from exc
     except OSError as exc:
         reason = exc.strerror or str(exc) or type(exc).__name__
         raise OutputError(f"cannot write {path}: {reason}") from exc
