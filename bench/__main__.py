@@ -22,7 +22,8 @@ Absolute figures drift between machines; the ratios are what to compare.
     python -m bench --only refresh     # refresh of every session / tutor vs a fresh load
     python -m bench --only queue       # publish, 1 and 2 workers into PostgreSQL, latency
 
-Where the time of `tutormax enrich` goes: pyinstrument on `tutormax_cli.cli.run` (README, Exit codes).
+Where the time of `tutormax enrich` goes: pyinstrument on `tutormax_cli.cli.run`
+(README, Exit codes).
 """
 
 from __future__ import annotations
