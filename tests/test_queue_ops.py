@@ -19,6 +19,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +92,21 @@ class Lines:
     @property
     def text(self) -> str:
         return "".join(self.lines)
+
+
+@contextmanager
+def watched(proc: subprocess.Popen) -> Iterator[tuple[Lines, Lines]]:
+    """A running process's stdout and stderr as Lines; killed if the test leaves it running,
+    and its output read to the end."""
+    out, err = Lines(proc, proc.stdout), Lines(proc, proc.stderr)
+    try:
+        yield out, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        out.join()
+        err.join()
 
 
 # -- a parent acknowledged meanwhile never makes a child spend an attempt ----------------------
@@ -249,20 +266,13 @@ def test_stats_watch_refreshes_until_ctrl_c_then_exits_0(
          "--prefix", prefix],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    out, err = Lines(proc, proc.stdout), Lines(proc, proc.stderr)
-    try:
+    with watched(proc) as (out, err):
         out.wait(r'"length": 1\b', "the first refresh")
         publish(streams, "tutors", [tutor(2)])
         out.wait(r'"length": 2\b', "a refresh that sees the new entry")
         time.sleep(0.3)  # somewhere in a refresh or the sleep between two: both end alike
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=15) == 0, err.text
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    out.join()
-    err.join()
     docs = [json.loads(line) for line in out.lines]  # one JSON object a refresh
     assert len(docs) >= 2 and all(streams.stream("tutors") in d["streams"] for d in docs)
     assert "Traceback" not in err.text
@@ -324,9 +334,8 @@ def test_the_worker_cli_readyz_is_503_while_the_database_is_away_and_gauges_show
     cmd = worker_cmd(pg_url, redis_url, prefix, "--consumer", "w1", "--batch-size", "10",
                      "--metrics-port", "0")  # fmt: skip
     cmd.remove("--burst")
-    proc = start(cmd)
-    out, err = Lines(proc, proc.stdout), Lines(proc, proc.stderr)
-    try:
+    with watched(start(cmd)) as (out, err):
+        proc = out.proc
         port = err.wait(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", "the metrics line")[1]
         base = f"http://127.0.0.1:{port}"
         wait_for(lambda: counts(pg_url)["tutors"] == 5, "the first tutors to be stored")
@@ -355,12 +364,6 @@ def test_the_worker_cli_readyz_is_503_while_the_database_is_away_and_gauges_show
         wait_for(lambda: get(f"{base}/readyz")[0] == 200, "/readyz to say 200 again")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0, err.text
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    out.join()
-    err.join()
     assert "Traceback" not in err.text and dead_letters(streams) == []
     assert json.loads(out.text)["persisted"] == 35
 
@@ -376,10 +379,9 @@ def test_a_deleted_stream_or_destroyed_group_is_recovered_from_said_and_counted(
     publish(streams, "tutors", [tutor("bad", status="?")])  # one dead letter, indexed
     cmd = worker_cmd(pg_url, redis_url, prefix, "--consumer", "w1", "--metrics-port", "0")
     cmd.remove("--burst")
-    proc = start(cmd)
-    out, err = Lines(proc, proc.stdout), Lines(proc, proc.stderr)
     stream = streams.stream("tutors")
-    try:
+    with watched(start(cmd)) as (out, err):
+        proc = out.proc
         port = err.wait(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", "the metrics line")[1]
         wait_for(lambda: counts(pg_url)["tutors"] == 5, "the first tutors to be stored")
         wait_for(lambda: pending(streams) == 0 and dead_letters(streams), "the dead letter")
@@ -404,12 +406,6 @@ def test_a_deleted_stream_or_destroyed_group_is_recovered_from_said_and_counted(
         assert wait_for(recovered, "the recovery in stats --json") == 1
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0, err.text
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    out.join()
-    err.join()
     assert json.loads(out.text)["recovered"] == 1
     (warning,) = [ln for ln in err.lines if " WARNING " in ln and "What vanished" in ln]
     if vanish == "stream-deleted":
