@@ -358,3 +358,31 @@ def test_hostile_inputs_stay_within_a_few_hundred_mb_of_a_normal_run(tmp_path: P
         assert code == expected, f"{name}: exit {code}, limit {limit >> 20} MiB\n{err[-2000:]}"
         assert "MemoryError" not in err and "internal error" not in err, name
         assert peak < limit, name
+
+
+HEADER_ONLY = "tutor_id,name,email,onboarding_date,status,subjects"
+
+
+HEADER_ONLY_FILES = {
+    "no-final-newline": HEADER_ONLY,
+    "newline": HEADER_ONLY + "\n",
+    "crlf-and-a-blank-line": HEADER_ONLY + "\r\n\r\n",
+    "blank-lines-before": "\n\n" + HEADER_ONLY,
+}
+
+
+@pytest.mark.parametrize("text", HEADER_ONLY_FILES.values(), ids=HEADER_ONLY_FILES.keys())
+def test_a_csv_of_a_header_alone_is_zero_rows(tmp_path: Path, text: str) -> None:
+    """An export of an empty table (often without a final newline: Arrow refused it as
+    'Empty CSV file or block', exit 2) reads as no rows, and the output gets the header."""
+    src = tmp_path / "tutors.csv"
+    src.write_text(text)
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("tutormax")), "enrich", str(src), "--no-db",
+         "--out", str(tmp_path / "out.csv"), "--as-of", "2024-11-09", "--json"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (summary,) = json.loads(done.stdout)["files"]
+    assert summary["read"] == summary["accepted"] == 0
+    assert (tmp_path / "out.csv").read_text().startswith('"tutor_id","name"')

@@ -32,7 +32,9 @@ CSV_HEADER_MAX_BYTES = 1 << 20  # a header row longer than this is refused, unpa
 class _Csv:
     @staticmethod
     def header(path: _Input) -> list[str]:
-        names, head = _csv_header_row(path)
+        names, head, _ = _csv_header_row(path)
+        if not head.endswith((b"\n", b"\r")):  # a header row that ends the file
+            head += b"\n"
         # NOTE: Arrow reads its input ahead on a thread of its own. Given a Python file, that
         # thread calls back into Python, and one still reading when the interpreter exits
         # aborts the process ("terminate called without an active exception"): a refusal
@@ -73,10 +75,11 @@ class _Csv:
                 block *= 8
 
 
-def _csv_header_row(path: _Input) -> tuple[list[str], bytes]:
+def _csv_header_row(path: _Input) -> tuple[list[str], bytes, bool]:
     """The header's column names, read by Python's csv module from at most
     CSV_HEADER_MAX_BYTES, and checked (count, duplicates, UTF-8) before Arrow sees them;
-    and the bytes of the header record (blank lines before it included).
+    the bytes of the header record (blank lines before it included); whether the file holds
+    nothing else (an export of an empty table, often without a final newline).
 
     NOTE: Arrow builds a schema and a column builder per header field before it reads a row:
     a 1 MB header of 100,000 names cost 36 s and 1.9 GB there; here, milliseconds."""
@@ -112,7 +115,8 @@ def _csv_header_row(path: _Input) -> tuple[list[str], bytes]:
     _check_names(path, row)
     if any(_SURROGATES.search(n) for n in row):
         raise InputError(f"{path}: the header row is not valid UTF-8")
-    return row, text[: buf.tell()].encode("utf-8", "surrogateescape")
+    only = whole and not text[buf.tell() :].strip("\r\n")
+    return row, text[: buf.tell()].encode("utf-8", "surrogateescape"), only
 
 
 def _csv_pass(
@@ -130,6 +134,8 @@ def _csv_pass(
         return "skip"
 
     names = _Csv.header(path)
+    if _csv_header_row(path)[2]:  # no data row: nothing to read (Arrow refuses a lone header)
+        return
     if not parsed[0]:  # the header row, roughly: names, delimiters, the line end
         parsed[0] = sum(len(n.encode()) for n in names) + len(names)
     scale = _csv_overhead(path)
