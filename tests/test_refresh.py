@@ -218,3 +218,17 @@ def test_refresh_right_after_a_bulk_load_gives_the_planner_statistics(pg_url: st
     tm("refresh", "--db", pg_url, "--timezone", "UTC", "--json")
     again = {t: _last_analyze(pg_url, t) for t in ("tutors", "sessions", "feedback")}
     assert again == first  # fresh statistics: not analyzed again
+
+
+@pytest.mark.parametrize("dry", [[], ["--dry-run"]], ids=["refresh", "dry-run"])
+def test_refresh_of_a_sqlite_file_that_is_not_there_creates_none(
+    tmp_path: Path, dry: list[str]
+) -> None:
+    """Nothing to refresh is a usage error (exit 2, one line), and no empty database file is
+    left behind (it was: a 4 KB tutormax.db, then 'has no tutormax tables yet')."""
+    target = tmp_path / "nowhere.db"
+    done = subprocess.run([TUTORMAX, "refresh", "--db", f"sqlite:///{target}", *dry],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "no such database" in done.stderr and "Traceback" not in done.stderr
+    assert not target.exists()

@@ -55,8 +55,9 @@ def refresh(
 
       tutormax refresh --db postgresql://app@localhost/tutoring --as-of 2025-01-15 --json
     """
+    from ..errors import UsageError
     from ..schema import KIND_ORDER
-    from ..store import Store
+    from ..store import Store, sqlite_file
     from ..store.migrate import check
     from ..store.refresh import RefreshOptions
     from ..store.refresh import refresh as run
@@ -71,7 +72,11 @@ def refresh(
         batch_size=batch_size,
         dry_run=dry_run,
     )
-    with Store.connect(settings().database(db)) as store:
+    url = settings().database(db)
+    file = sqlite_file(url)
+    if file is not None and not file.exists():  # refresh creates no database
+        raise UsageError(f"{file}: no such database: nothing to refresh (--db?)")
+    with Store.connect(url) as store:
         log.debug("database: %s", store.url_masked)
         check(store)  # behind or ahead of this version: exit 2, nothing written
         log.debug("as-of %s, timezone %s, kinds %s, batch size %s%s", opts.as_of.isoformat(),
