@@ -310,3 +310,7 @@ def test_drain_writes_the_file_before_deleting(
     code, _, err = cli("dlq", "drain", "--out", out, redis=redis_url, prefix=prefix)
     assert code == 2 and "exists already" in err
     assert len(dead_letters(streams)) == 1
+    # nor writes a file named '-' (it did): - is no file it can fsync before deleting
+    code, _, err = cli("dlq", "drain", "--out", "-", redis=redis_url, prefix=prefix)
+    assert code == 2 and "--out -" in err and not Path("-").exists()
+    assert len(dead_letters(streams)) == 1

@@ -124,6 +124,11 @@ def why_not_replayable(streams: Streams, record: DeadLetterRecord) -> str | None
 
 def drain(streams: Streams, sel: Selection, out: Path) -> dict[str, Any]:
     """Export the selected dead letters to a JSON Lines file, then delete exactly those."""
+    if str(out) == "-":
+        raise UsageError(
+            "--out -: drain deletes what it exported, so it writes a file it can fsync "
+            "before it deletes; name a file (dlq list --json shows them on stdout)"
+        )
     if out.exists():
         raise UsageError(f"--out {out}: exists already; drain never overwrites a file")
     if not out.parent.is_dir():
