@@ -523,3 +523,18 @@ def test_publish_from_stdin(tutors) -> None:
         if keys:
             client.delete(*keys)
         client.close()
+
+
+@pytest.mark.parametrize(
+    "suffix,opener", [(".gz", gzip.open), (".bz2", bz2.open)], ids=["gz", "bz2"]
+)
+def test_a_compressed_rejects_name_is_compressed(tmp_path: Path, suffix: str, opener: Any) -> None:
+    """--rejects r.jsonl.gz was written plain under that name."""
+    src = tmp_path / "tutors.csv"
+    src.write_text(tutors_csv(5, bad=2))
+    rejects = tmp_path / f"r.jsonl{suffix}"
+    done = enrich(src, "--rejects", rejects)
+    assert done.returncode == 1, done.stderr
+    with opener(rejects, "rt") as fh:
+        lines = [json.loads(line) for line in fh]
+    assert [r["errors"][0]["field"] for r in lines] == ["email", "email"]

@@ -10,6 +10,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any
 
+import pyarrow as pa
+
 from ..schema import REJECT_ECHO_BYTES, REJECT_ROW_ECHO_BYTES
 from .write import _writing, output_target
 
@@ -50,13 +52,18 @@ class RejectsWriter:
 
     def _open(self) -> IO[bytes]:
         """Written as the run goes (flushed each batch: a stopped run shows what it
-        rejected), in place: a symlink writes through to its file, `-` is stdout."""
+        rejected), in place: a symlink writes through to its file, `-` is stdout; a name
+        ending in .gz, .zst or .bz2 is compressed so (it was written plain under that name)."""
         target = output_target(self.path)
         if target.fd is not None:
-            return open(os.dup(target.fd), "wb")  # noqa: SIM115 - closed in close()
-        if target.mode == "replace":
-            target.path.parent.mkdir(parents=True, exist_ok=True)
-        return self.path.open("wb")
+            fh: Any = open(os.dup(target.fd), "wb")  # noqa: SIM115 - closed in close()
+        else:
+            if target.mode == "replace":
+                target.path.parent.mkdir(parents=True, exist_ok=True)
+            fh = self.path.open("wb")
+        if target.codec is None:
+            return fh
+        return pa.CompressedOutputStream(fh, target.codec)
 
     def flush(self) -> None:
         if self._fh is not None:
