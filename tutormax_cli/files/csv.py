@@ -32,27 +32,7 @@ CSV_HEADER_MAX_BYTES = 1 << 20  # a header row longer than this is refused, unpa
 class _Csv:
     @staticmethod
     def header(path: _Input) -> list[str]:
-        names, head, _ = _csv_header_row(path)
-        if not head.endswith((b"\n", b"\r")):  # a header row that ends the file
-            head += b"\n"
-        # NOTE: Arrow reads its input ahead on a thread of its own. Given a Python file, that
-        # thread calls back into Python, and one still reading when the interpreter exits
-        # aborts the process ("terminate called without an active exception"): a refusal
-        # right after this probe did. So the probe reads the header's bytes from memory.
-        try:
-            reader = pv.open_csv(
-                pa.BufferReader(_Utf8Guard(io.BytesIO(head)).read()),
-                read_options=pv.ReadOptions(block_size=max(len(head), 1 << 20), use_threads=False),
-                parse_options=pv.ParseOptions(newlines_in_values=True),
-                convert_options=pv.ConvertOptions(column_types={n: pa.binary() for n in names}),
-            )
-            arrow_names = reader.schema.names
-            reader.close()
-        except pa.ArrowInvalid as exc:
-            raise InputError(f"{path}: not a readable CSV file: {first_line(exc)}") from None
-        if arrow_names != names:  # NOTE: never seen; Arrow's reading is the one batches use
-            _check_names(path, arrow_names)
-        return arrow_names
+        return _header(path)[0]
 
     @staticmethod
     def batches(path: _Input, batch_size: int, *_: Any) -> Iterator[RawBatch]:
@@ -73,6 +53,30 @@ class _Csv:
                 if "straddling" not in str(exc) or block >= CSV_MAX_BLOCK_BYTES:
                     raise InputError(f"{path}: CSV parse error: {first_line(exc)}") from None
                 block *= 8
+
+
+def _header(path: _Input) -> tuple[list[str], bool]:
+    """The column names, as Arrow will read them, and whether the file holds nothing else.
+
+    NOTE: Arrow is given the header's bytes from memory, not the file: a reader of a Python
+    file leaves Python objects with Arrow's I/O threads (see cli._exit)."""
+    names, head, only = _csv_header_row(path)
+    if not head.endswith((b"\n", b"\r")):  # a header row that ends the file
+        head += b"\n"
+    try:
+        reader = pv.open_csv(
+            pa.BufferReader(_Utf8Guard(io.BytesIO(head)).read()),
+            read_options=pv.ReadOptions(block_size=max(len(head), 1 << 20), use_threads=False),
+            parse_options=pv.ParseOptions(newlines_in_values=True),
+            convert_options=pv.ConvertOptions(column_types={n: pa.binary() for n in names}),
+        )
+        arrow_names = reader.schema.names
+        reader.close()
+    except pa.ArrowInvalid as exc:
+        raise InputError(f"{path}: not a readable CSV file: {first_line(exc)}") from None
+    if arrow_names != names:  # NOTE: never seen; Arrow's reading is the one batches use
+        _check_names(path, arrow_names)
+    return arrow_names, only
 
 
 def _csv_header_row(path: _Input) -> tuple[list[str], bytes, bool]:
@@ -133,8 +137,8 @@ def _csv_pass(
         malformed.append(Malformed(number, text, msg))
         return "skip"
 
-    names = _Csv.header(path)
-    if _csv_header_row(path)[2]:  # no data row: nothing to read (Arrow refuses a lone header)
+    names, only = _header(path)
+    if only:  # no data row: nothing to read (Arrow refuses a header that ends the file)
         return
     if not parsed[0]:  # the header row, roughly: names, delimiters, the line end
         parsed[0] = sum(len(n.encode()) for n in names) + len(names)

@@ -101,8 +101,8 @@ def _text_column(col: pa.ChunkedArray, *, csv: bool) -> pa.Array | pa.ChunkedArr
 
 def _leaves_as_text(col: Any) -> Any:
     """An array (or chunked array) with its dates, times, decimals, durations and bytes as
-    text, inside nested values too (Python cannot hold a date past 9999 or a timestamp past
-    what microseconds hold: Arrow's text for those is kept)."""
+    text, inside nested values too: Python cannot hold a date past 9999 or a timestamp past
+    what microseconds hold, so nothing reaches Python that it would have to."""
     t = col.type
     if isinstance(t, pa.BaseExtensionType):  # a UUID, JSON, a tensor…: its storage
         if t.extension_name == "arrow.uuid":
@@ -167,9 +167,14 @@ def _iso_durations(col: pa.ChunkedArray) -> pa.Array:
     digits = _SECONDS_PER[col.type.unit]
     values = col.cast(pa.int64()).to_pylist()
     return pa.array(
-        [None if v is None else f"PT{Decimal(v).scaleb(-digits).normalize():f}S" for v in values],
+        [None if v is None else _iso_duration(Decimal(v).scaleb(-digits)) for v in values],
         pa.string(),
     )
+
+
+def _iso_duration(seconds: Decimal) -> str:
+    """ISO-8601 duration of a number of seconds: `PT90S`, `PT1.5S`."""
+    return f"PT{seconds.normalize():f}S"
 
 
 def _utf8_text(col: pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
@@ -191,7 +196,7 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, date | time | Decimal):
         return str(value)
     if isinstance(value, timedelta):
-        return f"PT{Decimal(str(value.total_seconds())).normalize():f}S"
+        return _iso_duration(Decimal(str(value.total_seconds())))
     if isinstance(value, bytes):
         return value.decode("utf-8", "backslashreplace")
     raise TypeError(f"{type(value).__name__} is not JSON serializable")

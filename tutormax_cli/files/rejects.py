@@ -53,7 +53,7 @@ class RejectsWriter:
     def _open(self) -> IO[bytes]:
         """Written as the run goes (flushed each batch: a stopped run shows what it
         rejected), in place: a symlink writes through to its file, `-` is stdout; a name
-        ending in .gz, .zst or .bz2 is compressed so (it was written plain under that name)."""
+        ending in .gz, .zst or .bz2 is compressed as it says."""
         target = output_target(self.path)
         if target.fd is not None:
             fh: Any = open(os.dup(target.fd), "wb")  # noqa: SIM115 - closed in close()
