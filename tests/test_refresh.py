@@ -205,9 +205,9 @@ def _last_analyze(url: str, table: str) -> Any:
 @pytest.mark.postgres
 def test_refresh_right_after_a_bulk_load_gives_the_planner_statistics(pg_url: str) -> None:
     """Before autovacuum has looked at a freshly loaded table, the planner knows nothing of it
-    and refresh's UPDATE … FROM chose a plan 5× slower (96 s instead of ~30 s at 1M
-    sessions): refresh analyzes a table whose statistics are missing or older than most of
-    its rows, once, and not a dry run; it leaves fresh statistics alone."""
+    and refresh's UPDATE … FROM chose a much slower plan (README, Performance): refresh
+    analyzes a table whose statistics are missing or older than most of its rows, once, and
+    not a dry run; it leaves fresh statistics alone."""
     tm("enrich", *FILES, "--db", pg_url, "--as-of", "2025-01-15")
     assert _last_analyze(pg_url, "sessions") is None  # what a bulk load leaves
     tm("refresh", "--db", pg_url, "--dry-run", "--json")

@@ -204,8 +204,8 @@ def _guard_expr(alias: str = "") -> str:
 
     NOTE: any UPDATE of a row gives it a new xmin (an upsert that changed nothing writes
     nothing and keeps it), so a row someone wrote after refresh read it is left alone. An md5
-    of the input columns' text did the same at a measured third of the refresh's time
-    (0.39 s a 50,000-row page to read it, 0.13 s to compare it)."""
+    of the input columns' text did the same at a third of the refresh's time: computed on
+    every row read and again in the UPDATE (README, Performance)."""
     prefix = f"{alias}." if alias else ""
     return f"{prefix}xmin::text"
 
@@ -272,9 +272,8 @@ def analyze_if_stale(dbapi_conn: Any, kind: str) -> bool:
 
     NOTE: refresh joins each page of rows to the table (UPDATE … FROM the staging table).
     Right after a bulk load, before autovacuum has analyzed the table, the planner knows
-    nothing of it and chose a plan that cost 4.7 s a 50,000-row page instead of 0.85 s:
-    a refresh of 1M sessions took 96 s, and 33 s after ANALYZE (about 0.5 s). ANALYZE
-    samples a bounded number of rows and blocks no reader or writer."""
+    nothing of it and chose a plan several times slower a page (README, Performance).
+    ANALYZE samples a bounded number of rows and blocks no reader or writer."""
     cur = dbapi_conn.cursor()
     try:
         cur.execute(
