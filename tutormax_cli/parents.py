@@ -10,15 +10,17 @@ after them finds their starts before anything is committed.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import errors as E
-from .duplicates import SEQ, best_of_each_key
+from .duplicates import SEQ, best_of_each_key, key_hashes
 from .schema import Kind
-from .validate import FieldError, Rejected, positions
+from .validate import FieldError, Rejected
 
 _UTC_US = pa.timestamp("us", tz="UTC")
 
@@ -36,41 +38,107 @@ class SessionStarts:
     """The sessions of this run (session_id → scheduled_start), for the feedback join.
 
     Of several versions of one session, the one a database would store counts (newest
-    `updated_at`, else the last)."""
+    `updated_at`, else the last). Sessions are remembered batch by batch; the first look-up
+    builds an index: the sessions' 64-bit key hashes sorted (numpy), with each one's key and
+    start, about 40 bytes a session. A look-up is then a binary search per id, O(batch ×
+    log sessions), and every hit is confirmed against the key itself, so a hash shared by
+    two sessions cannot hand one's start to the other (those few go to an exact side table).
+    """
 
-    def __init__(self) -> None:
-        self._parts: list[pa.Table] = []
-        self._seq = 0
-        self._index: tuple[pa.Array, pa.Array] | None = None
+    def __init__(self, hash_keys: Callable[[pa.Array], pa.Array] = key_hashes) -> None:
+        self._hash_keys = hash_keys
+        self._parts: list[_Part] = []
+        self._index: _Part | None = None  # sorted by hash, one row a key
+        self._side: _Part | None = None  # keys whose hash another key shares (exact look-up)
 
     def remember(self, ids: pa.Array, starts: pa.Array, updated_at: pa.Array | None = None) -> None:
-        n = len(ids)
+        if not len(ids):
+            return
         if updated_at is None:
-            updated_at = pa.nulls(n, _UTC_US)
-        seqs = pc.add(positions(n), self._seq)
-        self._seq += n
-        self._parts.append(pa.table({"k": ids, "s": starts, "updated_at": updated_at, SEQ: seqs}))
-        self._index = None
+            updated_at = pa.nulls(len(ids), _UTC_US)
+        hashes = self._hash_keys(ids).to_numpy()
+        self._parts.append(_Part(hashes, ids, starts.cast(_UTC_US), updated_at.cast(_UTC_US)))
 
     def lookup(self, ids: pa.Array) -> pa.Array:
-        if not self._parts:
-            return pa.nulls(len(ids), _UTC_US)
-        if self._index is None:
-            every = pa.concat_tables(self._parts)
-            if pc.count_distinct(every["k"]).as_py() != every.num_rows:
-                every = best_of_each_key(every, "k")[0]
-            self._parts = [every]
-            self._index = (every["k"].combine_chunks(), every["s"].combine_chunks())
-        keys, starts = self._index
-        # index_in hashes its value set on every call, and the run's sessions are many while a
-        # batch names few: hash the batch's distinct ids and probe the run's sessions against
-        # them, one pass over the sessions instead of one hash table of them per batch.
-        distinct = pc.unique(ids)
-        slot = pc.index_in(keys, value_set=distinct)
-        found = pc.is_valid(slot)
-        slots, values = pc.filter(slot, found), pc.filter(starts, found)
-        by_slot = pc.take(values, pc.index_in(positions(len(distinct)), value_set=slots))
-        return pc.take(by_slot, pc.index_in(ids, value_set=distinct))
+        if self._parts:
+            self._build()
+        starts = pa.nulls(len(ids), _UTC_US)
+        index = self._index
+        if index is not None and len(index.hashes) and len(ids):
+            wanted = self._hash_keys(ids).to_numpy()
+            at = np.searchsorted(index.hashes, wanted).clip(0, len(index.hashes) - 1)
+            taken = pa.array(at)
+            same_key = pc.equal(pc.take(index.keys, taken), ids.cast(index.keys.type))
+            found = pc.and_(pa.array(index.hashes[at] == wanted), pc.fill_null(same_key, False))
+            starts = pc.if_else(found, pc.take(index.starts, taken), starts)
+        if self._side is not None and len(ids):
+            slot = pc.index_in(ids, value_set=self._side.keys)
+            starts = pc.coalesce(starts, pc.take(self._side.starts, slot))
+        return starts
+
+    def _build(self) -> None:
+        """Fold the remembered batches (and the index so far) into one sorted index."""
+        parts = [p for p in (self._index, self._side) if p is not None] + self._parts
+        self._parts, self._index, self._side = [], None, None
+        hashes = np.concatenate([p.hashes for p in parts])
+        # Chunked, not concatenated: `take` gathers from the chunks without a whole copy.
+        keys = pa.chunked_array([p.keys for p in parts])
+        starts = pa.chunked_array([p.starts for p in parts])
+        updated = pa.chunked_array([p.updated_at for p in parts])
+        del parts
+        order = np.argsort(hashes, kind="stable")
+        sorted_hashes = hashes[order]
+        first = np.ones(len(order), bool)
+        first[1:] = sorted_hashes[1:] != sorted_hashes[:-1]
+        last = np.ones(len(order), bool)
+        last[:-1] = first[1:]
+        keep = order[first & last]  # a hash held by one row
+        runs = order[~(first & last)]  # a hash held by several rows: duplicates (or a clash)
+        side = None
+        if len(runs):
+            at = pa.array(np.sort(runs))
+            table = pa.table(
+                {"k": keys.take(at), "s": starts.take(at), "updated_at": updated.take(at),
+                 SEQ: at}
+            )  # fmt: skip
+            best = best_of_each_key(table, "k")[0]
+            best_at = best[SEQ].combine_chunks().to_numpy()
+            best_hashes = hashes[best_at]
+            shared = np.unique(best_hashes, return_counts=True)
+            clash = np.isin(best_hashes, shared[0][shared[1] > 1])
+            keep = np.concatenate([keep, best_at[~clash]])
+            if clash.any():
+                side = self._rows(hashes, keys, starts, updated, best_at[clash])
+        self._index = self._rows(hashes, keys, starts, updated, keep)
+        self._side = side
+
+    @staticmethod
+    def _rows(
+        hashes: np.ndarray,
+        keys: pa.ChunkedArray,
+        starts: pa.ChunkedArray,
+        updated: pa.ChunkedArray,
+        at: np.ndarray,
+    ) -> _Part:
+        """The rows at `at`, sorted by hash."""
+        at = at[np.argsort(hashes[at], kind="stable")]
+        taken = pa.array(at)
+        return _Part(
+            hashes[at],
+            keys.take(taken).combine_chunks(),
+            starts.take(taken).combine_chunks(),
+            updated.take(taken).combine_chunks(),
+        )
+
+
+@dataclass
+class _Part:
+    """Sessions as columns: key hashes (numpy int64), keys, starts, updated_at."""
+
+    hashes: np.ndarray
+    keys: pa.Array
+    starts: pa.Array
+    updated_at: pa.Array
 
 
 def session_lookup(
