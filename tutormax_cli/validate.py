@@ -10,6 +10,9 @@ one, to spell out their errors.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,7 +70,6 @@ def validate(kind: Kind, raw: pa.Table) -> Validated:
     raw, misplaced = misplaced_masks(raw)
     problems: list[Problem] = []
     unread: list[Problem] = []  # a field's value rejected as it stands: no further errors
-    text: dict[str, pa.Array] = {}
     fields = set(kind.column_names)
     for name, mask in misplaced.items():
         if name in fields:  # a JSON object or array (or a scalar in a list field)
@@ -75,22 +77,23 @@ def validate(kind: Kind, raw: pa.Table) -> Validated:
             message = f"a JSON value of the wrong shape for a {col.type.value} field: {{value!r}}"
             unread.append(Problem(name, PARSE_CODES[col.type], pc.fill_null(mask, False), message))
     problems.extend(unread)
-    for name in raw.column_names:
-        arr = _one_chunk(raw.column(name))
-        if name not in fields and not _holds_text(arr.type):
-            text[name] = arr  # an extra column of numbers, blobs, uuids…: kept as it is
-            continue
-        arr, hostile = _hostile_checks(name, arr)
+    # Each column is checked on its own, on a worker thread: Arrow's kernels release the GIL,
+    # so the columns of a batch are checked in parallel. Results are gathered in column
+    # order, so errors are listed in the same order whatever the threads did.
+    checked = _map(lambda name: _column(kind, name, _one_chunk(raw.column(name))), raw.column_names)
+    text: dict[str, pa.Array] = {}
+    typed: dict[str, pa.Array] = {}
+    by_column: dict[str, list[Problem]] = {}
+    for name, (arr, hostile, parsed) in zip(raw.column_names, checked, strict=True):
         text[name] = arr
         problems.extend(hostile)
-
-    typed: dict[str, pa.Array] = {}
+        if parsed is not None:
+            typed[name], by_column[name] = parsed
     for col in kind.columns:
-        raw_arr = text.get(col.name)
-        if raw_arr is None:
-            raw_arr = pa.nulls(n, pa.null())
-        typed[col.name], col_problems = check_column(col, raw_arr)
-        problems.extend(col_problems)
+        if col.name not in typed:  # absent from the input: every value is missing
+            typed[col.name], by_column[col.name] = check_column(col, pa.nulls(n, pa.null()))
+        problems.extend(by_column[col.name])
+    typed = {col.name: typed[col.name] for col in kind.columns}
 
     bad = any_of(problems, n)
     table = pa.table(typed)
@@ -102,6 +105,33 @@ def validate(kind: Kind, raw: pa.Table) -> Validated:
     rejected = _spell_out(problems, bad, raw, unread)
     kept = {k: v.filter(good) for k, v in others.items()}
     return Validated(table.filter(good), kept, accepted, rejected)
+
+
+_Checked = tuple[pa.Array, list[Problem], tuple[pa.Array, list[Problem]] | None]
+
+
+def _column(kind: Kind, name: str, arr: pa.Array) -> _Checked:
+    """One input column: (its values in a plain layout, text decoded; the problems of its
+    hostile values; for a column of the kind, its typed values and their problems)."""
+    col = kind.column(name) if name in kind.column_names else None
+    if col is None and not _holds_text(arr.type):
+        return arr, [], None  # an extra column of numbers, blobs, uuids…: kept as it is
+    arr, hostile = _hostile_checks(name, arr)
+    return arr, hostile, None if col is None else check_column(col, arr)
+
+
+_THREADS = min(4, os.cpu_count() or 1)
+_pool: ThreadPoolExecutor | None = None
+
+
+def _map(fn: Callable[[str], _Checked], names: list[str]) -> list[_Checked]:
+    """`fn` over `names`, in order; on a shared pool of a few threads when there are cores."""
+    global _pool
+    if _THREADS < 2 or len(names) < 2:
+        return [fn(name) for name in names]
+    if _pool is None:
+        _pool = ThreadPoolExecutor(_THREADS, thread_name_prefix="tutormax-check")
+    return list(_pool.map(fn, names))
 
 
 _POSITIONS = pa.array([], pa.int64())

@@ -1,5 +1,6 @@
-"""CSV input: a bounded header probe, record batches of binary cells (invalid UTF-8
-rejects its row, not the file), malformed rows kept with their text."""
+"""CSV input: a bounded header probe, record batches of text cells (a cell of invalid UTF-8
+comes back as bytes, in a binary column, and rejects its row, not the file), malformed rows
+kept with their text."""
 
 from __future__ import annotations
 
@@ -150,9 +151,12 @@ def _csv_pass(
             # NOTE: single-threaded parsing is what makes Arrow report a malformed row's number.
             read_options=pv.ReadOptions(block_size=block, use_threads=False),
             parse_options=pv.ParseOptions(newlines_in_values=True, invalid_row_handler=on_invalid),
-            # Binary, not string: invalid UTF-8 must reject its row, not the file.
+            # Text, unchecked: the guard hands Arrow valid UTF-8 only (each invalid byte
+            # escaped), so Arrow's check could find nothing. A cell that held invalid bytes
+            # gets them back in a binary column (`_unescape_table`), rejecting its row only.
             convert_options=pv.ConvertOptions(
-                column_types={n: pa.binary() for n in names},
+                column_types={n: pa.string() for n in names},
+                check_utf8=False,
                 strings_can_be_null=True,
                 null_values=[""],
                 quoted_strings_can_be_null=True,
@@ -177,7 +181,7 @@ def _csv_pass(
                 done = path.fraction(int(parsed[0] * scale), fh)
                 yield RawBatch(table, start + 1, tuple(gaps), fresh if skip == 0 else [], done)
             if malformed and skip == 0:  # malformed rows after the last good one
-                empty = pa.table({n: pa.array([], pa.binary()) for n in names})
+                empty = pa.table({n: pa.array([], pa.string()) for n in names})
                 yield RawBatch(empty, good + 1, tuple(gaps), list(malformed), 1.0)
         finally:
             guard.close()
@@ -293,12 +297,14 @@ def _unescape(data: bytes) -> bytes:
 
 
 def _unescape_table(table: pa.Table) -> pa.Table:
+    """Cells that held invalid UTF-8 get their bytes back; their columns become binary."""
     for i, name in enumerate(table.column_names):
         col = table.column(name).combine_chunks()
-        if not pa.types.is_binary(col.type):
+        if not (pa.types.is_string(col.type) or pa.types.is_binary(col.type)):
             continue
         if not pc.any(pc.match_substring(col, _MARK)).as_py():
             continue
+        col = col.cast(pa.binary())
         values = [None if v is None else _unescape(v) for v in col.to_pylist()]
         table = table.set_column(i, name, pa.array(values, pa.binary()))
     return table
