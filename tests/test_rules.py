@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import json
 import math
 from typing import Any
 
+import hypothesis
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
@@ -952,3 +954,103 @@ def test_cast_each_isolates_the_refused_values_with_few_casts() -> None:
     assert typed.to_pylist() == [None if i in (100, 3000) else i for i in range(4096)]
     assert calls <= 2 * 2 * 12 + 1  # about 2·k·log2(n) for k = 2 bad values among 4096
     assert cast_each(pa.array(["1", None]), cast, pa.int64())[1] is None
+
+
+# ---------------------------------------------------------------- fast paths = the general rule
+
+_JSON_ITEM = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=6)
+_PLAIN_ITEM = st.text(
+    alphabet=st.characters(codec="utf-8", categories=["L", "N", "Zs"]), max_size=6
+)
+_COMPACT_LIST = st.lists(_PLAIN_ITEM | _JSON_ITEM, max_size=4).map(
+    lambda xs: json.dumps(xs, separators=(",", ":"), ensure_ascii=False)
+)
+_LIST_TEXT = st.one_of(
+    _COMPACT_LIST,
+    _COMPACT_LIST,
+    st.lists(_JSON_ITEM, max_size=4).map(lambda xs: json.dumps(xs, separators=(",", ":"))),
+    st.lists(_JSON_ITEM, max_size=4).map(json.dumps),
+    st.lists(_JSON_ITEM, max_size=4).map(lambda xs: " " + json.dumps(xs)),
+    st.lists(st.sampled_from(["a", " b ", "", "c d"]), max_size=4).map(";".join),
+    st.text(alphabet='[]",\\ ab;|', max_size=10),
+)
+
+
+def _same_parse(fast: Any, general: Any, column: pa.Array) -> bool:
+    """Whether `fast` (None: it declined) gives what `general` gives; returns if it took it."""
+    got = fast(column)
+    if got is None:
+        return False
+    typed, bad = got if isinstance(got, tuple) else (got, None)
+    want_typed, want_bad = general(column)
+    assert typed.to_pylist() == want_typed.to_pylist()
+    flagged = [False] * len(column) if bad is None else bad.to_pylist()
+    assert flagged == ([False] * len(column) if want_bad is None else want_bad.to_pylist())
+    return True
+
+
+_FAST_CASES = settings(max_examples=400, deadline=None)
+
+
+def _columns(usual: st.SearchStrategy[str], odd: st.SearchStrategy[str]) -> Any:
+    """Columns of usual values (which a fast path should take) and of any values."""
+    return st.one_of(
+        st.lists(usual | st.none(), min_size=1, max_size=12),
+        st.lists(usual | odd | st.none(), min_size=1, max_size=12),
+    )
+
+
+_USUAL_TIMESTAMP = st.builds(
+    lambda t, frac, off: f"{t.year:04d}-{t:%m-%d}{frac}{off}",
+    st.datetimes(dt.datetime(1, 1, 1), dt.datetime(9999, 12, 31, 23, 59, 59)),
+    # the time (an hour alone is refused), then a fraction (7 digits are cut to 6)
+    st.sampled_from(
+        ["T10:00:00", "T10:00:00.5", " 23:59:59.123456", "T00:00:00.000"] * 3
+        + ["T10:00", "T10:00:00.1234567", "T10"]
+    ),  # fmt: skip
+    st.sampled_from(["Z", "+00:00", "-08:00", "+14:00", "+05:30", "-23:59"] * 3 + ["z", "+0530"]),
+)
+
+
+@_FAST_CASES
+@given(values=_columns(_USUAL_TIMESTAMP, _timestamp_text()))
+def test_compact_timestamps_give_the_general_verdicts(values: list[str | None]) -> None:
+    from tutormax_cli.rules import timestamps as ts
+
+    took = _same_parse(
+        ts._compact_timestamps, ts._general_timestamps, pa.array(values, pa.string())
+    )
+    hypothesis.event(f"compact path taken: {took}")
+
+
+@_FAST_CASES
+@given(values=st.lists(_INT_TEXT | _TEXT | st.none(), min_size=1, max_size=12))
+def test_the_one_cast_of_ints_gives_the_general_verdicts(values: list[str | None]) -> None:
+    from tutormax_cli.rules import scalars
+
+    column = pa.array(values, pa.string())
+    took = _same_parse(scalars._text_ints, scalars._general_ints, column)
+    hypothesis.event(f"parsed: {took}")
+
+
+@_FAST_CASES
+@given(values=_columns(_COMPACT_LIST, _LIST_TEXT))
+def test_compact_json_lists_give_the_general_verdicts(values: list[str | None]) -> None:
+    from tutormax_cli.rules import lists
+
+    took = _same_parse(
+        lists._compact_json_lists, lists._general_lists, pa.array(values, pa.string())
+    )
+    hypothesis.event(f"compact path taken: {took}")
+
+
+def test_the_fast_paths_are_taken_on_usual_columns() -> None:
+    """The fast paths exist for these columns; the tests above compare them only if taken."""
+    from tutormax_cli.rules import lists, timestamps
+
+    stamps = pa.array(["2024-11-07T14:00:00Z", None, "2024-11-07T14:00:00.5+05:30"])
+    assert timestamps._compact_timestamps(stamps) is not None
+    assert timestamps._compact_timestamps(pa.array(["2024-11-07T14:00:00+0530"])) is None
+    assert timestamps._compact_timestamps(pa.array(["2024-11-07 14Z"])) is None
+    assert lists._compact_json_lists(pa.array(['["a","b"]', "[]", '[""]', None])) is not None
+    assert lists._compact_json_lists(pa.array(['["a", "b"]'])) is None

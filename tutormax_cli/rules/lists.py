@@ -18,6 +18,7 @@ from .arrow import (
     _refuse_all,
     drop_null_items,
     is_list,
+    may_hold,
     null_where,
     nulls_false,
     present,
@@ -78,12 +79,25 @@ def _native_lists(raw: pa.Array) -> Parsed:
     return null_where(lists, bad), bad
 
 
+# The same, written without whitespace: what JSON writers produce.
+_COMPACT_JSON_LIST = rf"^\[({_STR}(,{_STR})*)?\]$"
+
+
 def _text_lists(raw: pa.Array) -> Parsed:
+    compact = _compact_json_lists(raw)
+    if compact is not None:
+        return compact, None
+    return _general_lists(raw)
+
+
+def _general_lists(raw: pa.Array) -> Parsed:
+    """Text → list<string> by the rule, whatever the column holds."""
     trimmed = pc.utf8_trim_whitespace(raw)
     is_json = nulls_false(pc.starts_with(trimmed, "["))
-    delimited = _split_delimited(trimmed)
     if not _any(is_json):
-        return delimited, None
+        return _split_delimited(trimmed), None
+    # Delimited text is split only where there is some; elsewhere its lists are never used.
+    delimited = _split_delimited(null_where(trimmed, is_json))
     simple = nulls_false(pc.match_substring_regex(trimmed, _SIMPLE_JSON_LIST))
     # Simple JSON arrays of plain strings: strip the brackets and quotes, split on `","`.
     inner = pc.replace_substring_regex(trimmed, rf'^\[{_WS}"?|"?{_WS}\]$', "")
@@ -95,6 +109,20 @@ def _text_lists(raw: pa.Array) -> Parsed:
     if not _any(complex_json):
         return typed, None
     return _json_lists_one_by_one(trimmed, complex_json, typed)
+
+
+def _compact_json_lists(raw: pa.Array) -> pa.Array | None:
+    """The usual column in a few kernels, or None (then the general path decides): every
+    value a compact JSON array of plain strings, `[]` or `["a","b"]`. Its items are what
+    lies between the first `["` and the last `"]`, split on `","` (a plain string holds no
+    quote): what json.loads gives, and what the general path gives."""
+    if raw.null_count == len(raw) or not may_hold(raw, b"["):
+        return None
+    if not pc.all(pc.match_substring_regex(raw, _COMPACT_JSON_LIST)).as_py():
+        return None
+    items = pc.split_pattern(pc.utf8_slice_codeunits(raw, 2, -2), '","')
+    empty = pc.equal(pc.binary_length(raw), 2)  # `[]`
+    return pc.if_else(empty, pa.scalar([], items.type), items).cast(LIST_OF_STRINGS)
 
 
 def _split_delimited(text: pa.Array) -> pa.Array:

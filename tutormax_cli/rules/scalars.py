@@ -6,6 +6,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .arrow import (
+    _CAST_ERRORS,
     INT64_MAX,
     Parsed,
     _any,
@@ -101,6 +102,19 @@ def _text_ints(raw: pa.Array) -> Parsed:
     s = raw
     if is_bytes(s.type):
         s, _ = decode_utf8(s)  # invalid UTF-8 is null here; `validate` rejected it already
+    if not may_hold(s, b"x", b"X"):
+        # The usual column in one cast: a column the cast accepts whole, hex aside, is only
+        # `-?[0-9]+` within int64 (no blank, no whitespace, no `+`), which the rule accepts
+        # as the cast reads it. Any other column takes the way below.
+        try:
+            return _to_int64(s), None
+        except _CAST_ERRORS:
+            pass
+    return _general_ints(s)
+
+
+def _general_ints(s: pa.Array) -> Parsed:
+    """Text (not binary) → int64 by the rule, whatever the column holds."""
     s = _trimmed(s)
     # Arrow's int64 cast accepts exactly `-?[0-9]+` within int64, plus hex (`0x1F`; see
     # arrow/util/value_parsing.h). The rule is `[+-]?[0-9]+`: so a leading `+` is dropped
@@ -180,10 +194,13 @@ def _parse_bool(raw: pa.Array) -> Parsed:
     if pa.types.is_null(t):
         return pa.nulls(len(raw), pa.bool_()), None
     if (text := text_of(raw)) is not None:
-        key = _as_string(pc.utf8_lower(_trimmed(text)))
+        # A boolean column holds few distinct texts: each is read once, in the dictionary.
+        coded = text.dictionary_encode()
+        key = _as_string(pc.utf8_lower(_trimmed(coded.dictionary)))
         idx = pc.index_in(key, value_set=_BOOL_KEYS)
         typed = pc.take(_BOOL_VALUES, idx)
-        return typed, nulls_false(pc.and_(pc.is_null(idx), pc.is_valid(key)))
+        bad = nulls_false(pc.and_(pc.is_null(idx), pc.is_valid(key)))
+        return pc.take(typed, coded.indices), nulls_false(pc.take(bad, coded.indices))
     if pa.types.is_integer(t):
         ok = pc.is_in(raw, value_set=pa.array([0, 1], t))
         bad = nulls_false(pc.and_(pc.is_valid(raw), pc.invert(ok)))
