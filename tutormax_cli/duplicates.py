@@ -298,9 +298,11 @@ class DuplicateCounter:
     def __init__(self) -> None:
         self._pairs = _Pairs()
 
-    def add(self, keys: pa.Array, group: int) -> None:
+    def add(self, keys: pa.Array, group: int, hashes: pa.Array | None = None) -> None:
+        """`hashes`: the keys' key_hashes, when the caller has them already."""
         if len(keys):
-            self._pairs.append(key_hashes(keys), pa.repeat(pa.scalar(group, _INT64), len(keys)))
+            hashes = key_hashes(keys) if hashes is None else hashes
+            self._pairs.append(hashes, pa.repeat(pa.scalar(group, _INT64), len(keys)))
 
     def finish(self) -> dict[int, int]:
         out: dict[int, int] = {}

@@ -51,13 +51,22 @@ class SessionStarts:
         self._index: _Part | None = None  # sorted by hash, one row a key
         self._side: _Part | None = None  # keys whose hash another key shares (exact look-up)
 
-    def remember(self, ids: pa.Array, starts: pa.Array, updated_at: pa.Array | None = None) -> None:
+    def remember(
+        self,
+        ids: pa.Array,
+        starts: pa.Array,
+        updated_at: pa.Array | None = None,
+        *,
+        hashes: pa.Array | None = None,  # the ids' hashes, if the caller has them already
+    ) -> None:
         if not len(ids):
             return
         if updated_at is None:
             updated_at = pa.nulls(len(ids), _UTC_US)
-        hashes = self._hash_keys(ids).to_numpy()
-        self._parts.append(_Part(hashes, ids, starts.cast(_UTC_US), updated_at.cast(_UTC_US)))
+        if hashes is None or self._hash_keys is not key_hashes:  # (a test's own hash)
+            hashes = self._hash_keys(ids)
+        part = _Part(hashes.to_numpy(), ids, starts.cast(_UTC_US), updated_at.cast(_UTC_US))
+        self._parts.append(part)
 
     def lookup(self, ids: pa.Array) -> pa.Array:
         if self._parts:

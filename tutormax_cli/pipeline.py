@@ -105,6 +105,7 @@ class BatchResult:
     settled: Settled = field(default_factory=Settled)  # held versions decided in this batch
     refusals: list[Refusal] = field(default_factory=list)  # held versions refused when written
     keys: pa.Array | None = None  # the keys of the accepted rows (aligned with `accepted`)
+    key_hashes: pa.Array | None = None  # their duplicates.key_hashes, when already computed
 
 
 @dataclass
@@ -168,15 +169,17 @@ class Pipeline:
                 self._settle(self.held.take_due(upto), result)
                 if self.duplicates is None:  # the queue: everything is settled in its batch
                     rows = self._reject_refused_held(rows, seq0, result)
-        if self.sessions is not None and self.kind.name == "sessions":
-            t = rows.table
-            self.sessions.remember(
-                t["session_id"].combine_chunks(),
-                t["scheduled_start"].combine_chunks(),
-                t["updated_at"].combine_chunks(),
-            )
         result.accepted = rows.positions
         result.keys = rows.table[self.kind.key].combine_chunks()
+        if self.sessions is not None and self.kind.name == "sessions":
+            result.key_hashes = key_hashes(result.keys)  # the session ids', hashed once
+            t = rows.table
+            self.sessions.remember(
+                result.keys,
+                t["scheduled_start"].combine_chunks(),
+                t["updated_at"].combine_chunks(),
+                hashes=result.key_hashes,
+            )
         if self.input_columns is not None:
             result.output = self._output(rows)
         rejected.sort(key=lambda r: r.index)

@@ -23,7 +23,9 @@ from . import errors as E
 from .records import misplaced_masks
 from .rules import PARSE_CODES, Problem, check_column
 from .rules.arrow import (
+    _any,
     any_of,
+    data_bytes,
     decode_utf8,
     false_mask,
     is_bytes,
@@ -182,9 +184,10 @@ def _hostile_checks(name: str, arr: pa.Array) -> tuple[pa.Array, list[Problem]]:
     if not (is_text(t) or is_bytes(t)):
         return arr, []
     problems: list[Problem] = []
-    size = pc.binary_length(arr)
-    if (pc.max(size).as_py() or 0) > FIELD_MAX_BYTES:
-        too_big = nulls_false(pc.greater(size, FIELD_MAX_BYTES))
+    # A column whose values are within the cap all together holds no value over it.
+    if data_bytes(arr) > FIELD_MAX_BYTES and _any(
+        too_big := nulls_false(pc.greater(pc.binary_length(arr), FIELD_MAX_BYTES))
+    ):
         problems.append(
             Problem(name, E.FIELD_TOO_LARGE, too_big, f"field is over {FIELD_MAX_BYTES} bytes")
         )

@@ -192,7 +192,7 @@ class _Run:
                     found += _rejected_rows(rb, res)
                     self._count(fs, rb, res)
                     if counter is not None and res.keys is not None:
-                        counter.add(res.keys, group)
+                        counter.add(res.keys, group, res.key_hashes)
                     if writer is not None and res.output is not None:
                         writer.write(res.output)
                 fs.read += len(rb.malformed)
