@@ -453,3 +453,61 @@ def test_postgres_session_timezone_does_not_matter(pg_url: str) -> None:
         s.write("sessions", make_table("sessions", [full_session()]))
         starts = s.session_starts(pa.array(["Sfull"])).to_pylist()
         assert starts == [full_session()["scheduled_start"]]
+
+
+# -- PostgreSQL: new rows COPYed straight into the table -------------------------------------
+
+
+@pytest.mark.postgres
+def test_postgres_direct_copy_then_the_staged_upsert(pg_url: str) -> None:
+    """A batch of new keys goes in by one COPY (the session's TimeZone untouched after it);
+    a batch holding a stored key, or a refused row, is rolled back and upserted instead,
+    with the same counts and rows as the staged way alone gives."""
+    from tutormax_cli.store.postgres import BACKEND
+
+    with Store.connect(pg_url) as s:
+        s.init_schema()
+        seed(s, n_tutors=1)
+        with s.transaction():
+            s._conn.exec_driver_sql("SET TimeZone TO 'Asia/Kolkata'")  # type: ignore[union-attr]
+            result = s.write("sessions", make_table("sessions", [full_session_for("T0")]))
+            assert counts(result) == (1, 0, 0, 0)
+            assert not BACKEND._odds._skip.get("sessions")  # the COPY took it
+            shown = s._conn.exec_driver_sql("SHOW TimeZone").scalar()  # type: ignore[union-attr]
+            assert shown == "Asia/Kolkata"
+        stored = read_rows(s, "sessions")["Sfull"]
+        assert stored["scheduled_start"] == datetime(2024, 11, 9, 23, 30, tzinfo=UTC)
+        # one stored key among new ones: the COPY is refused, the upsert writes the rest
+        batch = [full_session_for("T0")] + [session(i) for i in range(3)]
+        assert counts(s.write("sessions", make_table("sessions", batch))) == (3, 0, 1, 0)
+        assert BACKEND._odds._skip.get("sessions") == 1  # the next batch goes staged at once
+        # a refused row among new ones: isolated by the staged way
+        batch = [session(i) for i in range(10, 20)]
+        batch[4]["tutor_id"] = "GHOST"
+        result = s.write("sessions", make_table("sessions", batch))
+        assert counts(result) == (9, 0, 0, 1) and [i for i, _ in result.refused] == [4]
+        assert s.row_counts()["sessions"] == 13
+
+
+def full_session_for(tutor_id: str) -> dict[str, Any]:
+    row = full_session()
+    row["tutor_id"] = tutor_id
+    return row
+
+
+def test_direct_copy_odds_back_off_and_recover() -> None:
+    from tutormax_cli.store.postgres import _DirectOdds
+
+    odds = _DirectOdds()
+    tried = []
+    for worked in [False] * 8 + [True, True]:
+        while not odds.worth_trying("sessions"):
+            tried.append(".")
+        tried.append("x" if not worked else "o")
+        odds.record("sessions", worked)
+    # after each failure it waits 1, 2, 4, … (at most 64) batches; a success resets that
+    assert "".join(tried) == "x.x..x....x" + "." * 8 + "x" + "." * 16 + "x" + "." * 32 + "x" + (
+        "." * 64 + "x" + "." * 64 + "o" + "o"
+    )
+    odds.record("sessions", False)
+    assert [odds.worth_trying("sessions") for _ in range(2)] == [False, True]

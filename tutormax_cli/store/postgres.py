@@ -32,6 +32,8 @@ _CSV_OPTIONS = pacsv.WriteOptions(include_header=False, batch_size=8192)
 _ROW_ERRORS = (psycopg2.IntegrityError, psycopg2.DataError, psycopg2.errors.CardinalityViolation)
 _CONNECT_ARGS = {"connect_timeout": 10, "application_name": "tutormax"}
 SCHEMA_LOCK = 7406917710  # pg_advisory_xact_lock key: one schema change at a time
+_DIRECT = "tutormax_direct"  # the savepoint of a COPY straight into the table
+_TZ_KEPT = "tutormax.timezone"  # where that COPY keeps the session's TimeZone
 
 # SQLSTATEs (https://www.postgresql.org/docs/current/errcodes-appendix.html).
 _OUTAGE_CLASSES = ("08", "53", "57")  # connection exception, insufficient resources, shutdown
@@ -54,6 +56,9 @@ def refusal_message(exc: BaseException) -> str:
 class PostgresBackend:
     name = "postgresql"
     driver_errors: tuple[type[BaseException], ...] = (psycopg2.Error,)
+
+    def __init__(self) -> None:
+        self._odds = _DirectOdds()
 
     def engine(self, url: sa.URL) -> sa.Engine:
         # The COPY fast path needs psycopg2, whatever driver the URL names.
@@ -89,7 +94,7 @@ class PostgresBackend:
     def batch(
         self, dbapi_conn: Any, kind: str, table: pa.Table, existing: Callable[[], pa.Array]
     ) -> PgBatch:
-        return PgBatch(dbapi_conn, kind, table)
+        return PgBatch(dbapi_conn, kind, table, self._odds)
 
     def read_page(self, dbapi_conn: Any, kind: str, after: str | None, limit: int) -> pa.Table:
         return read_page(dbapi_conn, kind, after, limit)
@@ -138,11 +143,48 @@ def _stage_type(table: pa.Table, name: str) -> str:
     return "text"  # ids too: an over-long id is refused by the real table, per row
 
 
-class PgBatch:
-    """One `Store.write` call on PostgreSQL; `attempt(lo, hi)` upserts rows [lo, hi)."""
+class _DirectOdds:
+    """Whether a batch's rows are worth COPYing straight into the table (see PgBatch): yes
+    until a COPY meets a stored key; then the next 1, 2, 4… (at most 64) batches of that kind
+    go the staged way at once, and one more tries. A re-load pays a failed COPY now and then,
+    a fresh load never."""
 
-    def __init__(self, dbapi_conn: Any, kind: str, table: pa.Table) -> None:
+    MAX_SKIP = 64
+
+    def __init__(self) -> None:
+        self._skip: dict[str, int] = {}  # kind → batches still to stage without trying
+        self._next: dict[str, int] = {}  # kind → the skip after the next failure
+
+    def worth_trying(self, kind: str) -> bool:
+        left = self._skip.get(kind, 0)
+        if left:
+            self._skip[kind] = left - 1
+        return not left
+
+    def record(self, kind: str, worked: bool) -> None:
+        if worked:
+            self._next.pop(kind, None)
+            return
+        skip = self._next.get(kind, 1)
+        self._skip[kind] = skip
+        self._next[kind] = min(2 * skip, self.MAX_SKIP)
+
+
+class PgBatch:
+    """One `Store.write` call on PostgreSQL; `attempt(lo, hi)` upserts rows [lo, hi).
+
+    The first attempt at a whole batch COPYs it straight into the table, as a bulk load
+    would, in a savepoint: if every key is new and every row fits, that is the whole write
+    (all inserted). Any refusal — a stored key, a constraint — rolls that back, and the
+    batch takes the general way: COPY into a TEMP staging table, then one upsert, bisected
+    on refusals. No lock is needed: the COPY either writes every row or none."""
+
+    def __init__(
+        self, dbapi_conn: Any, kind: str, table: pa.Table, odds: _DirectOdds | None = None
+    ) -> None:
         self.cur = dbapi_conn.cursor()
+        self.kind = kind
+        self.odds = odds
         self.rows = _copy_ready(table)
         names = table.column_names
         stage = f"tutormax_stage_{kind}"
@@ -159,6 +201,7 @@ class PgBatch:
         )
         self.truncate_sql = f"TRUNCATE {stage}"
         self.copy_sql = f"COPY {stage} ({cols}) FROM STDIN WITH (FORMAT csv)"
+        self.direct_sql = f'COPY "{kind}" ({cols}) FROM STDIN WITH (FORMAT csv)'
         assert [c.name for c in TABLES[kind].columns] == names
         self.upsert_sql = (
             f'WITH up AS (INSERT INTO "{kind}" AS t ({cols}) SELECT {select} FROM {stage} '
@@ -171,14 +214,47 @@ class PgBatch:
     def attempt(self, lo: int, hi: int) -> tuple[int, int]:
         """(inserted, updated) for rows [lo, hi); raises RowRefused, leaving no trace."""
         cur = self.cur
+        whole = lo == 0 and hi == self.rows.num_rows
+        data = self._csv(lo, hi)
+        if whole and self.odds is not None and self.odds.worth_trying(self.kind):
+            worked = self._copy_direct(data)
+            self.odds.record(self.kind, worked)
+            if worked:
+                return hi - lo, 0
         with savepoint(cur, _ROW_ERRORS, refusal_message):
             cur.execute(self.truncate_sql)
-            sink = pa.BufferOutputStream()
-            pacsv.write_csv(self.rows.slice(lo, hi - lo), sink, _CSV_OPTIONS)
-            cur.copy_expert(self.copy_sql, pa.BufferReader(sink.getvalue()), size=1 << 20)
+            cur.copy_expert(self.copy_sql, pa.BufferReader(data), size=1 << 20)
             cur.execute(self.upsert_sql)
             inserted, returned = cur.fetchone()
         return int(inserted), int(returned) - int(inserted)
+
+    def _csv(self, lo: int, hi: int) -> pa.Buffer:
+        sink = pa.BufferOutputStream()
+        pacsv.write_csv(self.rows.slice(lo, hi - lo), sink, _CSV_OPTIONS)
+        return sink.getvalue()
+
+    def _copy_direct(self, data: pa.Buffer) -> bool:
+        """COPY the rows straight into the table; False (and no trace) if it refuses any.
+
+        NOTE: the CSV's timestamps are naive UTC (see the module docstring); the table's are
+        timestamptz, so the COPY reads them with TimeZone UTC, set for it alone: the
+        session's own setting is kept aside and put back (`SET LOCAL … DEFAULT` would give
+        the server's default, not the session's)."""
+        cur = self.cur
+        cur.execute(
+            f"SAVEPOINT {_DIRECT}; SELECT set_config('{_TZ_KEPT}', current_setting('TimeZone'),"
+            " true), set_config('TimeZone', 'UTC', true)"
+        )
+        try:
+            cur.copy_expert(self.direct_sql, pa.BufferReader(data), size=1 << 20)
+        except _ROW_ERRORS:
+            cur.execute(f"ROLLBACK TO SAVEPOINT {_DIRECT}; RELEASE SAVEPOINT {_DIRECT}")
+            return False
+        cur.execute(
+            f"SELECT set_config('TimeZone', current_setting('{_TZ_KEPT}'), true); "
+            f"RELEASE SAVEPOINT {_DIRECT}"
+        )
+        return True
 
     def close(self) -> None:
         with contextlib.suppress(psycopg2.Error):
