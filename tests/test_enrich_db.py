@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -200,12 +201,16 @@ def test_atomic_run_stopped_by_max_errors_leaves_the_database_as_it_was(
     assert code == 1
     assert "more than 2 rows rejected" in doc["stopped"]
     assert rows(db_url, "SELECT count(*) FROM sessions") == [(0,)]
-    # Without --atomic the batches before the stop stay committed.
+    # Without --atomic the batches before the stop stay committed (on PostgreSQL, batches
+    # are written side by side: the one in flight at the stop is committed too), and the
+    # summary counts exactly what the database holds.
     code, doc, _ = enrich(
         db_url, src, "--batch-size", "10", "--max-errors", "2", "--rejects", tmp_path / "r.jsonl"
     )
     assert code == 1
-    assert rows(db_url, "SELECT count(*) FROM sessions") == [(27,)]
+    ((stored,),) = rows(db_url, "SELECT count(*) FROM sessions")
+    assert stored == doc["files"][0]["inserted"]
+    assert stored in (27, 36)
 
 
 def test_dry_run_writes_nothing(db_url: str, tmp_path: Path) -> None:
@@ -269,15 +274,18 @@ def test_a_failure_mid_run_says_how_many_rows_were_committed(db_url: str, tmp_pa
     def sabotage(source: str, kind: str, rows_done: int, done: float) -> None:
         engine = engine_for(db_url)
         with engine.begin() as conn:
-            conn.exec_driver_sql("DROP TABLE feedback")
-            conn.exec_driver_sql("DROP TABLE sessions")
+            conn.exec_driver_sql("DROP TABLE IF EXISTS feedback")
+            conn.exec_driver_sql("DROP TABLE IF EXISTS sessions")
         engine.dispose()
 
     opts = EnrichOptions(paths=[src], as_of=datetime(2024, 11, 9, tzinfo=UTC), batch_size=10,
                          out=out)  # fmt: skip
     with pytest.raises(DatabaseError) as failure:
         run_enrich(opts, lambda: Store.connect(db_url), progress=sabotage)
-    assert "10 rows were committed before it" in failure.value.message
+    # On PostgreSQL the second batch is written beside the first: it may commit before the
+    # tables go, and is then counted too.
+    committed = re.search(r"(\d+) rows were committed before it", failure.value.message)
+    assert committed and int(committed[1]) in (10, 20), failure.value.message
     assert not out.exists() and not list(tmp_path.glob("*.partial"))
 
 

@@ -9,6 +9,7 @@ after them finds their starts before anything is committed.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -50,6 +51,7 @@ class SessionStarts:
         self._parts: list[_Part] = []
         self._index: _Part | None = None  # sorted by hash, one row a key
         self._side: _Part | None = None  # keys whose hash another key shares (exact look-up)
+        self._building = threading.Lock()
 
     def remember(
         self,
@@ -69,8 +71,10 @@ class SessionStarts:
         self._parts.append(part)
 
     def lookup(self, ids: pa.Array) -> pa.Array:
-        if self._parts:
-            self._build()
+        """Safe to call from several threads at once (not alongside `remember`)."""
+        with self._building:
+            if self._parts:
+                self._build()
         starts = pa.nulls(len(ids), _UTC_US)
         index = self._index
         if index is not None and len(index.hashes) and len(ids):

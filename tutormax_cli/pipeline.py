@@ -73,6 +73,10 @@ class BatchStore(ParentStore, Protocol):
     """What the pipeline needs of a database (tutormax_cli.store.Store provides it): the
     parents' look-ups (parents.ParentStore), transactions and writes."""
 
+    # Whether transactions on several threads at once are safe and useful (PostgreSQL:
+    # each thread its own connection; SQLite: one writer at a time, so no).
+    concurrent_writes: bool
+
     def transaction(self) -> AbstractContextManager[None]: ...
     def write(self, kind: str, table: pa.Table, *, trial: bool = False) -> WriteResultLike: ...
     def init_schema(self) -> None: ...
@@ -106,6 +110,7 @@ class BatchResult:
     refusals: list[Refusal] = field(default_factory=list)  # held versions refused when written
     keys: pa.Array | None = None  # the keys of the accepted rows (aligned with `accepted`)
     key_hashes: pa.Array | None = None  # their duplicates.key_hashes, when already computed
+    sessions: tuple[pa.Array, pa.Array] | None = None  # accepted sessions' starts, updated_at
 
 
 @dataclass
@@ -152,9 +157,14 @@ class Pipeline:
         self.duplicates = duplicates
         self.held = Held(kind.key, keep_all=duplicates is None)
 
-    def process(self, raw: pa.Table, ctx: Context, *, seq0: int = 0, group: int = 0) -> BatchResult:
+    def process(
+        self, raw: pa.Table, ctx: Context, *, seq0: int = 0, group: int = 0, remember: bool = True
+    ) -> BatchResult:
         """One batch. `seq0` is the run position of its first row and `group` the input it
-        comes from: held versions are reported back by (group, position)."""
+        comes from: held versions are reported back by (group, position).
+
+        `remember=False`: the caller calls `remember(result)` itself, in batch order (a run
+        that processes batches side by side: the run's sessions are remembered in order)."""
         checked = validate(self.kind, raw)
         rows = _Rows(checked.table, checked.others, checked.accepted)
         rejected = checked.rejected
@@ -174,16 +184,23 @@ class Pipeline:
         if self.sessions is not None and self.kind.name == "sessions":
             result.key_hashes = key_hashes(result.keys)  # the session ids', hashed once
             t = rows.table
-            self.sessions.remember(
-                result.keys,
+            result.sessions = (
                 t["scheduled_start"].combine_chunks(),
                 t["updated_at"].combine_chunks(),
-                hashes=result.key_hashes,
             )
+            if remember:
+                self.remember(result)
         if self.input_columns is not None:
             result.output = self._output(rows)
         rejected.sort(key=lambda r: r.index)
         return result
+
+    def remember(self, result: BatchResult) -> None:
+        """Remember a sessions batch's accepted sessions for the feedback join."""
+        if self.sessions is None or result.sessions is None or result.keys is None:
+            return
+        starts, updated_at = result.sessions
+        self.sessions.remember(result.keys, starts, updated_at, hashes=result.key_hashes)
 
     def finish(self, ctx: Context) -> BatchResult:
         """Write what is still held (the end of the input, or a run stopped early)."""

@@ -9,8 +9,9 @@ read (see pipeline.py), so its counts may land while a later file of its kind is
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from ..parents import SessionStarts
 from ..pipeline import DERIVED_NAMES, BatchResult, BatchStore, Pipeline
 from ..schema import Kind
 from ..validate import positions, validate
-from .batch import RawBatch, prefetch
+from .batch import RawBatch, in_order, prefetch
 from .plan import (
     EnrichOptions,
     FileSummary,
@@ -38,6 +39,8 @@ from .plan import (
 from .read import Source
 from .rejects import RejectsWriter
 from .write import BatchWriter
+
+BATCH_WORKERS = min(2, os.cpu_count() or 1)  # batches processed side by side (no database)
 
 
 class MaxErrorsReached(Exception):
@@ -97,6 +100,7 @@ class _Run:
         self.sessions = SessionStarts() if joins else None
         self.writers: list[BatchWriter] = []
         self.finished: list[BatchWriter] = []  # done, moved into place when the run commits
+        self._late: list[tuple[RawBatch, BatchResult | None]] = []  # see _processed
 
     def run(self) -> RunSummary:
         try:
@@ -181,38 +185,96 @@ class _Run:
         fs = FileSummary(str(src.path), src.kind.name, output=target and str(target[0]))
         self.summary.files.append(fs)
         pipe.input_columns = src.columns if writer else None
-        by_code = fs.rejected_by_code
         started = time.perf_counter()
+        processed = self._processed(prefetch(src.batches(self.opts.batch_size)), pipe, seq0, group)
         try:
-            for rb in prefetch(src.batches(self.opts.batch_size)):
-                found = _malformed(rb)
-                if rb.table.num_rows:
-                    res = pipe.process(rb.table, self.ctx, seq0=seq0, group=group)
-                    seq0 += rb.table.num_rows
-                    found += _rejected_rows(rb, res)
-                    self._count(fs, rb, res)
-                    if counter is not None and res.keys is not None:
-                        counter.add(res.keys, group, res.key_hashes)
-                    if writer is not None and res.output is not None:
-                        writer.write(res.output)
-                fs.read += len(rb.malformed)
-                fs.rejected += len(rb.malformed)
-                for row, values, errors in sorted(found, key=lambda f: f[0] or 0):
-                    self.rejects.write(str(src.path), row, values, errors)
-                    for code in {e["code"] for e in errors}:
-                        by_code[code] = by_code.get(code, 0) + 1
-                self.rejects.flush()
-                if self.progress:
-                    self.progress(str(src.path), src.kind.name, fs.read, rb.done)
+            for rb, res in processed:
+                seq0 += self._take(src, fs, group, pipe, rb, res, counter, writer)
                 self._check_max_errors(pipe)
                 if self.stop is not None and self.stop():
                     raise KeyboardInterrupt
         finally:
+            processed.close()
+            late, self._late = self._late, []
+            for rb, res in late:  # committed by the database while the run stopped
+                seq0 += self._take(src, fs, group, pipe, rb, res, counter, writer)
             fs.seconds = round(time.perf_counter() - started, 3)
         if writer is not None:
             writer.finish(_empty_output_schema(src))
             self.finished.append(writer)
         return seq0
+
+    def _take(
+        self,
+        src: Source,
+        fs: FileSummary,
+        group: int,
+        pipe: Pipeline,
+        rb: RawBatch,
+        res: BatchResult | None,
+        counter: DuplicateCounter | None,
+        writer: BatchWriter | None,
+    ) -> int:
+        """Account one processed batch, in input order; returns its rows."""
+        found = _malformed(rb)
+        if res is not None:
+            pipe.remember(res)  # in batch order
+            found += _rejected_rows(rb, res)
+            self._count(fs, rb, res)
+            if counter is not None and res.keys is not None:
+                counter.add(res.keys, group, res.key_hashes)
+            if writer is not None and res.output is not None:
+                writer.write(res.output)
+        fs.read += len(rb.malformed)
+        fs.rejected += len(rb.malformed)
+        by_code = fs.rejected_by_code
+        for row, values, errors in sorted(found, key=lambda f: f[0] or 0):
+            self.rejects.write(str(src.path), row, values, errors)
+            for code in {e["code"] for e in errors}:
+                by_code[code] = by_code.get(code, 0) + 1
+        self.rejects.flush()
+        if self.progress:
+            self.progress(str(src.path), src.kind.name, fs.read, rb.done)
+        return rb.table.num_rows if res is not None else 0
+
+    def _processed(
+        self, batches: Iterator[RawBatch], pipe: Pipeline, seq0: int, group: int
+    ) -> Generator[tuple[RawBatch, BatchResult | None], None, None]:
+        """Each batch with its result (None for a batch of no rows), in input order.
+
+        BATCH_WORKERS batches are processed side by side (a batch's work is Arrow's and the
+        database's, which run without the GIL) when they are independent: without a
+        database, a batch is a pure function of its rows, and what the run remembers
+        (sessions, duplicate counts, outputs, rejects) is taken in order by the caller;
+        with PostgreSQL, each batch is its own transaction on its own connection, when no
+        key of the kind occurs twice in the run (nothing is held from batch to batch) and
+        the run is not one transaction (--atomic, --dry-run). Otherwise one at a time.
+        A batch a database committed is always counted, even if the run stops first."""
+
+        def work(rb: RawBatch, at: int) -> BatchResult | None:
+            if not rb.table.num_rows:
+                return None
+            return pipe.process(rb.table, self.ctx, seq0=at, group=group, remember=False)
+
+        def numbered() -> Iterator[tuple[RawBatch, int]]:
+            at = seq0
+            for rb in batches:
+                yield rb, at
+                at += rb.table.num_rows
+
+        workers = BATCH_WORKERS if self._side_by_side(pipe) else 1
+        # What a database committed while the run stopped is counted (see _file).
+        late = self._late if self.store is not None else None
+        return in_order(work, numbered(), workers, late)
+
+    def _side_by_side(self, pipe: Pipeline) -> bool:
+        if self.store is None:
+            return True
+        return (
+            self.store.concurrent_writes
+            and not pipe.duplicates
+            and not (self.opts.atomic or self.opts.dry_run)
+        )
 
     def _count(self, fs: FileSummary, rb: RawBatch, res: BatchResult) -> None:
         fs.read += rb.table.num_rows

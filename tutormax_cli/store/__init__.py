@@ -15,6 +15,7 @@ Losing the connection is never a refused row: it raises `errors.DatabaseUnavaila
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
@@ -102,8 +103,9 @@ class Store:
         self.backend = backend
         self.url_masked = url_masked
         self.dialect: str = backend.name  # "postgresql" or "sqlite"
+        self.concurrent_writes = backend.name == "postgresql"  # pipeline.BatchStore
         self._password = password
-        self._conn: sa.Connection | None = None
+        self._local = threading.local()  # the open transaction's connection, per thread
         self._errors_caught: tuple[type[BaseException], ...] = (
             sa.exc.SQLAlchemyError,
             *backend.driver_errors,
@@ -130,6 +132,17 @@ class Store:
         return store
 
     # -- connections and transactions ------------------------------------------------------
+
+    @property
+    def _conn(self) -> sa.Connection | None:
+        """The connection of this thread's open transaction: threads may each have one
+        (a run that writes batches side by side), none sees another's."""
+        conn: sa.Connection | None = getattr(self._local, "conn", None)
+        return conn
+
+    @_conn.setter
+    def _conn(self, conn: sa.Connection | None) -> None:
+        self._local.conn = conn
 
     @property
     def connection(self) -> sa.Connection:
