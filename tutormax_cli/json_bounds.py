@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from .schema import JSON_MAX_DEPTH, MAX_COLUMNS
@@ -105,11 +105,38 @@ def check_width(text: bytes | str, max_keys: int = MAX_COLUMNS) -> None:
 _scan_once = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
 
+def _orjson() -> Callable[[bytes | str], Any] | None:
+    try:
+        import orjson
+    except ImportError:  # the `fast` extra is not installed
+        return None
+    loads: Callable[[bytes | str], Any] = orjson.loads
+    return loads
+
+
+_orjson_loads = _orjson()
+# orjson reads an integer beyond 64 bits as a float (json: an int): such text, and any run of
+# 19 digits (a 64-bit integer has at most 19), is left to json.
+_LONG_DIGITS = re.compile("[0-9]{19}")
+_LONG_DIGITS_B = re.compile(b"[0-9]{19}")
+
+
 def json_loads(text: bytes | str) -> Any:
     """`json.loads(text)`, faster on the usual input: UTF-8 bytes holding exactly
     one JSON value. Anything else (other encodings, a BOM, whitespace around the value,
     errors) is left to json.loads itself, so results and error messages are its own.
-    Unbounded: check the depth first (or call loads_bounded)."""
+    Unbounded: check the depth first (or call loads_bounded).
+
+    With orjson installed it reads first: what it accepts it reads as json.loads does
+    (tests/test_json_bounds.py holds it to that); what it refuses (NaN, lone surrogates,
+    a BOM, numbers out of range, invalid UTF-8…) json reads or refuses in its own words."""
+    if _orjson_loads is not None:
+        long_digits = _LONG_DIGITS_B if isinstance(text, bytes) else _LONG_DIGITS
+        if long_digits.search(text) is None:  # type: ignore[arg-type]
+            try:
+                return _orjson_loads(text)
+            except ValueError:  # orjson.JSONDecodeError
+                pass
     try:
         s = text.decode() if isinstance(text, bytes) else text
         value, end = _scan_once(s, 0)
