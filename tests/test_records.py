@@ -61,8 +61,9 @@ def verdicts(kind: str, records: list[dict[str, Any]]) -> list[Any]:
             out.append(("rejected", sorted((e.field, e.code) for e in rejected[i]), flagged))
             continue
         j = next(accepted)
-        row = {k: typed[j][k] for k in typed[j] if k in record}
-        row.update({k: others[k][j] for k in others if k in record})
+        # The record's own keys in its own order (a batch orders its extra columns by their
+        # first appearance in the batch, which is the batch's, not the record's).
+        row = {k: typed[j][k] if k in typed[j] else others[k][j] for k in record}
         out.append(("ok", repr(row), flagged))
     return out
 

@@ -116,9 +116,20 @@ def _orjson() -> Callable[[bytes | str], Any] | None:
 
 _orjson_loads = _orjson()
 # orjson reads an integer beyond 64 bits as a float (json: an int): such text, and any run of
-# 19 digits (a 64-bit integer has at most 19), is left to json.
-_LONG_DIGITS = re.compile("[0-9]{19}")
-_LONG_DIGITS_B = re.compile(b"[0-9]{19}")
+# 19 digits (a 64-bit integer has at most 19), is left to json. Found by mapping every digit
+# to "0" and everything else to " " (bytes.translate, a table look-up a byte; a regex took
+# five times orjson's own time), then looking for 19 zeros.
+_DIGITS_AS_ZEROS = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
+_LONG_RUN = b"0" * 19
+
+
+def _long_digit_run(text: bytes | str) -> bool:
+    if isinstance(text, str):
+        return _DIGIT_RUN.search(text) is not None
+    return _LONG_RUN in text.translate(_DIGITS_AS_ZEROS)
+
+
+_DIGIT_RUN = re.compile("[0-9]{19}")
 
 
 def json_loads(text: bytes | str) -> Any:
@@ -130,13 +141,11 @@ def json_loads(text: bytes | str) -> Any:
     With orjson installed it reads first: what it accepts it reads as json.loads does
     (tests/test_json_bounds.py holds it to that); what it refuses (NaN, lone surrogates,
     a BOM, numbers out of range, invalid UTF-8…) json reads or refuses in its own words."""
-    if _orjson_loads is not None:
-        long_digits = _LONG_DIGITS_B if isinstance(text, bytes) else _LONG_DIGITS
-        if long_digits.search(text) is None:  # type: ignore[arg-type]
-            try:
-                return _orjson_loads(text)
-            except ValueError:  # orjson.JSONDecodeError
-                pass
+    if _orjson_loads is not None and not _long_digit_run(text):
+        try:
+            return _orjson_loads(text)
+        except ValueError:  # orjson.JSONDecodeError
+            pass
     try:
         s = text.decode() if isinstance(text, bytes) else text
         value, end = _scan_once(s, 0)
