@@ -8,6 +8,7 @@ child under an address-space limit to prove nothing allocates gigabytes).
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import subprocess
@@ -19,11 +20,14 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from tutormax_cli.cli import app
 from tutormax_cli.errors import InputError
 from tutormax_cli.files import Source
+from tutormax_cli.files.inputs import _Input
 from tutormax_cli.schema import MAX_COLUMNS
 
 TUTOR = {"tutor_id": "T1", "name": "Ann", "email": "a@x.org", "onboarding_date": "2024-01-15",
@@ -250,6 +254,103 @@ def test_duplicate_parquet_column_names_are_exit_2_naming_them(tmp_path: Path) -
                      names=["tutor_id", "name", "name"])  # fmt: skip
     pq.write_table(table, tmp_path / "d.parquet")
     refused_fast(tmp_path / "d.parquet", "duplicate column names", "'name'")
+
+
+# -- Parquet: the byte budget, whatever the rows ------------------------------------------
+
+PQ_BUDGET = 64 << 10  # BATCH_MAX_BYTES, scaled down with the rows so that the files stay small
+
+
+@st.composite
+def big_row_files(draw: st.DrawFn) -> dict[str, Any]:
+    """A Parquet file's rows (a text column of sizes from empty to 1.5x the budget, in runs:
+    big rows first, last, between, or nowhere; each value distinct or one repeated) and how
+    pyarrow writes it."""
+    runs = draw(st.lists(st.tuples(st.integers(1, 60), st.sampled_from(
+        [None, 0, 5, 300, 3_000, 40_000, 100_000])), min_size=1, max_size=6))  # fmt: skip
+    sizes = [size for count, size in runs for _ in range(count)]
+    return {
+        "sizes": sizes,
+        "repeated": draw(st.booleans()),
+        "nested": draw(st.booleans()),  # the text in a list, beside a map and a struct
+        "batch_size": draw(st.sampled_from([1, 7, 50, 50_000])),
+        "write": {
+            "use_dictionary": draw(st.booleans()),
+            "compression": draw(st.sampled_from(["none", "snappy", "zstd"])),
+            "row_group_size": draw(st.sampled_from([5, 64, 10_000])),
+            "write_batch_size": draw(st.sampled_from([1, 3])),
+            "data_page_size": draw(st.sampled_from([1 << 10, 16 << 10])),
+            "dictionary_pagesize_limit": draw(st.sampled_from([4 << 10, 64 << 10])),
+        },
+    }
+
+
+@given(spec=big_row_files())
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+def test_parquet_batches_keep_to_the_byte_budget_whatever_the_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spec: dict[str, Any]
+) -> None:
+    """Every batch the Parquet reader yields holds at most the byte budget decoded (plus one
+    row, where a row is bigger); every step it decodes at once holds at most twice the budget
+    plus what Arrow decodes whole anyway (pages and dictionary pages: two a column); and the
+    rows come out all, in order, numbered from 1. Whatever the sizes of the rows and wherever
+    the big ones are: the reader once sized all batches from the first 16 rows, and decoded
+    a dictionary-encoded value for every row that repeats it."""
+    from tutormax_cli.files import parquet
+
+    for name, value in (("BATCH_MAX_BYTES", PQ_BUDGET), ("STEP_MAX_BYTES", 2 * PQ_BUDGET),
+                        ("DICTIONARY_REPEAT_BYTES", PQ_BUDGET // 16)):  # fmt: skip
+        monkeypatch.setattr(parquet, name, value, raising=name == "BATCH_MAX_BYTES")
+    sizes, write = spec["sizes"], spec["write"]
+    text = [None if n is None else ("x" * n if spec["repeated"] else f"{i:06d}" + "x" * n)
+            for i, n in enumerate(sizes)]  # fmt: skip
+    table = pa.table({"id": [f"k{i}" for i in range(len(sizes))], "n": list(range(len(sizes))),
+                      "text": pa.array(text, pa.string())})  # fmt: skip
+    if spec["nested"]:
+        n = len(sizes)
+        table = table.set_column(2, "text", pa.array([[v, v] for v in text]))
+        table = table.append_column(
+            "map",
+            pa.array(
+                [{"k": i, f"k{i % 3}": 1} for i in range(n)], pa.map_(pa.string(), pa.int64())
+            ),
+        )
+        table = table.append_column("struct", pa.array(
+            [{"a": f"s{i % 5}", "b": [i] * (i % 3)} for i in range(n)]))  # fmt: skip
+    path = tmp_path / "big.parquet"
+    pq.write_table(table, path, **write)
+
+    steps: list[int] = []  # each step's bytes as Arrow decodes it (dictionaries as they are)
+    decoded = getattr(parquet, "_decoded", None)
+    if decoded is not None:
+
+        def measured(b: pa.RecordBatch, *args: Any) -> Any:
+            steps.append(b.nbytes)
+            return decoded(b, *args)
+
+        monkeypatch.setattr(parquet, "_decoded", measured)
+    got = list(parquet._Parquet.batches(_Input(path), spec["batch_size"]))
+
+    width = 2 if spec["nested"] else 1  # the text once, or twice in a list
+    row_bytes = [width * len(v or "") + 16 for v in text] + [16]  # with its id and number
+    assert pa.concat_tables([rb.table for rb in got]).equals(table)
+    assert [rb.base for rb in got] == list(
+        itertools.accumulate([1] + [rb.table.num_rows for rb in got[:-1]])
+    )
+    for rb in got:
+        assert rb.table.num_rows <= spec["batch_size"]
+        rows = row_bytes[rb.base - 1 : rb.base - 1 + rb.table.num_rows]
+        assert rb.table.nbytes <= PQ_BUDGET + max(rows), (
+            f"rows {rb.base:,} to {rb.base + len(rows) - 1:,}: {rb.table.nbytes:,} bytes"
+        )
+    page = write["data_page_size"] + write["write_batch_size"] * max(row_bytes)
+    whole = write["dictionary_pagesize_limit"] + 2 * page  # what Arrow decodes whole, a column
+    for held in steps if not spec["nested"] else ():  # nested rows: by their average only
+        assert held <= 2 * PQ_BUDGET + 2 * whole + max(row_bytes), f"a step of {held:,} bytes"
 
 
 # -- CSV rows ------------------------------------------------------------------------------
