@@ -260,6 +260,49 @@ def test_a_closed_stderr_keeps_the_commands_own_code(
     assert run.returncode == code
 
 
+_A_BUG = """
+import sys
+import tutormax_cli.pipeline as pipeline
+def broken(*_args):
+    raise TypeError("simulated bug in a formula")
+pipeline.derive = broken
+sys.argv = ["tutormax", *sys.argv[1:]]
+from tutormax_cli.cli import main
+main()
+"""
+STDERR_CLOSED = [
+    pytest.param(["enrich", "missing.csv", "--no-db"], 2, id="missing-input"),
+    pytest.param(["enrich", "t.csv", "--no-db", "--no-such-option"], 2, id="usage"),
+    pytest.param(["enrich", "t.csv", "--no-db", "--as-of", "soon"], 2, id="bad-setting"),
+    pytest.param(["dlq", "list", "--redis", "redis://127.0.0.1:1/0"], 2, id="no-redis"),
+    pytest.param(["enrich", "s.csv", "--no-db", "--out", "o.jsonl"], 3, id="bug"),
+    pytest.param(["enrich", "t.csv", "--no-db", "--out", "o.jsonl"], 1, id="rows-rejected"),
+    pytest.param(["enrich", "s.csv", "--no-db", "--out", "o.jsonl"], 0, id="ok"),
+]
+
+
+@pytest.mark.parametrize(("args", "code"), STDERR_CLOSED)
+def test_stderr_closed_outright_keeps_the_code_the_outcome_deserves(
+    tmp_path: Path, args: list[str], code: int
+) -> None:
+    """`tutormax … 2>&-`: no stderr at all (Python starts with sys.stderr None). Every error
+    said 1 ("rows were rejected"): the command failed at import, on sys.stderr.isatty(). Its
+    messages go nowhere, as asked; its exit code is its own, and its files are whole (the
+    first file opened would otherwise take descriptor 2, stderr's)."""
+    (tmp_path / "t.csv").write_text(
+        "tutor_id,name,email,onboarding_date,status,subjects\n"
+        "T1,A,a@x.org,2024-01-15,active,Math\nT2,B,not-an-email,2024-01-15,active,Math\n"
+    )
+    sessions(tmp_path / "s.csv", 3)
+    argv = [sys.executable, "-c", _A_BUG, *args] if code == 3 else [TUTORMAX, *args]
+    run = subprocess.run(argv, cwd=tmp_path, stdout=subprocess.PIPE, text=True, timeout=120,
+                         preexec_fn=lambda: os.close(2))  # fmt: skip
+    assert run.returncode == code
+    if code in (0, 1):
+        rows = [json.loads(line) for line in (tmp_path / "o.jsonl").read_text().splitlines()]
+        assert len(rows) == (3 if code == 0 else 1)
+
+
 def test_out_dash_into_a_closed_pipe_is_141(tmp_path: Path) -> None:
     src = sessions(tmp_path / "s.csv", 50_000)
     read_end, write_end = os.pipe()

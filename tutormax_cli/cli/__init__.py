@@ -91,7 +91,28 @@ app.add_typer(dlq.app, name="dlq")
 
 def main() -> NoReturn:
     """The `tutormax` script: run the command line, then leave with its code (see _exit)."""
+    _stderr_or_devnull()
     _exit(run())
+
+
+def _stderr_or_devnull() -> None:
+    """With stderr closed outright (`2>&-`, not a pipe), Python starts with sys.stderr None
+    and file descriptor 2 free. Then the next file opened takes descriptor 2, and whatever
+    writes to stderr below Python (Arrow, jemalloc, SQLite) writes into that file. So stderr
+    becomes /dev/null: what would go there goes nowhere, as the caller asked, and the exit
+    code is the one the outcome deserves (it was 1, "rows rejected", for any error: the
+    import failed on sys.stderr.isatty())."""
+    if sys.stderr is not None:
+        return
+    with suppress(OSError):
+        try:
+            os.fstat(2)
+        except OSError:  # free: take it
+            fd = os.open(os.devnull, os.O_WRONLY)
+            if fd != 2:
+                os.dup2(fd, 2)
+                os.close(fd)
+        sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
 
 
 def run() -> int:

@@ -31,8 +31,9 @@ from ..errors import (
 
 # Results (a query's tables, a shown record, --json's one document) go to stdout; progress,
 # logs and a run's summary to stderr (SPEC §7). Not a terminal (logs, CI): 120 columns
-# rather than rich's 80 for the summaries on stderr.
-_WIDE = sys.stderr.isatty() or bool(os.environ.get("COLUMNS"))
+# rather than rich's 80 for the summaries on stderr. (No stderr at all, `2>&-`: sys.stderr
+# is None; see cli.main.)
+_WIDE = bool(sys.stderr and sys.stderr.isatty()) or bool(os.environ.get("COLUMNS"))
 
 
 class _Console(Console):
