@@ -255,7 +255,10 @@ class _Utf8Guard:
             return b"" if self.closed else self._read(n)
 
     def _read(self, n: int) -> bytes:
-        while not self._eof and (n < 0 or not self._out):
+        # Exactly n bytes unless the input ends: the decoder holds back a character split
+        # by a read, and a short read of a few bytes made Arrow's chunker see a row
+        # straddle two blocks (a restart from the top with 8x blocks, 8x the memory).
+        while not self._eof and (n < 0 or len(self._out) < n):
             chunk = self._raw.read(n if n > 0 else -1)
             self._eof = not chunk or n < 0
             text = self._decoder.decode(chunk, final=self._eof)

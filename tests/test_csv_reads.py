@@ -1,0 +1,61 @@
+"""The CSV reader's UTF-8 guard hands Arrow whole blocks: a read is short only at the end.
+
+A character split by a read was held back by the decoder, and the next read returned just
+its 1-3 bytes: Arrow's chunker then saw a row straddle two blocks and the file was read
+again from the top with blocks 8 times bigger, holding 8 times the memory."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tutormax_cli.files import csv as csv_module
+from tutormax_cli.files.csv import _Csv, _unescape, _Utf8Guard
+from tutormax_cli.files.inputs import _Input
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    data=st.binary(max_size=300)
+    | st.text(max_size=120).map(lambda t: t.encode("utf-8", "surrogatepass")),
+    sizes=st.lists(st.integers(1, 40), min_size=1, max_size=30),
+)
+def test_every_read_is_whole_until_the_end(data: bytes, sizes: list[int]) -> None:
+    guard = _Utf8Guard(io.BytesIO(data))
+    out = b""
+    for n in sizes * 20:
+        got = guard.read(n)
+        if len(got) < n:  # only the end of the input may be short, and then stays empty
+            assert guard.read(n) == b""
+            out += got
+            break
+        assert len(got) == n
+        out += got
+    else:
+        out += guard.read(-1)
+    out.decode("utf-8")  # always valid UTF-8
+    assert _unescape(out) == data  # and nothing lost or changed
+
+
+def test_a_character_split_by_a_block_does_not_restart_the_file(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Rows of multi-byte text, a character astride each 1 MiB boundary: one pass."""
+    monkeypatch.setattr(csv_module, "CSV_BLOCK_BYTES", 4096)
+    passes = []
+    real_pass = csv_module._csv_pass
+
+    def counted(*args, **kwargs):
+        passes.append(args[2])  # the block size of the pass
+        yield from real_pass(*args, **kwargs)
+
+    monkeypatch.setattr(csv_module, "_csv_pass", counted)
+    rows = [f'S{i},"{"é" * (i % 97)} line\nnext ✓",{i}' for i in range(3000)]
+    path = tmp_path / "multi.csv"
+    path.write_text("id,text,n\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    read = sum(rb.table.num_rows for rb in _Csv.batches(_Input(path), 500))
+    assert read == 3000
+    assert passes == [4096]
