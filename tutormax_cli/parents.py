@@ -90,58 +90,59 @@ class SessionStarts:
         return starts
 
     def _build(self) -> None:
-        """Fold the remembered batches (and the index so far) into one sorted index."""
+        """Fold the remembered batches (and the index so far) into one sorted index.
+
+        NOTE: built to hold few copies at once (a 5M-session build is hundreds of MiB): the
+        hash order is found once and reused, and each column is gathered into its new order
+        and its old chunks let go before the next."""
         parts = [p for p in (self._index, self._side) if p is not None] + self._parts
         self._parts, self._index, self._side = [], None, None
         hashes = np.concatenate([p.hashes for p in parts])
         # Chunked, not concatenated: `take` gathers from the chunks without a whole copy.
-        keys = pa.chunked_array([p.keys for p in parts])
-        starts = pa.chunked_array([p.starts for p in parts])
-        updated = pa.chunked_array([p.updated_at for p in parts])
+        columns = [
+            pa.chunked_array([p.keys for p in parts]),
+            pa.chunked_array([p.starts for p in parts]),
+            pa.chunked_array([p.updated_at for p in parts]),
+        ]
         del parts
         order = np.argsort(hashes, kind="stable")
-        sorted_hashes = hashes[order]
-        first = np.ones(len(order), bool)
-        first[1:] = sorted_hashes[1:] != sorted_hashes[:-1]
-        last = np.ones(len(order), bool)
-        last[:-1] = first[1:]
-        keep = order[first & last]  # a hash held by one row
-        runs = order[~(first & last)]  # a hash held by several rows: duplicates (or a clash)
+        single = np.ones(len(order), bool)  # the only row of its hash
+        same = hashes[order[1:]] == hashes[order[:-1]]
+        single[1:] &= ~same
+        single[:-1] &= ~same
+        del same
+        keep = order[single]  # in hash order
         side = None
-        if len(runs):
+        if not single.all():  # a hash held by several rows: duplicates (or a clash)
+            runs = order[~single]
             at = pa.array(np.sort(runs))
-            table = pa.table(
-                {"k": keys.take(at), "s": starts.take(at), "updated_at": updated.take(at),
-                 SEQ: at}
-            )  # fmt: skip
-            best = best_of_each_key(table, "k")[0]
-            best_at = best[SEQ].combine_chunks().to_numpy()
+            keys, starts, updated = (c.take(at) for c in columns)
+            table = pa.table({"k": keys, "s": starts, "updated_at": updated, SEQ: at})
+            best_at = best_of_each_key(table, "k")[0][SEQ].combine_chunks().to_numpy()
             best_hashes = hashes[best_at]
             shared = np.unique(best_hashes, return_counts=True)
             clash = np.isin(best_hashes, shared[0][shared[1] > 1])
-            keep = np.concatenate([keep, best_at[~clash]])
             if clash.any():
-                side = self._rows(hashes, keys, starts, updated, best_at[clash])
-        self._index = self._rows(hashes, keys, starts, updated, keep)
+                side = _gathered(hashes, list(columns), _by_hash(hashes, best_at[clash]))
+            extra = _by_hash(hashes, best_at[~clash])
+            keep = np.insert(keep, np.searchsorted(hashes[keep], hashes[extra]), extra)
+        del order, single
         self._side = side
+        self._index = _gathered(hashes, columns, keep)
 
-    @staticmethod
-    def _rows(
-        hashes: np.ndarray,
-        keys: pa.ChunkedArray,
-        starts: pa.ChunkedArray,
-        updated: pa.ChunkedArray,
-        at: np.ndarray,
-    ) -> _Part:
-        """The rows at `at`, sorted by hash."""
-        at = at[np.argsort(hashes[at], kind="stable")]
-        taken = pa.array(at)
-        return _Part(
-            hashes[at],
-            keys.take(taken).combine_chunks(),
-            starts.take(taken).combine_chunks(),
-            updated.take(taken).combine_chunks(),
-        )
+
+def _by_hash(hashes: np.ndarray, at: np.ndarray) -> np.ndarray:
+    return at[np.argsort(hashes[at], kind="stable")]
+
+
+def _gathered(hashes: np.ndarray, columns: list[pa.ChunkedArray], at: np.ndarray) -> _Part:
+    """The rows at `at` (in that order) as a part. Empties `columns` as it goes, so that
+    each old column can go before the next is copied (when the caller keeps none)."""
+    taken = pa.array(at)
+    out = []
+    while columns:
+        out.append(columns.pop(0).take(taken).combine_chunks())
+    return _Part(hashes[at], out[0], out[1], out[2])
 
 
 @dataclass
