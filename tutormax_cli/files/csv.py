@@ -4,7 +4,6 @@ kept with their text."""
 
 from __future__ import annotations
 
-import codecs
 import csv
 import io
 import re
@@ -243,7 +242,7 @@ class _Utf8Guard:
 
     def __init__(self, raw: Any) -> None:
         self._raw = raw
-        self._decoder = codecs.getincrementaldecoder("utf-8")("surrogateescape")
+        self._tail = b""  # the start of a character the last read split
         self._out = b""
         self._eof = False
         self.escaped = False  # a mark was written: cells may need their bytes back
@@ -261,16 +260,33 @@ class _Utf8Guard:
         while not self._eof and (n < 0 or len(self._out) < n):
             chunk = self._raw.read(n if n > 0 else -1)
             self._eof = not chunk or n < 0
-            text = self._decoder.decode(chunk, final=self._eof)
-            if not text.isascii() and _TO_ESCAPE.search(text):
-                self.escaped = True
-                text = _TO_ESCAPE.sub(_escape_char, text)
-            self._out += text.encode()
+            data = self._tail + chunk
+            cut = len(data) if self._eof else _whole_characters(data)
+            self._out += self._guarded(data[:cut])
+            self._tail = data[cut:]
         if n < 0 or len(self._out) <= n:
             out, self._out = self._out, b""
         else:
             out, self._out = self._out[:n], self._out[n:]
         return out
+
+    def _guarded(self, data: bytes) -> bytes:
+        """`data` (whole characters, or the end of the input) as valid UTF-8 with each
+        invalid byte marked. Valid UTF-8 without the mark passes as it is: a check at C
+        speed, where decoding and encoding every chunk cost most of the read."""
+        if data.isascii():
+            return data
+        if _MARK_BYTES not in data:
+            try:
+                data.decode("utf-8")
+                return data
+            except UnicodeDecodeError:
+                pass
+        text = data.decode("utf-8", "surrogateescape")
+        if _TO_ESCAPE.search(text):
+            self.escaped = True
+            text = _TO_ESCAPE.sub(_escape_char, text)
+        return text.encode()
 
     def readable(self) -> bool:
         return True
@@ -284,6 +300,21 @@ class _Utf8Guard:
         calls into an exiting interpreter aborts the process)."""
         with self._reading:
             self.closed = True
+
+
+def _whole_characters(data: bytes) -> int:
+    """Where to cut `data` so that a character its end splits goes with the next read: before
+    a lead byte in the last 3 whose sequence is not complete (anything else, valid or not,
+    is left to the decoder as it is)."""
+    n = len(data)
+    for back in range(1, min(4, n) + 1):
+        b = data[n - back]
+        if b < 0x80:
+            return n
+        if b >= 0xC0:  # a lead byte: 2, 3 or 4 bytes in all
+            need = 2 if b < 0xE0 else 3 if b < 0xF0 else 4
+            return n if back >= need else n - back
+    return n
 
 
 def _escape_char(m: re.Match[str]) -> str:
