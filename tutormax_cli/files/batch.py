@@ -3,16 +3,12 @@ the rows that could not be split into fields (`Malformed`); read-ahead on a thre
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Callable, Generator, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterator
 from contextlib import suppress
 from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from typing import Any
 
 import pyarrow as pa
-
-R = TypeVar("R")
 
 DONE_BEFORE_END = 0.999  # the most a batch that is not the last may report
 
@@ -150,38 +146,3 @@ def prefetch(batches: Iterator[RawBatch], depth: int = 1) -> Iterator[RawBatch]:
             with suppress(queue.Empty):
                 slots.get_nowait()
             thread.join(timeout=0.05)
-
-
-def in_order(
-    work: Callable[[RawBatch, int], R],
-    batches: Iterator[tuple[RawBatch, int]],
-    workers: int,
-    late: list[tuple[RawBatch, R]] | None = None,
-) -> Generator[tuple[RawBatch, R], None, None]:
-    """(batch, work(batch, position)) for each batch, in input order, with up to `workers`
-    batches worked on side by side (threads: Arrow and the database drivers run without
-    the GIL). Closed early, it waits for the work in flight; the results of what finished
-    are appended to `late` (None: dropped)."""
-    if workers < 2:
-        for rb, at in batches:
-            yield rb, work(rb, at)
-        return
-    pool = ThreadPoolExecutor(workers, thread_name_prefix="tutormax-batch")
-    pending: deque[tuple[RawBatch, Future[R]]] = deque()
-    try:
-        for rb, at in batches:
-            pending.append((rb, pool.submit(work, rb, at)))
-            if len(pending) >= workers:
-                first, done = pending.popleft()
-                yield first, done.result()
-        while pending:
-            first, done = pending.popleft()
-            yield first, done.result()
-    finally:
-        for _, left in pending:
-            left.cancel()
-        pool.shutdown(wait=True)
-        if late is not None:
-            late += [
-                (rb, f.result()) for rb, f in pending if not f.cancelled() and not f.exception()
-            ]

@@ -22,11 +22,12 @@ import pyarrow.compute as pc
 from .. import errors as E
 from ..duplicates import DuplicateCounter, DuplicateIndex, key_hashes
 from ..fields import Context, fields_for
+from ..ordered import in_order
 from ..parents import SessionStarts
 from ..pipeline import DERIVED_NAMES, BatchResult, BatchStore, Pipeline
 from ..schema import Kind
 from ..validate import positions, validate
-from .batch import RawBatch, in_order, prefetch
+from .batch import RawBatch, prefetch
 from .plan import (
     EnrichOptions,
     FileSummary,

@@ -1,7 +1,7 @@
 """`tutormax refresh`: re-derive stored rows in place (SPEC §5, "Stored values stay true").
 
 For each kind, the stored rows are read in key order, a batch at a time (keyset pages, so a
-run can stop anywhere and a crash loses at most one batch); their stored input columns go
+run can stop anywhere and a crash loses only the pages in flight); their stored input columns go
 through the same field functions as a fresh load (`fields.derive`: no second definition in
 SQL), at the refresh's as-of and timezone; only the rows whose derived values or
 provenance change are written back, in one transaction a batch:
@@ -34,6 +34,7 @@ import pyarrow.compute as pc
 from ..config import DEFAULT_BATCH_ROWS, DEFAULT_TIMEZONE
 from ..errors import UsageError
 from ..fields import FORMULA_VERSION, Context, derive, fields_for
+from ..ordered import in_order
 from ..rules import check_column
 from ..schema import KIND_ORDER, KINDS, Column, Type
 from .tables import ENRICHED_AT, REPORTING_TIMEZONE, arrow_schema
@@ -42,6 +43,7 @@ from .tables import FORMULA_VERSION as FORMULA_COLUMN
 if TYPE_CHECKING:
     from . import Store
 
+PAGE_WORKERS = 2  # pages re-derived and written side by side (PostgreSQL)
 GUARD = "_guard"  # PostgreSQL: the row version read, xmin (the concurrency guard)
 
 # (kind, rows scanned so far, rows in the table)
@@ -105,7 +107,9 @@ def _refresh_kind(
     if not opts.dry_run:
         store.prepare_refresh(kind)
     ctx = Context(as_of=opts.as_of, timezone=opts.timezone)
-    for stored in _pages(store, kind, opts.batch_size):
+
+    def page(stored: pa.Table, _: int) -> tuple[int, int, int]:
+        """Re-derive and write back one page: (rows, written, skipped)."""
         stored = typed(kind, stored)
         fresh = rederive(store, kind, stored, ctx)
         changed = differs(kind, stored, fresh)
@@ -118,9 +122,17 @@ def _refresh_kind(
         restamp = _count(pc.invert(changed)) if kind == "tutors" else 0
         kept = pc.invert(changed)
         restamped = _write(store, kind, fresh.filter(kept), opts.dry_run) if restamp else 0
-        counts.scanned += stored.num_rows
+        return stored.num_rows, wrote, (n_changed - wrote) + (restamp - restamped)
+
+    # Pages are disjoint key ranges, each written in a transaction of its own: on PostgreSQL
+    # two are worked on side by side, each on its own connection (the database updates one
+    # while the other is derived); their counts are taken in key order.
+    workers = PAGE_WORKERS if store.concurrent_writes else 1
+    pages = ((p, 0) for p in _pages(store, kind, opts.batch_size))
+    for _, (rows, wrote, skipped) in in_order(page, pages, workers):
+        counts.scanned += rows
         counts.changed += wrote
-        counts.skipped += (n_changed - wrote) + (restamp - restamped)
+        counts.skipped += skipped
         counts.unchanged = counts.scanned - counts.changed - counts.skipped
         if progress is not None:
             progress(kind, counts.scanned, total)

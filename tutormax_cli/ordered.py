@@ -1,0 +1,44 @@
+"""Work on a stream of items on a few threads, results handed back in input order."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Generator, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def in_order(
+    work: Callable[[T, int], R],
+    items: Iterator[tuple[T, int]],
+    workers: int,
+    late: list[tuple[T, R]] | None = None,
+) -> Generator[tuple[T, R], None, None]:
+    """(item, work(item, n)) for each (item, n), in input order, with up to `workers` items
+    worked on side by side (threads: Arrow and the database drivers run without the GIL).
+    Closed early, it waits for the work in flight; the results of what finished are
+    appended to `late` (None: dropped)."""
+    if workers < 2:
+        for item, n in items:
+            yield item, work(item, n)
+        return
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="tutormax-work")
+    pending: deque[tuple[T, Future[R]]] = deque()
+    try:
+        for item, n in items:
+            pending.append((item, pool.submit(work, item, n)))
+            if len(pending) >= workers:
+                first, done = pending.popleft()
+                yield first, done.result()
+        while pending:
+            first, done = pending.popleft()
+            yield first, done.result()
+    finally:
+        for _, left in pending:
+            left.cancel()
+        pool.shutdown(wait=True)
+        if late is not None:
+            late += [(i, f.result()) for i, f in pending if not f.cancelled() and not f.exception()]
