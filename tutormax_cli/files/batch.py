@@ -89,10 +89,14 @@ def _rebatch(
     tables: Iterator[pa.Table], size: int, max_bytes: int = BATCH_MAX_BYTES
 ) -> Iterator[pa.Table]:
     """Re-cut a stream of tables into tables of `size` rows (the last may be short), or fewer
-    once the tables in hand hold `max_bytes` (cut between input tables)."""
+    where one more input table would take a batch past `max_bytes` (a table over it is a
+    batch of its own)."""
     pending: list[pa.Table] = []
     count = held = 0
     for t in tables:
+        if count and held + t.nbytes > max_bytes:
+            yield pa.concat_tables(pending)
+            pending, count, held = [], 0, 0
         pending.append(t)
         count += t.num_rows
         held += t.nbytes
@@ -101,9 +105,6 @@ def _rebatch(
             yield whole.slice(0, size)
             rest = whole.slice(size)
             pending, count, held = [rest], rest.num_rows, rest.nbytes
-        if held >= max_bytes and count:
-            yield pa.concat_tables(pending)
-            pending, count, held = [], 0, 0
     if count:
         yield pa.concat_tables(pending)
 

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 
 from ..errors import InputError, first_line
 from ..schema import MAX_COLUMNS
-from .batch import BATCH_MAX_BYTES, RawBatch
+from .batch import BATCH_MAX_BYTES, RawBatch, _rebatch
 from .inputs import _check_names, _Input
 from .parquet_plan import PARQUET_READ_BYTES, VALUE_BYTES, _is_text, _PageWalk, _plan, _text_columns
 from .thrift import _Thrift
@@ -40,7 +40,7 @@ class _Parquet:
             # 256 MB at once): memory grows with the file either way.
             pf = pq.ParquetFile(path.native(), pre_buffer=False, buffer_size=PARQUET_READ_BYTES)
             total = max(pf.metadata.num_rows, 1)
-            for table in _joined(_pieces(path, pf, batch_size), batch_size):
+            for table in _rebatch(_pieces(path, pf, batch_size), batch_size, BATCH_MAX_BYTES):
                 done = (first - 1 + table.num_rows) / total
                 yield RawBatch(table, first, done=done)
                 first += table.num_rows
@@ -70,27 +70,6 @@ def _pieces(path: _Input, pf: pq.ParquetFile, batch_size: int) -> Iterator[pa.Ta
                 )
             for b in reader.iter_batches(batch_size=plan.step, row_groups=[i]):
                 yield from _decoded(b, schema)
-
-
-def _joined(pieces: Iterator[pa.Table], batch_size: int) -> Iterator[pa.Table]:
-    """Pieces joined into batches of `batch_size` rows, or fewer where one more piece would
-    take a batch past BATCH_MAX_BYTES (a piece over it is a batch of its own)."""
-    pending: list[pa.Table] = []
-    count = held = 0
-    for t in pieces:
-        if count and held + t.nbytes > BATCH_MAX_BYTES:
-            yield pa.concat_tables(pending)
-            pending, count, held = [], 0, 0
-        pending.append(t)
-        count += t.num_rows
-        held += t.nbytes
-        while count >= batch_size:
-            whole = pa.concat_tables(pending)
-            yield whole.slice(0, batch_size)
-            rest = whole.slice(batch_size)
-            pending, count, held = [rest], rest.num_rows, rest.nbytes
-    if count:
-        yield pa.concat_tables(pending)
 
 
 def _decoded(b: pa.RecordBatch, schema: pa.Schema) -> Iterator[pa.Table]:

@@ -39,7 +39,7 @@ PARQUET_READ_BYTES = 1 << 20  # column chunks are read through a buffer of this 
 #
 # Each step is then cut by the decoded size of each row (a dictionary value's length, taken
 # by the rows that use it) before it is decoded (_decoded): each piece within the budget, or
-# one row. _joined joins the pieces into batches of --batch-size rows, or fewer.
+# one row. batch._rebatch joins the pieces into batches of --batch-size rows, or fewer.
 #
 # NOTE: Arrow decompresses a page, and decodes a dictionary page, whole to read any row of it:
 # a page of a thousand 1 MiB values costs a GiB however few of its rows are decoded. And the
