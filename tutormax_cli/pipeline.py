@@ -157,14 +157,12 @@ class Pipeline:
         self.duplicates = duplicates
         self.held = Held(kind.key, keep_all=duplicates is None)
 
-    def process(
-        self, raw: pa.Table, ctx: Context, *, seq0: int = 0, group: int = 0, remember: bool = True
-    ) -> BatchResult:
+    def process(self, raw: pa.Table, ctx: Context, *, seq0: int = 0, group: int = 0) -> BatchResult:
         """One batch. `seq0` is the run position of its first row and `group` the input it
         comes from: held versions are reported back by (group, position).
 
-        `remember=False`: the caller calls `remember(result)` itself, in batch order (a run
-        that processes batches side by side: the run's sessions are remembered in order)."""
+        With `sessions`, the caller passes each result to `remember`, in batch order (a run
+        may process batches side by side; the run's sessions are remembered in order)."""
         checked = validate(self.kind, raw)
         rows = _Rows(checked.table, checked.others, checked.accepted)
         rejected = checked.rejected
@@ -188,8 +186,6 @@ class Pipeline:
                 t["scheduled_start"].combine_chunks(),
                 t["updated_at"].combine_chunks(),
             )
-            if remember:
-                self.remember(result)
         if self.input_columns is not None:
             result.output = self._output(rows)
         rejected.sort(key=lambda r: r.index)

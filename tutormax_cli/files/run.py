@@ -255,7 +255,7 @@ class _Run:
         def work(rb: RawBatch, at: int) -> BatchResult | None:
             if not rb.table.num_rows:
                 return None
-            return pipe.process(rb.table, self.ctx, seq0=at, group=group, remember=False)
+            return pipe.process(rb.table, self.ctx, seq0=at, group=group)
 
         def numbered() -> Iterator[tuple[RawBatch, int]]:
             at = seq0
