@@ -22,7 +22,6 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from ..errors import DatabaseError, DatabaseUnavailable, SchemaMismatch
-from ..fields import fields_for
 from ..schema import KINDS
 from .backend import savepoint, short
 from .tables import TABLES, upsert_clause
@@ -96,13 +95,21 @@ class PostgresBackend:
     ) -> PgBatch:
         return PgBatch(dbapi_conn, kind, table, self._odds)
 
+    # refresh's three steps are in postgres_refresh.py (imported when a refresh runs).
+
     def read_page(self, dbapi_conn: Any, kind: str, after: str | None, limit: int) -> pa.Table:
+        from .postgres_refresh import read_page
+
         return read_page(dbapi_conn, kind, after, limit)
 
     def update_derived(self, dbapi_conn: Any, kind: str, rows: pa.Table) -> int:
+        from .postgres_refresh import update_derived
+
         return update_derived(dbapi_conn, kind, rows)
 
     def prepare_refresh(self, dbapi_conn: Any, kind: str) -> bool:
+        from .postgres_refresh import analyze_if_stale
+
         return analyze_if_stale(dbapi_conn, kind)
 
 
@@ -262,145 +269,3 @@ class PgBatch:
 
 
 BACKEND = PostgresBackend()
-
-
-# -- refresh: keyset pages out by COPY TO, derived values back by COPY + UPDATE … FROM ---------
-
-
-def _select_expr(name: str, type_: pa.DataType) -> str:
-    if pa.types.is_timestamp(type_):
-        return f'("{name}" AT TIME ZONE \'UTC\') AS "{name}"'
-    if pa.types.is_list(type_):
-        return f'array_to_json("{name}")::text AS "{name}"'
-    return f'"{name}"'
-
-
-def _guard_expr(alias: str = "") -> str:
-    """What a refresh compares before it writes back: the row version's transaction id.
-
-    NOTE: any UPDATE of a row gives it a new xmin (an upsert that changed nothing writes
-    nothing and keeps it), so a row someone wrote after refresh read it is left alone. An md5
-    of the input columns' text did the same at a third of the refresh's time: computed on
-    every row read and again in the UPDATE (README, Performance)."""
-    prefix = f"{alias}." if alias else ""
-    return f"{prefix}xmin::text"
-
-
-def read_page(dbapi_conn: Any, kind: str, after: str | None, limit: int) -> pa.Table:
-    """The next `limit` rows after key `after`, every column, by one COPY TO."""
-    from .refresh import GUARD
-    from .tables import arrow_schema
-
-    schema = arrow_schema(kind)
-    key = KINDS[kind].key
-    cols = ", ".join(_select_expr(f.name, f.type) for f in schema)
-    cur = dbapi_conn.cursor()
-    try:
-        where = cur.mogrify(f'WHERE "{key}" > %s', (after,)).decode() if after is not None else ""
-        select = (
-            f'SELECT {cols}, {_guard_expr()} AS "{GUARD}" FROM "{kind}" {where} '
-            f'ORDER BY "{key}" LIMIT {int(limit)}'
-        )
-        sql = f"COPY ({select}) TO STDOUT WITH (FORMAT csv, HEADER true)"
-        sink = _Sink()
-        cur.copy_expert(sql, sink)
-    finally:
-        cur.close()
-    types = {
-        f.name: (
-            pa.timestamp("us")
-            if pa.types.is_timestamp(f.type)
-            else pa.string()
-            if pa.types.is_list(f.type)
-            else f.type
-        )
-        for f in schema
-    }
-    types[GUARD] = pa.string()
-    return pacsv.read_csv(
-        pa.BufferReader(sink.getvalue()),
-        convert_options=pacsv.ConvertOptions(
-            column_types=types,
-            true_values=["t"],
-            false_values=["f"],
-            strings_can_be_null=True,
-            quoted_strings_can_be_null=False,
-        ),
-    )
-
-
-class _Sink:
-    """A file for copy_expert to write into: the bytes, kept."""
-
-    def __init__(self) -> None:
-        self._parts: list[bytes] = []
-
-    def write(self, data: bytes | str) -> int:
-        self._parts.append(data.encode() if isinstance(data, str) else data)
-        return len(data)
-
-    def getvalue(self) -> bytes:
-        return b"".join(self._parts)
-
-
-def analyze_if_stale(dbapi_conn: Any, kind: str) -> bool:
-    """ANALYZE the table when its statistics are missing or older than most of its rows.
-
-    NOTE: refresh joins each page of rows to the table (UPDATE … FROM the staging table).
-    Right after a bulk load, before autovacuum has analyzed the table, the planner knows
-    nothing of it and chose a plan several times slower a page (README, Performance).
-    ANALYZE samples a bounded number of rows and blocks no reader or writer."""
-    cur = dbapi_conn.cursor()
-    try:
-        cur.execute(
-            "SELECT c.reltuples, coalesce(s.n_mod_since_analyze, 0), "
-            "s.last_analyze IS NULL AND s.last_autoanalyze IS NULL "
-            "FROM pg_class c LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid "
-            "WHERE c.oid = %s::regclass",
-            (f'"{kind}"',),
-        )
-        row = cur.fetchone()
-        if row is None:
-            return False
-        reltuples, modified, never = row
-        if not (never or reltuples < 0 or modified > max(reltuples, 0)):
-            return False
-        cur.execute(f'ANALYZE "{kind}"')
-        return True
-    finally:
-        cur.close()
-
-
-def update_derived(dbapi_conn: Any, kind: str, rows: pa.Table) -> int:
-    """Write back derived values and provenance of `rows` where the input columns still
-    hold what was read (the guard); returns how many rows were updated."""
-    from .refresh import GUARD
-    from .tables import PROVENANCE
-
-    key = KINDS[kind].key
-    names = [key, GUARD, *(f.name for f in fields_for(kind)), *PROVENANCE]
-    part = rows.select(names)
-    stage = f"tutormax_refresh_{kind}"
-    stage_cols = ", ".join(f'"{n}" {_stage_type(part, n)}' for n in names)
-    sets = ", ".join(
-        f'"{n}" = s."{n}" AT TIME ZONE \'UTC\''
-        if pa.types.is_timestamp(part.schema.field(n).type)
-        else f'"{n}" = s."{n}"'
-        for n in names[2:]
-    )
-    cur = dbapi_conn.cursor()
-    try:
-        cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} ({stage_cols}) ON COMMIT DELETE ROWS")
-        cur.execute(f"TRUNCATE {stage}")
-        sink = pa.BufferOutputStream()
-        pacsv.write_csv(_copy_ready(part), sink, _CSV_OPTIONS)
-        cols = ", ".join(f'"{n}"' for n in names)
-        cur.copy_expert(f"COPY {stage} ({cols}) FROM STDIN WITH (FORMAT csv)",
-                        pa.BufferReader(sink.getvalue()), size=1 << 20)  # fmt: skip
-        cur.execute(
-            f'UPDATE "{kind}" AS t SET {sets} FROM {stage} AS s WHERE t."{key}" = s."{key}" '
-            f'AND {_guard_expr("t")} = s."{GUARD}"'
-        )
-        return int(cur.rowcount)
-    finally:
-        cur.close()
