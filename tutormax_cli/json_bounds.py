@@ -132,6 +132,18 @@ def _long_digit_run(text: bytes | str) -> bool:
 _DIGIT_RUN = re.compile("[0-9]{19}")
 
 
+def orjson_loads(text: bytes) -> Any:
+    """orjson's reading of UTF-8 bytes, without json_loads' scan for long digit runs: the
+    same value as json.loads except that an integer beyond 64 bits comes back as a float
+    (whose repr is in exponent form: |x| ≥ 2**63). ValueError where orjson refuses, which
+    includes every case json reads differently but that one. For callers that can tell
+    such a float from what they do next (queue.envelope: the checksum's dump shows it);
+    others call json_loads. Without orjson installed it raises ValueError."""
+    if _orjson_loads is None:
+        raise ValueError("orjson is not installed")
+    return _orjson_loads(text)
+
+
 def json_loads(text: bytes | str) -> Any:
     """`json.loads(text)`, faster on the usual input: UTF-8 bytes holding exactly
     one JSON value. Anything else (other encodings, a BOM, whitespace around the value,
@@ -197,5 +209,6 @@ __all__ = [
     "loads_bounded",
     "loads_record",
     "nesting_depth",
+    "orjson_loads",
     "top_level_keys",
 ]
