@@ -179,8 +179,10 @@ class Pipeline:
                     rows = self._reject_refused_held(rows, seq0, result)
         result.accepted = rows.positions
         result.keys = rows.table[self.kind.key].combine_chunks()
-        if self.sessions is not None and self.kind.name == "sessions":
-            result.key_hashes = key_hashes(result.keys)  # the session ids', hashed once
+        joined = self.sessions is not None and self.kind.name == "sessions"
+        if joined or self.store is None:  # the feedback join and the duplicate count need
+            result.key_hashes = key_hashes(result.keys)  # them: hashed once, here, in parallel
+        if joined:
             t = rows.table
             result.sessions = (
                 t["scheduled_start"].combine_chunks(),
