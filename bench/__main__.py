@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import threading
@@ -138,8 +139,12 @@ class Row:
         return min(self.refs, key=lambda r: r.seconds)
 
 
-def file_row(step: str, jobs: list[tuple[str, Path, Path]], out: Path, rows: int) -> Row:
-    """tutormax, DuckDB, Polars and the floor on the same jobs, one child process each."""
+def file_row(
+    step: str, jobs: list[tuple[str, Path, Path]], out: Path, rows: int, repeat: int = 1
+) -> Row:
+    """tutormax, DuckDB, Polars and the floor on the same jobs, one child process each;
+    `repeat` rounds, each running all four in turn (so a drift of the machine's speed hits
+    them alike), and each one's median wall time (its highest peak)."""
     srcs = [src for _, src, _ in jobs]
     if len(jobs) == 1:
         ours_argv = tutormax("enrich", *srcs, "--out", out / "tutormax" / f"{jobs[0][0]}.parquet",
@@ -147,20 +152,29 @@ def file_row(step: str, jobs: list[tuple[str, Path, Path]], out: Path, rows: int
     else:
         ours_argv = tutormax("enrich", *srcs, "--out", out / "tutormax", "--format", "parquet",
                              "--no-db", "--as-of", AS_OF)  # fmt: skip
+    runs: dict[str, tuple[list[str], dict[str, str] | None]] = {"tutormax": (ours_argv, None)}
     (out / "tutormax").mkdir(parents=True, exist_ok=True)
-    ours = timed("tutormax", ours_argv, rows)
-    refs = []
-    for name, argv in REFERENCES.items():
+    for name, command in REFERENCES.items():
         (out / name).mkdir(parents=True, exist_ok=True)
         ref_jobs = [(k, src, out / name / f"{k}.parquet") for k, src, _ in jobs]
-        refs.append(timed(name, argv(ref_jobs), rows, env=_REF_ENV))
+        runs[name] = (command(ref_jobs), _REF_ENV)
     (out / "floor").mkdir(parents=True, exist_ok=True)
     floor_jobs = [(k, src, out / "floor" / f"{k}.parquet") for k, src, _ in jobs]
-    floor = timed("pyarrow floor", _floor(floor_jobs), rows, env=_REF_ENV)
+    runs["pyarrow floor"] = (_floor(floor_jobs), _REF_ENV)
+    seen: dict[str, list[Run]] = {name: [] for name in runs}
+    for _ in range(repeat):
+        for name, (argv, env) in runs.items():
+            seen[name].append(timed(name, argv, rows, env=env))
+    ours, *refs, floor = (_median(name, seen[name], rows) for name in runs)
     return Row(step, ours, refs, floor)
 
 
-def files(rows: int, formats: tuple[str, ...] = ("csv", "parquet")) -> list[Row]:
+def _median(label: str, runs: list[Run], rows: int) -> Run:
+    return Run(label, statistics.median(r.seconds for r in runs), max(r.rss_mib for r in runs),
+               rows)  # fmt: skip
+
+
+def files(rows: int, formats: tuple[str, ...] = ("csv", "parquet"), repeat: int = 1) -> list[Row]:
     """CSV→Parquet and Parquet→Parquet, sessions alone and sessions+feedback."""
     table = []
     for fmt in formats:
@@ -170,8 +184,10 @@ def files(rows: int, formats: tuple[str, ...] = ("csv", "parquet")) -> list[Row]
         shutil.rmtree(out, ignore_errors=True)
         sessions = [("sessions", s, out)]
         both = [("sessions", s, out), ("feedback", f, out)]
-        table.append(file_row(f"sessions {fmt}→parquet", sessions, out / "s", rows))
-        table.append(file_row(f"sessions+feedback {fmt}→parquet", both, out / "sf", 2 * rows))
+        table.append(file_row(f"sessions {fmt}→parquet", sessions, out / "s", rows, repeat))
+        table.append(
+            file_row(f"sessions+feedback {fmt}→parquet", both, out / "sf", 2 * rows, repeat)
+        )
     return table
 
 
@@ -234,6 +250,8 @@ def main() -> None:
         choices=["files", "memory", "rss5m", "postgres", "refresh", "queue"],
         action="append",
     )
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="files: rounds of every run, medians shown (default 3)")  # fmt: skip
     parser.add_argument("--format", choices=["csv", "parquet"], action="append",
                         help="files: only this input format (default both)")  # fmt: skip
     args = parser.parse_args()
@@ -241,10 +259,11 @@ def main() -> None:
     if "files" in only:
         print(
             f"\n== files: {args.rows:,} rows a kind, {max(args.rows // 10, 10):,} tutors; "
-            "each run a child process; ratios = tutormax wall / the fastest reference "
+            f"each run a child process, {args.repeat} round(s), medians; "
+            "ratios = tutormax wall / the fastest reference "
             "(DuckDB, Polars) and / the pyarrow floor =="
         )
-        report_files(files(args.rows, tuple(args.format or ("csv", "parquet"))))
+        report_files(files(args.rows, tuple(args.format or ("csv", "parquet")), args.repeat))
     if "memory" in only or "rss5m" in only:
         sizes = (args.rows, 5 * args.rows)
         print(f"\n== memory: tutormax's peak RSS at {sizes[0]:,} and {sizes[1]:,} sessions ==")
