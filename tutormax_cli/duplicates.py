@@ -148,15 +148,15 @@ def _repeats(part: pa.Table) -> bool:
 
 
 def _runs(part: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A partition's pairs sorted by hash, ties in append order: (the order, the tags in that
-    order, whether each is a later occurrence of its hash). numpy, not Arrow's group_by,
-    whose hash table took ~90 MiB outside Arrow's memory pool for 1M pairs."""
+    """A partition's pairs sorted by hash, ties in append order: (the hashes and the tags in
+    that order, whether each is a later occurrence of its hash). numpy, not Arrow's
+    group_by, whose hash table took ~90 MiB outside Arrow's memory pool for 1M pairs."""
     h = part["h"].to_numpy()
     order = np.argsort(h, kind="stable")
     sorted_h = h[order]
     later = np.zeros(len(h), bool)
     later[1:] = sorted_h[1:] == sorted_h[:-1]
-    return order, part["t"].to_numpy()[order], later
+    return sorted_h, part["t"].to_numpy()[order], later
 
 
 class DuplicateIndex:
@@ -179,14 +179,14 @@ class DuplicateIndex:
         for part in self._pairs.partitions():
             if not _repeats(part):
                 continue
-            order, tags, later = _runs(part)
+            sorted_h, tags, later = _runs(part)
             # The last pair of a run of one hash (a tag is a position: the last is the max),
             # for the runs of more than one.
             last = np.ones(len(later), bool)
             last[:-1] = ~later[1:]
             repeated = last & later
             if repeated.any():
-                hashes.append(pa.array(part["h"].to_numpy()[order][repeated]))
+                hashes.append(pa.array(sorted_h[repeated]))
                 lasts.append(pa.array(tags[repeated]))
         self._pairs.close()
         if hashes:
