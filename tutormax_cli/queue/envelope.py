@@ -98,7 +98,7 @@ def parse_envelope(raw: bytes | str, max_bytes: int = MESSAGE_MAX_BYTES) -> dict
     exponent form: so a verdict is kept only when the checksum's dump of the data has no
     `e+` and nothing else of the envelope holds such a float. Anything else — any Poison
     included — is read again by json_loads, whose verdict and words stand
-    (tests/test_streams.py compares the two on generated envelopes)."""
+    (tests/test_envelope.py compares the two on generated envelopes)."""
     if len(raw) > max_bytes:
         raise Poison(f"message of {len(raw)} bytes is over the {max_bytes}-byte cap")
     try:
