@@ -21,11 +21,34 @@ import pyarrow.compute as pc
 from . import errors as E
 from .duplicates import SEQ, best_of_each_key, key_hashes
 from .schema import Kind
+from .session_join import SessionJoin
 from .validate import FieldError, Rejected
 
 _UTC_US = pa.timestamp("us", tz="UTC")
 
 Orphans = list[tuple[str, str, pa.Array]]  # (column, parent kind, rows naming an unknown parent)
+
+
+# Sessions the feedback join keeps in memory (about 70 bytes each: ~70 MiB); a run with
+# more joins on disk (session_join), so its memory does not grow with its sessions.
+MEMORY_SESSIONS = 1 << 20
+
+
+class StartsLookup(Protocol):
+    """session_id → scheduled_start (timestamp[us, UTC]), null when unknown."""
+
+    def lookup(self, ids: pa.Array) -> pa.Array: ...
+
+
+class _BatchStarts:
+    """One batch's sessions, read from the join on disk: its ids and their starts."""
+
+    def __init__(self, ids: pa.Array, starts: pa.Array) -> None:
+        self._ids, self._starts = ids, starts
+
+    def lookup(self, ids: pa.Array) -> pa.Array:
+        # A session_id has one start, so any row carrying it tells it.
+        return pc.take(self._starts, pc.index_in(ids, value_set=self._ids))
 
 
 class ParentStore(Protocol):
@@ -44,14 +67,30 @@ class SessionStarts:
     start, about 40 bytes a session. A look-up is then a binary search per id, O(batch ×
     log sessions), and every hit is confirmed against the key itself, so a hash shared by
     two sessions cannot hand one's start to the other (those few go to an exact side table).
+
+    Past `memory_sessions` sessions the run's sessions go to disk instead (session_join):
+    the caller then `probe`s every feedback row's session_id and run position before the
+    feedback is processed, `join`s once, and asks `for_rows` for each batch.
     """
 
-    def __init__(self, hash_keys: Callable[[pa.Array], pa.Array] = key_hashes) -> None:
+    def __init__(
+        self,
+        hash_keys: Callable[[pa.Array], pa.Array] = key_hashes,
+        memory_sessions: int | None = None,  # None: MEMORY_SESSIONS
+    ) -> None:
         self._hash_keys = hash_keys
+        self._memory_sessions = MEMORY_SESSIONS if memory_sessions is None else memory_sessions
         self._parts: list[_Part] = []
+        self._kept = 0  # sessions in _parts
         self._index: _Part | None = None  # sorted by hash, one row a key
         self._side: _Part | None = None  # keys whose hash another key shares (exact look-up)
         self._building = threading.Lock()
+        self._disk: SessionJoin | None = None  # past memory_sessions: the join on disk
+
+    @property
+    def on_disk(self) -> bool:
+        """Whether the feedback must be probed and joined before it is processed."""
+        return self._disk is not None
 
     def remember(
         self,
@@ -68,10 +107,42 @@ class SessionStarts:
         if hashes is None or self._hash_keys is not key_hashes:  # (a test's own hash)
             hashes = self._hash_keys(ids)
         part = _Part(hashes.to_numpy(), ids, starts.cast(_UTC_US), updated_at.cast(_UTC_US))
-        self._parts.append(part)
+        if self._disk is None:
+            self._parts.append(part)
+            self._kept += len(ids)
+            if self._kept <= self._memory_sessions:
+                return
+            self._disk = SessionJoin(self._hash_keys)
+            parts = [p for p in (self._index, self._side) if p is not None] + self._parts
+            self._parts, self._index, self._side, self._kept = [], None, None, 0
+        else:
+            parts = [part]
+        for p in parts:  # in run order: the index so far holds one version a key
+            self._disk.remember(p.hashes, p.keys, p.starts, p.updated_at)
+
+    def probe(self, ids: pa.Array, positions: pa.Array) -> None:
+        """On disk: a feedback pre-pass's valid session_ids and their run positions."""
+        assert self._disk is not None
+        self._disk.probe(ids, positions)
+
+    def join(self) -> None:
+        assert self._disk is not None
+        self._disk.join()
+
+    def for_rows(self, ids: pa.Array, positions: pa.Array) -> StartsLookup:
+        """On disk: the starts of one batch's rows (ids at run positions), as `join` laid
+        them out."""
+        assert self._disk is not None
+        return _BatchStarts(ids, self._disk.starts_at(positions))
+
+    def close(self) -> None:
+        if self._disk is not None:
+            self._disk.close()
 
     def lookup(self, ids: pa.Array) -> pa.Array:
         """Safe to call from several threads at once (not alongside `remember`)."""
+        if self._disk is not None:
+            raise RuntimeError("the sessions are on disk: look up by for_rows")
         with self._building:
             if self._parts:
                 self._build()
@@ -156,7 +227,7 @@ class _Part:
 
 
 def session_lookup(
-    sessions: SessionStarts | None, store: ParentStore | None
+    sessions: StartsLookup | None, store: ParentStore | None
 ) -> Callable[[pa.Array], pa.Array]:
     """session_id → scheduled_start: this run's sessions first, then the database."""
 

@@ -39,6 +39,7 @@ from .fields import FORMULA_VERSION, REGISTRY, Context, derive
 from .parents import (
     ParentStore,
     SessionStarts,
+    StartsLookup,
     any_of,
     missing_parents,
     orphan_errors,
@@ -171,7 +172,7 @@ class Pipeline:
         upto = seq0 + raw.num_rows - 1 if self.duplicates is not None else None
         with self._transaction():
             rows = self._drop_orphans(rows, rejected)
-            rows.derived = derive(self.kind.name, rows.table, self._with_sessions(ctx))
+            rows.derived = derive(self.kind.name, rows.table, self._with_sessions(ctx, rows, seq0))
             if self.store is not None:
                 rows = self._persist(rows, ctx, seq0, group, result)
                 self._settle(self.held.take_due(upto), result)
@@ -224,10 +225,14 @@ class Pipeline:
 
     # -- feedback's session --------------------------------------------------------------------
 
-    def _with_sessions(self, ctx: Context) -> Context:
+    def _with_sessions(self, ctx: Context, rows: _Rows, seq0: int) -> Context:
         if self.kind.name != "feedback" or (self.sessions is None and self.store is None):
             return ctx
-        return Context(ctx.as_of, ctx.timezone, session_lookup(self.sessions, self.store))
+        sessions: StartsLookup | None = self.sessions
+        if self.sessions is not None and self.sessions.on_disk:
+            ids = rows.table["session_id"].combine_chunks()
+            sessions = self.sessions.for_rows(ids, pc.add(rows.positions, seq0))
+        return Context(ctx.as_of, ctx.timezone, session_lookup(sessions, self.store))
 
     # -- persisting ----------------------------------------------------------------------------
 

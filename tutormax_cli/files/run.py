@@ -17,16 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from .. import errors as E
-from ..duplicates import DuplicateCounter, DuplicateIndex, key_hashes
+from ..duplicates import DuplicateCounter
 from ..fields import Context, fields_for
 from ..ordered import in_order
 from ..parents import SessionStarts
 from ..pipeline import DERIVED_NAMES, BatchResult, BatchStore, Pipeline
-from ..schema import Kind
-from ..validate import positions, validate
+from ..validate import positions
 from .batch import RawBatch, prefetch
 from .plan import (
     EnrichOptions,
@@ -37,6 +35,7 @@ from .plan import (
     open_sources,
     plan_outputs,
 )
+from .prepass import duplicate_index, join_sessions
 from .read import Source
 from .rejects import RejectsWriter
 from .write import BatchWriter
@@ -95,8 +94,8 @@ class _Run:
             dry_run=opts.dry_run, as_of=opts.as_of.isoformat(), timezone=opts.timezone
         )
         self.ctx = Context(as_of=opts.as_of, timezone=opts.timezone)
-        # The feedback join needs this run's sessions only when no database holds them: keeping
-        # them costs ~25 bytes a session, so only a --no-db run with feedback pays it.
+        # The feedback join needs this run's sessions only when no database holds them (in
+        # memory up to parents.MEMORY_SESSIONS, then on disk), so only --no-db with feedback.
         joins = store is None and any(s.kind.name == "feedback" for s in sources)
         self.sessions = SessionStarts() if joins else None
         self.writers: list[BatchWriter] = []
@@ -130,6 +129,8 @@ class _Run:
             raise
         finally:
             self.rejects.close()
+            if self.sessions is not None:
+                self.sessions.close()
         written = self.rejects.count and not self.opts.dry_run
         self.summary.rejects_file = str(self.rejects.path) if written else None
         return self.summary
@@ -138,7 +139,9 @@ class _Run:
 
     def _kind(self, sources: list[Source]) -> None:
         kind = sources[0].kind
-        index = self._duplicate_index(kind, sources) if self.store is not None else None
+        index = duplicate_index(sources, self.opts.batch_size) if self.store is not None else None
+        if kind.name == "feedback" and self.sessions is not None and self.sessions.on_disk:
+            join_sessions(self.sessions, sources, self.opts.batch_size)
         counter = DuplicateCounter() if self.store is None else None
         pipe = Pipeline(kind, store=self.store, sessions=self.sessions, duplicates=index)
         seq0 = 0
@@ -152,25 +155,6 @@ class _Run:
                     fs.accepted -= n
                     fs.duplicates += n
         self._account(pipe.finish(self.ctx))
-
-    def _duplicate_index(self, kind: Kind, sources: list[Source]) -> DuplicateIndex:
-        """The pre-pass: which keys the kind's inputs hold more than once (see duplicates).
-        It types the key column with the same rule validation uses, so it sees the same keys."""
-        key_only = Kind(kind.name, (kind.column(kind.key),), kind.key)
-        index = DuplicateIndex()
-        seq0 = 0
-        for src in sources:
-            for rb in src.batches(self.opts.batch_size):
-                n = rb.table.num_rows
-                if not n:
-                    continue
-                raw = rb.table.select([kind.key]) if kind.key in rb.table.column_names else None
-                if raw is not None:
-                    checked = validate(key_only, raw)
-                    keys = checked.table[kind.key].combine_chunks()
-                    index.add(key_hashes(keys), _shift(checked.accepted, seq0))
-                seq0 += n
-        return index.finish()
 
     # -- one file -------------------------------------------------------------------------------
 
@@ -346,10 +330,6 @@ class _Run:
                 f"{Path(f.source).name} {f.written:,}" for f in self.summary.files
             )
         return note + ")"
-
-
-def _shift(arr: pa.Array, by: int) -> pa.Array:
-    return pc.add(arr, by) if by else arr
 
 
 @contextmanager

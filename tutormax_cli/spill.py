@@ -1,0 +1,116 @@
+"""Tables kept on disk in partitions, for the joins a run must not hold in memory.
+
+Rows are appended with the partition each belongs to (a hash's top bits, a position's
+range), buffered up to `buffer_rows` in all, then written to one Arrow IPC stream file a
+partition in a temporary directory. Reading a partition back reads only its own file, so
+a join over P partitions holds about 1/P of each side at a time.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numpy as np
+import pyarrow as pa
+
+from . import errors as E
+
+PARTS = 64  # partitions of a spill (hash_part's top 6 bits)
+BUFFER_ROWS = 1 << 17  # rows buffered, over all partitions, before they are written
+
+
+def hash_part(hashes: np.ndarray, parts: int = PARTS) -> np.ndarray:
+    """The partition of each 64-bit hash (int64): its top bits. `parts` is a power of 2."""
+    bits = parts.bit_length() - 1
+    if bits == 0:
+        return np.zeros(len(hashes), np.int64)
+    return (hashes.view(np.uint64) >> np.uint64(64 - bits)).astype(np.int64)
+
+
+class Spill:
+    """An append-only table on disk, in `parts` partitions."""
+
+    def __init__(self, schema: pa.Schema, parts: int = PARTS, buffer_rows: int | None = None):
+        self.schema, self.parts, self.rows = schema, parts, 0
+        self._buffer_rows = BUFFER_ROWS if buffer_rows is None else buffer_rows
+        self._buffers: list[list[pa.Table]] = [[] for _ in range(parts)]
+        self._buffered = 0
+        self._dir: tempfile.TemporaryDirectory[str] | None = None
+        self._writers: dict[int, tuple[pa.NativeFile, pa.ipc.RecordBatchStreamWriter]] = {}
+        self._sealed = False
+
+    def append(self, table: pa.Table, part: np.ndarray) -> None:
+        """Add `table`'s rows, row i to partition part[i] (each partition keeps append order)."""
+        if self._sealed:
+            raise RuntimeError("a spill is read only once every row was appended")
+        if not table.num_rows:
+            return
+        order = np.argsort(part, kind="stable")
+        counts = np.bincount(part, minlength=self.parts)
+        grouped = table.take(pa.array(order))
+        at = 0
+        for p in np.flatnonzero(counts).tolist():
+            n = int(counts[p])
+            self._buffers[p].append(grouped.slice(at, n))
+            at += n
+        self.rows += table.num_rows
+        self._buffered += table.num_rows
+        if self._buffered >= self._buffer_rows:
+            self._flush()
+
+    def read(self, p: int) -> pa.Table:
+        """Partition p's rows, in append order (the first read ends appending)."""
+        if not self._sealed:
+            self._flush()
+            for sink, writer in self._writers.values():
+                writer.close()
+                sink.close()
+            self._sealed = True
+        if p not in self._writers:
+            return self.schema.empty_table()
+        try:
+            # NOTE: a file Arrow opens itself: what it reads lands in Arrow's memory pool,
+            # not in Python bytes objects (see duplicates._Pairs).
+            with pa.OSFile(self._path(p)) as source:
+                return pa.ipc.open_stream(source).read_all()
+        except OSError as exc:
+            raise temp_error(exc) from None
+
+    def close(self) -> None:
+        for sink, _ in self._writers.values():
+            sink.close()
+        self._writers.clear()
+        if self._dir is not None:
+            self._dir.cleanup()
+            self._dir = None
+
+    def _flush(self) -> None:
+        try:
+            for p, chunks in enumerate(self._buffers):
+                if chunks:
+                    self._writer(p).write_table(pa.concat_tables(chunks))
+        except OSError as exc:  # a full disk
+            raise temp_error(exc) from None
+        self._buffers = [[] for _ in range(self.parts)]
+        self._buffered = 0
+
+    def _writer(self, p: int) -> pa.ipc.RecordBatchStreamWriter:
+        if p not in self._writers:
+            if self._dir is None:
+                self._dir = tempfile.TemporaryDirectory(prefix="tutormax-spill-")
+            sink = pa.OSFile(self._path(p), "wb")
+            self._writers[p] = (sink, pa.ipc.new_stream(sink, self.schema))
+        return self._writers[p][1]
+
+    def _path(self, p: int) -> str:
+        assert self._dir is not None
+        return os.path.join(self._dir.name, f"{p}.arrows")
+
+
+def temp_error(exc: OSError) -> E.OutputError:
+    where = tempfile.gettempdir()
+    return E.OutputError(
+        f"temporary files in {where}: {E.first_line(exc)}",
+        hint="set TMPDIR to a directory with more free space",
+    )
