@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -276,6 +277,44 @@ def test_stats_watch_refreshes_until_ctrl_c_then_exits_0(
     docs = [json.loads(line) for line in out.lines]  # one JSON object a refresh
     assert len(docs) >= 2 and all(streams.stream("tutors") in d["streams"] for d in docs)
     assert "Traceback" not in err.text
+
+
+def test_stats_watch_ctrl_c_during_a_stalled_refresh_ends_it_after_that_refresh(
+    redis_url: str, prefix: str, streams: Streams
+) -> None:
+    """Ctrl-C while a refresh waits on a database that never answers (a socket that
+    accepts and stays silent): it is not raised inside the driver's code; the refresh ends
+    (the connect timeout: a database error in its document) and the watch with it, exit 0,
+    no traceback."""
+    publish(streams, "tutors", [tutor(1)])
+    held: list[socket.socket] = []  # accepted, kept open and silent
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        proc = subprocess.Popen(
+            [TUTORMAX, "stats", "--watch", "0.2", "--json", "--redis", redis_url, "--prefix",
+             prefix, "--db", f"postgresql://nobody@127.0.0.1:{port}/none"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        with watched(proc) as (out, err):
+            wait_for(lambda: _accept(silent, held), "stats connecting to the silent server")
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=30) == 0, err.text
+    for conn in held:
+        conn.close()
+    (doc,) = [json.loads(line) for line in out.lines]  # the refresh in hand, then no other
+    assert "database_error" in doc and doc["streams"]
+    assert "Traceback" not in err.text
+
+
+def _accept(server: socket.socket, held: list[socket.socket]) -> bool:
+    server.settimeout(0.05)
+    try:
+        held.append(server.accept()[0])
+    except TimeoutError:
+        return False
+    return True
 
 
 def test_stats_tells_live_consumers_from_gone_ones(
