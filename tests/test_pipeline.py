@@ -59,3 +59,8 @@ def test_session_index_matches_a_per_record_oracle(hash_keys, data) -> None:
         asked = data.draw(st.lists(st.one_of(KEYS, st.none()), max_size=20), label="asked")
         got = memory.lookup(pa.array(asked, pa.string())).to_pylist()
         assert got == kept.starts(asked)
+    memory.seal()  # every session read: the index is built and keeps no updated_at
+    asked = data.draw(st.lists(st.one_of(KEYS, st.none()), max_size=20), label="sealed")
+    assert memory.lookup(pa.array(asked, pa.string())).to_pylist() == kept.starts(asked)
+    with pytest.raises(RuntimeError):
+        memory.remember(*columns(data.draw(st.lists(VERSIONS, min_size=1, max_size=3))))

@@ -86,6 +86,18 @@ class SessionStarts:
         self._side: _Part | None = None  # keys whose hash another key shares (exact look-up)
         self._building = threading.Lock()
         self._disk: SessionJoin | None = None  # past memory_sessions: the join on disk
+        self._sealed = False  # no more sessions (seal)
+
+    def seal(self) -> None:
+        """No more sessions come: build the index now, before the feedback's batches are in
+        flight (a build holds the sessions twice for a moment), and let go of `updated_at`,
+        which only choosing among versions needs."""
+        with self._building:
+            if self._disk is None and self._parts:
+                self._build()
+            self._sealed = True
+            if self._index is not None:
+                self._index.updated_at = None
 
     @property
     def on_disk(self) -> bool:
@@ -100,6 +112,8 @@ class SessionStarts:
         *,
         hashes: pa.Array | None = None,  # the ids' hashes, if the caller has them already
     ) -> None:
+        if self._sealed:
+            raise RuntimeError("sessions remembered after seal()")
         if not len(ids):
             return
         if updated_at is None:
@@ -218,12 +232,13 @@ def _gathered(hashes: np.ndarray, columns: list[pa.ChunkedArray], at: np.ndarray
 
 @dataclass
 class _Part:
-    """Sessions as columns: key hashes (numpy int64), keys, starts, updated_at."""
+    """Sessions as columns: key hashes (numpy int64), keys, starts, updated_at (None once
+    sealed)."""
 
     hashes: np.ndarray
     keys: pa.Array
     starts: pa.Array
-    updated_at: pa.Array
+    updated_at: pa.Array | None
 
 
 def session_lookup(

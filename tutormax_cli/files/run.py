@@ -140,8 +140,10 @@ class _Run:
     def _kind(self, sources: list[Source]) -> None:
         kind = sources[0].kind
         index = duplicate_index(sources, self.opts.batch_size) if self.store is not None else None
-        if kind.name == "feedback" and self.sessions is not None and self.sessions.on_disk:
-            join_sessions(self.sessions, sources, self.opts.batch_size)
+        if kind.name == "feedback" and self.sessions is not None:
+            self.sessions.seal()  # every session was read
+            if self.sessions.on_disk:
+                join_sessions(self.sessions, sources, self.opts.batch_size)
         counter = DuplicateCounter() if self.store is None else None
         pipe = Pipeline(kind, store=self.store, sessions=self.sessions, duplicates=index)
         seq0 = 0
