@@ -86,15 +86,22 @@ def _finishing(batches: Iterator[RawBatch]) -> Iterator[RawBatch]:
 
 
 def _rebatch(
-    tables: Iterator[pa.Table], size: int, max_bytes: int = BATCH_MAX_BYTES
+    tables: Iterator[pa.Table], size: int, max_bytes: int = BATCH_MAX_BYTES, *, cut: bool = True
 ) -> Iterator[pa.Table]:
     """Re-cut a stream of tables into tables of `size` rows (the last may be short), or fewer
     where one more input table would take a batch past `max_bytes` (a table over it is a
-    batch of its own)."""
+    batch of its own). With `cut=False` an input table is cut only when it alone holds more
+    than `size` rows: whole tables are joined while the next one fits.
+
+    NOTE: Parquet is read with cut=False. A row group comes as even pieces of at most `size`
+    rows (parquet_plan); cutting them to exactly `size` made most batches of two pieces,
+    joined by copies: 1M + 1M Parquet in 16,000-row batches (row groups of 100,000) took
+    4.0-5.3 s of CPU against 3.6-3.8 s at 25,000, which cuts them evenly."""
     pending: list[pa.Table] = []
     count = held = 0
     for t in tables:
-        if count and held + t.nbytes > max_bytes:
+        full = not cut and count + t.num_rows > size
+        if count and (full or held + t.nbytes > max_bytes):
             yield pa.concat_tables(pending)
             pending, count, held = [], 0, 0
         pending.append(t)

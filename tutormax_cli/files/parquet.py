@@ -40,7 +40,8 @@ class _Parquet:
             # 256 MB at once): memory grows with the file either way.
             pf = pq.ParquetFile(path.native(), pre_buffer=False, buffer_size=PARQUET_READ_BYTES)
             total = max(pf.metadata.num_rows, 1)
-            for table in _rebatch(_pieces(path, pf, batch_size), batch_size, BATCH_MAX_BYTES):
+            pieces = _pieces(path, pf, batch_size)
+            for table in _rebatch(pieces, batch_size, BATCH_MAX_BYTES, cut=False):
                 done = (first - 1 + table.num_rows) / total
                 yield RawBatch(table, first, done=done)
                 first += table.num_rows

@@ -39,7 +39,7 @@ PARQUET_READ_BYTES = 1 << 20  # column chunks are read through a buffer of this 
 #
 # Each step is then cut by the decoded size of each row (a dictionary value's length, taken
 # by the rows that use it) before it is decoded (_decoded): each piece within the budget, or
-# one row. batch._rebatch joins the pieces into batches of --batch-size rows, or fewer.
+# one row. batch._rebatch joins whole pieces into batches of at most --batch-size rows.
 #
 # NOTE: Arrow decompresses a page, and decodes a dictionary page, whole to read any row of it:
 # a page of a thousand 1 MiB values costs a GiB however few of its rows are decoded. And the
@@ -108,7 +108,9 @@ def _plan(walk: _PageWalk, pf: pq.ParquetFile, i: int, text: set[str], batch_siz
             from_dict = c.longest if c.repeats and not as_dictionary else 0
             per_row += VALUE_BYTES + max(c.densest, from_dict)
     room = max(STEP_MAX_BYTES - fixed, BATCH_MAX_BYTES)
-    return _Plan(max(1, min(batch_size, room // max(per_row, 1))), frozenset(dictionary))
+    step = max(1, min(batch_size, room // max(per_row, 1)))
+    step = -(-rows // -(-rows // step))  # the row group in even steps: no short last one
+    return _Plan(step, frozenset(dictionary))
 
 
 def _as_dictionary(c: _Chunk, col: Any) -> bool:
