@@ -278,23 +278,3 @@ def test_every_command_help_has_an_example() -> None:
         code, out, _ = cli(*argv, "--help")
         assert code == 0
         assert "Example" in out and "tutormax " in out
-
-
-@pytest.mark.parametrize(
-    ("args", "rows"),
-    [
-        (["--no-db"], "16,000"),  # no transaction: a batch is only memory in flight
-        (["--db", "sqlite://"], "25,000"),  # a batch is a transaction
-        (["--no-db", "--batch-size", "7"], "7"),
-        (["--db", "sqlite://", "--batch-size", "7"], "7"),
-    ],
-)
-def test_the_default_batch_size_depends_on_the_database(
-    inputs, tmp_path, monkeypatch, args, rows
-) -> None:
-    monkeypatch.chdir(tmp_path)
-    code, _, err = cli(
-        "enrich", inputs["tutors"], inputs["sessions"], "--as-of", AS_OF, "-v", *args
-    )
-    assert code == 0, err
-    assert f"batch size {rows}" in err

@@ -23,7 +23,6 @@ DEFAULT_DATABASE_URL = "sqlite:///tutormax.db"  # a file in the working folder
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"  # the local server, database 0
 DEFAULT_TIMEZONE = "UTC"  # IANA name of the reporting timezone
 DEFAULT_BATCH_ROWS = 25_000  # rows per batch and per transaction (enrich, refresh)
-DEFAULT_FILE_BATCH_ROWS = 16_000  # rows per batch of enrich --no-db (no transaction: memory)
 DEFAULT_WORKER_BATCH = 5_000  # entries the worker reads per stream per batch
 DEFAULT_BLOCK_MS = 2_000  # the worker's longest wait for new entries
 DEFAULT_MAX_ATTEMPTS = 5  # attempts of a record whose parent is missing (not on its way)

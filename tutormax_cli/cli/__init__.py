@@ -197,7 +197,7 @@ def _tune_arrow() -> None:
     NOTE: with 0 (pages returned at once) every temporary array of a batch was faulted in
     afresh: 1M sessions + 1M feedback CSV took 1.03M page faults and 4.7 s of system time
     in an 8 s run; with 50 ms, 0.31M and 1.8 s, 6 s in all, at ~50 MiB more peak — which
-    smaller batches (config.DEFAULT_BATCH_ROWS, DEFAULT_FILE_BATCH_ROWS) more than win
+    batches of 25,000 rows instead of 50,000 (config.DEFAULT_BATCH_ROWS) more than win
     back. The default mimalloc holds more still (README, Performance)."""
     import pyarrow as pa
 

@@ -10,9 +10,10 @@ from typing import Annotated, Any
 
 import typer
 
-from ..config import DEFAULT_BATCH_ROWS, DEFAULT_FILE_BATCH_ROWS, DEFAULT_TIMEZONE
+from ..config import DEFAULT_BATCH_ROWS, DEFAULT_TIMEZONE
 from .common import err, handle_errors, parse_as_of, parse_timezone, print_json, settings
 from .options import (
+    BatchRows,
     DbUrl,
     FormatName,
     JsonFlag,
@@ -77,15 +78,7 @@ def enrich(
         Path | None,
         typer.Option(metavar="PATH", help="Rejects file (JSON Lines; default: next to --out)."),
     ] = None,
-    batch_size: Annotated[
-        int | None,
-        typer.Option(
-            "--batch-size",
-            metavar="N",
-            help=f"Rows per batch and per transaction (default {DEFAULT_BATCH_ROWS:,}; "
-            f"with --no-db {DEFAULT_FILE_BATCH_ROWS:,}).",
-        ),
-    ] = None,
+    batch_size: BatchRows = DEFAULT_BATCH_ROWS,
     db: DbUrl = None,
     no_db: Annotated[bool, typer.Option("--no-db", help="Open no database.")] = False,
     dry_run: Annotated[
@@ -112,7 +105,6 @@ def enrich(
     from ..config import mask_url
     from ..errors import UsageError
     from ..files import EnrichOptions, run_enrich, writes_stdout
-    from ..files.plan import rows_per_batch
     from . import logs
 
     level = logs.setup(log_level, verbose=verbose, quiet=quiet)
@@ -139,9 +131,8 @@ def enrich(
     url = None if no_db else env.database(db)
     log.debug("settings: %s", f"read {env.dotenv}" if env.dotenv else "no .env file found")
     log.debug("database: %s", mask_url(url) if url else "none (--no-db)")
-    rows = rows_per_batch(opts, url is not None)
     log.debug("as-of %s, timezone %s, batch size %s%s", opts.as_of.isoformat(), opts.timezone,
-              f"{rows:,}", ", dry run" if dry_run else "")  # fmt: skip
+              f"{batch_size:,}", ", dry run" if dry_run else "")  # fmt: skip
     connect = (lambda: _open_store(url, dry_run)) if url else None
     bar_on = not json_out and logs.shows(level, LogLevel.info)
     with FileProgress(enabled=bar_on) as progress, _ctrl_c() as stop:

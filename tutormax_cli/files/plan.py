@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import errors as E
-from ..config import DEFAULT_BATCH_ROWS, DEFAULT_FILE_BATCH_ROWS, DEFAULT_TIMEZONE
+from ..config import DEFAULT_BATCH_ROWS, DEFAULT_TIMEZONE
 from ..schema import KIND_ORDER
 from .formats import EXTENSIONS, check_format, detect_format, named_format
 from .inputs import is_stdin, split_compression
@@ -27,8 +27,7 @@ class EnrichOptions:
     kind: str | None = None
     format: str | None = None  # output format; also the input format of unknown extensions
     rejects: Path | None = None
-    batch_size: int | None = None  # None: DEFAULT_BATCH_ROWS, or without a database
-    # DEFAULT_FILE_BATCH_ROWS (see rows_per_batch)
+    batch_size: int = DEFAULT_BATCH_ROWS
     dry_run: bool = False
     atomic: bool = False
     max_errors: int | None = None
@@ -168,18 +167,9 @@ def default_rejects_path(opts: EnrichOptions) -> Path:
     return out.with_name(Path(split_compression(out.name)[0]).stem + ".rejects.jsonl")
 
 
-def rows_per_batch(opts: EnrichOptions, database: bool) -> int:
-    """--batch-size, else the default: with a database a batch is a transaction, whose fixed
-    costs favour bigger ones; without one it is only memory and work in flight (README,
-    Performance: 1M + 1M CSV peaks 25 MiB lower at 16,000 rows, no slower)."""
-    if opts.batch_size is not None:
-        return opts.batch_size
-    return DEFAULT_BATCH_ROWS if database else DEFAULT_FILE_BATCH_ROWS
-
-
 def open_sources(opts: EnrichOptions) -> list[Source]:
 
-    if opts.batch_size is not None and opts.batch_size < 1:
+    if opts.batch_size < 1:
         raise E.UsageError(f"--batch-size {opts.batch_size}: must be at least 1")
     if opts.max_errors is not None and opts.max_errors < 0:
         raise E.UsageError(f"--max-errors {opts.max_errors}: must be 0 or more")

@@ -34,7 +34,6 @@ from .plan import (
     default_rejects_path,
     open_sources,
     plan_outputs,
-    rows_per_batch,
 )
 from .prepass import duplicate_index, join_sessions
 from .read import Source
@@ -89,7 +88,6 @@ class _Run:
     ) -> None:
         self.opts, self.sources, self.outputs = opts, sources, outputs
         self.store, self.progress, self.stop = store, progress, stop
-        self.rows = rows_per_batch(opts, store is not None)
         # A dry run writes nothing at all: rejects are counted, outputs only named.
         self.rejects = RejectsWriter(default_rejects_path(opts), dry_run=opts.dry_run)
         self.summary = RunSummary(
@@ -141,11 +139,11 @@ class _Run:
 
     def _kind(self, sources: list[Source]) -> None:
         kind = sources[0].kind
-        index = duplicate_index(sources, self.rows) if self.store is not None else None
+        index = duplicate_index(sources, self.opts.batch_size) if self.store is not None else None
         if kind.name == "feedback" and self.sessions is not None:
             self.sessions.seal()  # every session was read
             if self.sessions.on_disk:
-                join_sessions(self.sessions, sources, self.rows)
+                join_sessions(self.sessions, sources, self.opts.batch_size)
         counter = DuplicateCounter() if self.store is None else None
         pipe = Pipeline(kind, store=self.store, sessions=self.sessions, duplicates=index)
         seq0 = 0
@@ -175,7 +173,7 @@ class _Run:
         self.summary.files.append(fs)
         pipe.input_columns = src.columns if writer else None
         started = time.perf_counter()
-        processed = self._processed(prefetch(src.batches(self.rows)), pipe, seq0, group)
+        processed = self._processed(prefetch(src.batches(self.opts.batch_size)), pipe, seq0, group)
         try:
             for rb, res in processed:
                 seq0 += self._take(src, fs, group, pipe, rb, res, counter, writer)
