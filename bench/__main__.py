@@ -209,33 +209,44 @@ def report_files(table: list[Row]) -> None:
             )
 
 
-def memory(sizes: tuple[int, ...] = (1_000_000, 5_000_000)) -> list[tuple[str, Run]]:
+def memory(
+    sizes: tuple[int, ...] = (1_000_000, 5_000_000), repeat: int = 1
+) -> list[tuple[str, list[Run]]]:
     """tutormax's peak RSS on sessions alone (CSV and Parquet) and sessions+feedback (CSV),
-    at each size: a streaming run's memory must not grow with the input."""
-    runs = []
+    at each size: a streaming run's memory must not grow with the input. Every run
+    `repeat` times, in rounds (one of each per round); the runs of each shape and size."""
+    out = OUT / "memory"
+    out.mkdir(parents=True, exist_ok=True)
+    jobs: list[tuple[str, list[str], int]] = []
     for rows in sizes:
         for fmt in ("csv", "parquet"):
             data = dataset(rows, max(rows // 10, 10), fmt)
-            out = OUT / "memory"
-            out.mkdir(parents=True, exist_ok=True)
             argv = tutormax("enrich", data["sessions"], "--out", out / f"s{rows}.parquet",
                             "--no-db", "--as-of", AS_OF)  # fmt: skip
-            runs.append((f"sessions {fmt} {rows:,}", timed("tutormax", argv, rows)))
+            jobs.append((f"sessions {fmt} {rows:,}", argv, rows))
         data = dataset(rows, max(rows // 10, 10), "csv")
-        argv = tutormax("enrich", data["sessions"], data["feedback"], "--out", OUT / "memory",
+        argv = tutormax("enrich", data["sessions"], data["feedback"], "--out", out,
                         "--format", "parquet", "--no-db", "--as-of", AS_OF)  # fmt: skip
-        runs.append((f"sessions+feedback csv {rows:,}", timed("tutormax", argv, 2 * rows)))
-    return runs
+        jobs.append((f"sessions+feedback csv {rows:,}", argv, 2 * rows))
+    runs: dict[str, list[Run]] = {label: [] for label, _, _ in jobs}
+    for _ in range(repeat):
+        for label, argv, rows in jobs:
+            runs[label].append(timed("tutormax", argv, rows))
+    return list(runs.items())
 
 
-def report_memory(runs: list[tuple[str, Run]]) -> None:
-    print(f"{'run':36} {'wall s':>7} {'rows/s':>10} {'peak MiB':>9} {'vs smallest':>11}")
+def report_memory(runs: list[tuple[str, list[Run]]]) -> None:
+    """Median peak of each (and the range); growth of the medians against the smallest size."""
+    print(f"{'run':36} {'wall s':>7} {'peak MiB':>9} {'range MiB':>11} {'vs smallest':>11}")
     first: dict[str, float] = {}
-    for label, r in runs:
+    for label, rs in runs:
         shape = label.rsplit(" ", 1)[0]
-        base = first.setdefault(shape, r.rss_mib)
-        growth = f"{(r.rss_mib / base - 1) * 100:+.1f}%" if base else ""
-        print(f"{label:36} {r.seconds:7.2f} {r.rate:10,.0f} {r.rss_mib:9.0f} {growth:>11}")
+        peak = statistics.median(r.rss_mib for r in rs)
+        base = first.setdefault(shape, peak)
+        growth = f"{(peak / base - 1) * 100:+.1f}%" if base else ""
+        spread = f"{min(r.rss_mib for r in rs):.0f}-{max(r.rss_mib for r in rs):.0f}"
+        wall = statistics.median(r.seconds for r in rs)
+        print(f"{label:36} {wall:7.2f} {peak:9.0f} {spread:>11} {growth:>11}")
 
 
 def compile_bytecode() -> None:
@@ -266,7 +277,7 @@ def main() -> None:
         action="append",
     )
     parser.add_argument("--repeat", type=int, default=3,
-                        help="files: rounds of every run, medians shown (default 3)")  # fmt: skip
+                        help="files, memory: rounds of each run, medians (default 3)")  # fmt: skip
     parser.add_argument("--format", choices=["csv", "parquet"], action="append",
                         help="files: only this input format (default both)")  # fmt: skip
     args = parser.parse_args()
@@ -283,7 +294,7 @@ def main() -> None:
     if "memory" in only or "rss5m" in only:
         sizes = (args.rows, 5 * args.rows)
         print(f"\n== memory: tutormax's peak RSS at {sizes[0]:,} and {sizes[1]:,} sessions ==")
-        report_memory(memory(sizes))
+        report_memory(memory(sizes, args.repeat))
     if "postgres" in only:
         from bench.postgres import run as pg_run
 

@@ -27,6 +27,7 @@ import csv
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -36,7 +37,7 @@ _US_PER_MINUTE = 60_000_000
 _US_PER_HOUR = 60 * _US_PER_MINUTE
 
 _UTC = pl.Datetime("us", "UTC")
-_POLARS_TYPES = {
+_POLARS_TYPES: dict[Type, Any] = {
     Type.STRING: pl.String,
     Type.INT: pl.Int64,
     Type.FLOAT: pl.Float64,
@@ -53,7 +54,7 @@ def _scan(path: Path, kind: str) -> pl.LazyFrame:
         header = next(csv.reader(f))
     spec = KINDS[kind]
     known = set(spec.column_names)
-    schema = {
+    schema: dict[str, Any] = {
         name: _POLARS_TYPES[spec.column(name).type] if name in known else pl.String
         for name in header
     }
