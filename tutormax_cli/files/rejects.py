@@ -12,7 +12,10 @@ from typing import IO, Any
 
 import pyarrow as pa
 
+from .. import errors as E
+from ..pipeline import BatchResult
 from ..schema import REJECT_ECHO_BYTES, REJECT_ROW_ECHO_BYTES
+from .batch import RawBatch
 from .write import _writing, output_target
 
 
@@ -150,3 +153,24 @@ def _truncated(text: str) -> dict[str, Any]:
     data = text.encode("utf-8", "surrogatepass")
     prefix = data[:REJECT_ECHO_BYTES].decode("utf-8", "ignore")  # not half a character
     return {"truncated": True, "bytes": len(data), "prefix": prefix}
+
+
+def rejected_rows(
+    rb: RawBatch, res: BatchResult
+) -> list[tuple[int | None, Any, list[dict[str, Any]]]]:
+    return [
+        (rb.row_number(r.index), rb.values(r.index), [e.as_dict() for e in r.errors])
+        for r in res.rejected
+    ]
+
+
+def malformed_rows(rb: RawBatch) -> list[tuple[int | None, Any, list[dict[str, Any]]]]:
+    """Rows that could not be split into fields, as rejects: the raw text is the value."""
+    return [
+        (
+            m.row if m.row > 0 else None,
+            {"_raw": m.text},
+            [{"field": "_row", "code": E.MALFORMED_ROW, "message": m.message}],
+        )
+        for m in rb.malformed
+    ]

@@ -37,7 +37,7 @@ from .plan import (
 )
 from .prepass import duplicate_index, join_sessions
 from .read import Source
-from .rejects import RejectsWriter
+from .rejects import RejectsWriter, malformed_rows, rejected_rows
 from .write import BatchWriter
 
 BATCH_WORKERS = min(2, os.cpu_count() or 1)  # batches processed side by side (no database)
@@ -203,10 +203,10 @@ class _Run:
         writer: BatchWriter | None,
     ) -> int:
         """Account one processed batch, in input order; returns its rows."""
-        found = _malformed(rb)
+        found = malformed_rows(rb)
         if res is not None:
             pipe.remember(res)  # in batch order
-            found += _rejected_rows(rb, res)
+            found += rejected_rows(rb, res)
             self._count(fs, rb, res)
             if counter is not None and res.keys is not None:
                 counter.add(res.keys, group, res.key_hashes)
@@ -346,27 +346,6 @@ def _run_transaction(store: BatchStore | None, opts: EnrichOptions) -> Iterator[
         yield
         if opts.dry_run:
             raise _DryRunRollback
-
-
-def _rejected_rows(
-    rb: RawBatch, res: BatchResult
-) -> list[tuple[int | None, Any, list[dict[str, Any]]]]:
-    return [
-        (rb.row_number(r.index), rb.values(r.index), [e.as_dict() for e in r.errors])
-        for r in res.rejected
-    ]
-
-
-def _malformed(rb: RawBatch) -> list[tuple[int | None, Any, list[dict[str, Any]]]]:
-    """Rows that could not be split into fields, as rejects: the raw text is the value."""
-    return [
-        (
-            m.row if m.row > 0 else None,
-            {"_raw": m.text},
-            [{"field": "_row", "code": E.MALFORMED_ROW, "message": m.message}],
-        )
-        for m in rb.malformed
-    ]
 
 
 def _empty_output_schema(src: Source) -> pa.Schema:
