@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -229,3 +230,58 @@ def test_a_full_disk_under_the_join_is_a_clear_error(tmp_path) -> None:
     assert f"temporary files in {temp}" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert list(temp.iterdir()) == []
+
+
+def test_a_burst_of_ctrl_c_during_cleanup_still_removes_the_spill(tmp_path, monkeypatch) -> None:
+    """Interrupts landing while a spill's files are removed (a held Ctrl-C repeats every
+    ~30 ms) do not leave a half-deleted folder: SIGALRM every 2 ms raises KeyboardInterrupt
+    inside the cleanup of 4,096 files."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    parts = 4096  # a file a partition: a cleanup of some tens of milliseconds
+    store = Spill(pa.schema([("v", pa.int64())]), parts)
+    store.append(pa.table({"v": pa.array(range(parts), pa.int64())}), np.arange(parts))
+    store.read(0)
+    inside, fired = [False], [0]
+    original = Spill._close
+
+    def watched_close(self: Spill) -> None:
+        inside[0] = True
+        try:
+            original(self)
+        finally:
+            inside[0] = False
+
+    def handler(signum: int, frame: object) -> None:
+        if inside[0]:
+            fired[0] += 1
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Spill, "_close", watched_close)
+    previous = signal.signal(signal.SIGALRM, handler)
+    signal.setitimer(signal.ITIMER_REAL, 0.002, 0.002)
+    try:
+        store.close()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert fired[0] > 0  # the interrupts did land inside the cleanup
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_session_pre_pass_stops_when_asked(tmp_path) -> None:
+    """Ctrl-C during the feedback pre-pass ends it at the next batch, not after the file."""
+    from datetime import UTC, datetime
+
+    from tutormax_cli.files.plan import EnrichOptions, open_sources
+    from tutormax_cli.files.prepass import join_sessions
+
+    data = _generate(tmp_path / "data")
+    opts = EnrichOptions([data["feedback"]], as_of=datetime(2025, 1, 1, tzinfo=UTC))
+    sessions = SessionStarts(memory_sessions=0)
+    sessions.remember(pa.array(["S1"]), pa.array([0], pa.timestamp("us", tz="UTC")))
+    asked = iter([False, False, True])
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            join_sessions(sessions, open_sources(opts), 100, lambda: next(asked))
+    finally:
+        sessions.close()

@@ -31,6 +31,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .spill import uninterrupted
+
 # Order of versions: those carrying updated_at beat those that do not; then the newest
 # updated_at; then the later position in the run ("the last").
 RANK_COLUMNS = ("_has_updated_at", "updated_at", "_seq")
@@ -121,6 +123,9 @@ class _Pairs:
         return pa.table({"h": pa.array([], _INT64), "t": pa.array([], _INT64)})
 
     def close(self) -> None:
+        uninterrupted(self._close)
+
+    def _close(self) -> None:
         if self._sink is not None:
             self._sink.close()
         if self._dir is not None:

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .duplicates import SEQ, best_of_each_key
-from .spill import PARTS, Spill, hash_part, temp_error
+from .spill import PARTS, Spill, hash_part, temp_error, uninterrupted
 
 _UTC_US = pa.timestamp("us", tz="UTC")
 _NONE = np.iinfo(np.int64).min  # no session found (no valid start is this far back)
@@ -131,12 +131,15 @@ class SessionJoin:
         return pa.array(values, pa.int64(), mask=values == _NONE).cast(_UTC_US)
 
     def close(self) -> None:
+        uninterrupted(self._close)
+
+    def _close(self) -> None:
         for spill in (self._sessions, self._probes):
             if spill is not None:
                 spill.close()
         if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+            fd, self._fd = self._fd, -1
+            os.close(fd)
         if self._dir is not None:
             self._dir.cleanup()
             self._dir = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -78,6 +79,9 @@ class Spill:
             raise temp_error(exc) from None
 
     def close(self) -> None:
+        uninterrupted(self._close)
+
+    def _close(self) -> None:
         for sink, _ in self._writers.values():
             sink.close()
         self._writers.clear()
@@ -106,6 +110,20 @@ class Spill:
     def _path(self, p: int) -> str:
         assert self._dir is not None
         return os.path.join(self._dir.name, f"{p}.arrows")
+
+
+def uninterrupted(cleanup: Callable[[], None]) -> None:
+    """Run `cleanup` to its end even if Ctrl-C comes meanwhile (it is begun again: each
+    cleanup here may be, and what it removed stays removed). The run is stopping already
+    when its temporary files go; a Ctrl-C in those milliseconds (a burst of them, a held
+    key) left half-deleted spill folders. A cleanup here takes a few milliseconds, a held
+    key repeats every ~30."""
+    while True:
+        try:
+            cleanup()
+            return
+        except KeyboardInterrupt:
+            continue
 
 
 def temp_error(exc: OSError) -> E.OutputError:

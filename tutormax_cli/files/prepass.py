@@ -11,7 +11,7 @@ types the column with the rule validation uses, so it sees the keys validation w
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -22,31 +22,38 @@ from ..schema import Kind
 from ..validate import validate
 from .read import Source
 
+Stop = Callable[[], bool] | None  # asked after every batch: the CLI's Ctrl-C
 
-def duplicate_index(sources: list[Source], batch_size: int) -> DuplicateIndex:
+
+def duplicate_index(sources: list[Source], batch_size: int, stop: Stop = None) -> DuplicateIndex:
     kind = sources[0].kind
     index = DuplicateIndex()
-    for keys, at in _valid(sources, kind.key, batch_size):
+    for keys, at in _valid(sources, kind.key, batch_size, stop):
         index.add(key_hashes(keys), at)
     return index.finish()
 
 
-def join_sessions(sessions: SessionStarts, sources: list[Source], batch_size: int) -> None:
-    for ids, at in _valid(sources, "session_id", batch_size):
+def join_sessions(
+    sessions: SessionStarts, sources: list[Source], batch_size: int, stop: Stop = None
+) -> None:
+    for ids, at in _valid(sources, "session_id", batch_size, stop):
         sessions.probe(ids, at)
     sessions.join()
 
 
 def _valid(
-    sources: list[Source], column: str, batch_size: int
+    sources: list[Source], column: str, batch_size: int, stop: Stop
 ) -> Iterator[tuple[pa.Array, pa.Array]]:
     """Each batch's valid values of `column` and their run positions (the kind's rows
-    numbered from 0, over its inputs in order, as the run numbers them)."""
+    numbered from 0, over its inputs in order, as the run numbers them). When `stop` says
+    so, KeyboardInterrupt: the run ends as a Ctrl-C between its batches ends it."""
     kind = sources[0].kind
     only = Kind(kind.name, (kind.column(column),), column)
     seq0 = 0
     for src in sources:
         for rb in src.batches(batch_size):
+            if stop is not None and stop():
+                raise KeyboardInterrupt
             n = rb.table.num_rows
             if not n:
                 continue

@@ -24,6 +24,7 @@ from ..fields import Context, fields_for
 from ..ordered import in_order
 from ..parents import SessionStarts
 from ..pipeline import DERIVED_NAMES, BatchResult, BatchStore, Pipeline
+from ..spill import uninterrupted
 from ..validate import positions
 from .batch import RawBatch, prefetch
 from .plan import (
@@ -139,11 +140,13 @@ class _Run:
 
     def _kind(self, sources: list[Source]) -> None:
         kind = sources[0].kind
-        index = duplicate_index(sources, self.opts.batch_size) if self.store is not None else None
+        index = None
+        if self.store is not None:
+            index = duplicate_index(sources, self.opts.batch_size, self.stop)
         if kind.name == "feedback" and self.sessions is not None:
             self.sessions.seal()  # every session was read
             if self.sessions.on_disk:
-                join_sessions(self.sessions, sources, self.opts.batch_size)
+                join_sessions(self.sessions, sources, self.opts.batch_size, self.stop)
         counter = DuplicateCounter() if self.store is None else None
         pipe = Pipeline(kind, store=self.store, sessions=self.sessions, duplicates=index)
         seq0 = 0
@@ -311,6 +314,9 @@ class _Run:
                 w.commit()
 
     def _abort_outputs(self) -> None:
+        uninterrupted(self._remove_outputs)  # (a Ctrl-C burst must not leave .partial files)
+
+    def _remove_outputs(self) -> None:
         for w in self.writers:
             w.abort()
         for fs in self.summary.files:
