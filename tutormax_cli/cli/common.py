@@ -6,8 +6,8 @@ import json
 import os
 import sys
 import traceback
-from collections.abc import Callable
-from contextlib import suppress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from functools import wraps
 from typing import Any, NoReturn, TypeVar
@@ -174,3 +174,34 @@ __all__ = [
     "parse_timezone",
     "print_json",
 ]
+
+
+@contextmanager
+def ctrl_c(notice: str | None = None) -> Iterator[Callable[[], bool]]:
+    """The first Ctrl-C only raises a flag (the command looks at it between batches or
+    refreshes; `notice` goes to stderr); a second one raises KeyboardInterrupt at once.
+
+    NOTE: a KeyboardInterrupt raised mid-batch lands inside Arrow's, the database's or
+    Redis's client code, which can leave a lock held or a reply half read for the way out
+    to wait on: CI once saw `stats --watch` still running 15 s after a Ctrl-C. Off the main
+    thread (tests calling in-process) no handler can be set: the flag stays down."""
+    import signal
+    import threading
+
+    asked: list[bool] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if asked:
+            raise KeyboardInterrupt
+        asked.append(True)
+        if notice:
+            err.print(notice, markup=False)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield lambda: bool(asked)
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from ..config import DEFAULT_BATCH_ROWS, DEFAULT_TIMEZONE
-from .common import err, handle_errors, parse_as_of, parse_timezone, print_json, settings
+from .common import ctrl_c, err, handle_errors, parse_as_of, parse_timezone, print_json, settings
 from .options import (
     BatchRows,
     DbUrl,
@@ -135,7 +134,8 @@ def enrich(
               f"{batch_size:,}", ", dry run" if dry_run else "")  # fmt: skip
     connect = (lambda: _open_store(url, dry_run)) if url else None
     bar_on = not json_out and logs.shows(level, LogLevel.info)
-    with FileProgress(enabled=bar_on) as progress, _ctrl_c() as stop:
+    stopping = "interrupted: stopping after this batch (Ctrl-C again: at once)"
+    with FileProgress(enabled=bar_on) as progress, ctrl_c(stopping) as stop:
         summary = run_enrich(opts, connect, _logged(progress.update), stop)
     summary.database = mask_url(url) if url else None
     if json_out:
@@ -171,31 +171,6 @@ def _problems(summary: Any) -> None:
 
 
 enrich.__doc__ = (enrich.__doc__ or "") + "\n" + EXAMPLE
-
-
-@contextmanager
-def _ctrl_c() -> Iterator[Callable[[], bool]]:
-    """The first Ctrl-C stops the run at the end of the batch in hand, so what it says was
-    committed is exact; a second one stops it at once."""
-    import signal
-    import threading
-
-    asked: list[bool] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield lambda: False
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        if asked:
-            raise KeyboardInterrupt
-        asked.append(True)
-        err.print("interrupted: stopping after this batch (Ctrl-C again: at once)", markup=False)
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield lambda: bool(asked)
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def _open_store(url: str, dry_run: bool) -> Any:

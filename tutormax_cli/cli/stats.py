@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
 
-from .common import handle_errors, open_streams, out, print_json, settings
+from .common import ctrl_c, handle_errors, open_streams, out, print_json, settings
 from .options import (
     GROUP_DEFAULT,
     PREFIX_DEFAULT,
@@ -64,7 +60,7 @@ def stats(
         if watch is None:
             show()  # Ctrl-C: exit 130 (common.handle_errors)
             return
-        with _ctrl_c() as asked:
+        with ctrl_c() as asked:  # the refresh in hand is finished and shown
             try:
                 while not asked():
                     show()
@@ -77,34 +73,6 @@ def stats(
 
 
 SLEEP_STEP_S = 0.05  # a watch notices Ctrl-C within this while it sleeps
-
-
-@contextmanager
-def _ctrl_c() -> Iterator[Callable[[], bool]]:
-    """The first Ctrl-C ends a watch once the refresh in hand is shown; a second one at
-    once (exit 0 either way).
-
-    NOTE: CI once saw `stats --watch` still running 15 s after a Ctrl-C (not seen again in
-    290 tries). A KeyboardInterrupt raised during a refresh lands inside the database's or
-    Redis's client code, which can leave a lock held or a reply half read for the way out
-    to wait on; so the first Ctrl-C only raises a flag. (A refresh blocked inside a
-    driver's C code, on a database that does not answer, sees no Python handler until the
-    call returns: at most the connect timeout.)"""
-    asked: list[bool] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield lambda: False  # in-process callers (tests): a KeyboardInterrupt ends it
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        if asked:
-            raise KeyboardInterrupt
-        asked.append(True)
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield lambda: bool(asked)
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def _gather(streams: Any, group: str, db: str | None, reclaim_idle_ms: int) -> dict[str, Any]:
