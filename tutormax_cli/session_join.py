@@ -9,8 +9,8 @@ parents.MEMORY_SESSIONS sessions the run goes out of core instead, as a partitio
    row's key and run position to disk, partitioned by the same hash;
 3. partition by partition, each key's stored version (newest `updated_at`, else the last)
    is found and the feedback rows are matched to it on the key itself, exactly;
-4. the starts found are laid out by run position in one file of int64 (8 bytes a feedback
-   row, on disk), which each feedback batch then reads for its own rows.
+4. the starts found are laid out by run position in one unlinked temporary file of int64
+   (8 bytes a feedback row), which each feedback batch then reads for its own rows.
 
 Memory stays about one partition of each side (1/64 of the run), whatever the run's size.
 """
@@ -20,12 +20,14 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Callable
+from contextlib import suppress
+from typing import IO
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .duplicates import SEQ, best_of_each_key
+from .duplicates import SEQ, best_of_each_key, repeats
 from .spill import PARTS, Spill, hash_part, temp_error, uninterrupted
 
 _UTC_US = pa.timestamp("us", tz="UTC")
@@ -52,12 +54,11 @@ class SessionJoin:
         self._probes: Spill | None = Spill(_PROBES)
         self._seen = 0  # sessions remembered so far: the next one's order
         self._end = 0  # one past the last feedback position probed
-        self._dir: tempfile.TemporaryDirectory[str] | None = None
-        self._fd = -1
+        self._starts: IO[bytes] | None = None  # laid out by position (unlinked: no name)
 
     @property
     def joined(self) -> bool:
-        return self._fd >= 0
+        return self._starts is not None
 
     def remember(
         self, hashes: np.ndarray, keys: pa.Array, starts: pa.Array, updated_at: pa.Array
@@ -99,16 +100,15 @@ class SessionJoin:
             sessions.close()
             probes.close()
             self._sessions = self._probes = None
-            self._dir = tempfile.TemporaryDirectory(prefix="tutormax-join-")
-            path = os.path.join(self._dir.name, "starts.int64")
-            with open(path, "wb") as out:
-                for r in range(-(-self._end // size) if self._end else 0):
-                    lo = r * size
-                    laid = np.full(min(self._end, lo + size) - lo, _NONE, np.int64)
-                    part = found.read(r)
-                    laid[part["pos"].to_numpy() - lo] = part["s"].to_numpy()
-                    out.write(laid.tobytes())
-            self._fd = os.open(path, os.O_RDONLY)
+            # Kept open until close(); unlinked, so it goes with the process.
+            out = self._starts = tempfile.TemporaryFile(prefix="tutormax-join-")  # noqa: SIM115
+            for r in range(-(-self._end // size) if self._end else 0):
+                lo = r * size
+                laid = np.full(min(self._end, lo + size) - lo, _NONE, np.int64)
+                part = found.read(r)
+                laid[part["pos"].to_numpy() - lo] = part["s"].to_numpy()
+                out.write(laid.tobytes())
+            out.flush()
         except OSError as exc:
             raise temp_error(exc) from None
         finally:
@@ -117,13 +117,13 @@ class SessionJoin:
     def starts_at(self, positions: pa.Array) -> pa.Array:
         """The session start of the feedback at each run position (null: none found).
         Safe to call from several threads at once."""
-        assert self.joined, "join first"
+        assert self._starts is not None, "join first"
         pos = positions.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
         if not len(pos):
             return pa.array([], _UTC_US)
         lo, hi = int(pos.min()), int(pos.max()) + 1
         hi = min(hi, self._end)
-        raw = os.pread(self._fd, max(0, hi - lo) * 8, lo * 8) if hi > lo else b""
+        raw = os.pread(self._starts.fileno(), (hi - lo) * 8, lo * 8) if hi > lo else b""
         laid = np.frombuffer(raw, np.int64)
         inside = pos < hi
         values = np.full(len(pos), _NONE, np.int64)
@@ -137,19 +137,13 @@ class SessionJoin:
         for spill in (self._sessions, self._probes):
             if spill is not None:
                 spill.close()
-        if self._fd >= 0:
-            fd, self._fd = self._fd, -1
-            os.close(fd)
-        if self._dir is not None:
-            self._dir.cleanup()
-            self._dir = None
+        if self._starts is not None:
+            with suppress(OSError):  # what a full disk kept in its buffer: thrown away
+                self._starts.close()
+            self._starts = None
 
 
 def _stored(sessions: pa.Table) -> pa.Table:
-    """The version of each session a database would store (one row a key). NOTE: the
-    usual partition repeats no key, and sorting its hashes tells so ~10× faster than
-    ranking its rows by key."""
-    h = np.sort(sessions["h"].to_numpy())
-    if not (h[1:] == h[:-1]).any():
-        return sessions
-    return best_of_each_key(sessions, "k")[0]
+    """The version of each session a database would store (one row a key); the usual
+    partition repeats no key, which its hashes tell faster than ranking its rows."""
+    return best_of_each_key(sessions, "k")[0] if repeats(sessions) else sessions
