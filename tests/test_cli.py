@@ -118,7 +118,17 @@ def test_the_summary_never_cuts_a_number_at_80_columns(tmp_path: Path) -> None:
         assert all(len(line) <= int(columns) for line in done.stderr.splitlines())
 
 
-def test_ctrl_c_says_what_each_file_committed_and_exits_130(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("stop", "code", "said"),
+    [(signal.SIGINT, 130, "interrupted ("), (signal.SIGTERM, 143, "terminated by SIGTERM (")],
+    ids=["ctrl-c", "sigterm"],
+)
+def test_ctrl_c_says_what_each_file_committed_and_exits_130(
+    tmp_path: Path, stop: signal.Signals, code: int, said: str
+) -> None:
+    """Ctrl-C (130) or SIGTERM (143, a `kill`, `timeout`, a service manager): the run stops
+    at the end of its batch and says what each file committed, which is what the database
+    holds."""
     data = tmp_path / "data"
     assert tm("generate", "--out", str(data), "--tutors", "50", "--sessions", "150000",
               "--feedback", "0").returncode == 0  # fmt: skip
@@ -139,12 +149,12 @@ def test_ctrl_c_says_what_each_file_committed_and_exits_130(tmp_path: Path) -> N
     end = time.monotonic() + 60
     while sessions() < 3000 and time.monotonic() < end:
         time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(stop)
     _out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
+    assert proc.returncode == code, err
     stored = sessions()
     assert stored < 150_000
-    line = [ln for ln in err.splitlines() if ln.startswith("interrupted (")][0]
+    line = [ln for ln in err.splitlines() if ln.startswith(said)][0]
     assert f"sessions.csv {stored:,}" in line and "tutors.csv 50" in line
     assert f"({stored + 50:,} rows were committed" in line
     assert "Traceback" not in err

@@ -25,7 +25,7 @@ PACKAGE = Path(tutormax_cli.__file__).parent
 CORE_PACKAGES = ("rules", "fields")
 CORE_MODULES = (
     "schema", "validate", "records", "json_bounds", "pipeline", "parents", "duplicates",
-    "config", "errors", "ordered", "session_join", "spill",
+    "config", "errors", "ordered", "session_join", "spill", "interrupts",
 )  # fmt: skip
 WINGS = ("files", "queue", "store", "generate", "cli")
 ENTRY = ("__main__",)  # `python -m tutormax_cli`: the CLI's entry

@@ -258,8 +258,9 @@ def test_a_record_that_crashes_the_pipeline_alone_is_poison_and_a_batch_that_all
 # -- operable: stats --watch, live and gone consumers, the worker's own /readyz ----------------
 
 
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_stats_watch_refreshes_until_ctrl_c_then_exits_0(
-    pg_url: str, redis_url: str, prefix: str, streams: Streams
+    pg_url: str, redis_url: str, prefix: str, streams: Streams, stop: signal.Signals
 ) -> None:
     publish(streams, "tutors", [tutor(1)])
     proc = subprocess.Popen(
@@ -272,7 +273,7 @@ def test_stats_watch_refreshes_until_ctrl_c_then_exits_0(
         publish(streams, "tutors", [tutor(2)])
         out.wait(r'"length": 2\b', "a refresh that sees the new entry")
         time.sleep(0.3)  # somewhere in a refresh or the sleep between two: both end alike
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop)
         assert proc.wait(timeout=15) == 0, err.text
     docs = [json.loads(line) for line in out.lines]  # one JSON object a refresh
     assert len(docs) >= 2 and all(streams.stream("tutors") in d["streams"] for d in docs)

@@ -31,7 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .spill import uninterrupted
+from .interrupts import held, uninterrupted
 
 # Order of versions: those carrying updated_at beat those that do not; then the newest
 # updated_at; then the later position in the run ("the last").
@@ -84,10 +84,11 @@ class _Pairs:
             # NOTE: a file Arrow opens itself (not a Python file object): what Arrow reads
             # back lands in its own memory pool, not in Python bytes objects, whose 16 MiB
             # reads left the C heap fragmented (~180 MiB of RSS at 5M keys).
-            self._dir = tempfile.TemporaryDirectory(prefix="tutormax-keys-")
-            self._path = os.path.join(self._dir.name, "keys.arrows")
-            self._sink = pa.OSFile(self._path, "wb")
-            self._writer = pa.ipc.new_stream(self._sink, table.schema)
+            with held():  # made and recorded for the way out's cleanup, never only made
+                self._dir = tempfile.TemporaryDirectory(prefix="tutormax-keys-")
+                self._path = os.path.join(self._dir.name, "keys.arrows")
+                self._sink = pa.OSFile(self._path, "wb")
+                self._writer = pa.ipc.new_stream(self._sink, table.schema)
         self._writer.write_table(table)
         self._hashes, self._tags, self._buffered = [], [], 0
 

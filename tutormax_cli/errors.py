@@ -8,6 +8,7 @@ EXIT_REJECTS = 1  # some rows rejected, the rest done
 EXIT_FATAL = 2  # usage or fatal error: nothing (more) written
 EXIT_BUG = 3  # an internal error: a bug (the traceback goes to the log)
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as shells report it
+EXIT_TERMINATED = 143  # SIGTERM (128 + 15): `kill`, `timeout`, a service manager
 EXIT_BROKEN_PIPE = 141  # stdout closed by its reader (`| head`): 128 + SIGPIPE, said quietly
 
 
@@ -29,9 +30,14 @@ class TutormaxError(Exception):
 
 
 class Interrupted(TutormaxError):
-    """Ctrl-C: the run stopped at once; the message says what was committed before it."""
+    """Ctrl-C or SIGTERM: the run stopped; `committed` says what was committed before it
+    (the CLI names the signal and sets the exit code, cli.signals)."""
 
     exit_code = EXIT_INTERRUPTED
+
+    def __init__(self, committed: str) -> None:
+        super().__init__("interrupted" + committed)
+        self.committed = committed
 
 
 class UsageError(TutormaxError):

@@ -28,7 +28,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .duplicates import SEQ, best_of_each_key, repeats
-from .spill import PARTS, Spill, hash_part, temp_error, uninterrupted
+from .interrupts import uninterrupted
+from .spill import PARTS, Spill, hash_part, temp_error
 
 _UTC_US = pa.timestamp("us", tz="UTC")
 _NONE = np.iinfo(np.int64).min  # no session found (no valid start is this far back)

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
 
 import numpy as np
 import pyarrow as pa
 
 from . import errors as E
+from .interrupts import held, uninterrupted
 
 PARTS = 64  # partitions of a spill (hash_part's top 6 bits)
 BUFFER_ROWS = 1 << 17  # rows buffered, over all partitions, before they are written
@@ -101,29 +101,16 @@ class Spill:
 
     def _writer(self, p: int) -> pa.ipc.RecordBatchStreamWriter:
         if p not in self._writers:
-            if self._dir is None:
-                self._dir = tempfile.TemporaryDirectory(prefix="tutormax-spill-")
-            sink = pa.OSFile(self._path(p), "wb")
-            self._writers[p] = (sink, pa.ipc.new_stream(sink, self.schema))
+            with held():  # made and recorded for the way out's cleanup, never only made
+                if self._dir is None:
+                    self._dir = tempfile.TemporaryDirectory(prefix="tutormax-spill-")
+                sink = pa.OSFile(self._path(p), "wb")
+                self._writers[p] = (sink, pa.ipc.new_stream(sink, self.schema))
         return self._writers[p][1]
 
     def _path(self, p: int) -> str:
         assert self._dir is not None
         return os.path.join(self._dir.name, f"{p}.arrows")
-
-
-def uninterrupted(cleanup: Callable[[], None]) -> None:
-    """Run `cleanup` to its end even if Ctrl-C comes meanwhile (it is begun again: each
-    cleanup here may be, and what it removed stays removed). The run is stopping already
-    when its temporary files go; a Ctrl-C in those milliseconds (a burst of them, a held
-    key) left half-deleted spill folders. A cleanup here takes a few milliseconds, a held
-    key repeats every ~30."""
-    while True:
-        try:
-            cleanup()
-            return
-        except KeyboardInterrupt:
-            continue
 
 
 def temp_error(exc: OSError) -> E.OutputError:

@@ -14,8 +14,8 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from ..errors import EXIT_BROKEN_PIPE, EXIT_BUG, EXIT_FATAL, EXIT_INTERRUPTED
-from . import db, dlq, enrich, generate, publish, refresh, stats, worker
+from ..errors import EXIT_BROKEN_PIPE, EXIT_BUG, EXIT_FATAL
+from . import db, dlq, enrich, generate, publish, refresh, signals, stats, worker
 from .common import load_settings
 
 app = typer.Typer(
@@ -93,7 +93,11 @@ def main() -> NoReturn:
     """The `tutormax` script: run the command line, then leave with its code (see _exit)."""
     _stderr_or_devnull()
     _tune_malloc()
-    _exit(run())
+    with signals.installed():  # to the very end: a signal while leaving ends it as asked
+        try:
+            _exit(run())
+        except KeyboardInterrupt:  # came while the exit handlers ran or output was flushed
+            os._exit(signals.exit_code())
 
 
 def _stderr_or_devnull() -> None:
@@ -125,7 +129,7 @@ def run() -> int:
     except SystemExit as exc:
         return _exit_code(exc)
     except KeyboardInterrupt:  # before a command's own boundary (at import, say)
-        return EXIT_INTERRUPTED
+        return signals.exit_code()
     except BaseException as exc:  # the boundary itself failed (stderr on a full disk, say)
         if isinstance(exc, OSError):
             return EXIT_FATAL

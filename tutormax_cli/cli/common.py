@@ -6,8 +6,8 @@ import json
 import os
 import sys
 import traceback
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
+from contextlib import suppress
 from datetime import UTC, datetime
 from functools import wraps
 from typing import Any, NoReturn, TypeVar
@@ -23,11 +23,11 @@ from ..errors import (
     EXIT_BROKEN_PIPE,
     EXIT_BUG,
     EXIT_FATAL,
-    EXIT_INTERRUPTED,
     Interrupted,
     TutormaxError,
     UsageError,
 )
+from . import signals
 
 # Results (a query's tables, a shown record, --json's one document) go to stdout; progress,
 # logs and a run's summary to stderr (SPEC §7). Not a terminal (logs, CI): 120 columns
@@ -90,9 +90,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 def handle_errors(fn: F) -> F:
     """The one error boundary (SPEC §4 exit codes): a TutormaxError is one clear line and its
     code (2: fatal); an OS error (a full disk, a permission) is one line naming the file,
-    exit 2; Ctrl-C exits 130; anything else is a bug: the traceback goes to stderr (the
-    log), with secrets scrubbed, and the exit code is 3. Never exit 1 from here: 1 means
-    "rows were rejected"."""
+    exit 2; Ctrl-C exits 130 and SIGTERM 143 (cli.signals); anything else is a bug: the
+    traceback goes to stderr (the log), with secrets scrubbed, and the exit code is 3.
+    Never exit 1 from here: 1 means "rows were rejected"."""
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -101,13 +101,13 @@ def handle_errors(fn: F) -> F:
         except (typer.Exit, typer.Abort, TyperException):  # Typer's own ways out
             raise
         except Interrupted as exc:
-            err.print(scrub(exc.message), markup=False, soft_wrap=True)
-            raise typer.Exit(exc.exit_code) from None
+            err.print(scrub(signals.described() + exc.committed), markup=False, soft_wrap=True)
+            raise typer.Exit(signals.exit_code()) from None
         except TutormaxError as exc:
             fail(exc.message, exc.hint, exc.exit_code)
         except KeyboardInterrupt:
-            err.print("interrupted", markup=False)
-            raise typer.Exit(EXIT_INTERRUPTED) from None
+            err.print(signals.described(), markup=False)
+            raise typer.Exit(signals.exit_code()) from None
         except BrokenPipeError:
             _quiet(sys.stdout)
             raise typer.Exit(EXIT_BROKEN_PIPE) from None
@@ -174,34 +174,3 @@ __all__ = [
     "parse_timezone",
     "print_json",
 ]
-
-
-@contextmanager
-def ctrl_c(notice: str | None = None) -> Iterator[Callable[[], bool]]:
-    """The first Ctrl-C only raises a flag (the command looks at it between batches or
-    refreshes; `notice` goes to stderr); a second one raises KeyboardInterrupt at once.
-
-    NOTE: a KeyboardInterrupt raised mid-batch lands inside Arrow's, the database's or
-    Redis's client code, which can leave a lock held or a reply half read for the way out
-    to wait on: CI once saw `stats --watch` still running 15 s after a Ctrl-C. Off the main
-    thread (tests calling in-process) no handler can be set: the flag stays down."""
-    import signal
-    import threading
-
-    asked: list[bool] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield lambda: False
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        if asked:
-            raise KeyboardInterrupt
-        asked.append(True)
-        if notice:
-            err.print(notice, markup=False)
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield lambda: bool(asked)
-    finally:
-        signal.signal(signal.SIGINT, previous)

@@ -10,7 +10,8 @@ from typing import Annotated, Any
 import typer
 
 from ..config import DEFAULT_BATCH_ROWS, DEFAULT_TIMEZONE
-from .common import ctrl_c, err, handle_errors, parse_as_of, parse_timezone, print_json, settings
+from . import signals
+from .common import err, handle_errors, parse_as_of, parse_timezone, print_json, settings
 from .options import (
     BatchRows,
     DbUrl,
@@ -134,8 +135,8 @@ def enrich(
               f"{batch_size:,}", ", dry run" if dry_run else "")  # fmt: skip
     connect = (lambda: _open_store(url, dry_run)) if url else None
     bar_on = not json_out and logs.shows(level, LogLevel.info)
-    stopping = "interrupted: stopping after this batch (Ctrl-C again: at once)"
-    with FileProgress(enabled=bar_on) as progress, ctrl_c(stopping) as stop:
+    stopping = "stopping after this batch (again: at once)"
+    with FileProgress(enabled=bar_on) as progress, signals.graceful(stopping) as stop:
         summary = run_enrich(opts, connect, _logged(progress.update), stop)
     summary.database = mask_url(url) if url else None
     if json_out:

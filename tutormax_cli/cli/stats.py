@@ -7,7 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
-from .common import ctrl_c, handle_errors, open_streams, out, print_json, settings
+from . import signals
+from .common import handle_errors, open_streams, out, print_json, settings
 from .options import (
     GROUP_DEFAULT,
     PREFIX_DEFAULT,
@@ -39,8 +40,9 @@ def stats(
     """Streams (length, pending, lag, live and gone consumers), dead letters by error code,
     table row counts and the workers' counters.
 
-    --watch N refreshes every N seconds (with --json: one object a line) until Ctrl-C,
-    which ends it with exit 0 (without --watch, Ctrl-C is exit 130, as everywhere).
+    --watch N refreshes every N seconds (with --json: one object a line) until Ctrl-C or
+    SIGTERM, which ends it with exit 0 (without --watch, Ctrl-C is exit 130 and SIGTERM
+    143, as everywhere).
 
     Example:
 
@@ -58,18 +60,18 @@ def stats(
                 render(doc)
 
         if watch is None:
-            show()  # Ctrl-C: exit 130 (common.handle_errors)
+            show()  # Ctrl-C: exit 130, SIGTERM 143 (common.handle_errors)
             return
-        with ctrl_c() as asked:  # the refresh in hand is finished and shown
+        with signals.graceful() as asked:  # the refresh in hand is finished and shown
             try:
                 while not asked():
                     show()
                     deadline = time.monotonic() + watch
                     while not asked() and (left := deadline - time.monotonic()) > 0:
                         time.sleep(min(left, SLEEP_STEP_S))
-            except KeyboardInterrupt:  # a second Ctrl-C, or in-process callers' only one
+            except KeyboardInterrupt:  # a second signal, or in-process callers' only one
                 pass
-        raise typer.Exit(0)  # Ctrl-C is how a watch ends
+        raise typer.Exit(0)  # Ctrl-C or SIGTERM is how a watch ends
 
 
 SLEEP_STEP_S = 0.05  # a watch notices Ctrl-C within this while it sleeps

@@ -21,10 +21,10 @@ import pyarrow as pa
 from .. import errors as E
 from ..duplicates import DuplicateCounter
 from ..fields import Context, fields_for
+from ..interrupts import uninterrupted
 from ..ordered import in_order
 from ..parents import SessionStarts
 from ..pipeline import DERIVED_NAMES, BatchResult, BatchStore, Pipeline
-from ..spill import uninterrupted
 from ..validate import positions
 from .batch import RawBatch, prefetch
 from .plan import (
@@ -124,7 +124,7 @@ class _Run:
             raise
         except KeyboardInterrupt:
             self._abort_outputs()
-            raise E.Interrupted("interrupted" + self._committed_note(per_file=True)) from None
+            raise E.Interrupted(self._committed_note(per_file=True)) from None
         except BaseException:
             self._abort_outputs()
             raise

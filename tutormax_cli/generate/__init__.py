@@ -27,11 +27,14 @@ Parquet values): a format only changes how they are written.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from pathlib import Path
 
 import pyarrow as pa
 
+from ..interrupts import uninterrupted
 from .feedback import feedback_batch
 from .formats import OUTPUTS
 from .plan import Batch, Plan, make_plan
@@ -116,13 +119,25 @@ def _write_kind(
     batch_rows: int,
     progress: Progress | None,
 ) -> None:
+    """Into `<path>.partial`, renamed to `path` once complete: a run that is stopped (Ctrl-C,
+    SIGTERM, a full disk) never leaves a cut file under the real name, nor a `.partial`."""
     out = OUTPUTS[fmt]
-    writer = out.open(path)
+    partial = path.with_name(path.name + ".partial")
+    writer = None
+    complete = False
     try:
+        writer = out.open(partial)
         for start, stop in _ranges(n, batch_rows):
             idx = pa.array(range(start, stop), pa.uint64())
             writer.write(out.render(rng, builder(rng, plan, idx)))
             if progress is not None and stop > start:
                 progress(kind_name, stop)
-    finally:
         writer.close()
+        os.replace(partial, path)
+        complete = True
+    finally:
+        if not complete:
+            with suppress(Exception):
+                if writer is not None:
+                    writer.close()
+            uninterrupted(lambda: partial.unlink(missing_ok=True))

@@ -1,0 +1,217 @@
+"""Ctrl-C and SIGTERM (cli.signals): a stop asked by either leaves nothing half done.
+
+A command stopped by SIGINT or SIGTERM — once, twice, or in a burst that lands in its way
+out — exits 130 or 143, prints no traceback, and leaves no temporary file, no `.partial`
+file and no cut file under a real name. Real processes, real signals; the in-process tests
+pin the handler's rules (first signal, second, the way out's grace)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from tutormax_cli import duplicates, interrupts
+from tutormax_cli.cli import signals
+from tutormax_cli.spill import Spill
+
+AS_OF = "2025-01-01T00:00:00Z"
+BURST = [signal.SIGINT, signal.SIGINT, signal.SIGINT, signal.SIGTERM, signal.SIGINT]
+# enrich with the feedback's session join forced onto disk, so a run has spill folders
+ENRICH = (
+    "import sys\n"
+    "import tutormax_cli.parents as p\n"
+    "p.MEMORY_SESSIONS = 1000\n"
+    "from tutormax_cli.cli import main\n"
+    "sys.argv = ['tutormax'] + sys.argv[1:]\n"
+    "main()\n"
+)
+
+
+# -- the handler's rules, in-process --------------------------------------------------------
+
+
+def _signal_self(signum: int) -> None:
+    os.kill(os.getpid(), signum)
+    for _ in range(1000):  # the handler runs at the next bytecode boundary
+        time.sleep(0.0001)
+
+
+def test_first_signal_raises_the_flag_the_second_stops_at_once_the_way_out_is_not_cut(
+    monkeypatch,
+) -> None:
+    with signals.installed(), signals.graceful() as asked:
+        assert not asked()
+        _signal_self(signal.SIGTERM)
+        assert asked() and signals.exit_code() == 143
+        assert signals.described() == "terminated by SIGTERM"
+        with pytest.raises(KeyboardInterrupt):
+            _signal_self(signal.SIGINT)
+        _signal_self(signal.SIGINT)  # within the way out's grace: ignored
+        _signal_self(signal.SIGTERM)
+        monkeypatch.setattr(signals, "WAY_OUT_S", 0.0)  # a way out that is stuck: cut
+        with pytest.raises(KeyboardInterrupt):
+            _signal_self(signal.SIGINT)
+        assert signals.exit_code() == 143  # the first signal names the exit
+
+
+def test_outside_a_graceful_block_the_first_signal_stops_at_once() -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    with signals.installed():
+        with pytest.raises(KeyboardInterrupt):
+            _signal_self(signal.SIGINT)
+        assert signals.exit_code() == 130 and signals.described() == "interrupted"
+    assert signal.getsignal(signal.SIGTERM) is before  # restored
+
+
+def test_a_stop_inside_held_is_raised_at_its_end() -> None:
+    with signals.installed():
+        done = []
+        with pytest.raises(KeyboardInterrupt), interrupts.held():
+            _signal_self(signal.SIGTERM)
+            done.append("the rest of the block")
+        assert done == ["the rest of the block"]
+        assert signals.exit_code() == 143
+
+
+def _spill(store: Spill) -> None:
+    store.append(pa.table({"v": pa.array([1, 2], pa.int64())}), np.array([0, 1]))
+
+
+def _pairs(store: duplicates._Pairs) -> None:
+    store.append(pa.array([1, 2], pa.int64()), pa.array([0, 1], pa.int64()))
+
+
+@pytest.mark.parametrize(
+    ("make", "fill"),
+    [(lambda: Spill(pa.schema([("v", pa.int64())]), 2, buffer_rows=1), _spill),
+     (duplicates._Pairs, _pairs)],
+    ids=["spill", "duplicate-keys"],
+)  # fmt: skip
+def test_a_stop_right_after_a_temporary_folder_is_made_still_has_it_removed(
+    tmp_path: Path, monkeypatch, make, fill
+) -> None:
+    """The stop at once lands inside `mkdtemp`, right after its `mkdir` (where a real
+    SIGTERM did land): the folder is still known to its owner, whose close removes it."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(duplicates, "SPILL_ROWS", 1)
+    made = tempfile.mkdtemp
+
+    def mkdtemp(*args, **kwargs):
+        path = made(*args, **kwargs)
+        _signal_self(signal.SIGINT)
+        return path
+
+    monkeypatch.setattr(tempfile, "mkdtemp", mkdtemp)
+    with signals.installed():
+        store = make()
+        with pytest.raises(KeyboardInterrupt):
+            fill(store)
+        assert list(tmp_path.iterdir())  # it was made
+        store.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- real processes ---------------------------------------------------------------------------
+
+
+def _wait(condition, what: str, proc: subprocess.Popen, timeout_s: float = 60) -> None:
+    end = time.monotonic() + timeout_s
+    while not condition():
+        if proc.poll() is not None:
+            pytest.fail(f"the run ended before {what}: {proc.communicate()[1]}")
+        if time.monotonic() > end:
+            proc.kill()
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.005)
+
+
+def _send(proc: subprocess.Popen, stops: list[signal.Signals], gap_s: float) -> None:
+    for s in stops:
+        proc.send_signal(s)
+        time.sleep(gap_s)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("data")
+    done = subprocess.run(
+        [sys.executable, "-m", "tutormax_cli", "generate", "--out", str(out), "--tutors", "200",
+         "--sessions", "200000", "--feedback", "200000"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return {k: out / f"{k}.csv" for k in ("sessions", "feedback")}
+
+
+def _enrich(data: dict[str, Path], temp: Path, out: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", ENRICH, "enrich", str(data["sessions"]), str(data["feedback"]),
+         "--no-db", "--out", str(out), "--as-of", AS_OF, "--batch-size", "5000"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "TMPDIR": str(temp)},
+    )  # fmt: skip
+
+
+PHASES = {
+    # the sessions are read and spilled; no output is complete yet
+    "spilling": lambda temp, out: any(temp.glob("tutormax-spill-*")),
+    # the feedback's batches are joined and written
+    "writing feedback": lambda temp, out: (out / "feedback.csv.partial").exists(),
+}
+
+
+@pytest.mark.parametrize("phase", PHASES)
+@pytest.mark.parametrize(
+    ("stops", "code"),
+    [([signal.SIGTERM], 143), ([signal.SIGTERM, signal.SIGTERM], 143), (BURST, 130)],
+    ids=["sigterm", "sigterm-twice", "burst"],
+)
+def test_enrich_stopped_by_signals_leaves_nothing_behind(
+    data: dict[str, Path], tmp_path: Path, phase: str, stops: list[signal.Signals], code: int
+) -> None:
+    """SIGTERM once (the batch in hand ends the run), twice (at once), or a burst of five
+    3 ms apart whose later ones land in the way out: the exit code of the first signal, the
+    line that says what was left, no traceback, and neither the spill folders nor an output
+    under its real name nor a `.partial`."""
+    temp, out = tmp_path / "temp", tmp_path / "out"
+    temp.mkdir()
+    proc = _enrich(data, temp, out)
+    _wait(lambda: PHASES[phase](temp, out), phase, proc)
+    _send(proc, stops, 0.003)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    first = "terminated by SIGTERM" if code == 143 else "interrupted"
+    assert f"{first}; no output file was left under its real name" in err
+    assert "Traceback" not in err and "Exception ignored" not in err
+    assert list(temp.iterdir()) == []
+    assert list(out.iterdir()) == [] if out.exists() else True
+
+
+def test_generate_stopped_by_sigterm_leaves_no_cut_file(tmp_path: Path) -> None:
+    """generate writes each file as `<name>.partial` and renames it once complete: SIGTERM
+    mid-file leaves the files finished before it, whole, and nothing of the one in hand
+    (before, a cut sessions.csv stayed under its real name)."""
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tutormax_cli", "generate", "--out", str(out), "--tutors", "300",
+         "--sessions", "3000000", "--feedback", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    _wait(lambda: (out / "sessions.csv.partial").exists(), "sessions.csv being written", proc)
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "terminated by SIGTERM" in err and "Traceback" not in err
+    assert sorted(p.name for p in out.iterdir()) == ["tutors.csv"]
+    with (out / "tutors.csv").open(newline="") as f:
+        assert sum(1 for _ in csv.DictReader(f)) == 300
