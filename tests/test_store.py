@@ -10,6 +10,8 @@ import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 from dbfixtures import AS_OF, feedback, make_table, pg_admin, read_rows, session, tutor
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tutormax_cli.errors import DatabaseError
 from tutormax_cli.fields import fields_for
@@ -267,6 +269,39 @@ def test_existing_keys_and_session_starts(store: Store) -> None:
     assert store.session_starts(pa.array([], pa.string())).to_pylist() == []
 
 
+# any text but NUL (rejected before any lookup, as `nul_byte`) and lone surrogates
+_ID = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+              min_size=1, max_size=50)  # fmt: skip
+
+
+def test_lookups_read_any_key_as_itself(store: Store) -> None:
+    """Keys holding what a list syntax would trip on (quotes, backslashes, braces, commas,
+    newlines, `NULL`, spaces) are found exactly when stored: the PostgreSQL look-ups send
+    the keys as one text[] literal."""
+    stored: set[str] = set()
+    tricky = ['a"b', "c\\d", "e,f", "{g}", " h ", "i\nj", "NULL", "k'l", '\\"', "é🙂"]
+
+    @settings(max_examples=25, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+    @given(st.lists(st.one_of(_ID, st.sampled_from(tricky)), min_size=1, max_size=30, unique=True),
+           st.data())  # fmt: skip
+    def check(keys: list[str], data: st.DataObject) -> None:
+        new = data.draw(st.lists(st.sampled_from(keys), unique=True), label="stored")
+        store.write("tutors", make_table("tutors", [tutor(0, tutor_id=k) for k in new]))
+        sessions = [session(0, tutor_id=new[0], session_id=k) for k in new]
+        store.write("sessions", make_table("sessions", sessions))
+        stored.update(new)
+        asked = pa.array([*keys, None, *keys[:3]], pa.string())
+        expected = [k in stored if k is not None else False for k in asked.to_pylist()]
+        assert store.existing_keys("tutors", asked).to_pylist() == expected
+        assert store.existing_keys("sessions", asked).to_pylist() == expected
+        start = session(0)["scheduled_start"]
+        found = store.session_starts(asked).to_pylist()
+        assert found == [start if k else None for k in expected]
+
+    check()
+
+
 def test_lookups_inside_a_transaction_see_its_uncommitted_rows(store: Store) -> None:
     with store.transaction():
         seed(store, n_tutors=1, n_sessions=1)
@@ -459,11 +494,14 @@ def test_postgres_session_timezone_does_not_matter(pg_url: str) -> None:
 
 
 @pytest.mark.postgres
-def test_postgres_direct_copy_then_the_staged_upsert(pg_url: str) -> None:
+def test_postgres_direct_copy_then_the_staged_upsert(pg_url: str, monkeypatch) -> None:
     """A batch of new keys goes in by one COPY (the session's TimeZone untouched after it);
     a batch holding a stored key, or a refused row, is rolled back and upserted instead,
     with the same counts and rows as the staged way alone gives."""
-    from tutormax_cli.store.postgres import BACKEND
+    from tutormax_cli.store.postgres import BACKEND, _DirectOdds
+
+    # the odds are the process's: start from none (earlier tests met stored keys)
+    monkeypatch.setattr(BACKEND, "_odds", _DirectOdds())
 
     with Store.connect(pg_url) as s:
         s.init_schema()

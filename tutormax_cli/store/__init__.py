@@ -266,15 +266,15 @@ class Store:
 
     # -- look-ups ----------------------------------------------------------------------------
 
-    def _key_filter(self, col: sa.ColumnElement[Any], ids: list[str]) -> sa.ColumnElement[bool]:
+    def _key_filter(self, col: sa.ColumnElement[Any], ids: pa.Array) -> sa.ColumnElement[bool]:
         """`col` is one of `ids`, as one bound parameter."""
         return self.backend.key_filter(col, ids)
 
     def existing_keys(self, kind: str, keys: pa.Array | pa.ChunkedArray) -> pa.Array:
         """Bool mask aligned with `keys`: the key is stored in that kind's table."""
         arr = _string_array(keys)
-        ids = pc.unique(arr.drop_null()).to_pylist()
-        if not ids:
+        ids = pc.unique(arr.drop_null())
+        if not len(ids):
             return pa.array([False] * len(arr), pa.bool_())
         col = TABLES[kind].c[KINDS[kind].key]
         with self._reading() as conn:
@@ -285,8 +285,8 @@ class Store:
     def session_starts(self, session_ids: pa.Array | pa.ChunkedArray) -> pa.Array:
         """Aligned `sessions.scheduled_start` (timestamp[us, UTC]); null when unknown."""
         arr = _string_array(session_ids)
-        ids = pc.unique(arr.drop_null()).to_pylist()
-        if not ids:
+        ids = pc.unique(arr.drop_null())
+        if not len(ids):
             return pa.nulls(len(arr), TIMESTAMP)
         t = TABLES["sessions"]
         stmt = sa.select(t.c.session_id, t.c.scheduled_start).where(

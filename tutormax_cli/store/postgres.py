@@ -65,8 +65,14 @@ class PostgresBackend:
         args = {k: v for k, v in _CONNECT_ARGS.items() if k not in url.query}
         return sa.create_engine(url, pool_pre_ping=True, connect_args=args)
 
-    def key_filter(self, col: sa.ColumnElement[Any], ids: list[str]) -> sa.ColumnElement[bool]:
-        return col == sa.any_(sa.bindparam("ids", ids, type_=ARRAY(sa.Text())))
+    def key_filter(self, col: sa.ColumnElement[Any], ids: pa.Array) -> sa.ColumnElement[bool]:
+        """`col = ANY(ids)`, the ids sent as one text[] literal.
+
+        NOTE: a Python list bound as an array is rendered by psycopg2 as ARRAY['…', …] one
+        element at a time: 39 ms a batch of 16k ids against 16 ms for the one literal,
+        whose query itself takes 12 (README, Performance)."""
+        literal = sa.bindparam("ids", text_array_literal(ids), type_=sa.Text())
+        return col == sa.any_(sa.cast(literal, ARRAY(sa.Text())))
 
     def lock_schema(self, conn: sa.Connection) -> None:
         conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK})")
@@ -113,11 +119,21 @@ class PostgresBackend:
         return analyze_if_stale(dbapi_conn, kind)
 
 
+def _escaped(values: pa.Array) -> pa.Array:
+    """Strings as the inside of a double-quoted array element: `\\` and `"` escaped, so
+    that any text reads back as itself."""
+    return pc.replace_substring(pc.replace_substring(values, "\\", "\\\\"), '"', '\\"')
+
+
+def text_array_literal(ids: pa.Array) -> str:
+    """Non-null strings → one PostgreSQL text[] literal (`{"a","b \\"c\\""}`)."""
+    return '{"' + '","'.join(_escaped(ids).to_pylist()) + '"}' if len(ids) else "{}"
+
+
 def _array_literal(arr: pa.Array) -> pa.Array:
     """list<string> → PostgreSQL array literal text (`{"a","b \\"c\\""}`), vectorized."""
     values = arr.values  # the whole child array; arr.offsets index into it
-    escaped = pc.replace_substring(pc.replace_substring(values, "\\", "\\\\"), '"', '\\"')
-    quoted = pc.binary_join_element_wise('"', escaped, '"', "").fill_null("NULL")
+    quoted = pc.binary_join_element_wise('"', _escaped(values), '"', "").fill_null("NULL")
     relisted = pa.ListArray.from_arrays(arr.offsets, quoted, mask=arr.is_null())
     return pc.binary_join_element_wise("{", pc.binary_join(relisted, ","), "}", "")
 

@@ -53,8 +53,9 @@ class SqliteBackend:
         _setup(engine)
         return engine
 
-    def key_filter(self, col: sa.ColumnElement[Any], ids: list[str]) -> sa.ColumnElement[bool]:
-        values = sa.func.json_each(sa.bindparam("ids", json.dumps(ids))).table_valued("value")
+    def key_filter(self, col: sa.ColumnElement[Any], ids: pa.Array) -> sa.ColumnElement[bool]:
+        listed: Any = sa.bindparam("ids", json.dumps(ids.to_pylist()))
+        values = sa.func.json_each(listed).table_valued("value")
         return col.in_(sa.select(values.c.value))
 
     def lock_schema(self, conn: sa.Connection) -> None:
