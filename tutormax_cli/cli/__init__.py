@@ -55,27 +55,26 @@ def root(
 
 
 def _readable_argument_help() -> None:
-    """Arguments as people write them in help: `PATH...` and `[ID...]`, not Typer 0.2x's
-    `{PATH...}...`, `[[ID...]]...` and `<list[Path]>` beside our own metavars. A small,
-    guarded override of two TyperArgument methods (tests/test_cli.py checks the result);
-    on a Typer without them, its own rendering stays."""
+    """Arguments as people write them in a usage line: `PATH...` and `ID`, not Typer's
+    `{PATH...}` and `{ID}` for a required one. A small, guarded override of
+    TyperArgument.make_metavar (tests/test_cli.py checks the result); on a Typer whose
+    method takes no `usage`, its own rendering stays."""
+    import inspect
+
     from typer.core import TyperArgument
 
-    if not hasattr(TyperArgument, "_usage_display_name"):
+    made = TyperArgument.make_metavar
+    if "usage" not in inspect.signature(made).parameters:
         return
-    shown = TyperArgument.display_type_rich
 
-    def usage_name(self: TyperArgument) -> str:
-        name = self.display_name_raw
-        if self.nargs != 1 and "..." not in name:
-            name += "..."
-        return name if self.required or name.startswith("[") else f"[{name}]"
+    def metavar(self: TyperArgument, ctx: Any, *, usage: bool = False) -> str:
+        text = made(self, ctx, usage=usage)
+        if usage and text.startswith("{") and "}" in text:
+            inner, _, rest = text[1:].partition("}")
+            return inner + rest
+        return text
 
-    def type_shown(self: TyperArgument, ctx: Any) -> str | None:
-        return None if self.metavar else shown(self, ctx)
-
-    TyperArgument._usage_display_name = usage_name  # type: ignore[method-assign]
-    TyperArgument.display_type_rich = type_shown  # type: ignore[method-assign,assignment]
+    TyperArgument.make_metavar = metavar  # type: ignore[method-assign]
 
 
 _readable_argument_help()
