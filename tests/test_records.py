@@ -30,7 +30,7 @@ from tutormax_cli.queue.envelope import Poison, envelope_text, parse_envelope
 from tutormax_cli.queue.policy import RetryPolicy
 from tutormax_cli.queue.streams import Streams
 from tutormax_cli.queue.worker import Worker, WorkerOptions
-from tutormax_cli.records import MISPLACED_SUFFIX, misplaced_masks, records_to_table
+from tutormax_cli.records import MISPLACED_SUFFIX, _as_text, misplaced_masks, records_to_table
 from tutormax_cli.store import Store
 from tutormax_cli.validate import validate
 
@@ -166,6 +166,17 @@ def test_a_pure_column_takes_the_native_fast_path() -> None:
     assert str(table.schema.field("subject").type) == "string"
     wide = records_to_table([{**SESSION, "duration_minutes": 2**63}], schema.SESSIONS)
     assert str(wide.schema.field("duration_minutes").type) == "string"  # beyond int64
+    # every value a string (a producer that sends text, `publish` of a CSV): text at once,
+    # the same text the value-by-value path makes
+    texts = [{**SESSION, "duration_minutes": "60", "no_show": "No"}, {**SESSION, "no_show": None}]
+    texts[1]["duration_minutes"] = " 45 "
+    table = records_to_table(texts, schema.SESSIONS)
+    types = {c.name: c.type for c in schema.SESSIONS.columns}
+    for name in ("duration_minutes", "no_show"):
+        values = [r[name] for r in texts]
+        assert str(table.column(name).type) == "string"
+        assert table.column(name).to_pylist() == values
+        assert table.column(name).chunk(0).equals(_as_text(values, types[name])[0])
 
 
 def test_containers_where_text_belongs_are_flagged_per_row() -> None:

@@ -61,6 +61,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Sequence
+from contextlib import suppress
 from itertools import chain, repeat
 from operator import itemgetter
 from typing import Any
@@ -163,16 +164,21 @@ def _pure(values: Sequence[Any], typ: Type | None) -> pa.Array | None:
 
     NOTE: `pa.array(values, pa.string())` takes only str (and None), and `pa.bool_()` only
     bool, raising on anything else: the conversion is its own purity check. int64 would
-    take whole floats and float64 bools, so those columns check the Python types first."""
+    take whole floats and float64 bools, so those columns check the Python types first.
+    A column of text alone (a producer that sends every value as a string, as `publish`
+    of a CSV does) is that text, which is what `_as_text` would make of it value by value."""
     try:
         if typ in _TEXT_COLUMNS:  # always string, even all-null: a stable output schema
             return pa.array(values, pa.string())
         if typ is Type.BOOL:
-            return pa.array(values, pa.bool_())
+            with suppress(pa.ArrowInvalid, pa.ArrowTypeError):
+                return pa.array(values, pa.bool_())
         found = set(map(type, values))
         found.discard(_NONE)
         if not found:
             return pa.nulls(len(values))
+        if found == {str}:
+            return pa.array(values, pa.string())
         if found == {int} and typ is Type.INT:
             return pa.array(values, pa.int64())  # OverflowError beyond int64: by text
         if found <= {int, float} and typ is Type.FLOAT:
