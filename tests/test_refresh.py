@@ -19,6 +19,7 @@ import pytest
 import sqlalchemy as sa
 from dbfixtures import read_rows
 
+from tutormax_cli.errors import Interrupted
 from tutormax_cli.store import Store
 from tutormax_cli.store.refresh import RefreshOptions, refresh
 
@@ -177,7 +178,7 @@ def test_a_refresh_stopped_mid_way_resumes_where_it_stopped(db_url: str) -> None
     opts = RefreshOptions(as_of=datetime(2025, 1, 15, tzinfo=UTC), timezone="Europe/Paris",
                           kinds=("sessions",), batch_size=10)  # fmt: skip
     try:
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises(Interrupted) as stopped:  # a stop at once: Ctrl-C twice, say
             refresh(store, opts, progress=stop_after_three)
         engine = store.engine
         with engine.connect() as conn:
@@ -186,6 +187,8 @@ def test_a_refresh_stopped_mid_way_resumes_where_it_stopped(db_url: str) -> None
             )).scalar_one()  # fmt: skip
         # three whole batches committed, and on PostgreSQL the one in flight beside them
         assert paris == 30 or (paris == 40 and store.concurrent_writes)
+        # what it says it wrote is what it wrote, the page in flight beside it included
+        assert f"sessions {paris} scanned, {paris} written" in stopped.value.message
         (counts,) = refresh(store, opts)
     finally:
         store.close()

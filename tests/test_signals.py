@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,10 +20,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+import redis as redis_lib
 
 from tutormax_cli import duplicates, interrupts
 from tutormax_cli.cli import signals
 from tutormax_cli.spill import Spill
+from tutormax_cli.store import Store
 
 AS_OF = "2025-01-01T00:00:00Z"
 BURST = [signal.SIGINT, signal.SIGINT, signal.SIGINT, signal.SIGTERM, signal.SIGINT]
@@ -215,3 +218,72 @@ def test_generate_stopped_by_sigterm_leaves_no_cut_file(tmp_path: Path) -> None:
     assert sorted(p.name for p in out.iterdir()) == ["tutors.csv"]
     with (out / "tutors.csv").open(newline="") as f:
         assert sum(1 for _ in csv.DictReader(f)) == 300
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize(("stop", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_publish_stopped_says_how_many_records_each_stream_got(
+    data: dict[str, Path], redis_url: str, prefix: str, stop: signal.Signals, code: int
+) -> None:
+    """publish stops after the batch in hand and says how many records of each file it
+    published: what the stream holds, exactly."""
+    client = redis_lib.Redis.from_url(redis_url)
+    stream = f"{prefix}sessions:enrichment"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tutormax_cli", "publish", str(data["sessions"]), "--redis",
+         redis_url, "--prefix", prefix],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    _wait(lambda: client.xlen(stream) > 0, "the first published batch", proc)
+    proc.send_signal(stop)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    said = re.search(r"\(([\d,]+) records were published, in whole batches: sessions\.csv "
+                     r"([\d,]+) → " + re.escape(stream), err)  # fmt: skip
+    assert said, err
+    assert int(said[1].replace(",", "")) == int(said[2].replace(",", "")) == client.xlen(stream)
+    assert client.xlen(stream) < 200_000
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_refresh_stopped_says_what_it_wrote_back(
+    tmp_path: Path, db_url: str, stop: signal.Signals
+) -> None:
+    """refresh stops after the pages in hand and says what it wrote back, which is what the
+    database holds; running it again finishes the work."""
+    data = tmp_path / "data"
+    made = subprocess.run(
+        [sys.executable, "-m", "tutormax_cli", "generate", "--out", str(data), "--tutors", "100",
+         "--sessions", "60000", "--feedback", "0"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    loaded = subprocess.run(
+        [sys.executable, "-m", "tutormax_cli", "enrich", str(data / "tutors.csv"),
+         str(data / "sessions.csv"), "--db", db_url, "--as-of", AS_OF, "-q"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert loaded.returncode == 0, loaded.stderr
+    store = Store.connect(db_url)  # whatever driver the URL names, as tutormax reads it
+
+    def moved() -> int:
+        with store.engine.connect() as conn:
+            query = "SELECT count(*) FROM sessions WHERE reporting_timezone = 'Asia/Tokyo'"
+            return int(conn.exec_driver_sql(query).scalar_one())
+
+    cmd = [sys.executable, "-m", "tutormax_cli", "refresh", "--db", db_url, "--kind", "sessions",
+           "--timezone", "Asia/Tokyo", "--as-of", AS_OF, "--batch-size", "1000"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait(lambda: moved() > 0, "the first page written back", proc)
+    proc.send_signal(stop)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + stop, err
+    said = re.search(r"sessions ([\d,]+) scanned, ([\d,]+) written, in whole pages", err)
+    assert said, err
+    assert int(said[2].replace(",", "")) == moved() < 60_000
+    assert "Traceback" not in err
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert moved() == 60_000
+    store.close()

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from . import signals
 from .common import err, handle_errors, open_streams, print_json
 from .options import (
     PREFIX_DEFAULT,
@@ -66,7 +67,12 @@ def publish(
 
     level = logs.setup(log_level, verbose=verbose, quiet=quiet)
     bar_on = not json_out and logs.shows(level, LogLevel.info)
-    with open_streams(redis, prefix, streams) as s, FileProgress(enabled=bar_on) as bar:
+    stopping = "stopping after this batch (again: at once)"
+    with (
+        open_streams(redis, prefix, streams) as s,
+        FileProgress(enabled=bar_on) as bar,
+        signals.graceful(stopping) as stop,
+    ):
         log.debug("redis: %s", s.url_masked)
 
         def progress(source: str, kind: str, records: int, done: float) -> None:
@@ -75,8 +81,9 @@ def publish(
             bar.update(source, kind, records, done)
 
         summary = publish_files(
-            s, paths, kind.value if kind else None, fmt.value if fmt else None, progress
-        )
+            s, paths, kind.value if kind else None, fmt.value if fmt else None, progress,
+            stop=stop,
+        )  # fmt: skip
     if json_out:
         print_json(summary.as_dict())
     else:

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from ..config import DEFAULT_BATCH_ROWS, DEFAULT_TIMEZONE
+from . import signals
 from .common import err, handle_errors, parse_as_of, parse_timezone, print_json, settings
 from .options import (
     BatchRows,
@@ -87,8 +88,12 @@ def refresh(
             log.debug("%s: %s of %s rows scanned", kind, f"{done:,}", f"{total:,}")
             bar.update(kind, kind, done, done / max(total, 1))
 
-        with FileProgress(enabled=not json_out and logs.shows(level, LogLevel.info)) as bar:
-            counts = run(store, opts, progress)
+        stopping = "stopping after the pages in hand (again: at once)"
+        with (
+            FileProgress(enabled=not json_out and logs.shows(level, LogLevel.info)) as bar,
+            signals.graceful(stopping) as stop,
+        ):
+            counts = run(store, opts, progress, stop=stop)
         where = store.url_masked
     doc = {
         "database": where,

@@ -63,7 +63,12 @@ def publish_files(
     fmt: str | None = None,
     progress: Progress | None = None,
     batch_rows: int = PUBLISH_BATCH_ROWS,
+    stop: Callable[[], bool] | None = None,
 ) -> PublishSummary:
+    """Publish every input. `stop` is asked after every batch (the CLI's Ctrl-C or SIGTERM):
+    when it says so, the run ends there with `errors.Interrupted`, saying how many records
+    of each file are on their stream (a stop at once says so too: the batch in hand may be
+    partly published)."""
     if sum(1 for p in paths if is_stdin(p)) > 1:
         raise E.UsageError("-: stdin is named more than once; it can be read once")
     sources = sorted(
@@ -71,19 +76,46 @@ def publish_files(
     )
     streams.ping()
     summary = PublishSummary(streams.url_masked)
-    for src in sources:
-        name = src.kind.name
-        f = FilePublished(str(src.path), name, streams.stream(name))
-        summary.files.append(f)
-        started = time.monotonic()
-        for rb in src.batches(batch_rows):
-            records = list(_records(rb, src.name if is_stdin(src.path) else src.path.name, f))
-            f.published += streams.publish(name, iter(records))
-            if progress is not None:
-                progress(str(src.path), name, f.published + f.skipped, rb.done)
-        f.seconds = round(time.monotonic() - started, 3)
-        src.close()  # a spooled stdin's space, now rather than at exit
+    try:
+        for src in sources:
+            _publish_file(streams, src, summary, progress, batch_rows, stop)
+    except KeyboardInterrupt:  # a stop at once: the batch in hand may be partly out
+        raise E.Interrupted(_published_note(summary, at_once=True)) from None
     return summary
+
+
+def _publish_file(
+    streams: Streams,
+    src: Source,
+    summary: PublishSummary,
+    progress: Progress | None,
+    batch_rows: int,
+    stop: Callable[[], bool] | None,
+) -> None:
+    name = src.kind.name
+    f = FilePublished(str(src.path), name, streams.stream(name))
+    summary.files.append(f)
+    started = time.monotonic()
+    for rb in src.batches(batch_rows):
+        records = list(_records(rb, src.name if is_stdin(src.path) else src.path.name, f))
+        f.published += streams.publish(name, iter(records))
+        if progress is not None:
+            progress(str(src.path), name, f.published + f.skipped, rb.done)
+        if stop is not None and stop():
+            raise E.Interrupted(_published_note(summary, at_once=False))
+    f.seconds = round(time.monotonic() - started, 3)
+    src.close()  # a spooled stdin's space, now rather than at exit
+
+
+def _published_note(summary: PublishSummary, at_once: bool) -> str:
+    """What an interrupted publish had put on the streams, per file."""
+    if not summary.files:
+        return " (nothing was published)"
+    each = ", ".join(f"{Path(f.source).name} {f.published:,} → {f.stream}" for f in summary.files)
+    if at_once:
+        return (f" (at least {summary.published:,} records were published: {each}; the batch"
+                " in hand may be partly published too)")  # fmt: skip
+    return f" ({summary.published:,} records were published, in whole batches: {each})"
 
 
 def _records(

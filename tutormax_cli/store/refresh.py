@@ -24,6 +24,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -32,7 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..config import DEFAULT_BATCH_ROWS, DEFAULT_TIMEZONE
-from ..errors import UsageError
+from ..errors import Interrupted, UsageError
 from ..fields import FORMULA_VERSION, Context, derive, fields_for
 from ..ordered import in_order
 from ..rules import check_column
@@ -85,13 +86,33 @@ def refresh(
     opts: RefreshOptions,
     progress: Progress | None = None,
     between: Callable[[str, pa.Table], None] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> list[RefreshCounts]:
     """Refresh every kind asked for, parents first. `between(kind, batch)` is called after a
-    batch is read and before it is written back (tests use it to write concurrently)."""
-    out = []
-    for kind in (k for k in KIND_ORDER if k in opts.kinds):
-        out.append(_refresh_kind(store, kind, opts, progress, between))
+    batch is read and before it is written back (tests use it to write concurrently).
+
+    `stop` is asked after every page (the CLI's Ctrl-C or SIGTERM): when it says so, the
+    pages in flight are finished and the run ends with `errors.Interrupted`, saying what was
+    written back; a stop at once (KeyboardInterrupt) rolls back the page it lands in."""
+    out: list[RefreshCounts] = []
+    try:
+        for kind in (k for k in KIND_ORDER if k in opts.kinds):
+            out.append(RefreshCounts(kind))
+            _refresh_kind(store, kind, opts, progress, between, out[-1], stop)
+    except (_Stopped, KeyboardInterrupt):
+        raise Interrupted(_refreshed_note(out, opts.dry_run)) from None
     return out
+
+
+class _Stopped(Exception):
+    pass
+
+
+def _refreshed_note(counts: list[RefreshCounts], dry_run: bool) -> str:
+    if dry_run:
+        return " (dry run: nothing was written)"
+    each = ", ".join(f"{c.kind} {c.scanned:,} scanned, {c.changed:,} written" for c in counts)
+    return f" ({each}, in whole pages; refresh again to finish: rows already right are kept)"
 
 
 def _refresh_kind(
@@ -100,8 +121,9 @@ def _refresh_kind(
     opts: RefreshOptions,
     progress: Progress | None,
     between: Callable[[str, pa.Table], None] | None,
-) -> RefreshCounts:
-    counts = RefreshCounts(kind)
+    counts: RefreshCounts,
+    stop: Callable[[], bool] | None,
+) -> None:
     started = time.perf_counter()
     total = store.row_counts()[kind]
     if not opts.dry_run:
@@ -129,15 +151,26 @@ def _refresh_kind(
     # while the other is derived); their counts are taken in key order.
     workers = PAGE_WORKERS if store.concurrent_writes else 1
     pages = ((p, 0) for p in _pages(store, kind, opts.batch_size))
-    for _, (rows, wrote, skipped) in in_order(page, pages, workers):
+
+    def add(rows: int, wrote: int, skipped: int) -> None:
         counts.scanned += rows
         counts.changed += wrote
         counts.skipped += skipped
         counts.unchanged = counts.scanned - counts.changed - counts.skipped
-        if progress is not None:
-            progress(kind, counts.scanned, total)
+
+    late: list[tuple[Any, tuple[int, int, int]]] = []  # pages in flight when the run stopped
+    try:
+        with closing(in_order(page, pages, workers, late)) as done:
+            for _, result in done:
+                add(*result)
+                if progress is not None:
+                    progress(kind, counts.scanned, total)
+                if stop is not None and stop():
+                    raise _Stopped
+    finally:
+        for _, result in late:  # written back while the run stopped
+            add(*result)
     counts.seconds = round(time.perf_counter() - started, 3)
-    return counts
 
 
 def _pages(store: Store, kind: str, size: int) -> Iterator[pa.Table]:
