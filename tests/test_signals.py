@@ -1,4 +1,4 @@
-"""Ctrl-C and SIGTERM (cli.signals): a stop asked by either leaves nothing half done.
+"""Ctrl-C and SIGTERM (tutormax_cli.interrupts): a stop asked by either leaves nothing half done.
 
 A command stopped by SIGINT or SIGTERM — once, twice, or in a burst that lands in its way
 out — exits 130 or 143, prints no traceback, and leaves no temporary file, no `.partial`
@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,6 @@ import pytest
 import redis as redis_lib
 
 from tutormax_cli import duplicates, interrupts
-from tutormax_cli.cli import signals
 from tutormax_cli.spill import Spill
 from tutormax_cli.store import Store
 
@@ -52,38 +52,64 @@ def _signal_self(signum: int) -> None:
 def test_first_signal_raises_the_flag_the_second_stops_at_once_the_way_out_is_not_cut(
     monkeypatch,
 ) -> None:
-    with signals.installed(), signals.graceful() as asked:
+    with interrupts.installed(), interrupts.graceful() as asked:
         assert not asked()
         _signal_self(signal.SIGTERM)
-        assert asked() and signals.exit_code() == 143
-        assert signals.described() == "terminated by SIGTERM"
+        assert asked() and interrupts.exit_code() == 143
+        assert interrupts.described() == "terminated by SIGTERM"
         with pytest.raises(KeyboardInterrupt):
             _signal_self(signal.SIGINT)
         _signal_self(signal.SIGINT)  # within the way out's grace: ignored
         _signal_self(signal.SIGTERM)
-        monkeypatch.setattr(signals, "WAY_OUT_S", 0.0)  # a way out that is stuck: cut
+        monkeypatch.setattr(interrupts, "WAY_OUT_S", 0.0)  # a way out that is stuck: cut
         with pytest.raises(KeyboardInterrupt):
             _signal_self(signal.SIGINT)
-        assert signals.exit_code() == 143  # the first signal names the exit
+        assert interrupts.exit_code() == 143  # the first signal names the exit
+
+
+def test_a_cleanup_begins_again_on_a_stop_but_a_cut_ends_it(monkeypatch) -> None:
+    """uninterrupted() starts a cleanup again when a stop lands in it, but a signal after
+    the way out's grace ends it: a cleanup stuck on a stalled pipe must not hold the
+    process forever (it did: only kill -9 ended it)."""
+    tries: list[int] = []
+
+    def cleanup() -> None:
+        tries.append(1)
+        if len(tries) == 1:
+            raise KeyboardInterrupt  # a stop landing in it (in-process: no grace)
+
+    interrupts.uninterrupted(cleanup)
+    assert len(tries) == 2
+    monkeypatch.setattr(interrupts, "WAY_OUT_S", 0.0)
+
+    def stuck() -> None:
+        while True:
+            _signal_self(signal.SIGTERM)  # the way out began; the operator insists
+
+    with interrupts.installed():
+        with pytest.raises(KeyboardInterrupt):
+            _signal_self(signal.SIGTERM)  # the stop at once: the way out begins
+        with pytest.raises(KeyboardInterrupt):
+            interrupts.uninterrupted(stuck)
 
 
 def test_outside_a_graceful_block_the_first_signal_stops_at_once() -> None:
     before = signal.getsignal(signal.SIGTERM)
-    with signals.installed():
+    with interrupts.installed():
         with pytest.raises(KeyboardInterrupt):
             _signal_self(signal.SIGINT)
-        assert signals.exit_code() == 130 and signals.described() == "interrupted"
+        assert interrupts.exit_code() == 130 and interrupts.described() == "interrupted"
     assert signal.getsignal(signal.SIGTERM) is before  # restored
 
 
 def test_a_stop_inside_held_is_raised_at_its_end() -> None:
-    with signals.installed():
+    with interrupts.installed():
         done = []
         with pytest.raises(KeyboardInterrupt), interrupts.held():
             _signal_self(signal.SIGTERM)
             done.append("the rest of the block")
         assert done == ["the rest of the block"]
-        assert signals.exit_code() == 143
+        assert interrupts.exit_code() == 143
 
 
 def _spill(store: Spill) -> None:
@@ -115,7 +141,7 @@ def test_a_stop_right_after_a_temporary_folder_is_made_still_has_it_removed(
         return path
 
     monkeypatch.setattr(tempfile, "mkdtemp", mkdtemp)
-    with signals.installed():
+    with interrupts.installed():
         store = make()
         with pytest.raises(KeyboardInterrupt):
             fill(store)
@@ -138,6 +164,16 @@ def _wait(condition, what: str, proc: subprocess.Popen, timeout_s: float = 60) -
         time.sleep(0.005)
 
 
+def _catches_sigterm(pid: int) -> bool:
+    """Whether the process has a handler for SIGTERM (SigCgt in /proc/<pid>/status)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    caught = int(re.search(r"^SigCgt:\s*([0-9a-f]+)$", status, re.M)[1], 16)
+    return bool(caught & (1 << (signal.SIGTERM - 1)))
+
+
 def _send(proc: subprocess.Popen, stops: list[signal.Signals], gap_s: float) -> None:
     for s in stops:
         proc.send_signal(s)
@@ -147,13 +183,17 @@ def _send(proc: subprocess.Popen, stops: list[signal.Signals], gap_s: float) -> 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("data")
+    _generate(out, 200, 200_000, 200_000)
+    return {k: out / f"{k}.csv" for k in ("sessions", "feedback")}
+
+
+def _generate(out: Path, tutors: int, sessions: int, feedback: int = 0) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "tutormax_cli", "generate", "--out", str(out), "--tutors", "200",
-         "--sessions", "200000", "--feedback", "200000"],
+        [sys.executable, "-m", "tutormax_cli", "generate", "--out", str(out), "--tutors",
+         str(tutors), "--sessions", str(sessions), "--feedback", str(feedback)],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    return {k: out / f"{k}.csv" for k in ("sessions", "feedback")}
 
 
 def _enrich(data: dict[str, Path], temp: Path, out: Path) -> subprocess.Popen:
@@ -253,12 +293,7 @@ def test_refresh_stopped_says_what_it_wrote_back(
     """refresh stops after the pages in hand and says what it wrote back, which is what the
     database holds; running it again finishes the work."""
     data = tmp_path / "data"
-    made = subprocess.run(
-        [sys.executable, "-m", "tutormax_cli", "generate", "--out", str(data), "--tutors", "100",
-         "--sessions", "60000", "--feedback", "0"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert made.returncode == 0, made.stderr
+    _generate(data, 100, 60_000)
     loaded = subprocess.run(
         [sys.executable, "-m", "tutormax_cli", "enrich", str(data / "tutors.csv"),
          str(data / "sessions.csv"), "--db", db_url, "--as-of", AS_OF, "-q"],
@@ -286,4 +321,131 @@ def test_refresh_stopped_says_what_it_wrote_back(
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     assert moved() == 60_000
+    store.close()
+
+
+def test_a_stop_as_outputs_are_moved_into_place_leaves_them_all_or_none(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """A stop at once that lands between two outputs' renames waits until every output is
+    in place (no `.partial` is left, no output is half committed), and the message says
+    so (it said \"no output file was left under its real name\" beside a committed one)."""
+    from tutormax_cli.errors import Interrupted
+    from tutormax_cli.files import write
+    from tutormax_cli.files.plan import EnrichOptions
+    from tutormax_cli.files.run import run_enrich
+
+    inputs = [
+        Path(__file__).parent.parent / "sample_data" / f"{k}.csv" for k in ("tutors", "sessions")
+    ]
+    out = tmp_path / "out"
+    opts = EnrichOptions(inputs, as_of=datetime(2025, 1, 1, tzinfo=UTC), out=out)
+    committed = write.BatchWriter.commit
+
+    def commit(self) -> None:
+        committed(self)
+        _signal_self(signal.SIGTERM)  # lands right after the first rename
+
+    monkeypatch.setattr(write.BatchWriter, "commit", commit)
+    with interrupts.installed(), pytest.raises(Interrupted) as stopped:
+        run_enrich(opts)
+    assert sorted(p.name for p in out.iterdir()) == ["sessions.csv", "tutors.csv"]
+    assert "every output file was written whole and is in place" in stopped.value.message
+
+
+def test_enrich_into_a_stalled_pipe_still_ends_when_the_operator_insists(tmp_path: Path) -> None:
+    """The output is a FIFO whose reader stops reading: the batch in hand can never be
+    written, so SIGTERM, SIGTERM and a third one after the way out's grace end the run
+    (143) within CUT_S; it used to wait forever, and only kill -9 ended it."""
+    data = tmp_path / "data"
+    _generate(data, 100, 200_000)
+    fifo = tmp_path / "out.csv"
+    os.mkfifo(fifo)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tutormax_cli", "enrich", str(data / "sessions.csv"), "--no-db",
+         "--out", str(fifo), "--as-of", AS_OF],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    reader = os.open(fifo, os.O_RDONLY)  # opened, read a little, then never again
+    try:
+        assert os.read(reader, 1 << 16)
+        time.sleep(1.0)  # the pipe fills; the writer blocks
+        for gap in (0.0, 0.5, interrupts.WAY_OUT_S + 0.5):
+            time.sleep(gap)
+            proc.send_signal(signal.SIGTERM)
+        try:
+            _out, err = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            pytest.fail("enrich still ran 20 s after the third SIGTERM")
+    finally:
+        os.close(reader)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(("stop", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_while_the_command_starts_up(
+    tmp_path: Path, stop: signal.Signals, code: int
+) -> None:
+    """A signal in the first half second (imports, option parsing, settings): 143 or 130 and
+    one line, never Python's defaults (a traceback, or a death by the signal) nor Typer's
+    silent 130."""
+    args = [str(Path(sys.executable).with_name("tutormax")), "enrich",
+            str(Path(__file__).parent.parent / "sample_data" / "sessions.csv"),
+            "--no-db", "--as-of", AS_OF]  # fmt: skip
+    for i in range(12):
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                cwd=tmp_path)  # fmt: skip
+        # from the moment tutormax catches SIGTERM (before that, the interpreter's own start)
+        _wait(lambda p=proc.pid: _catches_sigterm(p), "the handler", proc, timeout_s=30)
+        time.sleep(0.03 * i)
+        proc.send_signal(stop)
+        _out, err = proc.communicate(timeout=60)
+        if proc.returncode == 0:  # finished before the signal came
+            continue
+        assert proc.returncode == code, (i, err)
+        assert "Traceback" not in err, (i, err)
+        said = "terminated by SIGTERM" if code == 143 else "interrupted"
+        assert said in err, (i, err)
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def test_a_stop_at_once_says_exactly_what_was_committed(
+    data: dict[str, Path], tmp_path: Path, backend: str, request
+) -> None:
+    """Two SIGTERMs 3 ms apart: the run stops at once, and what it says each file committed
+    is what the database holds. (A stop that fell between a batch's commit and its count
+    made it say one batch less: 15 of 25 runs on PostgreSQL.)"""
+    url = (f"sqlite:///{tmp_path / 'db.sqlite'}" if backend == "sqlite"
+           else request.getfixturevalue("pg_url"))  # fmt: skip
+    store = Store.connect(url)
+    store.init_schema()
+    tutors = data["sessions"].with_name("tutors.csv")
+    for attempt in range(5):
+        with store.engine.begin() as conn:
+            for table in ("feedback", "sessions", "tutors"):
+                conn.exec_driver_sql(f"DELETE FROM {table}")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tutormax_cli", "enrich", str(tutors), str(data["sessions"]),
+             str(data["feedback"]), "--db", url, "--as-of", AS_OF, "--batch-size", "5000"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+        def sessions() -> int:
+            with store.engine.connect() as conn:
+                return int(conn.exec_driver_sql("SELECT count(*) FROM sessions").scalar_one())
+
+        need = 5000 * (attempt + 1)  # a different moment each time
+        _wait(lambda need=need: sessions() >= need, "some committed batches", proc)
+        _send(proc, [signal.SIGTERM, signal.SIGTERM], 0.003)
+        _out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 143, err
+        line = next(ln for ln in err.splitlines() if ln.startswith("terminated by SIGTERM ("))
+        said = dict(re.findall(r"(\w+)\.csv ([\d,]+)", line))
+        counts = store.row_counts()
+        for kind in ("tutors", "sessions", "feedback"):
+            assert int(said.get(kind, "0").replace(",", "")) == counts[kind], (attempt, line)
     store.close()

@@ -1,3 +1,30 @@
-from tutormax_cli.cli import main
+"""The `tutormax` command (and `python -m tutormax_cli`).
 
-main()
+Ctrl-C and SIGTERM are handled from the first moment (tutormax_cli.interrupts): the command
+line's imports take about 0.3 s, and a signal in them got Python's defaults — a traceback
+for Ctrl-C, an unannounced death for SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import NoReturn
+
+
+def main() -> NoReturn:
+    from tutormax_cli import interrupts
+
+    interrupts.install()
+    try:
+        from tutormax_cli.cli import main as run_command_line
+    except KeyboardInterrupt:
+        try:
+            sys.stderr.write(interrupts.described() + "\n")
+            sys.stderr.flush()
+        finally:
+            os._exit(interrupts.exit_code())
+    run_command_line()
+
+
+if __name__ == "__main__":
+    main()

@@ -31,7 +31,7 @@ class TutormaxError(Exception):
 
 class Interrupted(TutormaxError):
     """Ctrl-C or SIGTERM: the run stopped; `committed` says what was committed before it
-    (the CLI names the signal and sets the exit code, cli.signals)."""
+    (the CLI names the signal and sets the exit code: interrupts)."""
 
     exit_code = EXIT_INTERRUPTED
 

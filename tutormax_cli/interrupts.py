@@ -1,60 +1,195 @@
-"""The moments a stop at once (Ctrl-C, SIGTERM: cli.signals) must not cut.
+"""Ctrl-C and SIGTERM, alike for every command (the worker has its own: queue.runtime), and
+the moments a stop must not cut.
 
-A stop at once is a KeyboardInterrupt raised on the main thread wherever it happens to
-be. Two kinds of moment must not be cut by one:
-- `held()`: between making a temporary folder or file and recording where it is, so that
-  the way out knows to remove it (a stop inside `mkdtemp`, right after its `mkdir`, left a
-  spill folder nobody knew of);
-- `uninterrupted(cleanup)`: the removal itself, which a burst of signals or a held key
-  would cut half way.
+- The handler is installed before anything heavy is imported (`tutormax_cli.__main__`).
+- In a command that stops between batches or pages (`enrich`, `publish`, `refresh`,
+  `stats --watch`: inside `graceful`), the first SIGINT or SIGTERM only raises a flag; the
+  next one stops at once. Elsewhere the first one stops at once.
+- "At once" is a KeyboardInterrupt: the way out removes temporary files and partial
+  outputs, rolls back what is open and says what was committed. It is put off to the end
+  of a `held()` block: between making a temporary folder and recording where it is (a
+  stop inside `mkdtemp`, right after its `mkdir`, left a spill folder nobody knew of), and
+  between a batch's commit and its count.
+- Signals in the first WAY_OUT_S seconds of that way out are ignored: a burst, a held key
+  or a `kill` after a Ctrl-C would cut its cleanup. A later one cuts the way out, however
+  far it got, `held()` and `uninterrupted()` included, and the process ends CUT_S seconds
+  later whatever it waits on: a way out can be stuck (an output pipe nobody reads), and
+  the operator must always be able to end the command.
+- The exit code is 128 + the first signal: 130 for Ctrl-C, 143 for SIGTERM, as for a
+  process those signals end.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from typing import Any
 
+WAY_OUT_S = 2.0
+CUT_S = 1.0  # what a cut way out is given before the process ends regardless
+
+_STOPS = (signal.SIGINT, signal.SIGTERM)
+_first: list[int] = []  # the first stop signal this command received
+_at_once: list[float] = []  # when the first KeyboardInterrupt was asked for (monotonic)
+_cut = [False]  # a signal after the way out's grace: nothing holds the stop any more
+_flags: list[Callable[[int], None]] = []  # the innermost `graceful` block's flag
 _held = [0]  # depth of `held()` on the main thread
-_deferred = [False]  # a stop asked for while held
+_deferred = [False]  # a stop at once asked for while held
+_timers: list[threading.Timer] = []  # the end of a cut way out, pending
+
+
+def exit_code() -> int:
+    """128 + the first stop signal received (Ctrl-C's 130 when none was: a KeyboardInterrupt
+    raised by a caller in-process)."""
+    return 128 + (_first[0] if _first else signal.SIGINT)
+
+
+def described() -> str:
+    """What stopped the command, for its last line."""
+    return "terminated by SIGTERM" if _first and _first[0] == signal.SIGTERM else "interrupted"
+
+
+def name(signum: int) -> str:
+    return "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+
+
+def _handler(signum: int, _frame: Any) -> None:
+    if not _first:
+        _first.append(signum)
+        if _flags:  # inside `graceful`: the command stops at its next boundary
+            _flags[-1](signum)
+            return
+    now = time.monotonic()
+    if _at_once:
+        if now - _at_once[0] < WAY_OUT_S:
+            return  # on the way out already: let it finish
+        if not _cut[0]:  # the way out is stuck: end it, whatever it holds or waits on
+            _cut[0] = True
+            _end_after(CUT_S)
+        raise KeyboardInterrupt
+    _at_once.append(now)
+    if _held[0]:  # e.g. a temporary file made and not yet recorded for cleanup
+        _deferred[0] = True
+        return
+    raise KeyboardInterrupt
+
+
+def _end_after(seconds: float) -> None:
+    """End the process `seconds` from now unless it has ended by then: a cut way out may
+    wait again (on a writer thread stuck on a full pipe, say), and no signal may come."""
+
+    def end() -> None:
+        with suppress(OSError):
+            os.write(2, f"{described()}: its way out was cut short\n".encode())
+        os._exit(exit_code())
+
+    timer = threading.Timer(seconds, end)
+    timer.daemon = True
+    timer.start()
+    _timers.append(timer)
+
+
+def installed_here() -> bool:
+    return signal.getsignal(signal.SIGINT) is _handler
+
+
+def install() -> None:
+    """The handler for SIGINT and SIGTERM, from now on (main thread only)."""
+    if threading.current_thread() is threading.main_thread() and not installed_here():
+        _forget()
+        for s in _STOPS:
+            signal.signal(s, _handler)
+
+
+def _forget() -> None:
+    while _timers:  # (in-process callers: their process is not to be ended)
+        _timers.pop().cancel()
+    _first.clear()
+    _at_once.clear()
+    _cut[0] = _deferred[0] = False
+
+
+@contextmanager
+def installed() -> Iterator[None]:
+    """The handler while the block runs, the previous ones after it (in-process callers)."""
+    if threading.current_thread() is not threading.main_thread() or installed_here():
+        yield
+        return
+    previous = {s: signal.getsignal(s) for s in _STOPS}
+    install()
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+        _forget()  # the next in-process caller starts afresh
+
+
+@contextmanager
+def graceful(on_signal: Callable[[int], None] | None = None) -> Iterator[Callable[[], bool]]:
+    """A flag that the first SIGINT or SIGTERM raises (the command looks at it between
+    batches or pages; `on_signal(signum)` may say so); the next one stops at once.
+
+    NOTE: a KeyboardInterrupt raised mid-batch lands inside Arrow's, the database's or
+    Redis's client code, which can leave a lock held or a reply half read for the way out
+    to wait on: CI once saw `stats --watch` still running 15 s after a Ctrl-C. Off the main
+    thread (tests calling in-process) no handler can be set: the flag stays down."""
+    asked: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+
+    def flag(signum: int) -> None:
+        asked.append(signum)
+        if on_signal is not None:
+            on_signal(signum)
+
+    with installed():
+        _flags.append(flag)
+        try:
+            yield lambda: bool(asked)
+        finally:
+            _flags.remove(flag)
 
 
 @contextmanager
 def held() -> Iterator[None]:
-    """A stop at once asked for inside (`defer()`) is raised when the block ends. Only the
-    main thread, where signal handlers run, needs it; elsewhere it does nothing."""
+    """A stop at once asked for inside is raised when the block ends (unless the way out's
+    grace has passed: see the module doc). A block that ends by an exception lets it go on
+    alone: the command is on its way out already (and a generator closed inside one must
+    not raise from `close()`). Only the main thread, where signal handlers run, needs it;
+    elsewhere it does nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     _held[0] += 1
     try:
         yield
-    finally:
+    except BaseException:
         _held[0] -= 1
-        if not _held[0] and _deferred[0]:
-            _deferred[0] = False
-            raise KeyboardInterrupt
-
-
-def holding() -> bool:
-    """Whether the main thread is inside `held()` (for the signal handler)."""
-    return _held[0] > 0
-
-
-def defer() -> None:
-    """The signal handler's stop at once, put off to the end of `held()`."""
-    _deferred[0] = True
+        _deferred[0] = _deferred[0] and _held[0] > 0
+        raise
+    _held[0] -= 1
+    if not _held[0] and _deferred[0]:
+        _deferred[0] = False
+        raise KeyboardInterrupt
 
 
 def uninterrupted(cleanup: Callable[[], None]) -> None:
-    """Run `cleanup` to its end even if Ctrl-C comes meanwhile (it is begun again: each
-    cleanup here may be, and what it removed stays removed). The run is stopping already
-    when its temporary files go; a Ctrl-C in those milliseconds (a burst of them, a held
-    key) left half-deleted spill folders. A cleanup here takes a few milliseconds, a held
-    key repeats every ~30."""
+    """Run `cleanup` to its end even if a stop comes meanwhile (it is begun again: each
+    cleanup here may be, and what it removed stays removed); only a stop that cuts a stuck
+    way out (see the module doc) ends it. The run is stopping already when its temporary
+    files go; a Ctrl-C in those milliseconds (a burst of them, a held key) left half-deleted
+    spill folders."""
     while True:
         try:
             cleanup()
             return
         except KeyboardInterrupt:
+            if _cut[0]:
+                raise
             continue

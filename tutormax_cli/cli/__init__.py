@@ -14,8 +14,9 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
+from .. import interrupts
 from ..errors import EXIT_BROKEN_PIPE, EXIT_BUG, EXIT_FATAL
-from . import db, dlq, enrich, generate, publish, refresh, signals, stats, worker
+from . import db, dlq, enrich, generate, publish, refresh, stats, worker
 from .common import load_settings
 
 app = typer.Typer(
@@ -92,11 +93,11 @@ def main() -> NoReturn:
     """The `tutormax` script: run the command line, then leave with its code (see _exit)."""
     _stderr_or_devnull()
     _tune_malloc()
-    with signals.installed():  # to the very end: a signal while leaving ends it as asked
-        try:
-            _exit(run())
-        except KeyboardInterrupt:  # came while the exit handlers ran or output was flushed
-            os._exit(signals.exit_code())
+    interrupts.install()  # (tutormax_cli.__main__ did, before the imports)
+    try:
+        _exit(run())
+    except KeyboardInterrupt:  # came while the exit handlers ran or output was flushed
+        os._exit(interrupts.exit_code())
 
 
 def _stderr_or_devnull() -> None:
@@ -126,9 +127,13 @@ def run() -> int:
     try:
         app()
     except SystemExit as exc:
+        if _from_a_stop(exc):  # Typer's Exit(130) for a stop while it parsed options (before
+            _say(interrupts.described())  # the command's own boundary): nothing was said
+            return interrupts.exit_code()
         return _exit_code(exc)
-    except KeyboardInterrupt:  # before a command's own boundary (at import, say)
-        return signals.exit_code()
+    except KeyboardInterrupt:  # before a command's own boundary (the root callback, say)
+        _say(interrupts.described())
+        return interrupts.exit_code()
     except BaseException as exc:  # the boundary itself failed (stderr on a full disk, say)
         if isinstance(exc, OSError):
             return EXIT_FATAL
@@ -138,6 +143,24 @@ def run() -> int:
             sys.stderr.write(scrub("".join(traceback.format_exception(exc))))
         return EXIT_BUG
     return 0
+
+
+def _from_a_stop(exc: BaseException) -> bool:
+    """Whether `exc` was raised in handling a KeyboardInterrupt, as Python would show the
+    chain (`raise … from None`, as common.handle_errors does, hides what came before)."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or (None if cause.__suppress_context__ else cause.__context__)
+    return False
+
+
+def _say(line: str) -> None:
+    with suppress(Exception):
+        sys.stderr.write(line + "\n")
 
 
 def _exit_code(exc: SystemExit) -> int:

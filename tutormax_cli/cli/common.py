@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from typer.exceptions import TyperException
 
+from .. import interrupts
 from ..config import Settings, scrub
 from ..errors import (
     EXIT_BROKEN_PIPE,
@@ -27,7 +28,6 @@ from ..errors import (
     TutormaxError,
     UsageError,
 )
-from . import signals
 
 # Results (a query's tables, a shown record, --json's one document) go to stdout; progress,
 # logs and a run's summary to stderr (SPEC §7). Not a terminal (logs, CI): 120 columns
@@ -90,7 +90,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 def handle_errors(fn: F) -> F:
     """The one error boundary (SPEC §4 exit codes): a TutormaxError is one clear line and its
     code (2: fatal); an OS error (a full disk, a permission) is one line naming the file,
-    exit 2; Ctrl-C exits 130 and SIGTERM 143 (cli.signals); anything else is a bug: the
+    exit 2; Ctrl-C exits 130 and SIGTERM 143 (tutormax_cli.interrupts); anything else is a bug: the
     traceback goes to stderr (the log), with secrets scrubbed, and the exit code is 3.
     Never exit 1 from here: 1 means "rows were rejected"."""
 
@@ -101,13 +101,13 @@ def handle_errors(fn: F) -> F:
         except (typer.Exit, typer.Abort, TyperException):  # Typer's own ways out
             raise
         except Interrupted as exc:
-            err.print(scrub(signals.described() + exc.committed), markup=False, soft_wrap=True)
-            raise typer.Exit(signals.exit_code()) from None
+            err.print(scrub(interrupts.described() + exc.committed), markup=False, soft_wrap=True)
+            raise typer.Exit(interrupts.exit_code()) from None
         except TutormaxError as exc:
             fail(exc.message, exc.hint, exc.exit_code)
         except KeyboardInterrupt:
-            err.print(signals.described(), markup=False)
-            raise typer.Exit(signals.exit_code()) from None
+            err.print(interrupts.described(), markup=False)
+            raise typer.Exit(interrupts.exit_code()) from None
         except BrokenPipeError:
             _quiet(sys.stdout)
             raise typer.Exit(EXIT_BROKEN_PIPE) from None
@@ -174,3 +174,13 @@ __all__ = [
     "parse_timezone",
     "print_json",
 ]
+
+
+def graceful(notice: str | None = None) -> Any:
+    """interrupts.graceful, the first signal said on stderr (`Ctrl-C: <notice>`)."""
+
+    def say(signum: int) -> None:
+        if notice:
+            err.print(f"{interrupts.name(signum)}: {notice}", markup=False)
+
+    return interrupts.graceful(say)

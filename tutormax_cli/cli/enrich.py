@@ -10,8 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from ..config import DEFAULT_BATCH_ROWS, DEFAULT_TIMEZONE
-from . import signals
-from .common import err, handle_errors, parse_as_of, parse_timezone, print_json, settings
+from .common import err, graceful, handle_errors, parse_as_of, parse_timezone, print_json, settings
 from .options import (
     BatchRows,
     DbUrl,
@@ -136,7 +135,7 @@ def enrich(
     connect = (lambda: _open_store(url, dry_run)) if url else None
     bar_on = not json_out and logs.shows(level, LogLevel.info)
     stopping = "stopping after this batch (again: at once)"
-    with FileProgress(enabled=bar_on) as progress, signals.graceful(stopping) as stop:
+    with FileProgress(enabled=bar_on) as progress, graceful(stopping) as stop:
         summary = run_enrich(opts, connect, _logged(progress.update), stop)
     summary.database = mask_url(url) if url else None
     if json_out:

@@ -8,8 +8,7 @@ from typing import Annotated
 
 import typer
 
-from . import signals
-from .common import err, handle_errors, open_streams, print_json
+from .common import err, graceful, handle_errors, open_streams, print_json
 from .options import (
     PREFIX_DEFAULT,
     STREAMS_DEFAULT,
@@ -71,7 +70,7 @@ def publish(
     with (
         open_streams(redis, prefix, streams) as s,
         FileProgress(enabled=bar_on) as bar,
-        signals.graceful(stopping) as stop,
+        graceful(stopping) as stop,
     ):
         log.debug("redis: %s", s.url_masked)
 

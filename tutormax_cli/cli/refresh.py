@@ -8,8 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from ..config import DEFAULT_BATCH_ROWS, DEFAULT_TIMEZONE
-from . import signals
-from .common import err, handle_errors, parse_as_of, parse_timezone, print_json, settings
+from .common import err, graceful, handle_errors, parse_as_of, parse_timezone, print_json, settings
 from .options import (
     BatchRows,
     DbUrl,
@@ -91,7 +90,7 @@ def refresh(
         stopping = "stopping after the pages in hand (again: at once)"
         with (
             FileProgress(enabled=not json_out and logs.shows(level, LogLevel.info)) as bar,
-            signals.graceful(stopping) as stop,
+            graceful(stopping) as stop,
         ):
             counts = run(store, opts, progress, stop=stop)
         where = store.url_masked

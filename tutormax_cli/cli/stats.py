@@ -7,8 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from . import signals
-from .common import handle_errors, open_streams, out, print_json, settings
+from .common import graceful, handle_errors, open_streams, out, print_json, settings
 from .options import (
     GROUP_DEFAULT,
     PREFIX_DEFAULT,
@@ -62,7 +61,7 @@ def stats(
         if watch is None:
             show()  # Ctrl-C: exit 130, SIGTERM 143 (common.handle_errors)
             return
-        with signals.graceful() as asked:  # the refresh in hand is finished and shown
+        with graceful() as asked:  # the refresh in hand is finished and shown
             try:
                 while not asked():
                     show()

@@ -21,7 +21,7 @@ import pyarrow as pa
 from .. import errors as E
 from ..duplicates import DuplicateCounter
 from ..fields import Context, fields_for
-from ..interrupts import uninterrupted
+from ..interrupts import held, uninterrupted
 from ..ordered import in_order
 from ..parents import SessionStarts
 from ..pipeline import DERIVED_NAMES, BatchResult, BatchStore, Pipeline
@@ -101,6 +101,7 @@ class _Run:
         self.sessions = SessionStarts() if joins else None
         self.writers: list[BatchWriter] = []
         self.finished: list[BatchWriter] = []  # done, moved into place when the run commits
+        self.outputs_committed = False
         self._late: list[tuple[RawBatch, BatchResult | None]] = []  # see _processed
 
     def run(self) -> RunSummary:
@@ -306,12 +307,15 @@ class _Run:
     # -- outputs and messages --------------------------------------------------------------------
 
     def _commit_outputs(self) -> None:
-        for w in self.finished:
-            w.commit()
-        for w in self.writers:
-            if w not in self.finished:  # a run stopped early: what was written of it
-                w.finish()
+        """Every output into place, or (a stop at once waits: `held`) none of them."""
+        with held():
+            for w in self.finished:
                 w.commit()
+            for w in self.writers:
+                if w not in self.finished:  # a run stopped early: what was written of it
+                    w.finish()
+                    w.commit()
+            self.outputs_committed = True
 
     def _abort_outputs(self) -> None:
         uninterrupted(self._remove_outputs)  # (a Ctrl-C burst must not leave .partial files)
@@ -326,6 +330,8 @@ class _Run:
         if self.store is None:
             if not self.outputs:
                 return ""
+            if self.outputs_committed:  # the stop came as they were moved into place
+                return "; every output file was written whole and is in place"
             if any(w.streamed for w in self.writers):  # what went to stdout or a FIFO went
                 return "; what was written to stdout or a FIFO stays written"
             return "; no output file was left under its real name"
