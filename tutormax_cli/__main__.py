@@ -12,7 +12,7 @@ from typing import NoReturn
 
 
 def main() -> NoReturn:
-    from tutormax_cli import interrupts
+    import tutormax_cli.interrupts as interrupts
 
     interrupts.install()
     try:
