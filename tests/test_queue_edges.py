@@ -61,7 +61,13 @@ def test_an_in_order_backfill_through_two_workers_dead_letters_nothing(
 ) -> None:
     """Tutors, then sessions, then feedback, published in that order by `tutormax publish`;
     two workers with 3 attempts and 100–200 ms retries: nothing dead-lettered, every record
-    stored once, and the entries read stay within 1.1× the records stored."""
+    stored once, and the entries read stay within 1.25× the records stored.
+
+    NOTE: a record read while its parents are still in flight waits and is read once more
+    when they are in. How many do depends on timing: 12,042 reads of 11,000 in most runs
+    (two 500-entry batches, at the two kind boundaries), 12,191 and 12,598 in others (the
+    same count with the code before 2026-12-06's evening: a bound of 1.1× failed 2 runs
+    in 21). The bound is there to catch waiting records read again and again."""
     data = tmp_path / "data"
     gen = cli("generate", "--out", str(data), "--tutors", "200", "--sessions", "6000",
               "--feedback", "4800", "--format", "csv")  # fmt: skip
@@ -80,7 +86,7 @@ def test_an_in_order_backfill_through_two_workers_dead_letters_nothing(
     assert counts(pg_url) == {"tutors": 200, "sessions": 6000, "feedback": 4800}
     assert pending(streams) == 0
     read = sum(t["read"] for t in totals)
-    assert read <= 1.1 * 11_000, totals
+    assert read <= 1.25 * 11_000, totals
 
 
 def test_a_crashed_consumers_parents_do_not_doom_their_children(
