@@ -97,6 +97,8 @@ def main() -> NoReturn:
     try:
         _exit(run())
     except KeyboardInterrupt:  # came while the exit handlers ran or output was flushed
+        with suppress(OSError):
+            os.write(2, f"{interrupts.described()}\n".encode())
         os._exit(interrupts.exit_code())
 
 
@@ -123,8 +125,8 @@ def _stderr_or_devnull() -> None:
 def run() -> int:
     """The command line (sys.argv) as a function returning its exit code, for tests that
     run it in-process."""
-    _tune_arrow()
     try:
+        _tune_arrow()  # (inside: a stop while it imports Arrow is a stop like any other)
         app()
     except SystemExit as exc:
         if _from_a_stop(exc):  # Typer's Exit(130) for a stop while it parsed options (before
