@@ -7,7 +7,6 @@ for Ctrl-C, an unannounced death for SIGTERM."""
 from __future__ import annotations
 
 import os
-import sys
 from typing import NoReturn
 
 
@@ -18,11 +17,8 @@ def main() -> NoReturn:
     try:
         from tutormax_cli.cli import main as run_command_line
     except KeyboardInterrupt:
-        try:
-            sys.stderr.write(interrupts.described() + "\n")
-            sys.stderr.flush()
-        finally:
-            os._exit(interrupts.exit_code())
+        interrupts.say_stopped()
+        os._exit(interrupts.exit_code())
     run_command_line()
 
 

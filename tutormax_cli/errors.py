@@ -8,7 +8,6 @@ EXIT_REJECTS = 1  # some rows rejected, the rest done
 EXIT_FATAL = 2  # usage or fatal error: nothing (more) written
 EXIT_BUG = 3  # an internal error: a bug (the traceback goes to the log)
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as shells report it
-EXIT_TERMINATED = 143  # SIGTERM (128 + 15): `kill`, `timeout`, a service manager
 EXIT_BROKEN_PIPE = 141  # stdout closed by its reader (`| head`): 128 + SIGPIPE, said quietly
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -46,6 +47,14 @@ def exit_code() -> int:
     """128 + the first stop signal received (Ctrl-C's 130 when none was: a KeyboardInterrupt
     raised by a caller in-process)."""
     return 128 + (_first[0] if _first else signal.SIGINT)
+
+
+def say_stopped() -> None:
+    """The stop's one line on stderr, where no command's own boundary said it (a stop while
+    the command starts up, parses its options or leaves)."""
+    with suppress(Exception):  # stderr closed or gone: the exit code still says it
+        sys.stderr.write(described() + "\n")
+        sys.stderr.flush()
 
 
 def described() -> str:
@@ -93,13 +102,13 @@ def _end_after(seconds: float) -> None:
     _timers.append(timer)
 
 
-def installed_here() -> bool:
+def _installed_here() -> bool:
     return signal.getsignal(signal.SIGINT) is _handler
 
 
 def install() -> None:
     """The handler for SIGINT and SIGTERM, from now on (main thread only)."""
-    if threading.current_thread() is threading.main_thread() and not installed_here():
+    if threading.current_thread() is threading.main_thread() and not _installed_here():
         _forget()
         for s in _STOPS:
             signal.signal(s, _handler)
@@ -116,7 +125,7 @@ def _forget() -> None:
 @contextmanager
 def installed() -> Iterator[None]:
     """The handler while the block runs, the previous ones after it (in-process callers)."""
-    if threading.current_thread() is not threading.main_thread() or installed_here():
+    if threading.current_thread() is not threading.main_thread() or _installed_here():
         yield
         return
     previous = {s: signal.getsignal(s) for s in _STOPS}

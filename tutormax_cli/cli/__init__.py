@@ -97,8 +97,7 @@ def main() -> NoReturn:
     try:
         _exit(run())
     except KeyboardInterrupt:  # came while the exit handlers ran or output was flushed
-        with suppress(OSError):
-            os.write(2, f"{interrupts.described()}\n".encode())
+        interrupts.say_stopped()
         os._exit(interrupts.exit_code())
 
 
@@ -130,11 +129,11 @@ def run() -> int:
         app()
     except SystemExit as exc:
         if _from_a_stop(exc):  # Typer's Exit(130) for a stop while it parsed options (before
-            _say(interrupts.described())  # the command's own boundary): nothing was said
+            interrupts.say_stopped()  # the command's own boundary): nothing was said
             return interrupts.exit_code()
         return _exit_code(exc)
     except KeyboardInterrupt:  # before a command's own boundary (the root callback, say)
-        _say(interrupts.described())
+        interrupts.say_stopped()
         return interrupts.exit_code()
     except BaseException as exc:  # the boundary itself failed (stderr on a full disk, say)
         if isinstance(exc, OSError):
@@ -158,11 +157,6 @@ def _from_a_stop(exc: BaseException) -> bool:
         seen.add(id(cause))
         cause = cause.__cause__ or (None if cause.__suppress_context__ else cause.__context__)
     return False
-
-
-def _say(line: str) -> None:
-    with suppress(Exception):
-        sys.stderr.write(line + "\n")
 
 
 def _exit_code(exc: SystemExit) -> int:

@@ -7,7 +7,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
-from contextlib import suppress
+from contextlib import AbstractContextManager, suppress
 from datetime import UTC, datetime
 from functools import wraps
 from typing import Any, NoReturn, TypeVar
@@ -176,7 +176,7 @@ __all__ = [
 ]
 
 
-def graceful(notice: str | None = None) -> Any:
+def graceful(notice: str | None = None) -> AbstractContextManager[Callable[[], bool]]:
     """interrupts.graceful, the first signal said on stderr (`Ctrl-C: <notice>`)."""
 
     def say(signum: int) -> None:
