@@ -112,6 +112,33 @@ def test_a_stop_inside_held_is_raised_at_its_end() -> None:
         assert interrupts.exit_code() == 143
 
 
+def test_a_stop_right_after_a_batch_is_submitted_still_counts_it(monkeypatch) -> None:
+    """A batch handed to a thread is worked on (and committed) whatever the main thread
+    does next: a stop that lands between its submission and its recording as pending
+    must still find it in `late`, the batches committed while the run stopped."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tutormax_cli import ordered
+
+    done: list[int] = []
+    submit = ThreadPoolExecutor.submit
+
+    def submit_then_stop(self, fn, *args):
+        future = submit(self, fn, *args)
+        if args[0] == 2:
+            _signal_self(signal.SIGTERM)  # lands before in_order records the future
+        return future
+
+    monkeypatch.setattr(ThreadPoolExecutor, "submit", submit_then_stop)
+    late: list[tuple[int, int]] = []
+    with interrupts.installed(), pytest.raises(KeyboardInterrupt):
+        for _ in ordered.in_order(lambda i, _n: done.append(i) or i, ((i, 0) for i in range(9)),
+                                  2, late):  # fmt: skip
+            pass
+    assert sorted(done) == [0, 1, 2]  # the third batch was worked on…
+    assert late == [(1, 1), (2, 2)]  # …and is counted with the one in flight before it
+
+
 def _spill(store: Spill) -> None:
     store.append(pa.table({"v": pa.array([1, 2], pa.int64())}), np.array([0, 1]))
 
@@ -447,5 +474,10 @@ def test_a_stop_at_once_says_exactly_what_was_committed(
         said = dict(re.findall(r"(\w+)\.csv ([\d,]+)", line))
         counts = store.row_counts()
         for kind in ("tutors", "sessions", "feedback"):
-            assert int(said.get(kind, "0").replace(",", "")) == counts[kind], (attempt, line)
+            assert int(said.get(kind, "0").replace(",", "")) == counts[kind], (
+                attempt,
+                line,
+                counts,
+            )
     store.close()
+
