@@ -481,3 +481,112 @@ def test_a_stop_at_once_says_exactly_what_was_committed(
             )
     store.close()
 
+
+# -- dlq replay and drain: a stop says what was done, and it is so ----------------------------
+
+
+def _dead_letter(streams, n: int) -> None:
+    from tutormax_cli.queue.envelope import DeadLetter, Message
+
+    record = {"session_id": "S", "tutor_id": "T1", "student_id": "U1", "duration_minutes": 60,
+              "scheduled_start": "2025-01-01T10:00:00Z", "subject": ""}  # fmt: skip
+    blank = [{"field": "subject", "code": "blank", "message": "must not be blank"}]
+    for start in range(0, n, 5000):
+        streams.dead_letter([
+            DeadLetter(Message("sessions", f"1-{i}", {}, 2), {**record, "session_id": f"S{i}"},
+                       "validation", blank, {"row": i})
+            for i in range(start, min(start + 5000, n))
+        ])  # fmt: skip
+
+
+def _dlq(redis_url: str, prefix: str, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tutormax_cli", "dlq", *args, "--redis", redis_url, "--prefix",
+         prefix], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def _number(text: str) -> int:
+    return int(text.replace(",", ""))
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_dlq_replay_stopped_says_how_many_it_replayed(
+    streams, redis_url: str, prefix: str, stop: signal.Signals
+) -> None:
+    """replay stops after the dead letter in hand; the count it says is what moved: on the
+    source stream, and gone from the dead letters. Replaying again finishes the work."""
+    _dead_letter(streams, 20_000)
+    source = streams.stream("sessions")
+    proc = _dlq(redis_url, prefix, "replay", "--all")
+    _wait(lambda: streams.r.xlen(source) > 0, "the first replay", proc)
+    proc.send_signal(stop)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + stop, err
+    said = re.search(r"\(([\d,]+) of 20,000 selected dead letters were replayed; the others "
+                     r"are still dead letters", err)  # fmt: skip
+    assert said, err
+    replayed = _number(said[1])
+    assert 0 < replayed == streams.r.xlen(source) < 20_000
+    assert streams.r.xlen(streams.dead_letter_key) == 20_000 - replayed
+    assert "Traceback" not in err
+    again = _dlq(redis_url, prefix, "replay", "--all")
+    _out, err = again.communicate(timeout=120)
+    assert again.returncode == 0, err
+    assert streams.r.xlen(source) == 20_000 and streams.r.xlen(streams.dead_letter_key) == 0
+
+
+@pytest.mark.redis
+def test_dlq_drain_stopped_during_its_export_writes_and_deletes_nothing(
+    streams, redis_url: str, prefix: str, tmp_path: Path
+) -> None:
+    _dead_letter(streams, 100_000)
+    out = tmp_path / "dead.jsonl"
+    proc = _dlq(redis_url, prefix, "drain", "--out", str(out))
+    _wait(lambda: any(tmp_path.iterdir()), "the export's temporary file", proc)
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "terminated by SIGTERM (nothing was deleted, and no file written)" in err
+    assert list(tmp_path.iterdir()) == []
+    assert streams.r.xlen(streams.dead_letter_key) == 100_000
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("signals", [1, 2])
+def test_dlq_drain_stopped_while_it_deletes_says_how_far_it_got(
+    streams, tmp_path: Path, monkeypatch, signals: int
+) -> None:
+    """Once the file is in place, a first stop lets the deletion finish; a second ends it
+    between two chunks. Either way the message says what was deleted, and it was: the
+    file holds every dead letter drained, the stream the ones not yet deleted."""
+    from tutormax_cli.errors import Interrupted
+    from tutormax_cli.queue import dlq
+
+    _dead_letter(streams, 5_500)
+    real = type(streams).delete_dead_letters
+    calls: list[int] = []
+
+    def delete(self, records) -> int:
+        calls.append(len(records))
+        deleted = real(self, records)
+        if len(calls) == 2:
+            for _ in range(signals):
+                _signal_self(signal.SIGTERM)
+        return deleted
+
+    monkeypatch.setattr(type(streams), "delete_dead_letters", delete)
+    out = tmp_path / "dead.jsonl"
+    with interrupts.installed(), interrupts.graceful() as stop, pytest.raises(Interrupted) as e:
+        dlq.drain(streams, dlq.Selection(all=True), out, stop=stop)
+    assert len(out.read_text().splitlines()) == 5_500
+    left = streams.r.xlen(streams.dead_letter_key)
+    if signals == 1:
+        assert calls == [1000] * 5 + [500] and left == 0
+        assert f"{out} holds the 5,500 dead letters drained, deleted from" in e.value.committed
+    else:
+        assert calls == [1000, 1000] and left == 3_500
+        assert (f"{out} holds 5,500 dead letters; the first 2,000 were deleted from "
+                f"{streams.dead_letter_key}, the other 3,500 are still there too") in (
+                    e.value.committed)  # fmt: skip

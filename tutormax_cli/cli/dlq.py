@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from ..config import DEFAULT_DLQ_LIMIT
-from .common import err, handle_errors, open_streams, out, print_json
+from .common import err, graceful, handle_errors, open_streams, out, print_json
 from .options import (
     GROUP_DEFAULT,
     PREFIX_DEFAULT,
@@ -137,7 +137,8 @@ def dlq_replay(
 ) -> None:
     """Put dead letters back on their source streams with fresh envelopes (and remove them).
 
-    Exit code 1 when some selected dead letters were left in place or not found.
+    Exit code 1 when some selected dead letters were left in place or not found. Ctrl-C
+    or SIGTERM stops after the dead letter in hand and says how many were replayed.
 
     Example:
 
@@ -145,8 +146,9 @@ def dlq_replay(
     """
     from ..queue.dlq import replay
 
-    with open_streams(redis, prefix, streams) as s:
-        result = replay(s, _sel(kind, error, ids, all_), dry_run, group=group)
+    stopping = "stopping after this dead letter (again: at once)"
+    with open_streams(redis, prefix, streams) as s, graceful(stopping) as stop:
+        result = replay(s, _sel(kind, error, ids, all_), dry_run, group=group, stop=stop)
     if json_out:
         print_json(result.as_dict())
     else:
@@ -180,14 +182,18 @@ def dlq_drain(
 ) -> None:
     """Export dead letters to a file, then delete exactly those from the stream.
 
+    Ctrl-C or SIGTERM during the export leaves no file and deletes nothing; once the file
+    is in place, the deletion is finished first (again: at once, saying how far it got).
+
     Example:
 
       tutormax dlq drain --out dead-letters-2024-11-07.jsonl
     """
     from ..queue.dlq import drain
 
-    with open_streams(redis, prefix, streams) as s:
-        summary = drain(s, _sel(kind, error), out_path)
+    stopping = "stopping (again: at once)"
+    with open_streams(redis, prefix, streams) as s, graceful(stopping) as stop:
+        summary = drain(s, _sel(kind, error), out_path, stop=stop)
     if json_out:
         print_json(summary)
     else:

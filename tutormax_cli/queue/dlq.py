@@ -5,6 +5,11 @@ letter in one atomic step (streams.Streams.replay), so replaying twice re-queues
 dead letter whose source stream is not one of ours, or whose data is a raw poison entry
 rather than a record, is reported and left in place. Drain writes the file completely
 (fsync, then rename into place) before it deletes anything, and deletes only what it wrote.
+
+Stopped (`stop`, the CLI's first Ctrl-C or SIGTERM), replay ends after the dead letter in
+hand; drain ends its export with nothing deleted and no file, but a deletion once begun is
+finished: the file is in place by then. A stop at once ends either between two atomic
+steps, and the run says exactly what was done (errors.Interrupted).
 """
 
 from __future__ import annotations
@@ -12,14 +17,17 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import UsageError
+from ..errors import Interrupted, UsageError
+from ..interrupts import held
 from .envelope import DeadLetterRecord
 from .streams import DEFAULT_GROUP, Streams
+
+DELETE_CHUNK = 1000  # dead letters deleted in one MULTI/EXEC by drain
 
 
 @dataclass(frozen=True)
@@ -90,27 +98,49 @@ class ReplayResult:
 
 
 def replay(
-    streams: Streams, sel: Selection, dry_run: bool = False, *, group: str = DEFAULT_GROUP
+    streams: Streams,
+    sel: Selection,
+    dry_run: bool = False,
+    *,
+    group: str = DEFAULT_GROUP,
+    stop: Callable[[], bool] | None = None,
 ) -> ReplayResult:
     """Replay the selected dead letters. `group`: the consumer group whose pending entries
-    keep their dead-letter marks (see streams.Streams.replay)."""
+    keep their dead-letter marks (see streams.Streams.replay). `stop` is asked before each
+    dead letter; a stop ends the run with errors.Interrupted saying how many were replayed."""
     if sel.empty:
         raise UsageError("name dead-letter IDs, or use --kind, --error or --all")
-    records = list(select(streams, sel))
-    result = ReplayResult(dry_run, len(records), histogram=histogram(records))
-    found = {r.entry_id for r in records}
-    result.not_found = [i for i in sel.ids if i not in found]
-    for record in records:
-        reason = why_not_replayable(streams, record)
-        if reason:
-            result.left.setdefault(reason, []).append(record.entry_id)
-        elif not dry_run:
-            new_id = streams.replay(record, group)
-            if new_id is None:  # replayed or drained by someone else meanwhile
-                result.not_found.append(record.entry_id)
-            else:
-                result.replayed.append({"from": record.entry_id, "to": new_id})
+    result = ReplayResult(dry_run)
+    try:
+        records = list(select(streams, sel))
+        result.selected, result.histogram = len(records), histogram(records)
+        found = {r.entry_id for r in records}
+        result.not_found = [i for i in sel.ids if i not in found]
+        for record in records:
+            if stop is not None and stop():
+                raise Interrupted(_replayed_note(result))
+            reason = why_not_replayable(streams, record)
+            if reason:
+                result.left.setdefault(reason, []).append(record.entry_id)
+            elif not dry_run:
+                with held():  # a stop at once waits until the replay is counted
+                    new_id = streams.replay(record, group)
+                    if new_id is None:  # replayed or drained by someone else meanwhile
+                        result.not_found.append(record.entry_id)
+                    else:
+                        result.replayed.append({"from": record.entry_id, "to": new_id})
+    except KeyboardInterrupt:
+        raise Interrupted(_replayed_note(result)) from None
     return result
+
+
+def _replayed_note(result: ReplayResult) -> str:
+    if result.dry_run:
+        return " (dry run: nothing was replayed)"
+    return (
+        f" ({len(result.replayed):,} of {result.selected:,} selected dead letters were "
+        "replayed; the others are still dead letters: replay them again)"
+    )
 
 
 def why_not_replayable(streams: Streams, record: DeadLetterRecord) -> str | None:
@@ -122,8 +152,15 @@ def why_not_replayable(streams: Streams, record: DeadLetterRecord) -> str | None
     return None
 
 
-def drain(streams: Streams, sel: Selection, out: Path) -> dict[str, Any]:
-    """Export the selected dead letters to a JSON Lines file, then delete exactly those."""
+def drain(
+    streams: Streams, sel: Selection, out: Path, stop: Callable[[], bool] | None = None
+) -> dict[str, Any]:
+    """Export the selected dead letters to a JSON Lines file, then delete exactly those.
+
+    `stop` is asked during the export: a stop there leaves no file and deletes nothing.
+    Once the file is in place the deletion is finished whatever `stop` says (a stop at once
+    ends it between two MULTI/EXECs), and a stop asked meanwhile ends the run after it,
+    with errors.Interrupted saying what was written and deleted."""
     if str(out) == "-":
         raise UsageError(
             "--out -: drain deletes what it exported, so it writes a file it can fsync "
@@ -135,20 +172,50 @@ def drain(streams: Streams, sel: Selection, out: Path) -> dict[str, Any]:
         raise UsageError(f"--out {out}: no such directory {out.parent}")
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     written: list[DeadLetterRecord] = []
+    nothing = " (nothing was deleted, and no file written)"
+    placed = asked = False
     try:
         with tmp.open("w", encoding="utf-8") as fh:
             for record in select(streams, Selection(kind=sel.kind, error=sel.error)):
+                if stop is not None and stop():
+                    raise Interrupted(nothing)
                 fh.write(json.dumps(record.as_dict()) + "\n")
                 written.append(record)
             fh.flush()
             os.fsync(fh.fileno())
-        tmp.replace(out)
+        with held():  # in place, and known to be: a stop at once waits for both
+            tmp.replace(out)
+            placed = True
+    except KeyboardInterrupt:
+        if not placed:
+            raise Interrupted(nothing) from None
+        asked = True  # as the file went into place: it is there, so the deletion is due
     finally:
         tmp.unlink(missing_ok=True)
-    deleted = streams.delete_dead_letters(written)
+    deleted = done = 0
+    try:
+        while done < len(written):
+            with held():  # a stop at once waits until the chunk is counted
+                deleted += streams.delete_dead_letters(written[done : done + DELETE_CHUNK])
+                done = min(done + DELETE_CHUNK, len(written))
+    except KeyboardInterrupt:
+        raise Interrupted(_drained_note(streams, out, len(written), done)) from None
+    if asked or (stop is not None and stop()):
+        raise Interrupted(_drained_note(streams, out, len(written), done))
     return {
         "out": str(out),
         "written": len(written),
         "deleted": deleted,
         "dead_letter_stream": streams.dead_letter_key,
     }
+
+
+def _drained_note(streams: Streams, out: Path, written: int, done: int) -> str:
+    stream = streams.dead_letter_key
+    if done == written:
+        return f" ({out} holds the {written:,} dead letters drained, deleted from {stream})"
+    return (
+        f" ({out} holds {written:,} dead letters; the first {done:,} were deleted from "
+        f"{stream}, the other {written - done:,} are still there too: drain again to export "
+        "and delete them)"
+    )
