@@ -300,7 +300,7 @@ def test_drain_writes_the_file_before_deleting(
         "deleted": 1500,
         "dead_letter_stream": f"{prefix}dead_letter",
     }
-    assert seen_at_delete == [1500]
+    assert seen_at_delete == [1500, 1500]  # two chunks (1,000 + 500), the file whole at each
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert lines[0]["envelope"]["data"] == SESSION
     assert dead_letters(streams) == []
