@@ -59,3 +59,36 @@ def test_a_character_split_by_a_block_does_not_restart_the_file(
     read = sum(rb.table.num_rows for rb in _Csv.batches(_Input(path), 500))
     assert read == 3000
     assert passes == [4096]
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    data=st.binary(max_size=64)
+    | st.text(max_size=40).map(lambda t: t.encode("utf-8", "surrogatepass"))
+    | st.lists(
+        st.sampled_from(
+            [
+                b"a",
+                b"\xc3\xa9",
+                b"\xed\xa0\x80",
+                b"\xf4\x90\x80\x80",
+                b"\xc0\xaf",
+                b"\xe0\x80\xaf",
+                b"\xf0\x9f\x98\x80",
+                b"\xef\xbf\xbe",
+                b"\x80",
+                b"\xf8\x88\x80\x80\x80",
+                b"\x00",
+            ]
+        ),
+        max_size=12,
+    ).map(b"".join),  # fmt: skip
+)
+def test_the_utf8_check_says_what_pythons_decoder_says(data: bytes) -> None:
+    """Overlong forms, surrogates, code points past U+10FFFF, stray continuation bytes."""
+    try:
+        data.decode("utf-8")
+        python = True
+    except UnicodeDecodeError:
+        python = False
+    assert csv_module.valid_utf8(data) is python

@@ -276,12 +276,9 @@ class _Utf8Guard:
         speed, where decoding and encoding every chunk cost most of the read."""
         if data.isascii():
             return data
-        if _MARK_BYTES not in data:
-            try:
-                data.decode("utf-8")
-                return data
-            except UnicodeDecodeError:
-                pass
+        # memchr for the mark's lead byte (rare in text) first: `in` scans at ~2 GB/s
+        if (data.find(_MARK_BYTES[:1]) < 0 or _MARK_BYTES not in data) and valid_utf8(data):
+            return data
         text = data.decode("utf-8", "surrogateescape")
         if _TO_ESCAPE.search(text):
             self.escaped = True
@@ -300,6 +297,18 @@ class _Utf8Guard:
         calls into an exiting interpreter aborts the process)."""
         with self._reading:
             self.closed = True
+
+
+def valid_utf8(data: bytes) -> bool:
+    """Whether `data` is valid UTF-8, as Python's strict decoder says, by Arrow's validator:
+    ~20x faster than a decode on this data (tests/test_csv_reads.py compares the two)."""
+    offsets = pa.array([0, len(data)], pa.int64()).buffers()[1]
+    text = pa.Array.from_buffers(pa.large_string(), 1, [None, offsets, pa.py_buffer(data)])
+    try:
+        text.validate(full=True)
+    except pa.ArrowInvalid:
+        return False
+    return True
 
 
 def _whole_characters(data: bytes) -> int:
