@@ -10,9 +10,6 @@ one, to spell out their errors.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,10 +76,10 @@ def validate(kind: Kind, raw: pa.Table) -> Validated:
             message = f"a JSON value of the wrong shape for a {col.type.value} field: {{value!r}}"
             unread.append(Problem(name, PARSE_CODES[col.type], pc.fill_null(mask, False), message))
     problems.extend(unread)
-    # Each column is checked on its own, on a worker thread: Arrow's kernels release the GIL,
-    # so the columns of a batch are checked in parallel. Results are gathered in column
-    # order, so errors are listed in the same order whatever the threads did.
-    checked = _map(lambda name: _column(kind, name, _one_chunk(raw.column(name))), raw.column_names)
+    # One column at a time: the parallelism is between batches (ordered.in_order). Checking
+    # a batch's columns on a pool of threads too made every kernel's return wait for the
+    # interpreter lock (README, Performance: measured and not kept).
+    checked = [_column(kind, name, _one_chunk(raw.column(name))) for name in raw.column_names]
     text: dict[str, pa.Array] = {}
     typed: dict[str, pa.Array] = {}
     by_column: dict[str, list[Problem]] = {}
@@ -120,20 +117,6 @@ def _column(kind: Kind, name: str, arr: pa.Array) -> _Checked:
         return arr, [], None  # an extra column of numbers, blobs, uuids…: kept as it is
     arr, hostile = _hostile_checks(name, arr)
     return arr, hostile, None if col is None else check_column(col, arr)
-
-
-_THREADS = min(4, os.cpu_count() or 1)
-_pool: ThreadPoolExecutor | None = None
-
-
-def _map(fn: Callable[[str], _Checked], names: list[str]) -> list[_Checked]:
-    """`fn` over `names`, in order; on a shared pool of a few threads when there are cores."""
-    global _pool
-    if _THREADS < 2 or len(names) < 2:
-        return [fn(name) for name in names]
-    if _pool is None:
-        _pool = ThreadPoolExecutor(_THREADS, thread_name_prefix="tutormax-check")
-    return list(_pool.map(fn, names))
 
 
 _POSITIONS = pa.array([], pa.int64())
