@@ -55,16 +55,48 @@ def test_first_signal_raises_the_flag_the_second_stops_at_once_the_way_out_is_no
     with interrupts.installed(), interrupts.graceful() as asked:
         assert not asked()
         _signal_self(signal.SIGTERM)
-        assert asked() and interrupts.exit_code() == 143
+        assert interrupts.exit_code() == 143
         assert interrupts.described() == "terminated by SIGTERM"
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises(KeyboardInterrupt):  # before the command looked at the flag
             _signal_self(signal.SIGINT)
+        assert asked()
         _signal_self(signal.SIGINT)  # within the way out's grace: ignored
         _signal_self(signal.SIGTERM)
         monkeypatch.setattr(interrupts, "WAY_OUT_S", 0.0)  # a way out that is stuck: cut
         with pytest.raises(KeyboardInterrupt):
             _signal_self(signal.SIGINT)
         assert interrupts.exit_code() == 143  # the first signal names the exit
+
+
+@pytest.mark.parametrize("looked", [True, False])
+def test_once_a_graceful_stop_is_seen_the_way_out_has_begun(monkeypatch, looked: bool) -> None:
+    """After the command has seen the flag (it stops at this boundary), or has left its
+    graceful block with the flag up (the signal came after its last look), it is on its
+    way out: saying what it did, printing its summary, closing its clients. A signal
+    there is ignored as in a stop at once's way out (it replaced the count with a bare
+    line, or raised in a Redis client's __del__), and a signal after the grace cuts."""
+    with interrupts.installed():
+        with interrupts.graceful() as asked:
+            assert not asked()
+            _signal_self(signal.SIGTERM)
+            if looked:
+                assert asked()  # the command stops here
+                _signal_self(signal.SIGTERM)  # its way out: not cut
+                _signal_self(signal.SIGINT)
+        _signal_self(signal.SIGINT)  # the summary, after the block: not cut either
+        assert interrupts.exit_code() == 143
+        monkeypatch.setattr(interrupts, "WAY_OUT_S", 0.0)
+        with pytest.raises(KeyboardInterrupt):
+            _signal_self(signal.SIGTERM)  # the operator insists: cut
+
+
+def test_a_returned_command_is_leaving(monkeypatch) -> None:
+    with interrupts.installed():
+        interrupts.leaving()
+        _signal_self(signal.SIGTERM)  # the clients' finalizers, the exit: not cut
+        monkeypatch.setattr(interrupts, "WAY_OUT_S", 0.0)
+        with pytest.raises(KeyboardInterrupt):
+            _signal_self(signal.SIGTERM)
 
 
 def test_a_cleanup_begins_again_on_a_stop_but_a_cut_ends_it(monkeypatch) -> None:
@@ -590,3 +622,56 @@ def test_dlq_drain_stopped_while_it_deletes_says_how_far_it_got(
         assert (f"{out} holds 5,500 dead letters; the first 2,000 were deleted from "
                 f"{streams.dead_letter_key}, the other 3,500 are still there too") in (
                     e.value.committed)  # fmt: skip
+
+
+@pytest.mark.redis
+def test_dlq_stopped_twice_in_a_row_still_says_what_it_did(
+    streams, redis_url: str, prefix: str, tmp_path: Path
+) -> None:
+    """Two SIGTERMs a few ms apart, ten times each for replay and drain: the second one
+    lands in the way out of the first (the note being printed, the Redis client being
+    freed), where it used to replace the count with a bare line or print a traceback
+    from `Redis.__del__` (about one run in five). Every run now says what it did, and
+    it is so."""
+    from tutormax_cli.queue.streams import Streams
+
+    rng = np.random.default_rng(7)
+    for i in range(10):
+        sub = f"{prefix}{i}:"
+        mine = Streams(redis_url, sub)
+        _dead_letter(mine, 5_000)
+        source = mine.stream("sessions")
+        proc = _dlq(redis_url, sub, "replay", "--all")
+        _wait(lambda m=mine, s=source: m.r.xlen(s) > 0, "the first replay", proc)
+        _send(proc, [signal.SIGTERM, signal.SIGTERM], float(rng.uniform(0.0, 0.006)))
+        _out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 143 and "Traceback" not in err, (i, err)
+        said = re.search(r"\(([\d,]+) of 5,000 selected dead letters were replayed", err)
+        assert said, (i, err)
+        assert (
+            _number(said[1]) == mine.r.xlen(source) == 5_000 - mine.r.xlen(mine.dead_letter_key)
+        ), (i, err)
+        mine.close()
+    for i in range(10):
+        sub = f"{prefix}d{i}:"
+        mine = Streams(redis_url, sub)
+        _dead_letter(mine, 20_000)
+        out = tmp_path / f"dead{i}.jsonl"
+        proc = _dlq(redis_url, sub, "drain", "--out", str(out))
+        _wait(out.exists, "the file in place", proc)
+        time.sleep(float(rng.uniform(0.0, 0.1)))
+        _send(proc, [signal.SIGTERM, signal.SIGTERM], 0.003)
+        _out, err = proc.communicate(timeout=60)
+        assert "Traceback" not in err, (i, err)
+        assert len(out.read_text().splitlines()) == 20_000
+        left = mine.r.xlen(mine.dead_letter_key)
+        if proc.returncode == 0:  # the signals came after its last look: it finished
+            assert "deleted 20,000" in err and left == 0, (i, err)
+        else:
+            assert proc.returncode == 143, (i, err)
+            whole = re.search(r"holds the 20,000 dead letters drained, deleted from", err)
+            part = re.search(r"the first ([\d,]+) were deleted from .*, the other ([\d,]+) "
+                             r"are still there too", err)  # fmt: skip
+            assert whole or part, (i, err)
+            assert left == (0 if whole else 20_000 - _number(part[1])), (i, err)
+        mine.close()

@@ -3,8 +3,13 @@ the moments a stop must not cut.
 
 - The handler is installed before anything heavy is imported (`tutormax_cli.__main__`).
 - In a command that stops between batches or pages (`enrich`, `publish`, `refresh`,
-  `stats --watch`: inside `graceful`), the first SIGINT or SIGTERM only raises a flag; the
-  next one stops at once. Elsewhere the first one stops at once.
+  `stats --watch`, `dlq replay|drain`: inside `graceful`), the first SIGINT or SIGTERM only
+  raises a flag; the next one, before the command has looked at the flag, stops at once.
+  Elsewhere the first one stops at once.
+- Once the command has seen the flag, or has left its `graceful` block with the flag up,
+  it is on its way out (saying what it did, closing its connections), as after a stop at
+  once: a second signal there replaced the count with a bare line, or a traceback from a
+  client's `__del__`. So is every command once it has returned (`leaving`).
 - "At once" is a KeyboardInterrupt: the way out removes temporary files and partial
   outputs, rolls back what is open and says what was committed. It is put off to the end
   of a `held()` block: between making a temporary folder and recording where it is (a
@@ -87,6 +92,18 @@ def _handler(signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+def _way_out() -> None:
+    """The command is on its way out: signals in the next WAY_OUT_S are ignored, a later
+    one cuts (see _handler). Only where this module's handler is in place."""
+    if not _at_once and _installed_here():
+        _at_once.append(time.monotonic())
+
+
+def leaving() -> None:
+    """The command has returned: what remains is its exit (see the module doc)."""
+    _way_out()
+
+
 def _end_after(seconds: float) -> None:
     """End the process `seconds` from now unless it has ended by then: a cut way out may
     wait again (on a writer thread stuck on a full pipe, say), and no signal may come."""
@@ -157,12 +174,19 @@ def graceful(on_signal: Callable[[int], None] | None = None) -> Iterator[Callabl
         if on_signal is not None:
             on_signal(signum)
 
+    def seen() -> bool:
+        if asked:
+            _way_out()  # the command stops here: its way out begins
+        return bool(asked)
+
     with installed():
         _flags.append(flag)
         try:
-            yield lambda: bool(asked)
+            yield seen
         finally:
             _flags.remove(flag)
+            if asked:  # after the command's last look: what follows is its way out
+                _way_out()
 
 
 @contextmanager

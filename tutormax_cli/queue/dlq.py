@@ -112,8 +112,13 @@ def replay(
         raise UsageError("name dead-letter IDs, or use --kind, --error or --all")
     result = ReplayResult(dry_run)
     try:
-        records = list(select(streams, sel))
-        result.selected, result.histogram = len(records), histogram(records)
+        try:
+            records = list(select(streams, sel))
+            result.selected, result.histogram = len(records), histogram(records)
+        except KeyboardInterrupt:
+            raise Interrupted(
+                " (nothing was replayed: the dead letters were being selected)"
+            ) from None
         found = {r.entry_id for r in records}
         result.not_found = [i for i in sel.ids if i not in found]
         for record in records:
