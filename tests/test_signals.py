@@ -92,7 +92,7 @@ def test_once_a_graceful_stop_is_seen_the_way_out_has_begun(monkeypatch, looked:
 
 def test_a_returned_command_is_leaving(monkeypatch) -> None:
     with interrupts.installed():
-        interrupts.leaving()
+        interrupts.way_out()
         _signal_self(signal.SIGTERM)  # the clients' finalizers, the exit: not cut
         monkeypatch.setattr(interrupts, "WAY_OUT_S", 0.0)
         with pytest.raises(KeyboardInterrupt):

@@ -9,7 +9,7 @@ the moments a stop must not cut.
 - Once the command has seen the flag, or has left its `graceful` block with the flag up,
   it is on its way out (saying what it did, closing its connections), as after a stop at
   once: a second signal there replaced the count with a bare line, or a traceback from a
-  client's `__del__`. So is every command once it has returned (`leaving`).
+  client's `__del__`. So is every command once it has returned (`way_out`, from cli.run).
 - "At once" is a KeyboardInterrupt: the way out removes temporary files and partial
   outputs, rolls back what is open and says what was committed. It is put off to the end
   of a `held()` block: between making a temporary folder and recording where it is (a
@@ -92,16 +92,12 @@ def _handler(signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def _way_out() -> None:
-    """The command is on its way out: signals in the next WAY_OUT_S are ignored, a later
-    one cuts (see _handler). Only where this module's handler is in place."""
+def way_out() -> None:
+    """The command is on its way out (it stops at a boundary, or has returned): signals in
+    the next WAY_OUT_S are ignored, a later one cuts (see _handler). Only where this
+    module's handler is in place."""
     if not _at_once and _installed_here():
         _at_once.append(time.monotonic())
-
-
-def leaving() -> None:
-    """The command has returned: what remains is its exit (see the module doc)."""
-    _way_out()
 
 
 def _end_after(seconds: float) -> None:
@@ -176,7 +172,7 @@ def graceful(on_signal: Callable[[int], None] | None = None) -> Iterator[Callabl
 
     def seen() -> bool:
         if asked:
-            _way_out()  # the command stops here: its way out begins
+            way_out()  # the command stops here: its way out begins
         return bool(asked)
 
     with installed():
@@ -186,7 +182,7 @@ def graceful(on_signal: Callable[[int], None] | None = None) -> Iterator[Callabl
         finally:
             _flags.remove(flag)
             if asked:  # after the command's last look: what follows is its way out
-                _way_out()
+                way_out()
 
 
 @contextmanager

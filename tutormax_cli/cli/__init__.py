@@ -127,9 +127,8 @@ def run() -> int:
     try:
         _tune_arrow()  # (inside: a stop while it imports Arrow is a stop like any other)
         app()
-        interrupts.leaving()
-    except SystemExit as exc:
-        interrupts.leaving()  # (its clients' finalizers run as the command's frames go)
+    except SystemExit as exc:  # (Typer always leaves by it)
+        interrupts.way_out()  # (its clients' finalizers run as the command's frames go)
         if _from_a_stop(exc):  # Typer's Exit(130) for a stop while it parsed options (before
             interrupts.say_stopped()  # the command's own boundary): nothing was said
             return interrupts.exit_code()
