@@ -68,23 +68,27 @@ def test_first_signal_raises_the_flag_the_second_stops_at_once_the_way_out_is_no
         assert interrupts.exit_code() == 143  # the first signal names the exit
 
 
-@pytest.mark.parametrize("looked", [True, False])
-def test_once_a_graceful_stop_is_seen_the_way_out_has_begun(monkeypatch, looked: bool) -> None:
+@pytest.mark.parametrize("looked", [True, False, None])
+def test_once_a_graceful_stop_is_seen_the_way_out_has_begun(
+    monkeypatch, looked: bool | None
+) -> None:
     """After the command has seen the flag (it stops at this boundary), or has left its
-    graceful block with the flag up (the signal came after its last look), it is on its
-    way out: saying what it did, printing its summary, closing its clients. A signal
-    there is ignored as in a stop at once's way out (it replaced the count with a bare
-    line, or raised in a Redis client's __del__), and a signal after the grace cuts."""
+    graceful block (the signal came after its last look, or comes only now: its work is
+    done), it is on its way out: saying what it did, printing its summary, closing its
+    clients. A signal there is ignored as in a stop at once's way out (it replaced the
+    count with a bare line, or raised in a Redis client's __del__), and a signal after the
+    grace cuts."""
     with interrupts.installed():
         with interrupts.graceful() as asked:
             assert not asked()
-            _signal_self(signal.SIGTERM)
+            if looked is not None:
+                _signal_self(signal.SIGTERM)
             if looked:
                 assert asked()  # the command stops here
                 _signal_self(signal.SIGTERM)  # its way out: not cut
                 _signal_self(signal.SIGINT)
         _signal_self(signal.SIGINT)  # the summary, after the block: not cut either
-        assert interrupts.exit_code() == 143
+        assert interrupts.exit_code() == (143 if looked is not None else 130)
         monkeypatch.setattr(interrupts, "WAY_OUT_S", 0.0)
         with pytest.raises(KeyboardInterrupt):
             _signal_self(signal.SIGTERM)  # the operator insists: cut

@@ -6,10 +6,11 @@ the moments a stop must not cut.
   `stats --watch`, `dlq replay|drain`: inside `graceful`), the first SIGINT or SIGTERM only
   raises a flag; the next one, before the command has looked at the flag, stops at once.
   Elsewhere the first one stops at once.
-- Once the command has seen the flag, or has left its `graceful` block with the flag up,
-  it is on its way out (saying what it did, closing its connections), as after a stop at
-  once: a second signal there replaced the count with a bare line, or a traceback from a
-  client's `__del__`. So is every command once it has returned (`way_out`, from cli.run).
+- Once the command has seen the flag, or has left its `graceful` block (its work is done:
+  what follows is its report), it is on its way out (saying what it did, closing its
+  connections), as after a stop at once: a signal there replaced the count with a bare
+  line, or a traceback from a client's `__del__`. So is every command once it has
+  returned (`way_out`, from cli.run).
 - "At once" is a KeyboardInterrupt: the way out removes temporary files and partial
   outputs, rolls back what is open and says what was committed. It is put off to the end
   of a `held()` block: between making a temporary folder and recording where it is (a
@@ -180,9 +181,8 @@ def graceful(on_signal: Callable[[int], None] | None = None) -> Iterator[Callabl
         try:
             yield seen
         finally:
-            _flags.remove(flag)
-            if asked:  # after the command's last look: what follows is its way out
-                way_out()
+            way_out()  # the work is done or stopped: what follows is the command's report
+            _flags.remove(flag)  # (after: a signal between the two is still a flag)
 
 
 @contextmanager
