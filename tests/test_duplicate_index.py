@@ -1,9 +1,14 @@
 """The run's duplicate bookkeeping (duplicates.DuplicateIndex, DuplicateCounter) against a
-per-record oracle, in memory and spilled to disk in several partitions."""
+per-record oracle, in memory and spilled to disk in several partitions; its memory, which
+must not grow with the run, and a full disk under its spill."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections import Counter
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -72,3 +77,80 @@ def _index_matches_the_oracle(batches) -> None:
     asked = list(positions) + [12345]
     got = index.lookup(pa.array(asked, pa.int64())).to_pylist()
     assert got == [want.get(h) for h in asked]
+
+
+_PEAK = """
+import sys, numpy as np, pyarrow as pa
+from tutormax_cli.duplicates import DuplicateCounter, DuplicateIndex
+n, which = int(sys.argv[1]), sys.argv[2]
+pool = pa.default_memory_pool()
+rng = np.random.default_rng(7)
+base = pool.max_memory()
+bookkeeping = DuplicateCounter() if which == "counter" else DuplicateIndex()
+for at in range(0, n, 16_000):
+    h = pa.array(rng.integers(-2**63, 2**63 - 1, min(16_000, n - at), dtype=np.int64))
+    if which == "counter":
+        bookkeeping.add(h, at % 2, h)
+    else:
+        bookkeeping.add(h, pa.array(np.arange(at, at + len(h))))
+bookkeeping.finish()
+print(pool.max_memory() - base)
+"""
+
+
+@pytest.mark.parametrize("which", ["counter", "index"])
+def test_the_bookkeeping_of_a_bigger_run_takes_no_more_memory(which: str) -> None:
+    """Arrow's high-water mark over a run's key bookkeeping, in a process of its own: the
+    same for 2M keys as for 500k (both past SPILL_ROWS). The pairs were re-read whole once
+    for each 1M of them, and their buffer and partitions were 1M pairs: 23 → 64 MiB from
+    1M to 4M keys, which made the end of a 5M-row run its peak of memory."""
+
+    def peak(n: int) -> int:
+        out = subprocess.run(
+            [sys.executable, "-c", _PEAK, str(n), which], capture_output=True, text=True
+        )
+        assert out.returncode == 0, out.stderr
+        return int(out.stdout)
+
+    small, big = peak(500_000), peak(2_000_000)
+    assert small > 0
+    assert big <= small * 1.1 + (1 << 20), (small, big)
+    assert big < 16 << 20, big  # a few buffers of SPILL_ROWS pairs (4 MiB each), not the run's
+
+
+_FULL_DISK = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # then write() fails with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))
+import tutormax_cli.duplicates as d
+d.SPILL_ROWS = 10
+from tutormax_cli.cli import main
+sys.argv = ["tutormax"] + sys.argv[1:]
+main()
+"""
+
+
+def test_a_full_disk_under_the_key_spill_is_a_clear_error(tmp_path: Path) -> None:
+    """The duplicate count's spill cannot be written (a file-size limit stands in for a
+    full disk): exit 2, a message naming the temporary folder and what to do, no traceback,
+    nothing left in it. (Its own file said only "Error writing bytes to file".)"""
+    src = tmp_path / "s.csv"
+    rows = [f"S{i},T1,st{i},2024-11-09T02:00:00Z,60,Math" for i in range(20_000)]
+    src.write_text(
+        "session_id,tutor_id,student_id,scheduled_start,duration_minutes,subject\n"
+        + "\n".join(rows)
+        + "\n"
+    )
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-c", _FULL_DISK, "enrich", str(src), "--no-db", "--out",
+         str(tmp_path / "o.parquet"), "--as-of", "2025-01-01T00:00:00Z"],
+        capture_output=True, text=True, env={**os.environ, "TMPDIR": str(temp)}, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert f"error: temporary files in {temp}" in proc.stderr
+    assert "hint: set TMPDIR to a directory with more free space" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert list(temp.iterdir()) == []
+    assert not (tmp_path / "o.parquet").exists()

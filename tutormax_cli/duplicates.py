@@ -22,8 +22,6 @@ itself, never by its hash.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -31,14 +29,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .interrupts import held, uninterrupted
+from .spill import Spill, hash_part
 
 # Order of versions: those carrying updated_at beat those that do not; then the newest
 # updated_at; then the later position in the run ("the last").
 RANK_COLUMNS = ("_has_updated_at", "updated_at", "_seq")
 SEQ, GROUP, LAST = "_seq", "_group", "_last"
-# Pairs of (hash, tag) kept in memory before they go to a temporary file: 16 MiB.
-SPILL_ROWS = 1 << 20
+# Pairs of (hash, tag) kept in memory before they go to temporary files: 4 MiB. Past that a
+# run's pairs are on disk whatever its size, so its memory does not grow with its input.
+SPILL_ROWS = 1 << 18
 
 _INT64 = pa.int64()
 
@@ -58,89 +57,56 @@ def key_hashes(keys: pa.Array | pa.ChunkedArray) -> pa.Array:
 
 class _Pairs:
     """An append-only list of (hash, tag) int64 pairs, in memory up to SPILL_ROWS, then in a
-    temporary file: a run's keys cost 16 bytes each on disk, not in memory."""
+    spill.Spill partitioned by hash: a run's keys cost 16 bytes each on disk, not in memory,
+    and each partition is read once, whatever the run's size."""
 
     def __init__(self) -> None:
         self._hashes: list[pa.Array] = []
         self._tags: list[pa.Array] = []
         self._buffered = 0
-        self._dir: tempfile.TemporaryDirectory[str] | None = None
-        self._path = ""
-        self._sink: pa.NativeFile | None = None
-        self._writer: pa.ipc.RecordBatchStreamWriter | None = None
-        self.count = 0
+        self._spill: Spill | None = None
 
     def append(self, hashes: pa.Array, tags: pa.Array) -> None:
         self._hashes.append(hashes)
         self._tags.append(tags)
         self._buffered += len(hashes)
-        self.count += len(hashes)
         if self._buffered >= SPILL_ROWS:
-            self._spill()
+            self._flush()
 
-    def _spill(self) -> None:
+    def _flush(self) -> None:
         table = self._buffer()
-        if self._writer is None:
-            # NOTE: a file Arrow opens itself (not a Python file object): what Arrow reads
-            # back lands in its own memory pool, not in Python bytes objects, whose 16 MiB
-            # reads left the C heap fragmented (~180 MiB of RSS at 5M keys).
-            with held():  # made and recorded for the way out's cleanup, never only made
-                self._dir = tempfile.TemporaryDirectory(prefix="tutormax-keys-")
-                self._path = os.path.join(self._dir.name, "keys.arrows")
-                self._sink = pa.OSFile(self._path, "wb")
-                self._writer = pa.ipc.new_stream(self._sink, table.schema)
-        self._writer.write_table(table)
         self._hashes, self._tags, self._buffered = [], [], 0
+        if self._spill is None:
+            self._spill = Spill(_PAIRS, buffer_rows=0)  # ours is the only buffer
+        self._spill.append(table, hash_part(table["h"].to_numpy()))
 
     def _buffer(self) -> pa.Table:
         return pa.table(
             {
                 "h": pa.concat_arrays(self._hashes) if self._hashes else pa.array([], _INT64),
                 "t": pa.concat_arrays(self._tags) if self._tags else pa.array([], _INT64),
-            }
+            },
+            schema=_PAIRS,
         )
 
     def partitions(self) -> Iterator[pa.Table]:
         """Every pair, in partitions by hash (all pairs of one hash in one partition), each
-        in append order; at most about SPILL_ROWS pairs in memory at a time."""
-        if self._writer is None or self._sink is None:
+        in append order: one table while they fit in memory, else the spill's partitions,
+        one at a time."""
+        if self._spill is None:
             yield self._buffer()
             return
-        if self._hashes:
-            self._spill()
-        self._writer.close()
-        self._sink.close()
-        parts = max(1, -(-self.count // SPILL_ROWS))
-        for p in range(parts):
-            with pa.OSFile(self._path) as source:
-                chunks = [
-                    pa.Table.from_batches([b]).filter(_in_partition(b["h"], p, parts))
-                    for b in pa.ipc.open_stream(source)
-                ]
-            yield pa.concat_tables(chunks) if chunks else self._empty()
-
-    @staticmethod
-    def _empty() -> pa.Table:
-        return pa.table({"h": pa.array([], _INT64), "t": pa.array([], _INT64)})
+        if self._buffered:
+            self._flush()
+        for p in range(self._spill.parts):
+            yield self._spill.read(p)
 
     def close(self) -> None:
-        uninterrupted(self._close)
-
-    def _close(self) -> None:
-        if self._sink is not None:
-            self._sink.close()
-        if self._dir is not None:
-            self._dir.cleanup()
-            self._dir = None
+        if self._spill is not None:
+            self._spill.close()
 
 
-def _in_partition(hashes: pa.Array, p: int, parts: int) -> pa.Array:
-    # NOTE: pc.divide on int64 truncates toward zero, so take |h| mod parts via subtraction.
-    if parts == 1:
-        return pc.is_valid(hashes)
-    mag = pc.abs(hashes)  # abs(INT64_MIN) wraps to itself; it lands in partition 0 either way
-    rem = pc.subtract(mag, pc.multiply(pc.divide(mag, parts), parts))
-    return pc.equal(pc.abs(rem), p)
+_PAIRS = pa.schema([("h", _INT64), ("t", _INT64)])
 
 
 def repeats(part: pa.Table) -> bool:

@@ -1,4 +1,5 @@
-"""Tables kept on disk in partitions, for the joins a run must not hold in memory.
+"""Tables kept on disk in partitions, for what a run must not hold in memory: the joins of
+session_join.py and the key pairs of duplicates.py.
 
 Rows are appended with the partition each belongs to (a hash's top bits, a position's
 range), buffered up to `buffer_rows` in all, then written to one Arrow IPC stream file a
@@ -71,8 +72,9 @@ class Spill:
         if p not in self._writers:
             return self.schema.empty_table()
         try:
-            # NOTE: a file Arrow opens itself: what it reads lands in Arrow's memory pool,
-            # not in Python bytes objects (see duplicates._Pairs).
+            # NOTE: a file Arrow opens itself (not a Python file object): what it reads
+            # lands in Arrow's memory pool, not in Python bytes objects, whose 16 MiB reads
+            # left the C heap fragmented (~180 MiB of RSS at 5M keys).
             with pa.OSFile(self._path(p)) as source:
                 return pa.ipc.open_stream(source).read_all()
         except OSError as exc:
