@@ -120,9 +120,15 @@ def _compact_json_lists(raw: pa.Array) -> pa.Array | None:
         return None
     if not pc.all(pc.match_substring_regex(raw, _COMPACT_JSON_LIST)).as_py():
         return None
-    items = pc.split_pattern(pc.utf8_slice_codeunits(raw, 2, -2), '","')
-    empty = pc.equal(pc.binary_length(raw), 2)  # `[]`
-    return pc.if_else(empty, pa.scalar([], items.type), items).cast(LIST_OF_STRINGS)
+    empty = pc.equal(pc.binary_length(raw), 2)  # `[]`, which would split into [""]
+    items = pc.split_pattern(pc.utf8_slice_codeunits(null_where(raw, empty), 2, -2), '","')
+    # NOTE: `[]` was split as a null, whose slot holds no item: valid again, it is the
+    # empty list. (pc.if_else of an empty-list scalar took 40% of this function.)
+    span = items.offsets[-1].as_py() - items.offsets[0].as_py()
+    if (pc.sum(pc.list_value_length(items)).as_py() or 0) != span:  # a null owning items
+        return pc.if_else(empty, pa.scalar([], items.type), items).cast(LIST_OF_STRINGS)
+    lists = pa.ListArray.from_arrays(items.offsets, items.values, mask=pc.is_null(raw))
+    return lists.cast(LIST_OF_STRINGS)
 
 
 def _split_delimited(text: pa.Array) -> pa.Array:
