@@ -211,17 +211,22 @@ def test_held_gives_each_key_its_best_version_at_its_last_occurrence(
 
 
 def _versions(versions: list[tuple[str, int | None]], at: list[int], last: dict) -> pa.Table:
-    utc = pa.timestamp("us", tz="UTC")
+    keys = [versions[i][0] for i in at]
     stamps = [None if versions[i][1] is None else versions[i][1] * 1_000_000 for i in at]
-    return pa.table(
-        {
-            "k": pa.array([versions[i][0] for i in at], pa.string()),
-            "updated_at": pa.array(stamps, pa.int64()).cast(utc),
-            SEQ: pa.array(at, pa.int64()),
-            GROUP: pa.array([0] * len(at), pa.int64()),
-            LAST: pa.array([last[versions[i][0]] for i in at], pa.int64()),
-        }
-    )
+    return _held_rows(keys, at, [last[k] for k in keys], stamps)
+
+
+def _held_rows(
+    keys: list[str], seqs: list[int], lasts: list[int], stamps: list[int | None] | None = None
+) -> pa.Table:
+    """Rows as the pipeline offers them to Held (`updated_at` in seconds, when given)."""
+    columns = {"k": pa.array(keys, pa.string())}
+    if stamps is not None:
+        columns["updated_at"] = pa.array(stamps, pa.int64()).cast(pa.timestamp("us", tz="UTC"))
+    columns[SEQ] = pa.array(seqs, pa.int64())
+    columns[GROUP] = pa.array([0] * len(keys), pa.int64())
+    columns[LAST] = pa.array(lasts, pa.int64())
+    return pa.table(columns)
 
 
 def test_a_batch_copies_only_the_held_chunks_it_concerns() -> None:
@@ -229,27 +234,23 @@ def test_a_batch_copies_only_the_held_chunks_it_concerns() -> None:
     which another chunk's keys come due, leave every other chunk as it was (the same
     object), never copied or re-ranked."""
     held, settled = Held("k"), Settled()
+
+    def offer(keys: list[str], seqs: range, last: int) -> None:
+        held.offer(_held_rows(keys, list(seqs), [last] * len(keys)), settled)
+
+    def chunks() -> list[pa.Table]:
+        return [c for _, c in held._chunks]
+
     for b in range(5):  # keys of chunk b are last seen at 1000 + b
-        keys = [f"{b}-{i}" for i in range(10)]
-        held.offer(_chunk(keys, range(b * 10, b * 10 + 10), 1000 + b), settled)
-    before = list(held._chunks)
-    held.offer(_chunk([f"2-{i}" for i in range(10)], range(100, 110), 1002), settled)
-    assert [c for c in held._chunks if any(c is b for b in before)] == [
+        offer([f"{b}-{i}" for i in range(10)], range(b * 10, b * 10 + 10), 1000 + b)
+    before = chunks()
+    offer([f"2-{i}" for i in range(10)], range(100, 110), 1002)
+    assert [c for c in chunks() if any(c is b for b in before)] == [
         before[0], before[1], before[3], before[4]
     ]  # fmt: skip
     assert len(settled.superseded) == 10 and len(held) == 50
-    kept = [c for c in held._chunks if c is not before[0]]
+    kept = [c for c in chunks() if c is not before[0]]
     due = held.take_due(1000)
     assert sorted(due["k"].to_pylist()) == sorted(f"0-{i}" for i in range(10))
-    assert held._chunks == kept and all(a is b for a, b in zip(held._chunks, kept, strict=True))
-
-
-def _chunk(keys: list[str], seqs: range, last: int) -> pa.Table:
-    return pa.table(
-        {
-            "k": pa.array(keys, pa.string()),
-            SEQ: pa.array(list(seqs), pa.int64()),
-            GROUP: pa.array([0] * len(keys), pa.int64()),
-            LAST: pa.array([last] * len(keys), pa.int64()),
-        }
-    )
+    assert len(chunks()) == len(kept)
+    assert all(a is b for a, b in zip(chunks(), kept, strict=True))

@@ -22,7 +22,7 @@ itself, never by its hash.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -207,12 +207,11 @@ class Held:
     def __init__(self, key: str, *, keep_all: bool = False) -> None:
         self.key = key
         self.keep_all = keep_all
-        self._chunks: list[pa.Table] = []
-        self._firsts: list[int] = []  # the smallest `_last` of each chunk
+        self._chunks: list[tuple[int, pa.Table]] = []  # (its smallest `_last`, the chunk)
         self._schema: pa.Schema | None = None
 
     def __len__(self) -> int:
-        return sum(c.num_rows for c in self._chunks)
+        return sum(c.num_rows for _, c in self._chunks)
 
     def offer(self, rows: pa.Table, settled: Settled) -> None:
         """Add versions; each version beaten by a better one of its key is superseded."""
@@ -220,54 +219,49 @@ class Held:
         if not rows.num_rows:
             return
         if not self.keep_all:
-            winners, losers = best_of_each_key(pa.concat_tables([*self._rivals(rows), rows]),
-                                               self.key)  # fmt: skip
+            keys = rows[self.key].combine_chunks()
+            rivals = self._take(lambda _, chunk: pc.is_in(chunk[self.key], value_set=keys))
+            rows, losers = best_of_each_key(pa.concat_tables([*rivals, rows]), self.key)
             settled.superseded += list(
                 zip(losers[GROUP].to_pylist(), losers[SEQ].to_pylist(), strict=True)
             )
-            rows = winners
-        self._keep([*self._chunks, rows])
-
-    def _rivals(self, rows: pa.Table) -> list[pa.Table]:
-        """The held versions of `rows`' keys, which leave their chunks."""
-        keys = rows[self.key].combine_chunks()
-        rivals: list[pa.Table] = []
-        chunks: list[pa.Table] = []
-        for chunk in self._chunks:
-            theirs = pc.is_in(chunk[self.key], value_set=keys)
-            if pc.any(theirs).as_py():
-                rivals.append(chunk.filter(theirs))
-                chunk = chunk.filter(pc.invert(theirs))
-            chunks.append(chunk)
-        self._keep(chunks)
-        return rivals
-
-    def _keep(self, chunks: list[pa.Table]) -> None:
-        chunks = [c for c in chunks if c.num_rows]
-        if len(chunks) > self.MAX_CHUNKS:
-            chunks = [pa.concat_tables(chunks)]
-        self._chunks = chunks
-        self._firsts = [pc.min(c[LAST]).as_py() for c in chunks]
+        self._chunks.append((pc.min(rows[LAST]).as_py(), rows))
+        if len(self._chunks) > self.MAX_CHUNKS:
+            first = min(f for f, _ in self._chunks)
+            self._chunks = [(first, pa.concat_tables([c for _, c in self._chunks]))]
 
     def take_due(self, upto_seq: int | None) -> pa.Table:
         """Remove and return the winners whose key can have no version after `upto_seq`
         (None: every winner, at the end of the input)."""
-        due: list[pa.Table] = []
-        rest: list[pa.Table] = []
-        for chunk, first in zip(self._chunks, self._firsts, strict=True):
-            if upto_seq is not None and first > upto_seq:
-                rest.append(chunk)
-                continue
-            done = None if upto_seq is None else pc.less_equal(chunk[LAST], upto_seq)
-            if done is None or pc.all(done).as_py():
-                due.append(chunk)
-            else:
-                due.append(chunk.filter(done))
-                rest.append(chunk.filter(pc.invert(done)))
-        self._keep(rest)
+        if upto_seq is None:
+            due, self._chunks = [c for _, c in self._chunks], []
+        else:
+            due = self._take(
+                lambda first, chunk: (
+                    None if first > upto_seq else pc.less_equal(chunk[LAST], upto_seq)
+                )
+            )
         if due:
             return pa.concat_tables(due)
         return pa.table({}) if self._schema is None else self._schema.empty_table()
+
+    def _take(self, select: Callable[[int, pa.Table], pa.Array | None]) -> list[pa.Table]:
+        """Remove and return the rows `select(first, chunk)` marks in each chunk (None: none
+        of them); a chunk none of whose rows is marked stays as it is, not copied."""
+        taken: list[pa.Table] = []
+        kept: list[tuple[int, pa.Table]] = []
+        for first, chunk in self._chunks:
+            mask = select(first, chunk)
+            if mask is None or not pc.any(mask).as_py():
+                kept.append((first, chunk))
+            elif pc.all(mask).as_py():
+                taken.append(chunk)
+            else:
+                taken.append(chunk.filter(mask))
+                rest = chunk.filter(pc.invert(mask))
+                kept.append((pc.min(rest[LAST]).as_py(), rest))
+        self._chunks = kept
+        return taken
 
 
 def rank_columns(table: pa.Table) -> pa.Table:
