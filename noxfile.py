@@ -11,7 +11,7 @@ PACKAGES = ["tutormax_cli", "tests", "bench", "noxfile.py"]
 # The core (no terminal, queue or database): type-checked with --strict.
 CORE = [
     *(f"tutormax_cli/{m}.py" for m in
-      ("schema", "validate", "records", "json_bounds", "pipeline", "parents", "duplicates",
+      ("schema", "validate", "records", "json_bounds", "pipeline", "parents", "duplicates", "held",
        "config", "errors", "ordered", "session_join", "spill", "interrupts")),
     "tutormax_cli/rules", "tutormax_cli/fields",
 ]  # fmt: skip

@@ -4,7 +4,6 @@ must not grow with the run, and a full disk under its spill."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections import Counter
@@ -14,16 +13,12 @@ import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from procfixtures import full_temp_disk
 
 from tutormax_cli import duplicates
 from tutormax_cli.duplicates import (
-    GROUP,
-    LAST,
-    SEQ,
     DuplicateCounter,
     DuplicateIndex,
-    Held,
-    Settled,
 )
 
 HASHES = st.sampled_from([0, 1, -1, 7, 2**62, -(2**63), 2**63 - 1]) | st.integers(
@@ -151,106 +146,8 @@ def test_a_full_disk_under_the_key_spill_is_a_clear_error(tmp_path: Path) -> Non
     )
     temp = tmp_path / "temp"
     temp.mkdir()
-    proc = subprocess.run(
+    full_temp_disk(
         [sys.executable, "-c", _FULL_DISK, "enrich", str(src), "--no-db", "--out",
-         str(tmp_path / "o.parquet"), "--as-of", "2025-01-01T00:00:00Z"],
-        capture_output=True, text=True, env={**os.environ, "TMPDIR": str(temp)}, timeout=120,
+         str(tmp_path / "o.parquet"), "--as-of", "2025-01-01T00:00:00Z"], temp
     )  # fmt: skip
-    assert proc.returncode == 2, proc.stderr
-    assert f"error: temporary files in {temp}" in proc.stderr
-    assert "hint: set TMPDIR to a directory with more free space" in proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert list(temp.iterdir()) == []
     assert not (tmp_path / "o.parquet").exists()
-
-
-# -- Held: the best version of each duplicated key until its last occurrence ---------------
-
-VERSIONS = st.lists(
-    st.tuples(st.sampled_from("abcdefg"), st.none() | st.integers(0, 3)), min_size=1, max_size=40
-)
-
-
-@pytest.mark.parametrize("max_chunks", [1, 3, Held.MAX_CHUNKS])
-@settings(max_examples=200, deadline=None)
-@given(versions=VERSIONS, cuts=st.lists(st.integers(1, 40), max_size=8))
-def test_held_gives_each_key_its_best_version_at_its_last_occurrence(
-    max_chunks: int, versions: list[tuple[str, int | None]], cuts: list[int]
-) -> None:
-    """Against a per-record oracle, however the run is cut into batches: each duplicated
-    key comes out once, in the batch of its last occurrence, as its best version (an
-    updated_at beats none, the newest beats older, then the later position); every other
-    version is superseded."""
-    last = {k: i for i, (k, _) in enumerate(versions)}
-    repeated = {k for k in last if sum(1 for v, _ in versions if v == k) > 1}
-    bounds = sorted({c for c in cuts if c < len(versions)} | {len(versions)})
-    held, settled = Held("k"), Settled()
-    got: list[set[tuple[str, int]]] = []
-    start = 0
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(Held, "MAX_CHUNKS", max_chunks)
-        for end in bounds:
-            at = [i for i in range(start, end) if versions[i][0] in repeated]
-            held.offer(_versions(versions, at, last), settled)
-            due = held.take_due(end - 1)
-            got.append(set(zip(due["k"].to_pylist(), due[SEQ].to_pylist(), strict=True)))
-            start = end
-    assert held.take_due(None).num_rows == 0 and len(held) == 0
-
-    def rank(i: int) -> tuple[bool, int, int]:
-        stamp = versions[i][1]
-        return (stamp is not None, -1 if stamp is None else stamp, i)
-
-    best = {k: max((i for i, (v, _) in enumerate(versions) if v == k), key=rank) for k in repeated}
-    want = [{(k, i) for k, i in best.items() if start_ <= last[k] < end}
-            for start_, end in zip([0, *bounds[:-1]], bounds, strict=True)]  # fmt: skip
-    assert got == want
-    losers = {i for i, (k, _) in enumerate(versions) if k in repeated} - set(best.values())
-    assert {seq for _, seq in settled.superseded} == losers
-    assert len(settled.superseded) == len(losers)
-
-
-def _versions(versions: list[tuple[str, int | None]], at: list[int], last: dict) -> pa.Table:
-    keys = [versions[i][0] for i in at]
-    stamps = [None if versions[i][1] is None else versions[i][1] * 1_000_000 for i in at]
-    return _held_rows(keys, at, [last[k] for k in keys], stamps)
-
-
-def _held_rows(
-    keys: list[str], seqs: list[int], lasts: list[int], stamps: list[int | None] | None = None
-) -> pa.Table:
-    """Rows as the pipeline offers them to Held (`updated_at` in seconds, when given)."""
-    columns = {"k": pa.array(keys, pa.string())}
-    if stamps is not None:
-        columns["updated_at"] = pa.array(stamps, pa.int64()).cast(pa.timestamp("us", tz="UTC"))
-    columns[SEQ] = pa.array(seqs, pa.int64())
-    columns[GROUP] = pa.array([0] * len(keys), pa.int64())
-    columns[LAST] = pa.array(lasts, pa.int64())
-    return pa.table(columns)
-
-
-def test_a_batch_copies_only_the_held_chunks_it_concerns() -> None:
-    """A run holding many keys: a batch with a version of one chunk's keys, and one in
-    which another chunk's keys come due, leave every other chunk as it was (the same
-    object), never copied or re-ranked."""
-    held, settled = Held("k"), Settled()
-
-    def offer(keys: list[str], seqs: range, last: int) -> None:
-        held.offer(_held_rows(keys, list(seqs), [last] * len(keys)), settled)
-
-    def chunks() -> list[pa.Table]:
-        return [c for _, c in held._chunks]
-
-    for b in range(5):  # keys of chunk b are last seen at 1000 + b
-        offer([f"{b}-{i}" for i in range(10)], range(b * 10, b * 10 + 10), 1000 + b)
-    before = chunks()
-    offer([f"2-{i}" for i in range(10)], range(100, 110), 1002)
-    assert [c for c in chunks() if any(c is b for b in before)] == [
-        before[0], before[1], before[3], before[4]
-    ]  # fmt: skip
-    assert len(settled.superseded) == 10 and len(held) == 50
-    kept = [c for c in chunks() if c is not before[0]]
-    due = held.take_due(1000)
-    assert sorted(due["k"].to_pylist()) == sorted(f"0-{i}" for i in range(10))
-    assert len(chunks()) == len(kept)
-    assert all(a is b for a, b in zip(chunks(), kept, strict=True))

@@ -24,7 +24,7 @@ import tutormax_cli
 PACKAGE = Path(tutormax_cli.__file__).parent
 CORE_PACKAGES = ("rules", "fields")
 CORE_MODULES = (
-    "schema", "validate", "records", "json_bounds", "pipeline", "parents", "duplicates",
+    "schema", "validate", "records", "json_bounds", "pipeline", "parents", "duplicates", "held",
     "config", "errors", "ordered", "session_join", "spill", "interrupts",
 )  # fmt: skip
 WINGS = ("files", "queue", "store", "generate", "cli")

@@ -7,10 +7,11 @@ the pieces that make that choice hold across the batches of a run:
 * `key_hashes` — one 64-bit hash per key, so a run remembers its keys compactly;
 * `DuplicateIndex` — the keys that occur more than once in a run's input, found by a
   pre-pass over the key column, with the position of each one's last occurrence;
-* `Held` — the best version so far of each duplicated key. A duplicated key is written
-  once, in the batch of its last occurrence, when every version of it has been seen; the
-  versions it beat are counted as duplicates. So re-running the same input writes every
-  key once with the same version, at any batch size;
+* `Settled` and `best_of_each_key`, for held.py's `Held`: the best version so far of each
+  duplicated key. A duplicated key is written once, at its last occurrence, when every
+  version of it has been seen; the versions it beat are counted as duplicates. So
+  re-running the same input writes every key once with the same version, at any batch
+  size;
 * `DuplicateCounter` — without a database (`--no-db`) nothing is stored, and duplicates
   are only counted: a row whose key an earlier valid row of the run had.
 
@@ -22,7 +23,7 @@ itself, never by its hash.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -184,84 +185,6 @@ class Settled:
 
     def __bool__(self) -> bool:
         return bool(self.stored or self.superseded)
-
-
-class Held:
-    """Versions of duplicated keys, until each key's last occurrence.
-
-    Rows are full store rows (input columns, derived fields, enriched_at) plus `_seq` (the
-    row's position in the run), `_group` (which input it came from) and `_last` (the
-    position after which no other version of its key can come). With `keep_all` (the
-    queue, one batch) every version is kept, so the next best can be written if the
-    database refuses the best; otherwise (files, a whole run) only the best so far, each
-    beaten version being superseded at once.
-
-    NOTE: kept as the chunks they were offered in, each with its smallest `_last`, so that
-    a batch reads every held key once (are any of its keys among them?) and copies only the
-    chunks holding one of its keys or a key now due. One table, re-ranked and re-filtered
-    whole in every batch, made a file holding each of 500k keys twice, far apart, take 1.9×
-    as long as 1M distinct keys, at twice the memory."""
-
-    MAX_CHUNKS = 64  # then they are joined (without a copy) into one
-
-    def __init__(self, key: str, *, keep_all: bool = False) -> None:
-        self.key = key
-        self.keep_all = keep_all
-        self._chunks: list[tuple[int, pa.Table]] = []  # (its smallest `_last`, the chunk)
-        self._schema: pa.Schema | None = None
-
-    def __len__(self) -> int:
-        return sum(c.num_rows for _, c in self._chunks)
-
-    def offer(self, rows: pa.Table, settled: Settled) -> None:
-        """Add versions; each version beaten by a better one of its key is superseded."""
-        self._schema = rows.schema
-        if not rows.num_rows:
-            return
-        if not self.keep_all:
-            keys = rows[self.key].combine_chunks()
-            rivals = self._take(lambda _, chunk: pc.is_in(chunk[self.key], value_set=keys))
-            rows, losers = best_of_each_key(pa.concat_tables([*rivals, rows]), self.key)
-            settled.superseded += list(
-                zip(losers[GROUP].to_pylist(), losers[SEQ].to_pylist(), strict=True)
-            )
-        self._chunks.append((pc.min(rows[LAST]).as_py(), rows))
-        if len(self._chunks) > self.MAX_CHUNKS:
-            first = min(f for f, _ in self._chunks)
-            self._chunks = [(first, pa.concat_tables([c for _, c in self._chunks]))]
-
-    def take_due(self, upto_seq: int | None) -> pa.Table:
-        """Remove and return the winners whose key can have no version after `upto_seq`
-        (None: every winner, at the end of the input)."""
-        if upto_seq is None:
-            due, self._chunks = [c for _, c in self._chunks], []
-        else:
-            due = self._take(
-                lambda first, chunk: (
-                    None if first > upto_seq else pc.less_equal(chunk[LAST], upto_seq)
-                )
-            )
-        if due:
-            return pa.concat_tables(due)
-        return pa.table({}) if self._schema is None else self._schema.empty_table()
-
-    def _take(self, select: Callable[[int, pa.Table], pa.Array | None]) -> list[pa.Table]:
-        """Remove and return the rows `select(first, chunk)` marks in each chunk (None: none
-        of them); a chunk none of whose rows is marked stays as it is, not copied."""
-        taken: list[pa.Table] = []
-        kept: list[tuple[int, pa.Table]] = []
-        for first, chunk in self._chunks:
-            mask = select(first, chunk)
-            if mask is None or not pc.any(mask).as_py():
-                kept.append((first, chunk))
-            elif pc.all(mask).as_py():
-                taken.append(chunk)
-            else:
-                taken.append(chunk.filter(mask))
-                rest = chunk.filter(pc.invert(mask))
-                kept.append((pc.min(rest[LAST]).as_py(), rest))
-        self._chunks = kept
-        return taken
 
 
 def rank_columns(table: pa.Table) -> pa.Table:

@@ -8,7 +8,7 @@ rules are rules/, the parents parents.py, the fields fields/, the writes a `Batc
 Duplicate keys (SPEC §4): a version is accepted or rejected on its own (rules, parents,
 the database); of the accepted versions of a key, the newest by `updated_at`, else the
 last, is stored, the others are `duplicates`. A key that occurs once goes straight to the
-store. A duplicated key is *held* (`duplicates.Held`) until its last version has been
+store. A duplicated key is *held* (`held.Held`) until its last version has been
 seen — the end of the batch for the queue, the key's last occurrence in the run for files
 (the run finds its duplicated keys with a pre-pass) — and then written once.
 """
@@ -28,7 +28,6 @@ from .duplicates import (
     LAST,
     SEQ,
     DuplicateIndex,
-    Held,
     Settled,
     best_of_each_key,
     duplicated_in_batch,
@@ -36,6 +35,7 @@ from .duplicates import (
     occurrence,
 )
 from .fields import FORMULA_VERSION, REGISTRY, Context, derive
+from .held import Held
 from .parents import (
     ParentStore,
     SessionStarts,
@@ -156,7 +156,8 @@ class Pipeline:
         self.sessions = sessions
         self.input_columns = input_columns  # None: no output table wanted
         self.duplicates = duplicates
-        self.held = Held(kind.key, keep_all=duplicates is None)
+        span = pc.max(duplicates.last).as_py() + 1 if duplicates else 0
+        self.held = Held(kind.key, keep_all=duplicates is None, span=span)
 
     def process(self, raw: pa.Table, ctx: Context, *, seq0: int = 0, group: int = 0) -> BatchResult:
         """One batch. `seq0` is the run position of its first row and `group` the input it
@@ -175,7 +176,8 @@ class Pipeline:
             rows.derived = derive(self.kind.name, rows.table, self._with_sessions(ctx, rows, seq0))
             if self.store is not None:
                 rows = self._persist(rows, ctx, seq0, group, result)
-                self._settle(self.held.take_due(upto), result)
+                for due in self.held.take_due(upto, result.settled):
+                    self._settle(due, result)
                 if self.duplicates is None:  # the queue: everything is settled in its batch
                     rows = self._reject_refused_held(rows, seq0, result)
         result.accepted = rows.positions
@@ -206,8 +208,13 @@ class Pipeline:
         result = BatchResult(pa.array([], pa.int64()), [])
         if self.store is not None and len(self.held):
             with self._transaction():
-                self._settle(self.held.take_due(None), result)
+                for due in self.held.take_due(None, result.settled):
+                    self._settle(due, result)
         return result
+
+    def close(self) -> None:
+        """Remove what the run held on disk (after `finish`, or when it stops)."""
+        self.held.close()
 
     def _transaction(self) -> AbstractContextManager[None]:
         return self.store.transaction() if self.store is not None else nullcontext()

@@ -1,16 +1,18 @@
 """Tables kept on disk in partitions, for what a run must not hold in memory: the joins of
-session_join.py and the key pairs of duplicates.py.
+session_join.py, the key pairs of duplicates.py and the held versions of held.py.
 
 Rows are appended with the partition each belongs to (a hash's top bits, a position's
 range), buffered up to `buffer_rows` in all, then written to one Arrow IPC stream file a
 partition in a temporary directory. Reading a partition back reads only its own file, so
-a join over P partitions holds about 1/P of each side at a time.
+a join over P partitions holds about 1/P of each side at a time. `drain` reads (and
+removes) one partition while the others still grow, a written batch at a time.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -41,6 +43,7 @@ class Spill:
         self._dir: tempfile.TemporaryDirectory[str] | None = None
         self._writers: dict[int, tuple[pa.NativeFile, pa.ipc.RecordBatchStreamWriter]] = {}
         self._sealed = False
+        self._drained: set[int] = set()
 
     def append(self, table: pa.Table, part: np.ndarray) -> None:
         """Add `table`'s rows, row i to partition part[i] (each partition keeps append order)."""
@@ -48,6 +51,8 @@ class Spill:
             raise RuntimeError("a spill is read only once every row was appended")
         if not table.num_rows:
             return
+        if self._drained and self._drained.intersection(np.unique(part).tolist()):
+            raise RuntimeError("rows appended to a drained partition")
         order = np.argsort(part, kind="stable")
         counts = np.bincount(part, minlength=self.parts)
         grouped = table.take(pa.array(order))
@@ -77,6 +82,30 @@ class Spill:
             # left the C heap fragmented (~180 MiB of RSS at 5M keys).
             with pa.OSFile(self._path(p)) as source:
                 return pa.ipc.open_stream(source).read_all()
+        except OSError as exc:
+            raise temp_error(exc) from None
+
+    def drain(self, p: int) -> Iterator[pa.RecordBatch]:
+        """Partition p's rows, in append order, a written batch at a time, and p's file
+        removed: for partitions done with one by one while the others still grow. Rows
+        appended to p afterwards are an error."""
+        chunks = self._buffers[p]
+        self._buffers[p] = []
+        self._buffered -= sum(c.num_rows for c in chunks)
+        self._drained.add(p)
+        if p not in self._writers:
+            for chunk in chunks:
+                yield from chunk.to_batches()
+            return
+        try:
+            sink, writer = self._writers.pop(p)
+            if chunks:
+                writer.write_table(pa.concat_tables(chunks))
+            writer.close()
+            sink.close()
+            with pa.OSFile(self._path(p)) as source:
+                yield from pa.ipc.open_stream(source)
+            os.remove(self._path(p))
         except OSError as exc:
             raise temp_error(exc) from None
 

@@ -152,15 +152,18 @@ class _Run:
         pipe = Pipeline(kind, store=self.store, sessions=self.sessions, duplicates=index)
         seq0 = 0
         try:
-            for src in sources:
-                seq0 = self._file(src, pipe, seq0, counter)
+            try:
+                for src in sources:
+                    seq0 = self._file(src, pipe, seq0, counter)
+            finally:
+                if counter is not None:  # --no-db: duplicates are only counted
+                    for g, n in counter.finish().items():
+                        fs = self.summary.files[g]
+                        fs.accepted -= n
+                        fs.duplicates += n
+            self._account(pipe.finish(self.ctx))
         finally:
-            if counter is not None:  # --no-db: duplicates are only counted
-                for g, n in counter.finish().items():
-                    fs = self.summary.files[g]
-                    fs.accepted -= n
-                    fs.duplicates += n
-        self._account(pipe.finish(self.ctx))
+            pipe.close()
 
     # -- one file -------------------------------------------------------------------------------
 

@@ -1,0 +1,182 @@
+"""Held versions of duplicated keys (SPEC §4), until each key's last occurrence.
+
+A duplicated key is written once, in the batch of its last occurrence (its `_last`), as
+the best of its versions; the others are superseded. Until then its best version so far
+is held here. Memory stays bounded whatever the run holds (SPEC §4): past HELD_BYTES the
+held versions go to a spill partitioned by `_last` range. Every version of a key shares
+its `_last`, so all of them land in one partition, which is complete (and read, settled
+and removed) once the run has read past the end of its range.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .duplicates import GROUP, LAST, SEQ, Settled, best_of_each_key
+from .spill import Spill
+
+HELD_BYTES = 32 << 20  # held in memory before they go to the spill
+RANGE_ROWS = 1 << 16  # the narrowest `_last` range of a spilled partition
+MAX_PARTS = 256  # at most this many partitions (open files), however long the run
+SPILL_BUFFER_ROWS = 1 << 14  # rows the spill buffers before it writes them
+
+
+class Held:
+    """The best version so far of each duplicated key.
+
+    Rows are full store rows (input columns, derived fields, enriched_at) plus `_seq` (the
+    row's position in the run), `_group` (which input it came from) and `_last` (the
+    position after which no other version of its key can come). With `keep_all` (the
+    queue, one batch) every version is kept, so the next best can be written if the
+    database refuses the best; otherwise (files, a whole run) only the best so far, each
+    beaten version being superseded at once. `span` (files): one past the largest `_last`
+    of the run, which sizes the spill's ranges.
+
+    NOTE: kept as the chunks they were offered in, each with its smallest `_last`, so that
+    a batch reads every held key once (are any of its keys among them?) and copies only the
+    chunks holding one of its keys or a key now due. One table, re-ranked and re-filtered
+    whole in every batch, made a file holding each of 500k keys twice, far apart, take 1.9×
+    as long as 1M distinct keys, at twice the memory."""
+
+    MAX_CHUNKS = 64  # then they are joined (without a copy) into one
+
+    def __init__(self, key: str, *, keep_all: bool = False, span: int = 0) -> None:
+        self.key = key
+        self.keep_all = keep_all
+        self._chunks: list[tuple[int, pa.Table]] = []  # (its smallest `_last`, the chunk)
+        self._schema: pa.Schema | None = None
+        self._width = max(RANGE_ROWS, -(-span // MAX_PARTS))  # positions a partition
+        self._parts_total = -(-span // self._width)  # 0: never spilled (span unknown)
+        self._disk: Spill | None = None
+        self._on_disk = np.zeros(0, bool)  # by partition: its versions are on disk
+        self._disk_rows = 0
+
+    def __len__(self) -> int:
+        return int(sum(c.num_rows for _, c in self._chunks)) + self._disk_rows
+
+    def offer(self, rows: pa.Table, settled: Settled) -> None:
+        """Add versions; each version beaten by a better one of its key is superseded."""
+        self._schema = rows.schema
+        if not rows.num_rows:
+            return
+        if self.keep_all:
+            self._chunks.append((pc.min(rows[LAST]).as_py(), rows))
+            return
+        if self._disk is not None:
+            rows = self._to_disk(rows, settled)
+            if not rows.num_rows:
+                return
+        keys = rows[self.key].combine_chunks()
+        rivals = self._take(lambda _, chunk: pc.is_in(chunk[self.key], value_set=keys))
+        rows, losers = best_of_each_key(pa.concat_tables([*rivals, rows]), self.key)
+        _supersede(settled, losers)
+        self._chunks.append((pc.min(rows[LAST]).as_py(), rows))
+        if self._parts_total and sum(c.nbytes for _, c in self._chunks) > HELD_BYTES:
+            self._spill()
+        elif len(self._chunks) > self.MAX_CHUNKS:
+            first = min(f for f, _ in self._chunks)
+            self._chunks = [(first, pa.concat_tables([c for _, c in self._chunks]))]
+
+    def take_due(self, upto_seq: int | None, settled: Settled) -> Iterator[pa.Table]:
+        """Remove and yield the winners whose key can have no version after `upto_seq`
+        (None: every winner, at the end of the input): those in memory, then each spilled
+        partition whose whole range is due, one at a time (a key there may come out some
+        batches after its last occurrence; never before)."""
+        if upto_seq is None:
+            due, self._chunks = [c for _, c in self._chunks], []
+        else:
+            due = self._take(
+                lambda first, chunk: (
+                    None if first > upto_seq else pc.less_equal(chunk[LAST], upto_seq)
+                )
+            )
+        if due:
+            yield pa.concat_tables(due)
+        if self._disk is None:
+            return
+        ends = (np.arange(len(self._on_disk)) + 1) * self._width - 1
+        ready = self._on_disk if upto_seq is None else self._on_disk & (ends <= upto_seq)
+        for p in np.flatnonzero(ready).tolist():
+            self._on_disk[p] = False
+            yield self._settle_partition(p, settled)
+        if upto_seq is None:
+            self.close()
+
+    def close(self) -> None:
+        if self._disk is not None:
+            self._disk.close()
+            self._disk = None
+            self._on_disk = np.zeros(0, bool)
+            self._disk_rows = 0
+
+    # -- the spill --------------------------------------------------------------------------
+
+    def _parts(self, rows: pa.Table) -> np.ndarray:
+        parts: np.ndarray = rows[LAST].to_numpy() // self._width
+        return parts
+
+    def _spill(self) -> None:
+        """Everything held goes to the spill; its partitions take every later version."""
+        rows = pa.concat_tables([c for _, c in self._chunks])
+        self._chunks = []
+        parts = self._parts(rows)
+        if self._disk is None:
+            self._disk = Spill(rows.schema, self._parts_total, SPILL_BUFFER_ROWS)
+            self._on_disk = np.zeros(self._parts_total, bool)
+        self._on_disk[np.unique(parts)] = True
+        self._disk.append(rows, parts)
+        self._disk_rows += rows.num_rows
+
+    def _to_disk(self, rows: pa.Table, settled: Settled) -> pa.Table:
+        """Send the versions whose partition is on disk there (the best of each key in this
+        batch only: the rest of the key's versions are there already); the others stay."""
+        assert self._disk is not None
+        there = self._on_disk[self._parts(rows)]
+        if not there.any():
+            return rows
+        mask = pa.array(there)
+        best, losers = best_of_each_key(rows.filter(mask), self.key)
+        _supersede(settled, losers)
+        self._disk.append(best, self._parts(best))
+        self._disk_rows += best.num_rows
+        return rows.filter(pc.invert(mask))
+
+    def _settle_partition(self, p: int, settled: Settled) -> pa.Table:
+        """A due partition's best version of each key, read a written batch at a time: no
+        more than its keys and one batch in memory at once."""
+        assert self._disk is not None
+        best: pa.Table = self._disk.schema.empty_table()
+        for batch in self._disk.drain(p):
+            self._disk_rows -= batch.num_rows
+            both = pa.concat_tables([best, pa.Table.from_batches([batch])])
+            best, losers = best_of_each_key(both, self.key)
+            _supersede(settled, losers)
+        return best
+
+    # -- in memory ----------------------------------------------------------------------------
+
+    def _take(self, select: Callable[[int, pa.Table], pa.Array | None]) -> list[pa.Table]:
+        """Remove and return the rows `select(first, chunk)` marks in each chunk (None: none
+        of them); a chunk none of whose rows is marked stays as it is, not copied."""
+        taken: list[pa.Table] = []
+        kept: list[tuple[int, pa.Table]] = []
+        for first, chunk in self._chunks:
+            mask = select(first, chunk)
+            if mask is None or not pc.any(mask).as_py():
+                kept.append((first, chunk))
+            elif pc.all(mask).as_py():
+                taken.append(chunk)
+            else:
+                taken.append(chunk.filter(mask))
+                rest = chunk.filter(pc.invert(mask))
+                kept.append((pc.min(rest[LAST]).as_py(), rest))
+        self._chunks = kept
+        return taken
+
+
+def _supersede(settled: Settled, losers: pa.Table) -> None:
+    settled.superseded += list(zip(losers[GROUP].to_pylist(), losers[SEQ].to_pylist(), strict=True))
