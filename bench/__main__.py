@@ -14,10 +14,11 @@ against the references run on the same input in the same command:
 
 Absolute figures drift between machines; the ratios are what to compare.
 
-    python -m bench                    # everything: files, memory, postgres, queue
+    python -m bench                    # everything: files, memory, held, postgres, queue
     python -m bench --only files --rows 200000
     python -m bench --only files --format csv
     python -m bench --only memory      # peak RSS at --rows and 5 × --rows sessions
+    python -m bench --only held        # --rows/2 and --rows keys each twice, far apart
     python -m bench --only postgres    # 1M sessions into PostgreSQL vs COPY
     python -m bench --only refresh     # refresh of every session / tutor vs a fresh load
     python -m bench --only queue       # publish, 1 and 2 workers into PostgreSQL, latency
@@ -273,7 +274,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument(
         "--only",
-        choices=["files", "memory", "rss5m", "postgres", "refresh", "queue"],
+        choices=["files", "memory", "rss5m", "held", "postgres", "refresh", "queue"],
         action="append",
     )
     parser.add_argument("--repeat", type=int, default=3,
@@ -281,7 +282,7 @@ def main() -> None:
     parser.add_argument("--format", choices=["csv", "parquet"], action="append",
                         help="files: only this input format (default both)")  # fmt: skip
     args = parser.parse_args()
-    only = set(args.only or ["files", "memory", "postgres", "refresh", "queue"])
+    only = set(args.only or ["files", "memory", "held", "postgres", "refresh", "queue"])
     compile_bytecode()
     if "files" in only:
         print(
@@ -295,6 +296,10 @@ def main() -> None:
         sizes = (args.rows, 5 * args.rows)
         print(f"\n== memory: tutormax's peak RSS at {sizes[0]:,} and {sizes[1]:,} sessions ==")
         report_memory(memory(sizes, args.repeat))
+    if "held" in only:
+        from bench.held import run as held_run
+
+        held_run(args.rows, dataset, timed, tutormax)
     if "postgres" in only:
         from bench.postgres import run as pg_run
 

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from procfixtures import full_temp_disk
 
 from tutormax_cli import held as held_module
+from tutormax_cli import spill
 from tutormax_cli.duplicates import GROUP, LAST, SEQ, Settled
 from tutormax_cli.held import Held
 from tutormax_cli.store import Store
@@ -109,7 +110,7 @@ def test_spilled_held_versions_come_out_once_as_the_best_never_early(
     version is superseded once."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(held_module, "HELD_BYTES", held_bytes)
-        mp.setattr(held_module, "RANGE_ROWS", width)
+        mp.setattr(spill, "RANGE_ROWS", width)
         mp.setattr(held_module, "SPILL_BUFFER_ROWS", 2)
         bounds, got, settled, last = _run(Held("k", span=len(versions)), versions, cuts)
     best = _best(versions, set(last))
@@ -133,7 +134,7 @@ def test_a_spilled_run_holds_its_keys_on_disk_and_leaves_nothing_there(
     partition files exist, a partition comes out once its range is read, and the end
     removes the rest."""
     monkeypatch.setattr(held_module, "HELD_BYTES", 1000)
-    monkeypatch.setattr(held_module, "RANGE_ROWS", 100)
+    monkeypatch.setattr(spill, "RANGE_ROWS", 100)
     monkeypatch.setattr(held_module, "SPILL_BUFFER_ROWS", 1)
     held, settled = Held("k", span=1000), Settled()
     keys = [f"k{i}" for i in range(200)]
@@ -206,8 +207,8 @@ def test_a_batch_copies_only_the_held_chunks_it_concerns() -> None:
 
 _WRAPPED = """
 import atexit, resource, signal, sys
-import tutormax_cli.held as h
-h.HELD_BYTES, h.RANGE_ROWS, h.SPILL_BUFFER_ROWS = int(sys.argv[1]), 1000, 500
+import tutormax_cli.held as h, tutormax_cli.spill as s
+h.HELD_BYTES, h.SPILL_BUFFER_ROWS, s.RANGE_ROWS = int(sys.argv[1]), 500, 1000
 spilled = [0]
 _spill = h.Held._spill
 def counted(self):

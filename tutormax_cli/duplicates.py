@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .spill import Spill, hash_part
+from .spill import Spill, hash_part, ranges
 
 # Order of versions: those carrying updated_at beat those that do not; then the newest
 # updated_at; then the later position in the run ("the last").
@@ -133,58 +133,117 @@ def _runs(part: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 class DuplicateIndex:
-    """The keys a run's input holds more than once (by hash), and where each is last seen.
+    """Which rows of a run's input carry a key it holds more than once (by hash), and the
+    position of that key's last occurrence.
 
-    Built by `add` over every row of the kind, in run order (tag = the row's position in
-    the run), then `finish`. An empty index (the usual case) costs nothing afterwards."""
+    Built by `add` over every row of the kind with a valid key, in run order (tag = the
+    row's position in the run), then `finish`. Kept by row position, not by key, so that
+    the run reads it in step with its batches: (position, last) pairs in memory up to
+    SPILL_ROWS, else in a spill partitioned by position range, each partition read when
+    the run reaches it and dropped once it is past. A run holding millions of repeated
+    keys holds none of them here. An empty index (the usual case) costs nothing."""
 
     def __init__(self) -> None:
         self._pairs = _Pairs()
-        self.hashes = pa.array([], _INT64)  # sorted distinct hashes seen more than once
-        self.last = pa.array([], _INT64)  # aligned: position of the last occurrence
+        self._end = 0  # one past the largest position added
+        self.rows = 0  # rows whose key recurs
+        self.span = 0  # one past the largest last occurrence (0: none)
+        self._found: list[tuple[np.ndarray, np.ndarray]] = []  # (positions, lasts), unsorted
+        self._buffered = 0
+        self._disk: Spill | None = None
+        self._width = 1
+        self._window: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # partition → sorted
+        self._joined: tuple[np.ndarray, np.ndarray] | None = None  # the window, as one
 
     def add(self, hashes: pa.Array, seqs: pa.Array) -> None:
         self._pairs.append(hashes, seqs)
+        if len(seqs):
+            self._end = max(self._end, seqs[len(seqs) - 1].as_py() + 1)
 
     def finish(self) -> DuplicateIndex:
-        hashes: list[pa.Array] = []
-        lasts: list[pa.Array] = []
         for part in self._pairs.partitions():
             if not repeats(part):
                 continue
-            sorted_h, tags, later = _runs(part)
-            # The last pair of a run of one hash (a tag is a position: the last is the max),
-            # for the runs of more than one.
-            last = np.ones(len(later), bool)
-            last[:-1] = ~later[1:]
-            repeated = last & later
-            if repeated.any():
-                hashes.append(pa.array(sorted_h[repeated]))
-                lasts.append(pa.array(tags[repeated]))
+            _, tags, later = _runs(part)
+            # A run of one hash, in append order: its tags are positions, its last the max.
+            starts = np.flatnonzero(~later)
+            ends = np.append(starts[1:], len(later)) - 1
+            run = np.cumsum(~later) - 1
+            repeated = (ends > starts)[run]
+            positions, lasts = tags[repeated], tags[ends[run[repeated]]]
+            if not len(positions):
+                continue
+            self.rows += len(positions)
+            self.span = max(self.span, int(lasts.max()) + 1)
+            self._found.append((positions, lasts))
+            self._buffered += len(positions)
+            if self._buffered >= SPILL_ROWS:
+                self._flush()
         self._pairs.close()
-        if hashes:
-            table = pa.table({"h": pa.concat_arrays(hashes), "t": pa.concat_arrays(lasts)})
-            table = table.sort_by("h")
-            self.hashes, self.last = table["h"].combine_chunks(), table["t"].combine_chunks()
+        if self._disk is not None:
+            self._flush()
+        elif self._found:
+            self._joined = _by_position(self._found)
+            self._found = []
         return self
 
     def __bool__(self) -> bool:
-        return len(self.hashes) > 0
+        return self.rows > 0
 
-    def lookup(self, hashes: pa.Array) -> pa.Array:
-        """Position of the last occurrence of each hash's key; null if it is not repeated.
+    def lookup(self, seqs: pa.Array) -> pa.Array:
+        """For each position (ascending over the run's batches), the position of the last
+        occurrence of its row's key; null if that key does not recur."""
+        s = seqs.to_numpy(zero_copy_only=False)
+        positions, lasts = self._around(s) if self._disk is not None else self._joined or _EMPTY
+        at = np.searchsorted(positions, s)
+        found = np.zeros(len(s), bool)
+        inside = at < len(positions)
+        found[inside] = positions[at[inside]] == s[inside]
+        out = lasts[np.where(found, at, 0)] if len(positions) else at
+        return pa.array(out, _INT64, mask=~found)
 
-        NOTE: a binary search of the sorted hashes. `pc.index_in` built a hash table of the
-        whole index on every call: once a batch, so a run holding 1M keys spent a tenth of
-        its time there, growing with the square of the keys."""
-        sorted_h = self.hashes.to_numpy()
-        h = hashes.to_numpy(zero_copy_only=False)
-        at = np.searchsorted(sorted_h, h)
-        inside = at < len(sorted_h)
-        found = np.zeros(len(h), bool)
-        found[inside] = sorted_h[at[inside]] == h[inside]
-        last = self.last.to_numpy()[np.where(found, at, 0)] if len(sorted_h) else at
-        return pa.array(last, _INT64, mask=~found)
+    def close(self) -> None:
+        self._pairs.close()
+        if self._disk is not None:
+            self._disk.close()
+
+    def _flush(self) -> None:
+        if self._disk is None:
+            self._width, parts = ranges(self._end)
+            self._disk = Spill(_FOUND, parts)
+        for positions, lasts in self._found:
+            table = pa.table([pa.array(positions), pa.array(lasts)], schema=_FOUND)
+            self._disk.append(table, positions // self._width)
+        self._found, self._buffered = [], 0
+
+    def _around(self, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The partitions holding positions `s`, read once each: those before them dropped."""
+        assert self._disk is not None
+        if not len(s):
+            return _EMPTY
+        first, final = int(s.min()) // self._width, int(s.max()) // self._width
+        for p in [p for p in self._window if p < first]:
+            del self._window[p]
+            self._joined = None
+        for p in range(first, min(final, self._disk.parts - 1) + 1):
+            if p not in self._window:
+                part = self._disk.read(p)
+                self._window[p] = _by_position([(part["p"].to_numpy(), part["l"].to_numpy())])
+                self._joined = None
+        if self._joined is None:
+            self._joined = _by_position([self._window[p] for p in sorted(self._window)])
+        return self._joined
+
+
+_FOUND = pa.schema([("p", _INT64), ("l", _INT64)])
+_EMPTY = (np.zeros(0, np.int64), np.zeros(0, np.int64))
+
+
+def _by_position(found: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    positions = np.concatenate([p for p, _ in found]) if found else _EMPTY[0]
+    lasts = np.concatenate([last for _, last in found]) if found else _EMPTY[1]
+    order = np.argsort(positions, kind="stable")
+    return positions[order], lasts[order]
 
 
 @dataclass

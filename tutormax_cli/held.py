@@ -17,11 +17,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .duplicates import GROUP, LAST, SEQ, Settled, best_of_each_key
-from .spill import Spill
+from .spill import Spill, ranges
 
 HELD_BYTES = 32 << 20  # held in memory before they go to the spill
-RANGE_ROWS = 1 << 16  # the narrowest `_last` range of a spilled partition
-MAX_PARTS = 256  # at most this many partitions (open files), however long the run
 SPILL_BUFFER_ROWS = 1 << 14  # rows the spill buffers before it writes them
 
 
@@ -49,8 +47,8 @@ class Held:
         self.keep_all = keep_all
         self._chunks: list[tuple[int, pa.Table]] = []  # (its smallest `_last`, the chunk)
         self._schema: pa.Schema | None = None
-        self._width = max(RANGE_ROWS, -(-span // MAX_PARTS))  # positions a partition
-        self._parts_total = -(-span // self._width)  # 0: never spilled (span unknown)
+        # positions a partition, partitions (0: never spilled, the span unknown)
+        self._width, self._parts_total = ranges(span)
         self._disk: Spill | None = None
         self._on_disk = np.zeros(0, bool)  # by partition: its versions are on disk
         self._disk_rows = 0

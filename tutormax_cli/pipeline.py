@@ -156,7 +156,7 @@ class Pipeline:
         self.sessions = sessions
         self.input_columns = input_columns  # None: no output table wanted
         self.duplicates = duplicates
-        span = pc.max(duplicates.last).as_py() + 1 if duplicates else 0
+        span = duplicates.span if duplicates is not None else 0
         self.held = Held(kind.key, keep_all=duplicates is None, span=span)
 
     def process(self, raw: pa.Table, ctx: Context, *, seq0: int = 0, group: int = 0) -> BatchResult:
@@ -285,7 +285,7 @@ class Pipeline:
             return pc.if_else(dup, pc.max(seqs), pa.scalar(None, pa.int64()))
         if not self.duplicates:
             return pa.nulls(len(keys), pa.int64())
-        return self.duplicates.lookup(key_hashes(keys))
+        return self.duplicates.lookup(seqs)
 
     def _trial(self, candidates: pa.Table) -> list[tuple[int, str]]:
         """Offer each version to the database and roll it back, so each gets its own

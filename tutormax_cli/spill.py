@@ -24,6 +24,16 @@ PARTS = 64  # partitions of a spill (hash_part's top 6 bits)
 BUFFER_ROWS = 1 << 17  # rows buffered, over all partitions, before they are written
 
 
+RANGE_ROWS = 1 << 16  # the narrowest range of positions of a partition by position
+MAX_RANGES = 256  # at most this many partitions by position (open files), however long the run
+
+
+def ranges(span: int) -> tuple[int, int]:
+    """(positions a partition, partitions) to spill positions 0..span-1 by range."""
+    width = max(RANGE_ROWS, -(-span // MAX_RANGES))
+    return width, -(-span // width)
+
+
 def hash_part(hashes: np.ndarray, parts: int = PARTS) -> np.ndarray:
     """The partition of each 64-bit hash (int64): its top bits. `parts` is a power of 2."""
     bits = parts.bit_length() - 1

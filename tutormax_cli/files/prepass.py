@@ -28,9 +28,13 @@ Stop = Callable[[], bool] | None  # asked after every batch: the CLI's Ctrl-C
 def duplicate_index(sources: list[Source], batch_size: int, stop: Stop = None) -> DuplicateIndex:
     kind = sources[0].kind
     index = DuplicateIndex()
-    for keys, at in _valid(sources, kind.key, batch_size, stop):
-        index.add(key_hashes(keys), at)
-    return index.finish()
+    try:
+        for keys, at in _valid(sources, kind.key, batch_size, stop):
+            index.add(key_hashes(keys), at)
+        return index.finish()
+    except BaseException:  # stopped, or a full disk: its temporary files go now
+        index.close()
+        raise
 
 
 def join_sessions(

@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow as pa
 
 from .. import errors as E
-from ..duplicates import DuplicateCounter
+from ..duplicates import DuplicateCounter, DuplicateIndex
 from ..fields import Context, fields_for
 from ..interrupts import held, uninterrupted
 from ..ordered import in_order
@@ -140,10 +140,17 @@ class _Run:
     # -- one kind -------------------------------------------------------------------------------
 
     def _kind(self, sources: list[Source]) -> None:
-        kind = sources[0].kind
         index = None
         if self.store is not None:
             index = duplicate_index(sources, self.opts.batch_size, self.stop)
+        try:
+            self._kind_with(sources, index)
+        finally:
+            if index is not None:
+                index.close()
+
+    def _kind_with(self, sources: list[Source], index: DuplicateIndex | None) -> None:
+        kind = sources[0].kind
         if kind.name == "feedback" and self.sessions is not None:
             self.sessions.seal()  # every session was read
             if self.sessions.on_disk:
