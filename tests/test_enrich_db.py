@@ -323,3 +323,75 @@ def test_dotenv_is_read_as_python_dotenv_reads_it_from_a_parent_folder(
     finally:
         os.environ.pop("TUTORMAX_DATABASE_URL", None)
         os.environ.pop("TUTORMAX_TIMEZONE", None)
+
+
+@pytest.mark.postgres
+def test_a_held_version_the_database_refuses_when_settled_is_counted_once(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """A duplicated key's best version passes its trial write, then the database refuses it
+    when the key is settled (a trigger refuses S5 on every attempt after its first: a
+    sequence is not rolled back with the trial). It is one rejected row, in the rejects
+    file, and read = accepted + rejected + duplicates still holds (accepted was lowered
+    twice: once for a row it never counted)."""
+    enrich(pg_url, tutors_csv(tmp_path))
+    engine = engine_for(pg_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE SEQUENCE s5_attempts")
+        conn.exec_driver_sql(
+            "CREATE FUNCTION refuse_s5() RETURNS trigger AS $$ BEGIN "
+            "IF NEW.session_id = 'S5' AND nextval('s5_attempts') > 1 THEN "
+            "RAISE EXCEPTION 'S5 refused again'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql"
+        )
+        conn.exec_driver_sql(
+            "CREATE TRIGGER refuse_s5 BEFORE INSERT OR UPDATE ON sessions "
+            "FOR EACH ROW EXECUTE FUNCTION refuse_s5()"
+        )
+    engine.dispose()
+    lines = [f"S{i},T1,st{i},2024-11-09T02:00:00Z,{30 + p},Math" for p in (0, 1) for i in range(10)]
+    src = write(tmp_path / "s.csv", SESSION_HEAD, *lines)
+    code, doc, _ = enrich(pg_url, src, "--batch-size", "10", "--rejects", tmp_path / "r.jsonl")
+    assert code == 1
+    f = by_kind(doc)["sessions"]
+    assert (f["read"], f["accepted"], f["rejected"], f["duplicates"]) == (20, 9, 2, 9)
+    assert f["read"] == f["accepted"] + f["rejected"] + f["duplicates"]
+    assert counts(f) == (9, 0, 0, 2)
+    rejects = [json.loads(x) for x in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert len(rejects) == 2 and all("refused again" in r["errors"][0]["message"] for r in rejects)
+    assert rows(pg_url, "SELECT count(*) FROM sessions WHERE session_id = 'S5'") == [(0,)]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("present", [False, True], ids=["fresh-copy", "upsert"])
+def test_a_row_a_trigger_refuses_is_isolated(pg_url: str, tmp_path: Path, present: bool) -> None:
+    """A DBA's trigger RAISEs for one row (SQLSTATE P0001, not an integrity error): the
+    row is rejected with the trigger's words and the others land, on the COPY straight
+    into an empty table and on the upsert alike. It was an internal error (exit 3)."""
+    enrich(pg_url, tutors_csv(tmp_path))
+    lines = [f"S{i},T1,st{i},2024-11-09T02:00:00Z,60,Math" for i in range(300)]
+    if present:  # every key stored already: the batch goes through the upsert
+        enrich(pg_url, write(tmp_path / "first.csv", SESSION_HEAD, *lines))
+        lines = [line.replace(",60,", ",45,") for line in lines]
+    engine = engine_for(pg_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE FUNCTION refuse_s7() RETURNS trigger AS $$ BEGIN "
+            "IF NEW.session_id = 'S7' THEN RAISE EXCEPTION 'S7 is on hold'; END IF; "
+            "RETURN NEW; END $$ LANGUAGE plpgsql"
+        )
+        conn.exec_driver_sql(
+            "CREATE TRIGGER refuse_s7 BEFORE INSERT OR UPDATE ON sessions "
+            "FOR EACH ROW EXECUTE FUNCTION refuse_s7()"
+        )
+    engine.dispose()
+    src = write(tmp_path / "s.csv", SESSION_HEAD, *lines)
+    code, doc, err = enrich(pg_url, src, "--rejects", tmp_path / "r.jsonl")
+    assert code == 1, err
+    f = by_kind(doc)["sessions"]
+    assert (f["accepted"], f["rejected"]) == (299, 1)
+    (reject,) = [json.loads(x) for x in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert reject["row"] == 8 and "S7 is on hold" in reject["errors"][0]["message"]
+    want = 45 if present else 60
+    assert rows(pg_url, f"SELECT count(*) FROM sessions WHERE duration_minutes = {want}") == [
+        (299,)
+    ]

@@ -135,12 +135,25 @@ def test_poison_messages_are_dead_lettered(streams: Streams, store: Store) -> No
     assert_accounted(streams, store, 6)
 
 
-def test_one_bad_row_in_a_batch_of_500(streams: Streams, store: Store) -> None:
-    """A row that passes validation but breaks a constraint the DBA added is isolated."""
+@pytest.mark.parametrize("refusal", ["check", "trigger"])
+def test_one_bad_row_in_a_batch_of_500(streams: Streams, store: Store, refusal: str) -> None:
+    """A row that passes validation but breaks a constraint the DBA added, or that the
+    DBA's trigger RAISEs for (PostgreSQL: SQLSTATE P0001, which was an internal error), is
+    isolated."""
     with store.engine.begin() as conn:
-        if store.dialect == "postgresql":
+        if store.dialect == "postgresql" and refusal == "check":
             conn.exec_driver_sql(
                 "ALTER TABLE tutors ADD CONSTRAINT no_mallory CHECK (name <> 'Mallory')"
+            )
+        elif store.dialect == "postgresql":
+            conn.exec_driver_sql(
+                "CREATE FUNCTION no_mallory() RETURNS trigger AS $$ BEGIN "
+                "IF NEW.name = 'Mallory' THEN RAISE EXCEPTION 'no mallory'; END IF; "
+                "RETURN NEW; END $$ LANGUAGE plpgsql"
+            )
+            conn.exec_driver_sql(
+                "CREATE TRIGGER no_mallory BEFORE INSERT ON tutors "
+                "FOR EACH ROW EXECUTE FUNCTION no_mallory()"
             )
         else:
             conn.exec_driver_sql(

@@ -305,9 +305,8 @@ class _Run:
             fs.unchanged += counts.unchanged
         for g, _seq in res.settled.superseded:
             files[g].duplicates += 1
-        for r in res.refusals:
+        for r in res.refusals:  # a held version refused when settled: never counted yet
             fs = files[r.group]
-            fs.accepted -= 1  # counted as stored by the write that refused it
             fs.rejected += 1
             error = {"field": "_row", "code": E.DATABASE_REFUSED, "message": r.message}
             self.rejects.write(fs.source, None, r.values, [error])

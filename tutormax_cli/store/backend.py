@@ -72,14 +72,17 @@ def short(text: str) -> str:
 
 @contextmanager
 def savepoint(
-    cursor: Any, row_errors: tuple[type[BaseException], ...], message: Callable[[Any], str]
+    cursor: Any, row_caused: Callable[[BaseException], bool], message: Callable[[Any], str]
 ) -> Iterator[None]:
-    """One write attempt under a SAVEPOINT: a row-level refusal rolls it back and becomes
-    RowRefused (with the database's words); anything else goes up untouched."""
+    """One write attempt under a SAVEPOINT: a refusal a row can cause (`row_caused`) rolls
+    it back and becomes RowRefused (with the database's words); anything else goes up
+    untouched."""
     cursor.execute(f"SAVEPOINT {SAVEPOINT}")
     try:
         yield
-    except row_errors as exc:
+    except Exception as exc:
+        if not row_caused(exc):
+            raise
         cursor.execute(f"ROLLBACK TO SAVEPOINT {SAVEPOINT}")
         cursor.execute(f"RELEASE SAVEPOINT {SAVEPOINT}")
         raise RowRefused(message(exc)) from exc

@@ -27,8 +27,12 @@ from .backend import savepoint, short
 from .tables import TABLES, upsert_clause
 
 _CSV_OPTIONS = pacsv.WriteOptions(include_header=False, batch_size=8192)
-# Errors a single row can cause; anything else (connection lost, SQL bug) is not bisected.
-_ROW_ERRORS = (psycopg2.IntegrityError, psycopg2.DataError, psycopg2.errors.CardinalityViolation)
+# SQLSTATE classes a single row can cause, whatever raises them: a value (22), a constraint
+# (23), a row twice in one statement (21), a trigger (27, and its function's RAISE: P0, or
+# another language's: 38, 39, 2F), a view's CHECK OPTION (44), a value too big for an index
+# (54). Their batch is split until the row stands alone; anything else (the connection
+# lost, an SQL bug) is not.
+_ROW_CLASSES = frozenset(("21", "22", "23", "27", "2F", "38", "39", "44", "54", "P0"))
 _CONNECT_ARGS = {"connect_timeout": 10, "application_name": "tutormax"}
 SCHEMA_LOCK = 7406917710  # pg_advisory_xact_lock key: one schema change at a time
 _DIRECT = "tutormax_direct"  # the savepoint of a COPY straight into the table
@@ -40,6 +44,10 @@ _OUTAGE_CODES = {"40001", "40P01", "55P03"}  # serialization failure, deadlock, 
 _SCHEMA_CODES = {"42P01", "42703", "42804", "42P10"}  # undefined table/column, wrong type
 _OPERATOR_CLASSES = ("28", "3D", "25")  # authorization, no such database, read-only server
 _OPERATOR_CODES = {"42501"}  # insufficient privilege
+
+
+def row_caused(exc: BaseException) -> bool:
+    return isinstance(exc, psycopg2.Error) and (exc.pgcode or "")[:2] in _ROW_CLASSES
 
 
 def refusal_message(exc: BaseException) -> str:
@@ -244,7 +252,7 @@ class PgBatch:
             self.odds.record(self.kind, worked)
             if worked:
                 return hi - lo, 0
-        with savepoint(cur, _ROW_ERRORS, refusal_message):
+        with savepoint(cur, row_caused, refusal_message):
             cur.execute(self.truncate_sql)
             cur.copy_expert(self.copy_sql, pa.BufferReader(data), size=1 << 20)
             cur.execute(self.upsert_sql)
@@ -270,7 +278,9 @@ class PgBatch:
         )
         try:
             cur.copy_expert(self.direct_sql, pa.BufferReader(data), size=1 << 20)
-        except _ROW_ERRORS:
+        except psycopg2.Error as exc:
+            if not row_caused(exc):
+                raise
             cur.execute(f"ROLLBACK TO SAVEPOINT {_DIRECT}; RELEASE SAVEPOINT {_DIRECT}")
             return False
         cur.execute(

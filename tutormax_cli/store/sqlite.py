@@ -24,8 +24,14 @@ from .backend import savepoint, short
 from .tables import TABLES, dump_list, upsert_clause
 
 IMMEDIATE = "tutormax_begin_immediate"  # Connection.info flag for the next BEGIN
-_ROW_ERRORS = (sqlite3.IntegrityError, sqlite3.DataError)
+_ROW_ERRORS = (sqlite3.IntegrityError, sqlite3.DataError)  # a trigger's RAISE(ABORT) too
 _CHUNK_ROWS = 5_000
+
+
+def _row_caused(exc: BaseException) -> bool:
+    return isinstance(exc, _ROW_ERRORS)
+
+
 BUSY_TIMEOUT_S = 30  # workers sharing one file wait this long for each other's writes
 _OUTAGE = ("database is locked", "database table is locked", "disk i/o error")
 _SCHEMA = ("no such table", "no such column", "has no column named")
@@ -151,7 +157,7 @@ class SqliteBatch:
 
     def attempt(self, lo: int, hi: int) -> tuple[int, int]:
         cur = self.cur
-        with savepoint(cur, _ROW_ERRORS, refusal_message):
+        with savepoint(cur, _row_caused, refusal_message):
             before = self.conn.total_changes
             # Python rows are built a chunk at a time: a whole batch of them (millions of
             # objects) would set the process's peak memory.
