@@ -30,14 +30,16 @@ def run(
     return subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=timeout)
 
 
-def full_temp_disk(cmd: list[str], temp: Path) -> None:
+def full_temp_disk(
+    cmd: list[str], temp: Path, hint: str = "set TMPDIR to a directory with more free space"
+) -> None:
     """`cmd` (python -c, setting a file-size limit first) run with TMPDIR=temp: the clear
     error of a full disk under a spill (exit 2, the folder, the hint), no traceback, and
     nothing left in the folder."""
     proc = run(cmd, timeout=300, TMPDIR=str(temp))
     assert proc.returncode == 2, proc.stderr
     assert f"error: temporary files in {temp}" in proc.stderr
-    assert "hint: set TMPDIR to a directory with more free space" in proc.stderr
+    assert f"hint: {hint}" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert list(temp.iterdir()) == []
 

@@ -5,8 +5,11 @@ spill giving the database the same rows as one held in memory."""
 
 from __future__ import annotations
 
+import errno
+import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pyarrow as pa
@@ -208,7 +211,7 @@ def test_a_batch_copies_only_the_held_chunks_it_concerns() -> None:
 _WRAPPED = """
 import atexit, resource, signal, sys
 import tutormax_cli.held as h, tutormax_cli.spill as s
-h.HELD_BYTES, h.SPILL_BUFFER_ROWS, s.RANGE_ROWS = int(sys.argv[1]), 500, 1000
+h.HELD_BYTES, h.SPILL_BUFFER_ROWS, s.RANGE_ROWS = int(sys.argv[1]), 500, int(sys.argv[3])
 spilled = [0]
 _spill = h.Held._spill
 def counted(self):
@@ -216,11 +219,14 @@ def counted(self):
     _spill(self)
 h.Held._spill = counted
 atexit.register(lambda: print(f"spilled {spilled[0]} times", file=sys.stderr))
-if sys.argv[2] != "0":  # a file-size limit stands in for a full disk
+limit, _, n = sys.argv[2].partition("=")
+if limit == "fsize":  # a file-size limit stands in for a full disk
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # then write() fails with EFBIG
-    resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[2]), int(sys.argv[2])))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (int(n), int(n)))
+elif limit == "nofile":
+    resource.setrlimit(resource.RLIMIT_NOFILE, (int(n), int(n)))
 from tutormax_cli.cli import main
-sys.argv = ["tutormax"] + sys.argv[3:]
+sys.argv = ["tutormax"] + sys.argv[4:]
 main()
 """
 KEYS = 6_000
@@ -243,9 +249,9 @@ def _twice_far_apart(path: Path) -> None:
     pq.write_table(pa.Table.from_pylist(rows), path)
 
 
-def _enrich(args: list[str], held_bytes: int, fsize: int = 0) -> subprocess.CompletedProcess:
+def _enrich(args: list[str], held_bytes: int) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-c", _WRAPPED, str(held_bytes), str(fsize), "enrich", *args,
+        [sys.executable, "-c", _WRAPPED, str(held_bytes), "0", "1000", "enrich", *args,
          "--as-of", "2025-01-01T00:00:00Z", "--batch-size", "500", "--json"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
@@ -289,21 +295,36 @@ def test_a_run_through_the_spill_stores_what_one_in_memory_stores(
     assert [stored[f"S{i:05d}"] for i in range(KEYS)] == [want[i % 3] for i in range(KEYS)]
 
 
+def _limited(db: str, tmp_path: Path, limit: str, range_rows: int, **hint: str) -> None:
+    """The doubled file through the held spill under a resource limit (`limit`, as the
+    wrapper takes it), into `db` with its tutors: a clear error, nothing left in TMPDIR."""
+    src = tmp_path / "twice.parquet"
+    _twice_far_apart(src)
+    tutors = str(Path(__file__).parent.parent / "sample_data" / "tutors.csv")
+    assert _enrich([tutors, "--db", db], 1 << 40).returncode == 0
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    full_temp_disk(
+        [sys.executable, "-c", _WRAPPED, str(64 << 10), limit, str(range_rows), "enrich",
+         str(src), "--db", db, "--batch-size", "500", "--as-of", "2025-01-01T00:00:00Z"],
+        temp, **hint,
+    )  # fmt: skip
+
+
 @pytest.mark.postgres
 def test_a_full_disk_under_the_held_spill_is_a_clear_error(pg_url: str, tmp_path: Path) -> None:
     """The held versions' spill cannot be written (a file-size limit stands in for a full
     disk; the database is another process, not limited): exit 2, a message naming the
     temporary folder and what to do, no traceback, nothing left in it."""
-    src = tmp_path / "twice.parquet"
-    _twice_far_apart(src)
-    tutors = str(Path(__file__).parent.parent / "sample_data" / "tutors.csv")
-    assert _enrich([tutors, "--db", pg_url], 1 << 40).returncode == 0
-    temp = tmp_path / "temp"
-    temp.mkdir()
-    full_temp_disk(
-        [sys.executable, "-c", _WRAPPED, str(64 << 10), "20000", "enrich", str(src),
-         "--db", pg_url, "--batch-size", "500", "--as-of", "2025-01-01T00:00:00Z"], temp
-    )  # fmt: skip
+    _limited(pg_url, tmp_path, "fsize=20000", 1000)
+
+
+def test_too_few_open_files_for_the_held_spill_is_a_clear_error(tmp_path: Path) -> None:
+    """The spill's partitions (here 128: ranges of 94 positions) cannot all be open under
+    a limit of 64 open files: exit 2 naming the folder, the fix for that cause (it said to
+    find more free space), no traceback, nothing left."""
+    _limited(f"sqlite:///{tmp_path}/held.db", tmp_path, "nofile=64", 10,
+             hint="raise the limit of open files (ulimit -n)")  # fmt: skip
 
 
 _PEAK = """
@@ -342,3 +363,43 @@ def test_what_a_run_holds_takes_no_more_memory_for_more_keys() -> None:
     small, big = peak(200_000), peak(800_000)
     assert small > 0
     assert big <= small * 1.25 + (1 << 20), (small, big)
+
+
+def test_a_partition_written_in_many_pieces_is_ranked_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Draining a partition ranks what it read once per DRAIN_BYTES, not once per written
+    batch: with each version written on its own (a spill buffer of one row), 2,000
+    versions of 1,000 keys come back in 2,000 pieces, ranked in one go. Ranked per piece,
+    draining grew with the square of the run (2M keys: 50 s)."""
+    monkeypatch.setattr(held_module, "HELD_BYTES", 0)
+    monkeypatch.setattr(held_module, "SPILL_BUFFER_ROWS", 1)
+    ranked: list[int] = []
+    real = held_module.best_of_each_key
+
+    def counting(table: pa.Table, key: str) -> tuple[pa.Table, pa.Table]:
+        ranked.append(table.num_rows)
+        return real(table, key)
+
+    held, settled = Held("k", span=4000), Settled()
+    for seq in range(2000):  # one version a batch: k0..k999, then each again
+        held.offer(_held_rows([f"k{seq % 1000}"], [seq], [2000 + seq % 1000]), settled)
+    monkeypatch.setattr(held_module, "best_of_each_key", counting)
+    (out,) = held.take_due(None, settled)
+    assert out.num_rows == 1000 and len(settled.superseded) == 1000
+    assert ranked == [2000]
+
+
+@pytest.mark.parametrize(
+    ("code", "hint"),
+    [
+        (errno.ENOSPC, "set TMPDIR to a directory with more free space"),
+        (errno.EFBIG, "set TMPDIR to a directory with more free space"),
+        (errno.EMFILE, "raise the limit of open files (ulimit -n)"),
+        (errno.ENOENT, "something removed tutormax's temporary files"),
+        (errno.EACCES, "set TMPDIR to a directory tutormax may write to"),
+        (errno.EROFS, "set TMPDIR to a directory tutormax may write to"),
+    ],
+)
+def test_a_temporary_file_error_names_the_fix_for_its_cause(code: int, hint: str) -> None:
+    err = spill.temp_error(OSError(code, os.strerror(code)))
+    assert err.message.startswith(f"temporary files in {tempfile.gettempdir()}: ")
+    assert err.hint is not None and err.hint.startswith(hint)

@@ -10,6 +10,7 @@ removes) one partition while the others still grow, a written batch at a time.
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
@@ -25,7 +26,7 @@ BUFFER_ROWS = 1 << 17  # rows buffered, over all partitions, before they are wri
 
 
 RANGE_ROWS = 1 << 16  # the narrowest range of positions of a partition by position
-MAX_RANGES = 256  # at most this many partitions by position (open files), however long the run
+MAX_RANGES = 128  # at most this many partitions by position (open files: macOS allows 256)
 
 
 def ranges(span: int) -> tuple[int, int]:
@@ -155,8 +156,15 @@ class Spill:
 
 
 def temp_error(exc: OSError) -> E.OutputError:
+    """The error of a temporary file that could not be written or read, with the fix for
+    its cause (a full disk is the usual one, not the only one)."""
     where = tempfile.gettempdir()
-    return E.OutputError(
-        f"temporary files in {where}: {E.first_line(exc)}",
-        hint="set TMPDIR to a directory with more free space",
-    )
+    if exc.errno in (errno.EMFILE, errno.ENFILE):
+        hint = "raise the limit of open files (ulimit -n)"
+    elif exc.errno == errno.ENOENT:
+        hint = f"something removed tutormax's temporary files from {where} during the run"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        hint = "set TMPDIR to a directory tutormax may write to"
+    else:
+        hint = "set TMPDIR to a directory with more free space"
+    return E.OutputError(f"temporary files in {where}: {E.first_line(exc)}", hint=hint)
