@@ -102,20 +102,28 @@ def test_held_gives_each_key_its_best_version_at_its_last_occurrence(
 
 @pytest.mark.parametrize("held_bytes", [0, 200], ids=["spill-at-once", "spill-later"])
 @pytest.mark.parametrize("width", [1, 3, 8])
-@settings(max_examples=150, deadline=None)
+@pytest.mark.parametrize("max_ranges", [128, 2], ids=["ranges", "wide-ranges-split"])
+@settings(max_examples=100, deadline=None)
 @given(versions=VERSIONS, cuts=st.lists(st.integers(1, 40), max_size=8))
 def test_spilled_held_versions_come_out_once_as_the_best_never_early(
-    held_bytes: int, width: int, versions: list[tuple[str, int | None]], cuts: list[int]
+    held_bytes: int,
+    width: int,
+    max_ranges: int,
+    versions: list[tuple[str, int | None]],
+    cuts: list[int],
 ) -> None:
     """Spilled by `_last` range (every version of a key in one partition): each duplicated
     key still comes out once, as its best version, never before its last occurrence, and
     no later than the batch that reads past the end of its partition's range; every other
-    version is superseded once."""
+    version is superseded once. With at most 2 ranges a range is wider than RANGE_ROWS,
+    and its versions are split by key into pieces before they are settled."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(held_module, "HELD_BYTES", held_bytes)
         mp.setattr(spill, "RANGE_ROWS", width)
+        mp.setattr(spill, "MAX_RANGES", max_ranges)
         mp.setattr(held_module, "SPILL_BUFFER_ROWS", 2)
         bounds, got, settled, last = _run(Held("k", span=len(versions)), versions, cuts)
+        range_width, _ = spill.ranges(len(versions))
     best = _best(versions, set(last))
 
     def batch_of(position: int) -> int:  # the first batch that reads `position`
@@ -125,7 +133,7 @@ def test_spilled_held_versions_come_out_once_as_the_best_never_early(
     assert sum(len(out) for out in got) == len(best)  # each once
     assert {pair for out in got for pair in out} == set(best.items())  # as the best
     for k, b in came.items():
-        range_end = (last[k] // width + 1) * width - 1
+        range_end = (last[k] // range_width + 1) * range_width - 1
         assert batch_of(last[k]) <= b <= batch_of(range_end), (k, b)
     _superseded_exactly_the_losers(versions, best, settled)
 
@@ -329,9 +337,9 @@ def test_too_few_open_files_for_the_held_spill_is_a_clear_error(tmp_path: Path) 
 
 _PEAK = """
 import sys, numpy as np, pyarrow as pa
-import tutormax_cli.held as h
+import tutormax_cli.held as h, tutormax_cli.spill as s
 from tutormax_cli.duplicates import Settled
-h.HELD_BYTES = 4 << 20
+h.HELD_BYTES, s.MAX_RANGES = 4 << 20, int(sys.argv[2])
 n = int(sys.argv[1])
 pool = pa.default_memory_pool()
 base = pool.max_memory()
@@ -349,14 +357,17 @@ print(pool.max_memory() - base)
 """
 
 
-def test_what_a_run_holds_takes_no_more_memory_for_more_keys() -> None:
+@pytest.mark.parametrize("max_ranges", [128, 2], ids=["ranges", "wide-ranges-split"])
+def test_what_a_run_holds_takes_no_more_memory_for_more_keys(max_ranges: int) -> None:
     """Arrow's high-water mark of Held in a process of its own, every key held at once:
     the same for 800k keys as for 200k (past HELD_BYTES, here 4 MiB). In memory it was
-    the run's: about 40 bytes a key of these rows, 250 of a session's."""
+    the run's: about 40 bytes a key of these rows, 250 of a session's. With at most 2
+    ranges (as a run past 128 × 65,536 positions has ranges wider than 65,536), every key
+    falls in one range, settled in pieces split by key; whole, it held every key."""
 
     def peak(n: int) -> int:
-        out = subprocess.run([sys.executable, "-c", _PEAK, str(n)], capture_output=True,
-                             text=True, timeout=300)  # fmt: skip
+        out = subprocess.run([sys.executable, "-c", _PEAK, str(n), str(max_ranges)],
+                             capture_output=True, text=True, timeout=300)  # fmt: skip
         assert out.returncode == 0, out.stderr
         return int(out.stdout)
 

@@ -16,7 +16,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .duplicates import GROUP, LAST, SEQ, Settled, best_of_each_key
+from . import spill
+from .duplicates import GROUP, LAST, SEQ, Settled, best_of_each_key, key_hashes
 from .spill import Spill, ranges
 
 HELD_BYTES = 32 << 20  # held in memory before they go to the spill
@@ -101,7 +102,7 @@ class Held:
         ready = self._on_disk if upto_seq is None else self._on_disk & (ends <= upto_seq)
         for p in np.flatnonzero(ready).tolist():
             self._on_disk[p] = False
-            yield self._settle_partition(p, settled)
+            yield from self._settle_partition(p, settled)
         if upto_seq is None:
             self.close()
 
@@ -144,15 +145,40 @@ class Held:
         self._disk_rows += best.num_rows
         return rows.filter(pc.invert(mask))
 
-    def _settle_partition(self, p: int, settled: Settled) -> pa.Table:
+    def _settle_partition(self, p: int, settled: Settled) -> Iterator[pa.Table]:
         """A due partition's best version of each key, read a written batch at a time: no
-        more than its keys and one batch in memory at once."""
+        more than RANGE_ROWS keys and DRAIN_BYTES of versions in memory at once. A range
+        wider than RANGE_ROWS positions (a run longer than MAX_RANGES of them) can hold more
+        keys than that, so its versions are first split by key into pieces on disk, each
+        settled on its own."""
+        pieces = -(-self._width // spill.RANGE_ROWS)
+        if pieces == 1:
+            yield self._ranked(self._read(p), settled)
+            return
+        pieces = 1 << (pieces - 1).bit_length()  # hash_part takes a power of 2
+        assert self._disk is not None
+        split = Spill(self._disk.schema, pieces, SPILL_BUFFER_ROWS)
+        try:
+            for batch in self._read(p):
+                hashes = key_hashes(batch.column(self.key)).to_numpy()
+                split.append(pa.Table.from_batches([batch]), spill.hash_part(hashes, pieces))
+            for q in range(pieces):
+                yield self._ranked(split.drain(q), settled)
+        finally:
+            split.close()
+
+    def _read(self, p: int) -> Iterator[pa.RecordBatch]:
+        assert self._disk is not None
+        for batch in self._disk.drain(p):
+            self._disk_rows -= batch.num_rows
+            yield batch
+
+    def _ranked(self, batches: Iterator[pa.RecordBatch], settled: Settled) -> pa.Table:
         assert self._disk is not None
         best: pa.Table = self._disk.schema.empty_table()
         gathered: list[pa.RecordBatch] = []
         size = 0
-        for batch in self._disk.drain(p):
-            self._disk_rows -= batch.num_rows
+        for batch in batches:
             gathered.append(batch)
             size += batch.nbytes
             if size >= DRAIN_BYTES:
