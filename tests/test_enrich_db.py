@@ -201,6 +201,16 @@ def test_atomic_run_stopped_by_max_errors_leaves_the_database_as_it_was(
     assert code == 1
     assert "more than 2 rows rejected" in doc["stopped"]
     assert rows(db_url, "SELECT count(*) FROM sessions") == [(0,)]
+    # Keys held until a later occurrence (each of S0-S19 comes again 20 rows on) get their
+    # verdicts too: every row read is accepted, rejected or a duplicate (18 of 30 rows
+    # were counted nowhere), though nothing was written.
+    dup = write(tmp_path / "dup.csv", SESSION_HEAD, *(line.replace(f"S{i},", f"S{i % 20},", 1)
+                                                    for i, line in enumerate(lines)))  # fmt: skip
+    code, doc, _ = enrich(db_url, dup, "--batch-size", "10", "--max-errors", "2", "--atomic")
+    assert code == 1 and "nothing was written" in doc["stopped"]
+    f = doc["files"][0]
+    assert f["read"] == 30 and f["read"] == f["accepted"] + f["rejected"] + f["duplicates"]
+    assert rows(db_url, "SELECT count(*) FROM sessions") == [(0,)]
     # Without --atomic the batches before the stop stay committed (on PostgreSQL, batches
     # are written side by side: the one in flight at the stop is committed too), and the
     # summary counts exactly what the database holds.

@@ -290,8 +290,9 @@ class _Run:
         limit = self.opts.max_errors
         if limit is None or self.summary.rejected <= limit:
             return
-        if not self.opts.atomic:  # what was read is processed: held versions are written
-            self._account(pipe.finish(self.ctx))
+        # What was read is processed: held versions are settled, so every row read has its
+        # verdict (with --atomic they are rolled back with the rest of the run).
+        self._account(pipe.finish(self.ctx))
         raise MaxErrorsReached
 
     def _account(self, res: BatchResult) -> None:
