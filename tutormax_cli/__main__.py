@@ -1,7 +1,7 @@
 """The `tutormax` command (and `python -m tutormax_cli`).
 
 Ctrl-C and SIGTERM are handled from the first moment (tutormax_cli.interrupts): the command
-line's imports take about 0.3 s, and a signal in them got Python's defaults — a traceback
+line's imports take a while, and a signal in them got Python's defaults — a traceback
 for Ctrl-C, an unannounced death for SIGTERM."""
 
 from __future__ import annotations

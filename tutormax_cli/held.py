@@ -39,8 +39,8 @@ class Held:
     NOTE: kept as the chunks they were offered in, each with its smallest `_last`, so that
     a batch reads every held key once (are any of its keys among them?) and copies only the
     chunks holding one of its keys or a key now due. One table, re-ranked and re-filtered
-    whole in every batch, made a file holding each of 500k keys twice, far apart, take 1.9×
-    as long as 1M distinct keys, at twice the memory."""
+    whole in every batch, made a file holding each key twice, far apart, much slower than
+    the same keys once (README, Duplicate keys)."""
 
     MAX_CHUNKS = 64  # then they are joined (without a copy) into one
 
@@ -189,7 +189,7 @@ class Held:
     def _best(self, best: pa.Table, batches: list[pa.RecordBatch], settled: Settled) -> pa.Table:
         """NOTE: ranked once per DRAIN_BYTES read, not once per written batch: a partition
         is written in many small batches, and re-ranking the best so far with each one made
-        draining grow with the square of the run (2M keys: 50 s)."""
+        draining grow with the square of the run."""
         if not batches:
             return best
         both = pa.concat_tables([best, pa.Table.from_batches(batches, best.schema)])

@@ -29,8 +29,8 @@ _UTC_US = pa.timestamp("us", tz="UTC")
 Orphans = list[tuple[str, str, pa.Array]]  # (column, parent kind, rows naming an unknown parent)
 
 
-# Sessions the feedback join keeps in memory (about 70 bytes each: ~70 MiB); a run with
-# more joins on disk (session_join), so its memory does not grow with its sessions.
+# Sessions the feedback join keeps in memory (README, Memory); a run with more joins on
+# disk (session_join), so its memory does not grow with its sessions.
 MEMORY_SESSIONS = 1 << 20
 
 

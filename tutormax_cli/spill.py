@@ -89,8 +89,8 @@ class Spill:
             return self.schema.empty_table()
         try:
             # NOTE: a file Arrow opens itself (not a Python file object): what it reads
-            # lands in Arrow's memory pool, not in Python bytes objects, whose 16 MiB reads
-            # left the C heap fragmented (~180 MiB of RSS at 5M keys).
+            # lands in Arrow's memory pool, not in Python bytes objects, whose big reads
+            # left the C heap fragmented (README, Performance).
             with pa.OSFile(self._path(p)) as source:
                 return pa.ipc.open_stream(source).read_all()
         except OSError as exc:

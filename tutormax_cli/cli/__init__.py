@@ -218,11 +218,9 @@ def _tune_arrow() -> None:
     ships it.
 
     NOTE: with 0 (pages returned at once) every temporary array of a batch was faulted in
-    afresh: 1M sessions + 1M feedback CSV took 1.03M page faults and 4.7 s of system time
-    in an 8 s run; with 50 ms, 0.31M and 1.8 s, 6 s in all, at ~50 MiB more peak — which
-    smaller batches (config.DEFAULT_BATCH_ROWS: 25,000 rows, now 16,000, instead of
-    50,000) more than win back. The default mimalloc holds more still (README,
-    Performance)."""
+    afresh, a third of a run's time in the kernel; with a short decay the peak is a little
+    higher, which the smaller batches (config.DEFAULT_BATCH_ROWS) more than win back. The
+    default mimalloc holds more still (README, Performance)."""
     import pyarrow as pa
 
     if "ARROW_DEFAULT_MEMORY_POOL" in os.environ:  # the user's choice wins

@@ -95,8 +95,7 @@ def _rebatch(
 
     NOTE: Parquet is read with cut=False. A row group comes as even pieces of at most `size`
     rows (parquet_plan); cutting them to exactly `size` made most batches of two pieces,
-    joined by copies: 1M + 1M Parquet in 16,000-row batches (row groups of 100,000) took
-    4.0-5.3 s of CPU against 3.6-3.8 s at 25,000, which cuts them evenly."""
+    joined by copies (README, Performance)."""
     pending: list[pa.Table] = []
     count = held = 0
     for t in tables:

@@ -169,7 +169,7 @@ def _row_bytes(arr: pa.Array) -> np.ndarray:
 
 def _check_parquet_width(path: _Input) -> None:
     """Refuse a schema of too many columns from the footer's first bytes, before Arrow
-    decodes the footer. NOTE: Arrow took 1.1 s and 300 MB to open 100,000 columns."""
+    decodes the footer. NOTE: Arrow is slow and big opening a very wide file (README)."""
     try:
         counts = _parquet_schema_counts(path)
     except (OSError, IndexError, ValueError):

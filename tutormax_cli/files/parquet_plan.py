@@ -32,10 +32,9 @@ PARQUET_READ_BYTES = 1 << 20  # column chunks are read through a buffer of this 
 # A text column of long entries that repeat (DICTIONARY_LONG_ENTRY, DICTIONARY_REPEAT_BYTES)
 # is read as a dictionary instead (Arrow's read_dictionary): 4 bytes a row beside its
 # entries, so its steps need not be few rows. NOTE: not every text column: decoding unique
-# ids into a dictionary costs a hash of every value (+8% on a 1M-row run); and not one of
-# many plain-encoded values (a dictionary that overflowed): Arrow adds them to the
-# dictionary of every later step of the row group (185 s and 1 GB for 200 rows of 1 MiB
-# among 40,000).
+# ids into a dictionary costs a hash of every value; and not one of many plain-encoded
+# values (a dictionary that overflowed): Arrow adds them to the dictionary of every later
+# step of the row group, which grows with the square of the rows (README, Performance).
 #
 # Each step is then cut by the decoded size of each row (a dictionary value's length, taken
 # by the rows that use it) before it is decoded (_decoded): each piece within the budget, or
@@ -53,7 +52,7 @@ VALUE_BYTES = 8  # what a text value costs beside its bytes: an offset, an index
 STEP_MAX_BYTES = 2 * BATCH_MAX_BYTES
 DICTIONARY_LONG_ENTRY = 1 << 10  # a dictionary of shorter entries is bounded by its bytes
 DICTIONARY_REPEAT_BYTES = BATCH_MAX_BYTES // 16  # repeats adding more: read as a dictionary
-PAGE_HEADERS_MAX = 1_000_000  # page headers read in a file (~25 s); past it, averages
+PAGE_HEADERS_MAX = 1_000_000  # page headers read in a file; past it, averages
 _DICTIONARY_ENCODINGS = (2, 8)  # PLAIN_DICTIONARY, RLE_DICTIONARY
 _CODECS = {"UNCOMPRESSED": 0, "SNAPPY": 1, "GZIP": 2, "LZO": 3, "BROTLI": 4, "LZ4": 5,
            "ZSTD": 6, "LZ4_RAW": 7}  # fmt: skip
@@ -231,7 +230,7 @@ class _PageWalk:
     def longest_entry(self, col: Any, at: int, size: int, stored: int, entries: int) -> int:
         """The longest entry of a dictionary page (its data at `at`), decoded by Arrow as the
         one data page of a file of one column (its entries are plain byte arrays, as are the
-        values of a plain data page). ~2 ms for 60,000 entries."""
+        values of a plain data page)."""
         self.fh.seek(at)
         payload = self.fh.read(stored)
         if len(payload) != stored:

@@ -41,7 +41,7 @@ def _sorted_json_encoder() -> Callable[[Any], str]:
     """`json.dumps(data, sort_keys=True)` for acyclic data (parsed JSON, records), faster.
 
     NOTE: with sort_keys, json.dumps builds a JSONEncoder and a C encoder on every call and
-    tracks containers for cycles: ~1/3 of its 12 µs on a 19-field record. This builds json's
+    tracks containers for cycles, a good part of its cost on a record. This builds json's
     own C encoder once, without the cycle check, so the text is the same."""
     enc = json.JSONEncoder(sort_keys=True)
     make = getattr(json.encoder, "c_make_encoder", None)
