@@ -206,7 +206,8 @@ def test_atomic_run_stopped_by_max_errors_leaves_the_database_as_it_was(
     # were counted nowhere), though nothing was written.
     dup = write(tmp_path / "dup.csv", SESSION_HEAD, *(line.replace(f"S{i},", f"S{i % 20},", 1)
                                                     for i, line in enumerate(lines)))  # fmt: skip
-    code, doc, _ = enrich(db_url, dup, "--batch-size", "10", "--max-errors", "2", "--atomic")
+    code, doc, _ = enrich(db_url, dup, "--batch-size", "10", "--max-errors", "2", "--atomic",
+                          "--rejects", tmp_path / "r2.jsonl")  # fmt: skip
     assert code == 1 and "nothing was written" in doc["stopped"]
     f = doc["files"][0]
     assert f["read"] == 30 and f["read"] == f["accepted"] + f["rejected"] + f["duplicates"]
