@@ -71,7 +71,10 @@ class SchemaMismatch(DatabaseError):
     """The database answers, but its tables are not the ones this tutormax writes (a
     missing table or column, another type): fatal until the schema is upgraded."""
 
-    hint_text = "run `tutormax db upgrade` to bring the database to this version's schema"
+    hint_text = (
+        "run `tutormax db upgrade` to bring the database to this version's schema; if "
+        "`tutormax db current` says it is current, a table was changed by hand"
+    )
 
 
 class QueueError(TutormaxError):

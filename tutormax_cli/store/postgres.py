@@ -27,12 +27,11 @@ from .backend import savepoint, short
 from .tables import TABLES, upsert_clause
 
 _CSV_OPTIONS = pacsv.WriteOptions(include_header=False, batch_size=8192)
-# SQLSTATE classes a single row can cause, whatever raises them: a value (22), a constraint
-# (23), a row twice in one statement (21), a trigger (27, and its function's RAISE: P0, or
-# another language's: 38, 39, 2F), a view's CHECK OPTION (44), a value too big for an index
-# (54). Their batch is split until the row stands alone; anything else (the connection
-# lost, an SQL bug) is not.
-_ROW_CLASSES = frozenset(("21", "22", "23", "27", "2F", "38", "39", "44", "54", "P0"))
+# What a server error that is not an outage, a schema mismatch or the operator's (_fault)
+# is taken for: the rows' doing (a constraint, a trigger's RAISE with any code, a value
+# too big for an index), and their batch is split until each refused row stands alone.
+# Not our own SQL (class 42, but for _SCHEMA_CODES: a bug in tutormax).
+_OUR_SQL_CLASS = "42"
 _CONNECT_ARGS = {"connect_timeout": 10, "application_name": "tutormax"}
 SCHEMA_LOCK = 7406917710  # pg_advisory_xact_lock key: one schema change at a time
 _DIRECT = "tutormax_direct"  # the savepoint of a COPY straight into the table
@@ -43,11 +42,30 @@ _OUTAGE_CLASSES = ("08", "53", "57")  # connection exception, insufficient resou
 _OUTAGE_CODES = {"40001", "40P01", "55P03"}  # serialization failure, deadlock, lock timeout
 _SCHEMA_CODES = {"42P01", "42703", "42804", "42P10"}  # undefined table/column, wrong type
 _OPERATOR_CLASSES = ("28", "3D", "25")  # authorization, no such database, read-only server
-_OPERATOR_CODES = {"42501"}  # insufficient privilege
+_OPERATOR_CODES = {"42501", "XX001", "XX002"}  # insufficient privilege, corrupt data/index
 
 
 def row_caused(exc: BaseException) -> bool:
-    return isinstance(exc, psycopg2.Error) and (exc.pgcode or "")[:2] in _ROW_CLASSES
+    if not isinstance(exc, psycopg2.Error) or not exc.pgcode:
+        return False  # no SQLSTATE: the client failed, not a row
+    return exc.pgcode[:2] != _OUR_SQL_CLASS and _fault(exc) is None
+
+
+def _fault(exc: BaseException) -> type[DatabaseError] | None:
+    if not isinstance(exc, psycopg2.Error):
+        return None
+    code = exc.pgcode or ""
+    if not code:  # no SQLSTATE: the client itself failed (refused, reset, closed)
+        if isinstance(exc, psycopg2.OperationalError | psycopg2.InterfaceError):
+            return DatabaseUnavailable
+        return None
+    if code[:2] in _OUTAGE_CLASSES or code in _OUTAGE_CODES:
+        return DatabaseUnavailable
+    if code in _SCHEMA_CODES:
+        return SchemaMismatch
+    if code[:2] in _OPERATOR_CLASSES or code in _OPERATOR_CODES:
+        return DatabaseError
+    return None
 
 
 def refusal_message(exc: BaseException) -> str:
@@ -88,20 +106,7 @@ class PostgresBackend:
         """Nothing to say before BEGIN: row locks and ON CONFLICT handle concurrency."""
 
     def fault(self, exc: BaseException) -> type[DatabaseError] | None:
-        if not isinstance(exc, psycopg2.Error):
-            return None
-        code = exc.pgcode or ""
-        if not code:  # no SQLSTATE: the client itself failed (refused, reset, closed)
-            if isinstance(exc, psycopg2.OperationalError | psycopg2.InterfaceError):
-                return DatabaseUnavailable
-            return None
-        if code[:2] in _OUTAGE_CLASSES or code in _OUTAGE_CODES:
-            return DatabaseUnavailable
-        if code in _SCHEMA_CODES:
-            return SchemaMismatch
-        if code[:2] in _OPERATOR_CLASSES or code in _OPERATOR_CODES:
-            return DatabaseError
-        return None
+        return _fault(exc)
 
     def batch(
         self, dbapi_conn: Any, kind: str, table: pa.Table, existing: Callable[[], pa.Array]
