@@ -491,3 +491,30 @@ def test_a_csv_of_a_header_alone_is_zero_rows(tmp_path: Path, text: str) -> None
     (summary,) = json.loads(done.stdout)["files"]
     assert summary["read"] == summary["accepted"] == 0
     assert (tmp_path / "out.csv").read_text().startswith('"tutor_id","name"')
+
+
+@pytest.mark.parametrize(
+    ("lines", "read", "rejected"),
+    [([], 0, 0), (["", "  "], 0, 0), (["not json"], 1, 1), (["[1, 2]", "", "{"], 2, 2)],
+    ids=["empty", "blank-lines", "one-malformed-line", "only-malformed-lines"],
+)
+def test_a_jsonl_file_without_a_record_is_an_empty_input_of_its_kind(
+    tmp_path: Path, lines: list[str], read: int, rejected: int
+) -> None:
+    """An empty JSON Lines export (or one whose lines are all malformed) with --kind is an
+    input of no valid rows, as a CSV of a header alone is: read 0, or its lines rejected
+    (exit 1). It was a fatal error (exit 2: "no JSON object on any line"). Without --kind
+    its kind cannot be told: exit 2, saying to pass it."""
+    src = jsonl(tmp_path / "t.jsonl", lines)
+    out = tmp_path / "o.parquet"
+    code, doc, err = enrich(src, "--kind", "tutors", "--out", out,
+                            "--rejects", tmp_path / "r.jsonl")  # fmt: skip
+    assert code == (1 if rejected else 0), err
+    assert doc is not None
+    f = doc["files"][0]
+    assert (f["read"], f["rejected"], f["accepted"]) == (read, rejected, 0)
+    assert pq.read_table(out).num_rows == 0
+    if rejected:
+        assert len(rejects(tmp_path / "r.jsonl")) == rejected
+    code, doc, err = enrich(src)
+    assert code == 2 and "no JSON object on any line: pass --kind" in err

@@ -39,6 +39,10 @@ class Source:
         self.name = base
         self.stem = Path(base).stem
         self.columns = TABLE[self.format].reader.header(self.input)
+        if self.format == "jsonl" and not self.columns:  # no record: an empty export
+            if not kind:
+                raise InputError(f"{path}: no JSON object on any line: pass --kind to read it")
+            self.columns = list(get_kind(kind).column_names)
         self.kind: Kind = get_kind(kind) if kind else infer_kind(self.columns, str(path))
         check_columns(self.kind, self.columns, str(path))
 
