@@ -106,7 +106,7 @@ def test_the_index_spills_by_position_and_reads_each_partition_in_step(
     hs = list(range(500)) * 2  # each hash at p and p + 500
     index.add(pa.array(hs, pa.int64()), pa.array(range(1000), pa.int64()))
     index.finish()
-    assert index._disk is not None and index._disk.parts == 10
+    assert index._found.on_disk and index._found.parts == 10
     assert index.lookup(pa.array([150, 650], pa.int64())).to_pylist() == [650, 650]
     assert sorted(index._window) == [1, 2, 3, 4, 5, 6]  # its batch spans them
     assert index.lookup(pa.array([700, 701], pa.int64())).to_pylist() == [700, 701]

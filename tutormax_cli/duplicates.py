@@ -23,14 +23,14 @@ itself, never by its hash.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .spill import Spill, hash_part, ranges
+from .spill import PARTS, Spill, hash_part, ranges
 
 # Order of versions: those carrying updated_at beat those that do not; then the newest
 # updated_at; then the later position in the run ("the last").
@@ -57,14 +57,18 @@ def key_hashes(keys: pa.Array | pa.ChunkedArray) -> pa.Array:
 
 
 class _Pairs:
-    """An append-only list of (hash, tag) int64 pairs, in memory up to SPILL_ROWS, then in a
-    spill.Spill partitioned by hash: a run's keys cost 16 bytes each on disk, not in memory,
-    and each partition is read once, whatever the run's size."""
+    """An append-only list of int64 pairs (`h`, `t`: a hash and its tag, or a position and
+    its key's last position), in memory up to SPILL_ROWS, then in a spill.Spill partitioned
+    by `part_of(h)` (by default a hash's top bits): a run's pairs cost 16 bytes each on
+    disk, not in memory, and each partition is read once, whatever the run's size."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, parts: int = PARTS, part_of: Callable[[np.ndarray], np.ndarray] = hash_part
+    ) -> None:
         self._hashes: list[pa.Array] = []
         self._tags: list[pa.Array] = []
         self._buffered = 0
+        self.parts, self._part_of = parts, part_of
         self._spill: Spill | None = None
 
     def append(self, hashes: pa.Array, tags: pa.Array) -> None:
@@ -74,14 +78,19 @@ class _Pairs:
         if self._buffered >= SPILL_ROWS:
             self._flush()
 
-    def _flush(self) -> None:
-        table = self._buffer()
-        self._hashes, self._tags, self._buffered = [], [], 0
-        if self._spill is None:
-            self._spill = Spill(_PAIRS, buffer_rows=0)  # ours is the only buffer
-        self._spill.append(table, hash_part(table["h"].to_numpy()))
+    @property
+    def on_disk(self) -> bool:
+        return self._spill is not None
 
-    def _buffer(self) -> pa.Table:
+    def _flush(self) -> None:
+        table = self.buffer()
+        self._hashes, self._tags, self._buffered = [], [], 0
+        if self._spill is None:  # ours is the only buffer
+            self._spill = Spill(_PAIRS, self.parts, buffer_rows=0)
+        self._spill.append(table, self._part_of(table["h"].to_numpy()))
+
+    def buffer(self) -> pa.Table:
+        """The pairs held in memory (all of them until they first spill)."""
         return pa.table(
             {
                 "h": pa.concat_arrays(self._hashes) if self._hashes else pa.array([], _INT64),
@@ -90,17 +99,22 @@ class _Pairs:
             schema=_PAIRS,
         )
 
-    def partitions(self) -> Iterator[pa.Table]:
-        """Every pair, in partitions by hash (all pairs of one hash in one partition), each
-        in append order: one table while they fit in memory, else the spill's partitions,
-        one at a time."""
-        if self._spill is None:
-            yield self._buffer()
-            return
+    def partition(self, p: int) -> pa.Table:
+        """Partition p of the spilled pairs, in append order (the first read ends appending)."""
+        assert self._spill is not None
         if self._buffered:
             self._flush()
+        return self._spill.read(p)
+
+    def partitions(self) -> Iterator[pa.Table]:
+        """Every pair, in partitions (all pairs of one hash in one partition), each in
+        append order: one table while they fit in memory, else the spill's partitions,
+        one at a time."""
+        if self._spill is None:
+            yield self.buffer()
+            return
         for p in range(self._spill.parts):
-            yield self._spill.read(p)
+            yield self.partition(p)
 
     def close(self) -> None:
         if self._spill is not None:
@@ -148,11 +162,9 @@ class DuplicateIndex:
         self._end = 0  # one past the largest position added
         self.rows = 0  # rows whose key recurs
         self.span = 0  # one past the largest last occurrence (0: none)
-        self._found: list[tuple[np.ndarray, np.ndarray]] = []  # (positions, lasts), unsorted
-        self._buffered = 0
-        self._disk: Spill | None = None
+        self._found = _Pairs()  # (position, last) of each of those rows, from `finish`
         self._width = 1
-        self._window: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # partition → sorted
+        self._window: dict[int, pa.Table] = {}  # spilled partitions read, by number
         self._joined: tuple[np.ndarray, np.ndarray] | None = None  # the window, as one
 
     def add(self, hashes: pa.Array, seqs: pa.Array) -> None:
@@ -161,6 +173,9 @@ class DuplicateIndex:
             self._end = max(self._end, seqs[len(seqs) - 1].as_py() + 1)
 
     def finish(self) -> DuplicateIndex:
+        width, parts = ranges(self._end)
+        self._width = width
+        self._found = _Pairs(max(parts, 1), lambda positions: positions // width)
         for part in self._pairs.partitions():
             if not repeats(part):
                 continue
@@ -175,16 +190,10 @@ class DuplicateIndex:
                 continue
             self.rows += len(positions)
             self.span = max(self.span, int(lasts.max()) + 1)
-            self._found.append((positions, lasts))
-            self._buffered += len(positions)
-            if self._buffered >= SPILL_ROWS:
-                self._flush()
+            self._found.append(pa.array(positions), pa.array(lasts))
         self._pairs.close()
-        if self._disk is not None:
-            self._flush()
-        elif self._found:
-            self._joined = _by_position(self._found)
-            self._found = []
+        if not self._found.on_disk:
+            self._joined = _by_position([self._found.buffer()])
         return self
 
     def __bool__(self) -> bool:
@@ -194,7 +203,7 @@ class DuplicateIndex:
         """For each position (ascending over the run's batches), the position of the last
         occurrence of its row's key; null if that key does not recur."""
         s = seqs.to_numpy(zero_copy_only=False)
-        positions, lasts = self._around(s) if self._disk is not None else self._joined or _EMPTY
+        positions, lasts = self._around(s) if self._found.on_disk else self._joined or _EMPTY
         at = np.searchsorted(positions, s)
         found = np.zeros(len(s), bool)
         inside = at < len(positions)
@@ -204,44 +213,34 @@ class DuplicateIndex:
 
     def close(self) -> None:
         self._pairs.close()
-        if self._disk is not None:
-            self._disk.close()
-
-    def _flush(self) -> None:
-        if self._disk is None:
-            self._width, parts = ranges(self._end)
-            self._disk = Spill(_FOUND, parts)
-        for positions, lasts in self._found:
-            table = pa.table([pa.array(positions), pa.array(lasts)], schema=_FOUND)
-            self._disk.append(table, positions // self._width)
-        self._found, self._buffered = [], 0
+        self._found.close()
 
     def _around(self, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The partitions holding positions `s`, read once each: those before them dropped."""
-        assert self._disk is not None
         if not len(s):
             return _EMPTY
         first, final = int(s.min()) // self._width, int(s.max()) // self._width
         for p in [p for p in self._window if p < first]:
             del self._window[p]
             self._joined = None
-        for p in range(first, min(final, self._disk.parts - 1) + 1):
+        for p in range(first, min(final, self._found.parts - 1) + 1):
             if p not in self._window:
-                part = self._disk.read(p)
-                self._window[p] = _by_position([(part["p"].to_numpy(), part["l"].to_numpy())])
+                self._window[p] = self._found.partition(p)
                 self._joined = None
         if self._joined is None:
             self._joined = _by_position([self._window[p] for p in sorted(self._window)])
         return self._joined
 
 
-_FOUND = pa.schema([("p", _INT64), ("l", _INT64)])
 _EMPTY = (np.zeros(0, np.int64), np.zeros(0, np.int64))
 
 
-def _by_position(found: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-    positions = np.concatenate([p for p, _ in found]) if found else _EMPTY[0]
-    lasts = np.concatenate([last for _, last in found]) if found else _EMPTY[1]
+def _by_position(pairs: list[pa.Table]) -> tuple[np.ndarray, np.ndarray]:
+    """(positions, lasts) of tables of (position, last) pairs, sorted by position."""
+    if not pairs:
+        return _EMPTY
+    positions = np.concatenate([t["h"].to_numpy() for t in pairs])
+    lasts = np.concatenate([t["t"].to_numpy() for t in pairs])
     order = np.argsort(positions, kind="stable")
     return positions[order], lasts[order]
 

@@ -48,7 +48,6 @@ class Held:
         self.key = key
         self.keep_all = keep_all
         self._chunks: list[tuple[int, pa.Table]] = []  # (its smallest `_last`, the chunk)
-        self._schema: pa.Schema | None = None
         # positions a partition, partitions (0: never spilled, the span unknown)
         self._width, self._parts_total = ranges(span)
         self._disk: Spill | None = None
@@ -60,7 +59,6 @@ class Held:
 
     def offer(self, rows: pa.Table, settled: Settled) -> None:
         """Add versions; each version beaten by a better one of its key is superseded."""
-        self._schema = rows.schema
         if not rows.num_rows:
             return
         if self.keep_all:
