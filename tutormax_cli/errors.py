@@ -77,6 +77,20 @@ class SchemaMismatch(DatabaseError):
     )
 
 
+class StatementCancelled(DatabaseError):
+    """The database cancelled a statement of tutormax's (SQLSTATE 57014): it ran past the
+    role's or database's statement_timeout, or someone cancelled it. The write of a batch
+    is split first (store/backend.bisect): a row whose write is cancelled on its own is
+    refused; this is what is left — a batch whose halves are cancelled too, or another
+    statement: fatal, with the settings to change."""
+
+    hint_text = (
+        "lower --batch-size, or raise statement_timeout for tutormax's role "
+        "(ALTER ROLE … SET statement_timeout = …); if nobody set one, an operator "
+        "cancelled the statement"
+    )
+
+
 class QueueError(TutormaxError):
     """Redis is unreachable or a stream operation failed."""
 

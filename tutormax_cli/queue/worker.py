@@ -41,7 +41,7 @@ from ..config import (
     DEFAULT_TIMEZONE,
     DEFAULT_WORKER_BATCH,
 )
-from ..errors import DatabaseUnavailable, QueueError
+from ..errors import DatabaseUnavailable, QueueError, StatementCancelled
 from ..fields import Context
 from ..schema import KIND_ORDER
 from ..store import Store
@@ -66,6 +66,10 @@ log = logging.getLogger("tutormax.worker")
 
 OUTAGES = (DatabaseUnavailable, QueueUnavailable)
 OUTAGE_FIRST_S, OUTAGE_MAX_S = 0.5, 30.0
+# A statement the database cancels (a statement timeout; errors.StatementCancelled) is not
+# an outage: retried as it is, it is mostly cancelled again. A step is tried this many
+# times, backing off as for an outage (someone's pg_cancel_backend passes), then it is fatal.
+CANCELLED_TRIES = 3
 BURST_BLOCK_MS = 100  # --burst polls this often while retries or other consumers are pending
 T = TypeVar("T")
 
@@ -302,9 +306,19 @@ class Worker:
         the wait at once (returns None), even with messages in hand: they stay pending, and
         at-least-once delivery makes that safe."""
         delay = OUTAGE_FIRST_S
+        cancelled = 0
         while True:
             try:
                 return step()
+            except StatementCancelled as exc:
+                if self._stopping:  # the batch stays pending, as in an outage
+                    return None
+                cancelled += 1
+                if cancelled >= CANCELLED_TRIES:
+                    raise
+                log.warning("%s; trying again in %.1f s", exc.message, delay)
+                self._sleep(delay)
+                delay = min(delay * 2, OUTAGE_MAX_S)
             except OUTAGES as exc:
                 self.telemetry.add(outages=1)
                 if self._stopping:

@@ -72,27 +72,37 @@ def short(text: str) -> str:
 
 @contextmanager
 def savepoint(
-    cursor: Any, row_caused: Callable[[BaseException], bool], message: Callable[[Any], str]
+    cursor: Any,
+    row_caused: Callable[[BaseException], bool],
+    message: Callable[[Any], str],
+    cancelled: Callable[[BaseException], bool] | None = None,
 ) -> Iterator[None]:
-    """One write attempt under a SAVEPOINT: a refusal a row can cause (`row_caused`) rolls
-    it back and becomes RowRefused (with the database's words); anything else goes up
-    untouched."""
+    """One write attempt under a SAVEPOINT: a refusal a row can cause (`row_caused`), or a
+    cancellation (`cancelled`: a statement timeout), rolls it back and becomes RowRefused
+    (with the database's words); anything else goes up untouched."""
     cursor.execute(f"SAVEPOINT {SAVEPOINT}")
     try:
         yield
     except Exception as exc:
-        if not row_caused(exc):
+        stopped = cancelled is not None and cancelled(exc)
+        if not (stopped or row_caused(exc)):
             raise
         cursor.execute(f"ROLLBACK TO SAVEPOINT {SAVEPOINT}")
         cursor.execute(f"RELEASE SAVEPOINT {SAVEPOINT}")
-        raise RowRefused(message(exc)) from exc
+        raise RowRefused(message(exc), cancelled=stopped) from exc
     cursor.execute(f"RELEASE SAVEPOINT {SAVEPOINT}")
 
 
 def bisect(
     attempt: Callable[[int, int], tuple[int, int]], n: int
 ) -> tuple[int, int, list[tuple[int, str]]]:
-    """Run attempt(0, n); on a refusal split the range until each bad row stands alone."""
+    """Run attempt(0, n); on a refusal split the range until each bad row stands alone.
+
+    A cancelled attempt (a statement timeout) is split the same way, so a row whose write
+    is slow on its own is refused alone and the rest written. But when the whole batch and
+    both its halves are cancelled, it is the batch (or the database), not a row: the
+    cancellation goes up (errors.StatementCancelled), rather than every row being tried,
+    and waited for, alone."""
     inserted = updated = 0
     refused: list[tuple[int, str]] = []
     pending = [(0, n)]
@@ -103,9 +113,26 @@ def bisect(
         except RowRefused as exc:
             if hi - lo == 1:
                 refused.append((lo, exc.message))
-            else:
-                mid = (lo + hi) // 2
-                pending += [(mid, hi), (lo, mid)]
+                continue
+            mid = (lo + hi) // 2
+            halves = [(mid, hi), (lo, mid)]
+            if exc.cancelled and (lo, hi) == (0, n):
+                halves, cancels = [], 0
+                for a, b in (lo, mid), (mid, hi):  # both, before going deeper
+                    try:
+                        ins, upd = attempt(a, b)
+                    except RowRefused as again:
+                        cancels += again.cancelled
+                        if b - a == 1:
+                            refused.append((a, again.message))
+                        else:
+                            halves.insert(0, (a, b))
+                        continue
+                    inserted += ins
+                    updated += upd
+                if cancels == 2:
+                    raise (exc.__cause__ or exc) from None
+            pending += halves
             continue
         inserted += ins
         updated += upd

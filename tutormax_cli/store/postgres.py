@@ -21,10 +21,10 @@ import pyarrow.csv as pacsv
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
 
-from ..errors import DatabaseError, DatabaseUnavailable, SchemaMismatch
+from ..errors import DatabaseError, DatabaseUnavailable, SchemaMismatch, StatementCancelled
 from ..schema import KINDS
 from .backend import savepoint, short
-from .tables import TABLES, upsert_clause
+from .tables import TABLES, RowRefused, upsert_clause
 
 _CSV_OPTIONS = pacsv.WriteOptions(include_header=False, batch_size=8192)
 # What a server error that is not an outage, a schema mismatch or the operator's (_fault)
@@ -38,6 +38,7 @@ _DIRECT = "tutormax_direct"  # the savepoint of a COPY straight into the table
 _TZ_KEPT = "tutormax.timezone"  # where that COPY keeps the session's TimeZone
 
 # SQLSTATEs (https://www.postgresql.org/docs/current/errcodes-appendix.html).
+_CANCELLED = "57014"  # query_canceled: a statement timeout, or pg_cancel_backend
 _OUTAGE_CLASSES = ("08", "53", "57")  # connection exception, insufficient resources, shutdown
 _OUTAGE_CODES = {"40001", "40P01", "55P03"}  # serialization failure, deadlock, lock timeout
 _SCHEMA_CODES = {"42P01", "42703", "42804", "42P10"}  # undefined table/column, wrong type
@@ -51,6 +52,11 @@ def row_caused(exc: BaseException) -> bool:
     return exc.pgcode[:2] != _OUR_SQL_CLASS and _fault(exc) is None
 
 
+def cancelled(exc: BaseException) -> bool:
+    """The server cancelled the statement: a write the batch's bisection splits (backend)."""
+    return isinstance(exc, psycopg2.Error) and exc.pgcode == _CANCELLED
+
+
 def _fault(exc: BaseException) -> type[DatabaseError] | None:
     if not isinstance(exc, psycopg2.Error):
         return None
@@ -59,6 +65,8 @@ def _fault(exc: BaseException) -> type[DatabaseError] | None:
         if isinstance(exc, psycopg2.OperationalError | psycopg2.InterfaceError):
             return DatabaseUnavailable
         return None
+    if code == _CANCELLED:  # not an outage: retried as it is, it is cancelled again
+        return StatementCancelled
     if code[:2] in _OUTAGE_CLASSES or code in _OUTAGE_CODES:
         return DatabaseUnavailable
     if code in _SCHEMA_CODES:
@@ -74,6 +82,8 @@ def refusal_message(exc: BaseException) -> str:
     primary = getattr(diag, "message_primary", None)
     if not primary:
         return short(str(exc) or type(exc).__name__)
+    if cancelled(exc):
+        primary = f"the database cancelled this row's write: {primary}"
     detail = getattr(diag, "message_detail", None)
     return short(f"{primary} ({detail})" if detail else primary)
 
@@ -256,7 +266,7 @@ class PgBatch:
             self.odds.record(self.kind, worked)
             if worked:
                 return hi - lo, 0
-        with savepoint(cur, row_caused, refusal_message):
+        with savepoint(cur, row_caused, refusal_message, cancelled):
             cur.execute(self.truncate_sql)
             cur.copy_expert(self.copy_sql, pa.BufferReader(data), size=1 << 20)
             cur.execute(self.upsert_sql)
@@ -269,7 +279,8 @@ class PgBatch:
         return sink.getvalue()
 
     def _copy_direct(self, data: pa.Buffer) -> bool:
-        """COPY the rows straight into the table; False (and no trace) if it refuses any.
+        """COPY the rows straight into the table; False (and no trace) if it refuses any,
+        RowRefused (no trace) if the database cancels it (bisect splits the batch then).
 
         NOTE: the CSV's timestamps are naive UTC (see the module docstring); the table's are
         timestamptz, so the COPY reads them with TimeZone UTC, set for it alone: the
@@ -283,9 +294,12 @@ class PgBatch:
         try:
             cur.copy_expert(self.direct_sql, pa.BufferReader(data), size=1 << 20)
         except psycopg2.Error as exc:
-            if not row_caused(exc):
+            stopped = cancelled(exc)
+            if not (stopped or row_caused(exc)):
                 raise
             cur.execute(f"ROLLBACK TO SAVEPOINT {_DIRECT}; RELEASE SAVEPOINT {_DIRECT}")
+            if stopped:
+                raise RowRefused(refusal_message(exc), cancelled=True) from exc
             return False
         cur.execute(
             f"SELECT set_config('TimeZone', current_setting('{_TZ_KEPT}'), true); "

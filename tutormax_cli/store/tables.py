@@ -163,11 +163,14 @@ def conform(kind: str, table: pa.Table) -> pa.Table:
 
 
 class RowRefused(Exception):
-    """The database refused the rows of one write attempt; `message` is its short reason."""
+    """The database refused the rows of one write attempt; `message` is its short reason.
+    `cancelled`: it cancelled the attempt (a statement timeout) rather than refused a value,
+    which a single row may cause and a batch too big for the timeout does (see bisect)."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, cancelled: bool = False) -> None:
         super().__init__(message)
         self.message = message
+        self.cancelled = cancelled
 
 
 def upsert_clause(kind: str, distinct: str) -> str:
