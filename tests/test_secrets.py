@@ -105,6 +105,16 @@ def urls(password: str, form: str) -> tuple[str, str]:
     if form == "query":
         return (f"postgresql://app@127.0.0.1:1/tutoring?password={quote(password, safe='')}",
                 f"redis://127.0.0.1:1/0?password={quote(password, safe='')}")  # fmt: skip
+    if form == "sslpassword":  # the client key's passphrase: a secret too
+        return (f"postgresql://app@127.0.0.1:1/tutoring?sslpassword={quote(password, safe='')}",
+                f"redis://127.0.0.1:1/0?password={quote(password, safe='')}")  # fmt: skip
+    if form == "no-scheme-query":  # the scheme forgotten: not a URL, its query still masked
+        q = quote(password, safe="")
+        return f"app@127.0.0.1:1/tutoring?password={q}", f"127.0.0.1:1/0?password={q}"
+    if form == "keyvalue":  # libpq's key=value form, which tutormax does not take
+        quoted = "'" + password.replace("\\", "\\\\").replace("'", "\\'") + "'"
+        return (f"host=127.0.0.1 port=1 user=app password={quoted} dbname=tutoring",
+                f"host=127.0.0.1 port=1 password={quoted}")  # fmt: skip
     return f"postgresql://app:{pw}@127.0.0.1:1/tutoring", f"redis://app:{pw}@127.0.0.1:1/0"
 
 
@@ -138,7 +148,9 @@ def invoke(args: list[str]) -> str:
           HealthCheck.function_scoped_fixture])  # fmt: skip
 @given(
     password=PASSWORDS,
-    form=st.sampled_from(["raw", "encoded", "no-scheme", "query"]),
+    form=st.sampled_from(
+        ["raw", "encoded", "no-scheme", "query", "sslpassword", "no-scheme-query", "keyvalue"]
+    ),
     command=st.sampled_from(
         [
             "enrich",

@@ -116,3 +116,22 @@ def test_dotenv_through_the_installed_command_from_a_parent_folder(tmp_path: Pat
     option_wins = tm("refresh", "--dry-run", "--json", "--timezone", "UTC",
                      TUTORMAX_TIMEZONE="Asia/Tokyo")  # fmt: skip
     assert json.loads(option_wins.stdout)["timezone"] == "UTC"
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"\xff\xfe\x00T\x00U\x00", b"TUTORMAX_TIMEZONE=Europe/Paris\nX=\xe9t\xe9\n", b"\x00\x9f\xff"],
+    ids=["utf-16", "latin-1", "binary"],
+)
+def test_a_dotenv_that_is_not_utf8_is_named_not_a_traceback(tmp_path: Path, content: bytes) -> None:
+    """Every command reads `.env` first: one that is not UTF-8 (saved as UTF-16 or Latin-1
+    by an editor, or not text at all) crashed every command with a UnicodeDecodeError."""
+    (tmp_path / ".env").write_bytes(content)
+    tutormax = str(Path(sys.executable).with_name("tutormax"))
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("TUTORMAX_")}
+    for args in (["refresh", "--db", "sqlite:///x.db"], ["stats", "--json"], ["db", "current"]):
+        out = subprocess.run([tutormax, *args], cwd=tmp_path, env=clean, capture_output=True,
+                             text=True, timeout=120)  # fmt: skip
+        assert out.returncode == 2, (args, out.stderr)
+        assert "Traceback" not in out.stderr
+        assert ".env: not UTF-8 text" in out.stderr and "save the .env file as UTF-8" in out.stderr

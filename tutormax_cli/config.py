@@ -9,6 +9,7 @@ callback (after `.env`); options given on the command line win over it.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,7 +77,14 @@ class Settings:
 # -- secrets -------------------------------------------------------------------------------------
 
 # Query parameters whose values are secrets (`redis://h/0?password=…`).
-_SECRET_PARAMS = frozenset({"password", "pass", "pwd", "passwd", "secret", "token"})
+# A query parameter (or libpq key=value) whose name holds one of these is a secret:
+# password, sslpassword, passwd, pwd, client_secret, token, auth_token…
+_SECRET_WORDS = ("pass", "pwd", "secret", "token")
+# Such a pair in text that is not a URL: `name=value`, the value quoted or up to a blank,
+# `&`, `;` or `#`.
+_SECRET_PAIR = re.compile(
+    r"(?i)(\b[\w.-]*(?:pass|pwd|secret|token)[\w.-]*\s*=\s*)('(?:[^'\\]|\\.)*'?|[^\s&;#]*)"
+)
 _SECRETS: set[str] = set()
 _HIDDEN = "tutormaxhiddenvalue"  # stands in for a secret query value while rendering
 
@@ -132,7 +140,7 @@ def mask_url(url: str) -> str:
     register_secret(u.password if isinstance(u.password, str) else None)
     query: dict[str, str | tuple[str, ...]] = {}
     for k, v in u.query.items():
-        if k.lower() in _SECRET_PARAMS:
+        if _secret_param(k):
             for value in (v,) if isinstance(v, str) else v:
                 register_secret(value)
             v = _HIDDEN
@@ -141,12 +149,29 @@ def mask_url(url: str) -> str:
     return masked.replace(_HIDDEN, "***")
 
 
+def _secret_param(name: str) -> bool:
+    low = name.lower()
+    return any(word in low for word in _SECRET_WORDS)
+
+
 def _mask_authority(text: str) -> str:
+    """Text that is not a URL (no scheme, a libpq `key=value` string, junk): everything
+    before the last `@` of its authority masked, and every secret-named `name=value`."""
     head, sep, rest = text.partition("://")
     if not sep:
         head, rest = "", text
     at = rest.rfind("@")
-    return f"{head}{sep}***{rest[at:]}" if at >= 0 else text
+    masked = f"{head}{sep}***{rest[at:]}" if at >= 0 else text
+    return _SECRET_PAIR.sub(_mask_pair, masked)
+
+
+def _mask_pair(m: re.Match[str]) -> str:
+    from urllib.parse import unquote
+
+    value = m.group(2).strip("'")
+    register_secret(value)
+    register_secret(unquote(value))
+    return f"{m.group(1)}***"
 
 
 def _register_userinfo(text: str) -> None:
@@ -175,7 +200,15 @@ def load_dotenv(path: Path | None = None, environ: Mapping[str, str] | None = No
     found = path if path is not None else (find_dotenv(usecwd=True) or None)
     if found is None or not Path(found).is_file():
         return None
-    for key, value in dotenv_values(found).items():
+    try:
+        values = dotenv_values(found, encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(
+            f"{found}: not UTF-8 text (byte {exc.start}); save the .env file as UTF-8"
+        ) from None
+    except OSError as exc:
+        raise UsageError(f"{found}: cannot read it: {exc.strerror or exc}") from None
+    for key, value in values.items():
         if key.startswith(ENV_PREFIX) and key not in env and value is not None:
             os.environ[key] = value
     return Path(found)

@@ -15,9 +15,9 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from .. import interrupts
-from ..errors import EXIT_BROKEN_PIPE, EXIT_BUG, EXIT_FATAL
+from ..errors import EXIT_BROKEN_PIPE, EXIT_BUG, EXIT_FATAL, TutormaxError
 from . import db, dlq, enrich, generate, publish, refresh, stats, worker
-from .common import load_settings
+from .common import fail, load_settings
 
 app = typer.Typer(
     name="tutormax",
@@ -52,7 +52,10 @@ def root(
     ] = False,
 ) -> None:
     """Enrich tutoring-platform records (tutors, sessions, feedback) and persist them."""
-    load_settings()  # `.env`, then the environment: once, before the command reads its options
+    try:  # `.env`, then the environment: once, before the command reads its options
+        load_settings()
+    except TutormaxError as exc:  # a `.env` that cannot be read
+        fail(exc.message, exc.hint, exc.exit_code)
 
 
 def _readable_argument_help() -> None:
