@@ -236,3 +236,96 @@ def test_refresh_of_a_sqlite_file_that_is_not_there_creates_none(
     assert done.returncode == 2, done.stderr
     assert "no such database" in done.stderr and "Traceback" not in done.stderr
     assert not target.exists()
+
+
+def _hand_edits(url: str) -> dict[str, list[str]]:
+    """Rows changed by hand to values of another type than their column's, as another
+    writer may leave them: per table, the statements (each edits one row)."""
+    if url.startswith("sqlite"):
+        return {
+            "tutors": [
+                "UPDATE tutors SET age = 'old' WHERE tutor_id = (SELECT min(tutor_id) FROM tutors)",
+                "UPDATE tutors SET onboarding_date = '2024-06-18T20:33:41Z' "
+                "WHERE tutor_id = (SELECT max(tutor_id) FROM tutors)",
+            ],
+            "sessions": [
+                "UPDATE sessions SET duration_minutes = 'xyz' "
+                "WHERE session_id = (SELECT min(session_id) FROM sessions)",
+                "UPDATE sessions SET actual_start = '' "
+                "WHERE session_id = (SELECT max(session_id) FROM sessions)",
+            ],
+        }
+    return {
+        "tutors": [
+            "UPDATE tutors SET onboarding_date = 'infinity' "
+            "WHERE tutor_id = (SELECT min(tutor_id) FROM tutors)",
+            "UPDATE tutors SET onboarding_date = '294276-12-31' "
+            "WHERE tutor_id = (SELECT max(tutor_id) FROM tutors)",
+        ],
+        "sessions": [
+            "UPDATE sessions SET scheduled_start = '-infinity' "
+            "WHERE session_id = (SELECT min(session_id) FROM sessions)",
+            "UPDATE sessions SET actual_start = '0044-03-15 BC' "
+            "WHERE session_id = (SELECT max(session_id) FROM sessions)",
+        ],
+    }
+
+
+def test_rows_changed_by_hand_to_another_type_are_named_and_the_rest_refreshed(
+    db_url: str,
+) -> None:
+    """A stored value Arrow cannot take as its column's type made refresh crash with a
+    traceback (exit 3) after committing the pages before it, and no count. Now each such
+    row is left as it is and named (key, column, value), every other row is refreshed, and
+    the exit code is 1: some rows not done, the rest done."""
+    tm("enrich", *FILES, "--db", db_url, "--as-of", "2025-01-15")
+    edits = _hand_edits(db_url)
+    engine = sa.create_engine(db_url.replace("postgresql://", "postgresql+psycopg2://"))
+    with engine.begin() as conn:
+        for statements in edits.values():
+            for sql in statements:
+                conn.exec_driver_sql(sql)
+    engine.dispose()
+    before = _as_text(db_url)
+    done = subprocess.run([TUTORMAX, "refresh", "--db", db_url, "--as-of", "2025-09-01",
+                           "--json"], capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    by_kind = {k["kind"]: k for k in json.loads(done.stdout)["kinds"]}
+    for kind, statements in edits.items():
+        k = by_kind[kind]
+        assert k["unreadable"] == len(statements) == len(k["unreadable_rows"])
+        assert k["scanned"] + k["unreadable"] == len(before[kind])
+        assert k["scanned"] == k["changed"] + k["unchanged"] + k["skipped"]
+    tutors = by_kind["tutors"]
+    assert tutors["changed"] + tutors["unchanged"] == 23  # every other tutor re-derived
+    after = _as_text(db_url)
+    named = {r["key"] for r in tutors["unreadable_rows"]}
+    for key, row in after["tutors"].items():  # the named rows kept, the others at the as-of
+        if key in named:
+            assert row == before["tutors"][key]
+        else:
+            assert row[-1].startswith("2025-09-01")
+    human = subprocess.run([TUTORMAX, "refresh", "--db", db_url, "--as-of", "2025-09-01"],
+                           capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert human.returncode == 1 and "Traceback" not in human.stderr
+    assert "left as they are; fix or delete them" in human.stderr
+    assert all(f"tutors {key}:" in human.stderr for key in named)
+
+
+def _as_text(url: str) -> dict[str, dict[str, tuple]]:
+    """Every row of tutors and sessions, each value as the database's text (rows changed by
+    hand hold values no Python type takes), enriched_at last."""
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg2://"))
+    out: dict[str, dict[str, tuple]] = {}
+    try:
+        with engine.connect() as conn:
+            for kind, key in (("tutors", "tutor_id"), ("sessions", "session_id")):
+                cols = [c["name"] for c in sa.inspect(conn).get_columns(kind)]
+                cols = [c for c in cols if c != "enriched_at"] + ["enriched_at"]
+                select = ", ".join(f'CAST("{c}" AS TEXT)' for c in cols)
+                rows = conn.exec_driver_sql(f'SELECT "{key}", {select} FROM "{kind}"')
+                out[kind] = {r[0]: tuple(r[1:]) for r in rows}
+    finally:
+        engine.dispose()
+    return out

@@ -63,8 +63,20 @@ def read_page(dbapi_conn: Any, kind: str, after: str | None, limit: int) -> pa.T
         for f in schema
     }
     types[GUARD] = pa.string()
+    data = sink.getvalue()
+    try:
+        return _read_csv(data, types)
+    except pa.ArrowInvalid:
+        # A timestamp Arrow cannot take ('infinity', a year past its range: a row changed
+        # by hand; PostgreSQL holds every other type to Arrow's): those columns as text,
+        # which refresh.typed casts value by value.
+        text = {n: pa.string() if pa.types.is_timestamp(t) else t for n, t in types.items()}
+        return _read_csv(data, text)
+
+
+def _read_csv(data: pa.Buffer, types: dict[str, pa.DataType]) -> pa.Table:
     return pacsv.read_csv(
-        pa.BufferReader(sink.getvalue()),
+        pa.BufferReader(data),
         convert_options=pacsv.ConvertOptions(
             column_types=types,
             true_values=["t"],

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +37,7 @@ from ..errors import Interrupted, UsageError
 from ..fields import FORMULA_VERSION, Context, derive, fields_for
 from ..ordered import in_order
 from ..rules import check_column
+from ..rules.arrow import cast_each
 from ..schema import KIND_ORDER, KINDS, Column, Type
 from .tables import ENRICHED_AT, REPORTING_TIMEZONE, arrow_schema
 from .tables import FORMULA_VERSION as FORMULA_COLUMN
@@ -58,7 +59,10 @@ class RefreshCounts:
     changed: int = 0  # derived values or provenance differed: rewritten
     unchanged: int = 0  # the same values (a tutor's enriched_at is still restamped)
     skipped: int = 0  # its input changed after this refresh read it: left as it was
+    unreadable: int = 0  # not scanned: a stored value is not of its column's type; left as it was
     seconds: float = 0.0
+    # The first UNREADABLE_SHOWN of those, each {key, column, value}: what to fix by hand.
+    unreadable_rows: list[dict[str, str]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -132,7 +136,11 @@ def _refresh_kind(
 
     def page(stored: pa.Table, _: int) -> tuple[int, int, int]:
         """Re-derive and write back one page: (rows, written, skipped)."""
-        stored = typed(kind, stored)
+        read = stored.num_rows
+        stored, unreadable = typed(kind, stored)
+        if unreadable:
+            _note_unreadable(counts, unreadable)
+            read -= len({i for i, _, _ in unreadable})
         fresh = rederive(store, kind, stored, ctx)
         changed = differs(kind, stored, fresh)
         if between is not None:
@@ -144,7 +152,7 @@ def _refresh_kind(
         restamp = _count(pc.invert(changed)) if kind == "tutors" else 0
         kept = pc.invert(changed)
         restamped = _write(store, kind, fresh.filter(kept), opts.dry_run) if restamp else 0
-        return stored.num_rows, wrote, (n_changed - wrote) + (restamp - restamped)
+        return read, wrote, (n_changed - wrote) + (restamp - restamped)
 
     # Pages are disjoint key ranges, each written in a transaction of its own: on PostgreSQL
     # two are worked on side by side, each on its own connection (the database updates one
@@ -204,27 +212,65 @@ def _write(store: Store, kind: str, rows: pa.Table, dry_run: bool) -> int:
     return written
 
 
-def typed(kind: str, raw: pa.Table) -> pa.Table:
+def typed(kind: str, raw: pa.Table) -> tuple[pa.Table, list[tuple[int, str, str]]]:
     """A page as read → the Arrow types of a fresh load (arrow_schema), by the same rules
-    (lists arrive as JSON text); the guard column, if any, is kept as it is."""
+    (lists arrive as JSON text); the guard column, if any, is kept as it is.
+
+    A stored value that is not of its column's type (a row changed by hand: text in an
+    integer column of SQLite, PostgreSQL's 'infinity' or a year past Arrow's range in a
+    timestamp) cannot be re-derived: its row is dropped from the page, and returned as
+    (row, column, value) — every such value, by rules.arrow.cast_each, which finds each
+    one whatever its neighbours."""
     schema = arrow_schema(kind)
     k = KINDS[kind]
     cols, names = [], []
+    bad: list[tuple[int, str, str]] = []
     for f in schema:
         arr = raw[f.name].combine_chunks()
         if pa.types.is_list(f.type) and not pa.types.is_list(arr.type):
             column = k.column(f.name) if f.name in k.column_names else Column(f.name, Type.LIST)
             arr, _problems = check_column(Column(column.name, Type.LIST), arr.cast(pa.string()))
-        elif pa.types.is_timestamp(f.type) and arr.type != f.type:
-            arr = arr.cast(pa.timestamp("us")).cast(f.type)
         elif arr.type != f.type:
-            arr = arr.cast(f.type)
+            arr = _cast_each(arr, f, bad)
         cols.append(arr)
         names.append(f.name)
     if GUARD in raw.column_names:
         cols.append(raw[GUARD].combine_chunks())
         names.append(GUARD)
-    return pa.table(cols, names=names)
+    table = pa.table(cols, names=names)
+    if bad:
+        gone = pa.array(sorted({i for i, _, _ in bad}), pa.int64())
+        keep = pc.invert(pc.is_in(pa.array(range(table.num_rows), pa.int64()), gone))
+        keys = table[k.key].to_pylist()
+        bad = [(i, f"{keys[i]} {col}", value) for i, col, value in bad]
+        table = table.filter(keep)
+    return table, bad
+
+
+def _cast_each(arr: pa.Array, f: pa.Field, bad: list[tuple[int, str, str]]) -> pa.Array:
+    target = f.type
+
+    def cast(a: pa.Array) -> pa.Array:
+        if pa.types.is_timestamp(target):  # stored naive UTC, or already an instant
+            a = a if pa.types.is_timestamp(a.type) else a.cast(pa.timestamp("us"))
+        return a.cast(target)
+
+    typed_arr, mask = cast_each(arr, cast, target)
+    if mask is not None:
+        for i in pc.indices_nonzero(mask).to_pylist():
+            bad.append((i, f.name, repr(arr[i].as_py())[:80]))
+    return typed_arr
+
+
+UNREADABLE_SHOWN = 20
+
+
+def _note_unreadable(counts: RefreshCounts, unreadable: list[tuple[int, str, str]]) -> None:
+    counts.unreadable += len({i for i, _, _ in unreadable})
+    for _, where, value in unreadable:
+        if len(counts.unreadable_rows) < UNREADABLE_SHOWN:
+            key, _, column = where.rpartition(" ")
+            counts.unreadable_rows.append({"key": key, "column": column, "value": value})
 
 
 def rederive(store: Store, kind: str, stored: pa.Table, ctx: Context) -> pa.Table:

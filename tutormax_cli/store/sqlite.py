@@ -206,14 +206,19 @@ def read_page(dbapi_conn: Any, kind: str, after: str | None, limit: int) -> pa.T
     columns = list(zip(*rows, strict=True)) if rows else [() for _ in schema]
     arrays = []
     for f, values in zip(schema, columns, strict=True):
-        if pa.types.is_timestamp(f.type):
-            arrays.append(pa.array(values, pa.string()).cast(pa.timestamp("us")))
-        elif pa.types.is_list(f.type):
-            arrays.append(pa.array(values, pa.string()))
-        elif pa.types.is_boolean(f.type):
-            arrays.append(pa.array(values, pa.int64()).cast(pa.bool_()))
-        else:
-            arrays.append(pa.array(values, f.type))
+        try:
+            if pa.types.is_timestamp(f.type):
+                arrays.append(pa.array(values, pa.string()).cast(pa.timestamp("us")))
+            elif pa.types.is_list(f.type):
+                arrays.append(pa.array(values, pa.string()))
+            elif pa.types.is_boolean(f.type):
+                arrays.append(pa.array(values, pa.int64()).cast(pa.bool_()))
+            else:
+                arrays.append(pa.array(values, f.type))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            # A value of another type (SQLite keeps what it is given: a row changed by
+            # hand): the column as text, which refresh.typed casts value by value.
+            arrays.append(pa.array([None if v is None else str(v) for v in values], pa.string()))
     n_inputs = len(k.column_names)
     digests = [json.dumps(list(r[:n_inputs])) for r in rows]
     return pa.table([*arrays, pa.array(digests, pa.string())], names=[*schema.names, GUARD])
