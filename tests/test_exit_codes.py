@@ -316,3 +316,28 @@ def test_out_dash_into_a_closed_pipe_is_141(tmp_path: Path) -> None:
         os.close(write_end)
     assert run.returncode == 141, run.stderr
     assert "Traceback" not in run.stderr and "its reader went away" in run.stderr
+
+
+@pytest.mark.parametrize(
+    "as_of",
+    ["0001-01-01T00:00:00+05:00", "0001-01-01T04:59:59+05:00", "9999-12-31T23:00:00-05:00"],
+)
+@pytest.mark.parametrize("command", ["enrich", "refresh"])
+def test_an_as_of_outside_the_years_1_to_9999_in_utc_is_a_bad_option(
+    tmp_path: Path, command: str, as_of: str
+) -> None:
+    """A valid ISO-8601 text whose instant falls before year 1 (or after 9999) in UTC was
+    taken: stored as year 0 on SQLite, every row rejected by PostgreSQL (exit 1), a
+    traceback from refresh. It is the option's fault: exit 2 naming it, nothing written."""
+    db = f"sqlite:///{tmp_path / 't.db'}"
+    assert CliRunner().invoke(app, ["db", "init", "--db", db]).exit_code == 0
+    src = str(sessions(tmp_path / "s.csv", 3))
+    enrich = ["enrich", src, "--no-db", "--out", str(tmp_path / "o.jsonl")]
+    args = ["refresh", "--db", db] if command == "refresh" else enrich
+    result = CliRunner().invoke(app, [*args, "--as-of", as_of])
+    assert result.exit_code == 2, result.output
+    line = one_error_line(result.stderr)
+    assert "--as-of" in line and "out of range" in line
+    assert not (tmp_path / "o.jsonl").exists()
+    fine = CliRunner().invoke(app, [*args, "--as-of", "0001-01-01T05:00:00+05:00"])
+    assert fine.exit_code in (0, 1), fine.output  # the first instant of year 1 in UTC

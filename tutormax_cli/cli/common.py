@@ -58,8 +58,10 @@ def _quiet(stream: Any) -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
 
 
-err = _Console(stderr=True, highlight=False, width=None if _WIDE else 120)
-out = _Console(highlight=False, soft_wrap=True)  # lines of text are never broken
+# emoji=False: `:smile:` in a stream name, a file name or a record is text, never an emoji
+# (rich's default turned a prefix `rev2:x:` into `rev2❌`); markup is escaped or off per print.
+err = _Console(stderr=True, highlight=False, emoji=False, width=None if _WIDE else 120)
+out = _Console(highlight=False, emoji=False, soft_wrap=True)  # lines are never broken
 
 
 def open_streams(redis: str | None, prefix: str, streams: str, block_ms: int = 0) -> Any:
@@ -141,7 +143,27 @@ def _first_line(exc: BaseException) -> str:
 
 
 def print_json(doc: Any) -> None:
-    sys.stdout.write(json.dumps(doc, default=str, ensure_ascii=False) + "\n")
+    """`doc` as one line of strict JSON (RFC 8259) on stdout. A non-finite float (NaN,
+    inf, from data Python's json read, which accepts them) has no JSON form: it is written
+    as the string "NaN", "Infinity" or "-Infinity", never as the bare token json.dumps
+    writes by default. Anything else not JSON is written as its str()."""
+
+    def finite(value: Any) -> Any:  # value with each non-finite float named by a string
+        if isinstance(value, float):
+            if value != value:
+                return "NaN"
+            return value if abs(value) < float("inf") else ("Infinity", "-Infinity")[value < 0]
+        if isinstance(value, dict):
+            return {finite(k) if isinstance(k, float) else k: finite(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [finite(v) for v in value]
+        return value
+
+    try:
+        text = json.dumps(doc, default=str, ensure_ascii=False, allow_nan=False)
+    except ValueError:  # a non-finite float somewhere: only then is the document copied
+        text = json.dumps(finite(doc), default=str, ensure_ascii=False, allow_nan=False)
+    sys.stdout.write(text + "\n")
     sys.stdout.flush()
 
 
@@ -161,7 +183,14 @@ def parse_as_of(text: str | None) -> datetime:
         value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
         raise UsageError(f"--as-of {text!r}: not an ISO-8601 timestamp") from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    value = value if value.tzinfo else value.replace(tzinfo=UTC)
+    try:  # year 1 with a positive offset is year 0 in UTC, which nothing can store
+        value.astimezone(UTC)
+    except OverflowError:
+        raise UsageError(
+            f"--as-of {text!r}: out of range (in UTC it must fall in the years 1 to 9999)"
+        ) from None
+    return value
 
 
 __all__ = [

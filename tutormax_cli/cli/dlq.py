@@ -65,10 +65,12 @@ def dlq_list(
 
 def _table(streams: Any, shown: list[Any], total: int) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     from ..schema import KINDS
 
-    table = Table(title=f"dead letters ({len(shown):,} of {total:,})", title_justify="left")
+    title = Text(f"dead letters ({len(shown):,} of {total:,})")
+    table = Table(title=title, title_justify="left")
     for col in ("id", "kind", "key", "error", "tries", "reason"):
         no_wrap = col in ("id", "tries")
         table.add_column(
@@ -79,9 +81,8 @@ def _table(streams: Any, shown: list[Any], total: int) -> None:
         key = r.data.get(KINDS[kind].key) if kind in KINDS and not r.raw_entry else None
         first = r.detail[0] if r.detail else {}
         reason = f"{first.get('field')}: {first.get('message')}" if first else ""
-        table.add_row(
-            r.entry_id, kind, str(key or "-")[:24], r.error, str(r.attempts), reason[:160]
-        )
+        cells = (r.entry_id, kind, str(key or "-")[:24], r.error, str(r.attempts), reason[:160])
+        table.add_row(*map(Text, cells))  # stored text: never read as markup or emoji codes
     out.print(table)
 
 

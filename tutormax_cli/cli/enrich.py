@@ -212,6 +212,7 @@ def print_summary(summary: Any, opts: Any) -> None:
     error code; numbers are never cut (a terminal too narrow for the table gets one block
     per file instead)."""
     from rich.table import Table
+    from rich.text import Text
 
     persisted = summary.database is not None
     columns = [*_NUMBERS, *(_WRITES if persisted else ())]
@@ -234,8 +235,8 @@ def print_summary(summary: Any, opts: Any) -> None:
         table.add_column(abbrev if short else long, justify="right", no_wrap=True)
     table.add_column("rows/s", justify="right", no_wrap=True)
     cells = [[f"{v:,.0f}" if isinstance(v, int | float) else str(v) for v in r] for r in rows]
-    for r in cells:
-        table.add_row(*r)
+    for r in cells:  # file names as Text: never read as markup or emoji codes
+        table.add_row(*map(Text, r))
     # Every number whole: the headers and cells as they are, the file name folded to 16.
     headers = ["file", "kind", *((a if short else h) for h, a, _ in columns), "rows/s"]
     needed = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]

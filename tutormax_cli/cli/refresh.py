@@ -107,6 +107,10 @@ def refresh(
         _summary(doc)
     elif logs.shows(level, LogLevel.warning):
         _skipped(doc)
+    if not json_out:
+        _unreadable(doc)
+    if any(c.unreadable for c in counts):
+        raise typer.Exit(1)  # rows left as they were: "some rows rejected, the rest done"
 
 
 def _summary(doc: dict[str, Any]) -> None:
@@ -133,3 +137,20 @@ def _skipped(doc: dict[str, Any]) -> None:
     if skipped:
         err.print(f"{skipped:,} rows changed while refresh ran and were left as they are; run "
                   "it again to refresh them too", markup=False)  # fmt: skip
+
+
+def _unreadable(doc: dict[str, Any]) -> None:
+    """Rows whose stored values are not of their columns' types (changed by hand): named,
+    so that they can be fixed; every other row was refreshed."""
+    for k in doc["kinds"]:
+        if not k["unreadable"]:
+            continue
+        err.print(f"{k['kind']}: {k['unreadable']:,} rows hold a value that is not of its "
+                  "column's type and were left as they are; fix or delete them, then refresh "
+                  "again:", markup=False, soft_wrap=True)  # fmt: skip
+        for r in k["unreadable_rows"]:
+            err.print(f"  {k['kind']} {r['key']}: {r['column']} = {r['value']}", markup=False,
+                      soft_wrap=True)  # fmt: skip
+        if k["unreadable"] > len(k["unreadable_rows"]):
+            err.print(f"  … and {k['unreadable'] - len(k['unreadable_rows']):,} more",
+                      markup=False)  # fmt: skip

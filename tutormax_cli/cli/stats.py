@@ -100,13 +100,17 @@ def _gather(streams: Any, group: str, db: str | None, reclaim_idle_ms: int) -> d
 
 
 def render(doc: dict[str, Any]) -> None:
+    """Stored names (streams, consumers, the URL) go to rich as Text: never read as markup
+    (and the consoles read no emoji codes: a prefix `rev2:x:` stays as it is)."""
     from rich.table import Table
+    from rich.text import Text
 
     if doc.get("redis_error"):
         out.print(f"streams: {doc['redis_error']}", markup=False)
         _tables(doc)
         return
-    t = Table(title=f"streams on {doc['redis']}, group {doc['group']}", title_justify="left")
+    title = Text(f"streams on {doc['redis']}, group {doc['group']}")
+    t = Table(title=title, title_justify="left")
     t.add_column("stream", overflow="fold")
     for c in ("length", "pending", "lag", "oldest\npending s", "max\ntries", "live", "gone"):
         t.add_column(c, justify="right", no_wrap=True)
@@ -115,14 +119,14 @@ def render(doc: dict[str, Any]) -> None:
         consumers = s["consumers"]
         gone = f"{len(consumers['gone'])} ({_n(s['gone_pending'])})" if consumers["gone"] else "0"
         t.add_row(
-            name,
+            Text(name),
             _n(s["length"]),
             _n(s["pending"]),
             _n(s["lag"]),
             "-" if oldest is None else f"{oldest / 1000:,.0f}",
             _n(s["max_deliveries"]),
             str(len(consumers["live"])),
-            gone,
+            Text(gone),
         )
     out.print(t)
     dl = doc["dead_letter"]
@@ -142,7 +146,7 @@ def render(doc: dict[str, Any]) -> None:
             w.add_column(c, justify="right", no_wrap=True)
         for name, row in doc["workers"].items():
             beat = str(row.get("last_heartbeat", "-"))[11:19]  # the time of day is enough
-            w.add_row(name, *(_n(row.get(k)) for k in keys), beat)
+            w.add_row(Text(name), *(Text(_n(row.get(k))) for k in keys), Text(beat))
         out.print(w)
 
 

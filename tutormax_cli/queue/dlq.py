@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import Interrupted, UsageError
+from ..errors import Interrupted, OutputError, UsageError
 from ..interrupts import held
 from .envelope import DeadLetterRecord
 from .streams import DEFAULT_GROUP, Streams
@@ -195,6 +195,8 @@ def drain(
         if not placed:
             raise Interrupted(nothing) from None
         asked = True  # as the file went into place: it is there, so the deletion is due
+    except OSError as exc:  # a full disk, a file-size limit, no permission: name the file
+        raise OutputError(f"--out {out}: cannot write it: {exc.strerror or exc}{nothing}") from None
     finally:
         tmp.unlink(missing_ok=True)
     deleted = done = 0

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from ..json_bounds import StructureError, check_depth, json_loads, orjson_loads
+from ..json_bounds import StructureError, check_depth, json_loads, loads_bounded, orjson_loads
 from ..schema import JSON_MAX_DEPTH, MAX_COLUMNS
 
 FIELD = "message"  # the one field of a stream entry
@@ -26,6 +26,9 @@ MESSAGE_MAX_BYTES = 1 << 20  # SPEC §6a: a bigger message is poison, not parsed
 POISON_KEEP_BYTES = 64 << 10  # how much of an oversized message its dead letter keeps
 ENVELOPE_MAX_DEPTH = JSON_MAX_DEPTH + 1  # the data is a record; the envelope is one more level
 ENVELOPE_KEYS = ("id", "timestamp", "channel", "data", "checksum")  # metadata is optional
+# A dead letter's metadata holds its source envelope's metadata (`source_metadata`), one
+# level deeper than in that envelope: deeper text was not written by tutormax.
+DEAD_LETTER_MAX_DEPTH = ENVELOPE_MAX_DEPTH + 1
 
 
 class Poison(ValueError):
@@ -217,6 +220,17 @@ class DeadLetter:
     raw_entry: bool = False  # data is the raw stream entry, not a record: nothing to replay
 
 
+def count_of(value: Any) -> int:
+    """A count (attempts) from metadata of any JSON type: a whole number (an int, a finite
+    float, digits as text) as it is; anything else (inf, NaN, lists, objects, other text) 0."""
+    if isinstance(value, bool):
+        return int(value)
+    try:
+        return int(value) if isinstance(value, int | float | str) else 0
+    except (ValueError, OverflowError):  # NaN, inf, not digits, over int's text limit
+        return 0
+
+
 def mark_of(stream: str, entry_id: str) -> str:
     """The dead-letter index's key for a source entry (`<stream> <id>`), built here alone."""
     return f"{stream} {entry_id}"
@@ -233,9 +247,9 @@ class DeadLetterRecord:
     @classmethod
     def from_entry(cls, entry_id: str, fields: dict[bytes, bytes]) -> DeadLetterRecord:
         raw = fields.get(_FIELD_BYTES, b"")
-        try:
-            env = json.loads(raw)
-        except ValueError:  # not written by tutormax: show it as it is
+        try:  # bounded: text nested too deep is refused before anything is built
+            env = loads_bounded(raw, DEAD_LETTER_MAX_DEPTH)
+        except (ValueError, RecursionError):  # not written by tutormax: show it as it is
             env = {"data": {text(k): text(v) for k, v in fields.items()}, "metadata": {}}
         if not isinstance(env, dict):
             env = {"data": env, "metadata": {}}
@@ -257,18 +271,30 @@ class DeadLetterRecord:
     @property
     def source_id(self) -> str | None:
         value = self.metadata().get("source_id")
-        return None if value is None else str(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        return value if isinstance(value, str) else None
 
     @property
     def error(self) -> str:
-        return str(self.metadata().get("error", "unknown"))
+        value = self.metadata().get("error")
+        return value if isinstance(value, str) else "unknown"
 
     @property
     def attempts(self) -> int:
-        try:
-            return int(self.metadata().get("attempts") or 0)
-        except (TypeError, ValueError):
-            return 0
+        return count_of(self.metadata().get("attempts"))
+
+    @property
+    def source_metadata(self) -> dict[str, Any]:
+        """The metadata of the envelope that failed ({} if none, or not an object)."""
+        value = self.metadata().get("source_metadata")
+        return value if isinstance(value, dict) else {}
+
+    @property
+    def replay_chain(self) -> list[Any]:
+        """Every dead letter this record has been before ([] if none, or not a list)."""
+        value = self.metadata().get("replay_chain")
+        return value if isinstance(value, list) else []
 
     @property
     def detail(self) -> list[dict[str, Any]]:

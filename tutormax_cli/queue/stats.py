@@ -7,9 +7,11 @@ pending age, highest delivery count), `dead_letter` (total, by_error, by_stream)
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from .dlq import histogram
+from .envelope import count_of
 from .streams import WORKER_COUNTERS, QueueUnavailable, Streams
 
 WORKER_INTS = (*WORKER_COUNTERS, "pid")
@@ -98,8 +100,12 @@ def workers(streams: Streams) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for name, fields in streams.worker_counters().items():
         row: dict[str, Any] = dict(fields)
-        for k in WORKER_INTS:
-            row[k] = int(fields.get(k, 0) or 0)
-        row["msgs_per_s"] = float(fields.get("msgs_per_s", 0) or 0)
+        for k in WORKER_INTS:  # a hash anyone may write: what is not a count reads as 0
+            row[k] = count_of(fields.get(k))
+        try:
+            rate = float(fields.get("msgs_per_s") or 0)
+        except ValueError:
+            rate = 0.0
+        row["msgs_per_s"] = rate if math.isfinite(rate) else 0.0
         out[name] = row
     return out

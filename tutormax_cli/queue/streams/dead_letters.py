@@ -5,7 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from ..envelope import DeadLetter, DeadLetterRecord, envelope_text, mark_of, now_iso, text
+from ..envelope import (
+    DeadLetter,
+    DeadLetterRecord,
+    count_of,
+    envelope_text,
+    mark_of,
+    now_iso,
+    text,
+)
 from .connection import DEFAULT_GROUP, PUBLISH_CHUNK, Connection
 from .group import entry_key
 
@@ -45,13 +53,6 @@ else
 end
 return id
 """
-
-
-def _int(value: Any) -> int:
-    try:
-        return int(value or 0)
-    except (TypeError, ValueError):
-        return 0
 
 
 class DeadLetterOps(Connection):
@@ -118,12 +119,15 @@ class DeadLetterOps(Connection):
                 "error": d.error,
                 "detail": d.detail,
                 # Every attempt of every life: a replayed record carries its earlier ones.
-                "attempts": m.deliveries + _int(earlier.get("previous_attempts")),
+                "attempts": m.deliveries + count_of(earlier.get("previous_attempts")),
                 "failed_at": now_iso(),
             }
-            if earlier.get("replay_chain"):
-                meta["replayed_from"] = earlier.get("replayed_from")
-                meta["replay_chain"] = earlier["replay_chain"]
+            # A field of the wrong type (not written by tutormax) is treated as absent.
+            chain = earlier.get("replay_chain")
+            if chain and isinstance(chain, list):
+                replayed_from = earlier.get("replayed_from")
+                meta["replayed_from"] = replayed_from if isinstance(replayed_from, str) else None
+                meta["replay_chain"] = chain
             if d.source_metadata:
                 meta["source_metadata"] = d.source_metadata
             if d.raw_entry:
@@ -161,13 +165,12 @@ class DeadLetterOps(Connection):
         `replay_chain` (every dead letter this record has been) and `previous_attempts`
         (the attempts of every earlier life), so a record that fails again is dead-lettered
         with its attempts summed and its chain intact."""
-        meta = record.metadata()
         stream, source_id = record.source_stream, record.source_id
         assert stream is not None and source_id is not None, "checked by the caller"
-        fresh = {
-            **(meta.get("source_metadata") or {}),
+        fresh = {  # a source_metadata or replay_chain of the wrong type is taken as absent
+            **record.source_metadata,
             "replayed_from": record.entry_id,
-            "replay_chain": [*(meta.get("replay_chain") or []), record.entry_id],
+            "replay_chain": [*record.replay_chain, record.entry_id],
             "previous_attempts": record.attempts,
         }
         body = envelope_text(stream, record.data, fresh)
