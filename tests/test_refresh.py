@@ -329,3 +329,35 @@ def _as_text(url: str) -> dict[str, dict[str, tuple]]:
     finally:
         engine.dispose()
     return out
+
+
+def test_feedback_of_a_session_whose_start_was_changed_by_hand_is_enriched(
+    db_url: str,
+) -> None:
+    """Enriching feedback reads its sessions' stored starts: one changed by hand to a value
+    no driver takes ('' in SQLite; 'infinity' or a year past 9999 in PostgreSQL) crashed
+    the run with a traceback (exit 3). That feedback's delay is now unknown (null), as
+    for a session not stored, and every other feedback row is enriched as before."""
+    tm("enrich", *FILES[:2], "--db", db_url, "--as-of", "2025-01-15")
+    bad = ("''",) if db_url.startswith("sqlite") else ("'infinity'", "'294276-12-31'")
+    engine = sa.create_engine(db_url.replace("postgresql://", "postgresql+psycopg2://"))
+    with engine.begin() as conn:
+        ids = [r[0] for r in conn.exec_driver_sql(  # sessions that have feedback
+            "SELECT session_id FROM sessions ORDER BY session_id")]  # fmt: skip
+        for sid, value in zip(ids, bad, strict=False):
+            conn.exec_driver_sql(f"UPDATE sessions SET scheduled_start = {value} "
+                                 f"WHERE session_id = '{sid}'")  # fmt: skip
+    engine.dispose()
+    done = subprocess.run([TUTORMAX, "enrich", FILES[2], "--db", db_url, "--as-of",
+                           "2025-01-15", "--json"], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode in (0, 1), done.stderr
+    assert "Traceback" not in done.stderr
+    assert "scheduled_start that is not a timestamp" in done.stderr
+    with Store.connect(db_url) as store:
+        feedback = list(read_rows(store, "feedback").values())
+    changed = set(ids[: len(bad)])
+    theirs = [f["feedback_delay_hours"] for f in feedback if f["session_id"] in changed]
+    others = [f["feedback_delay_hours"] for f in feedback if f["session_id"] not in changed]
+    assert theirs and all(d is None for d in theirs)
+    assert any(d is not None for d in others)

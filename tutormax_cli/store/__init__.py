@@ -15,6 +15,7 @@ Losing the connection is never a refused row: it raises `errors.DatabaseUnavaila
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
@@ -31,6 +32,8 @@ from ..errors import DatabaseError
 from ..schema import KINDS
 from .backend import Backend, backend_for, bisect
 from .tables import TABLES, TIMESTAMP, arrow_schema, conform, metadata
+
+log = logging.getLogger("tutormax.store")
 
 __all__ = [
     "TABLES", "DatabaseError", "Store", "WriteResult", "arrow_schema", "metadata", "sqlite_file",
@@ -292,12 +295,43 @@ class Store:
         stmt = sa.select(t.c.session_id, t.c.scheduled_start).where(
             self._key_filter(t.c.session_id, ids)
         )
+        try:
+            with self._reading() as conn:
+                rows = conn.execute(stmt).all()
+            found, starts = [r[0] for r in rows], pa.array([r[1] for r in rows], TIMESTAMP)
+        except (ValueError, OverflowError, pa.ArrowException):  # a start changed by hand
+            found, starts = self._session_starts_as_text(ids)
+        if not found:
+            return pa.nulls(len(arr), TIMESTAMP)
+        return starts.take(pc.index_in(arr, value_set=pa.array(found, pa.string())))
+
+    def _session_starts_as_text(self, ids: pa.Array) -> tuple[list[str], pa.Array]:
+        """session_starts where a stored start is not a timestamp any driver or Arrow takes
+        (a row changed by hand: '' or text in SQLite, 'infinity' or a year past 9999 in
+        PostgreSQL): each start read as naive UTC text and cast alone; what does not cast
+        is unknown (null), as for a session not stored, and said once in the log."""
+        from ..rules.arrow import cast_each
+
+        t = TABLES["sessions"]
+        start: Any = t.c.scheduled_start
+        if self.dialect == "postgresql":
+            start = sa.func.timezone("UTC", start)
+        stmt = sa.select(t.c.session_id, sa.cast(start, sa.Text)).where(
+            self._key_filter(t.c.session_id, ids)
+        )
         with self._reading() as conn:
             rows = conn.execute(stmt).all()
-        if not rows:
-            return pa.nulls(len(arr), TIMESTAMP)
-        index = pc.index_in(arr, value_set=pa.array([r[0] for r in rows], pa.string()))
-        return pa.array([r[1] for r in rows], TIMESTAMP).take(index)
+        text = pa.array([r[1] for r in rows], pa.string())
+        naive, bad = cast_each(text, lambda a: a.cast(pa.timestamp("us")), pa.timestamp("us"))
+        if bad is not None:
+            unreadable = [rows[i][0] for i in pc.indices_nonzero(bad).to_pylist()]
+            log.warning(
+                "%d stored session(s) have a scheduled_start that is not a timestamp (%s): "
+                "their feedback's delay is left unknown",
+                len(unreadable),
+                ", ".join(map(repr, unreadable[:5])) + (" …" if len(unreadable) > 5 else ""),
+            )
+        return [r[0] for r in rows], naive.cast(TIMESTAMP)
 
     def row_counts(self) -> dict[str, int]:
         """Rows per table; 0 for a table not created yet."""
