@@ -341,3 +341,67 @@ def test_an_as_of_outside_the_years_1_to_9999_in_utc_is_a_bad_option(
     assert not (tmp_path / "o.jsonl").exists()
     fine = CliRunner().invoke(app, [*args, "--as-of", "0001-01-01T05:00:00+05:00"])
     assert fine.exit_code in (0, 1), fine.output  # the first instant of year 1 in UTC
+
+
+@pytest.mark.parametrize("tz", ["Factory", "posixrules", "Etc/GMT+14", "A" * 300, ""])
+@pytest.mark.parametrize("command", ["enrich", "refresh", "worker"])
+def test_a_timezone_arrow_cannot_use_is_a_bad_option(
+    tmp_path: Path, command: str, tz: str
+) -> None:
+    """zoneinfo takes files of the tz database that are not zones ('Factory', 'posixrules'):
+    Arrow refused them at the first batch, an internal error (exit 3) with a traceback, the
+    worker's batch left pending. A name too long for a file name said only 'File name too
+    long'. Each is exit 2 naming --timezone, before anything is read."""
+    db = f"sqlite:///{tmp_path / 't.db'}"
+    src = str(sessions(tmp_path / "s.csv", 3))
+    args = {
+        "enrich": ["enrich", src, "--no-db", "--out", str(tmp_path / "o.jsonl")],
+        "refresh": ["db", "init", "--db", db],
+        "worker": ["worker", "--burst", "--db", db, "--redis", "redis://127.0.0.1:1/0"],
+    }[command]
+    if command == "refresh":
+        assert CliRunner().invoke(app, args).exit_code == 0
+        args = ["refresh", "--db", db]
+    result = CliRunner().invoke(app, [*args, "--timezone", tz])
+    assert result.exit_code == 2, result.output
+    line = one_error_line(result.stderr)
+    assert "--timezone" in line and "not a known IANA timezone name" in line
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+CLOBBERS = {  # args after the input s.csv; each would write over the input or over a result
+    "out-is-the-input": ["--out", "s.csv"],
+    "out-is-the-input-as-./": ["--out", "./s.csv"],
+    "out-is-a-hard-link-to-the-input": ["--out", "link.csv"],
+    "rejects-is-the-input": ["--out", "o.csv", "--rejects", "s.csv"],
+    "rejects-is-the-output": ["--out", "o.csv", "--rejects", "o.csv"],
+    "default-rejects-is-an-output": ["rejects.jsonl", "--out", "od"],
+    "rejects-is-an-input-into-the-db": ["--db", "sqlite:///t.db", "--rejects", "s.csv"],
+}
+
+
+@pytest.mark.parametrize("case", list(CLOBBERS))
+def test_no_run_writes_over_an_input_or_over_another_of_its_results(
+    tmp_path: Path, case: str
+) -> None:
+    """A review found `--rejects` equal to `--out` losing the rejected rows (the summary said
+    they were there), `--out` or `--rejects` naming the only input replacing it, and an
+    output called rejects.jsonl replacing the default rejects file: the outputs were only
+    checked against the inputs with several inputs. Each is now exit 2 before anything is
+    read or written, and every file is as it was."""
+    src = sessions(tmp_path / "s.csv", 5, bad={2})
+    (tmp_path / "link.csv").hardlink_to(src)
+    (tmp_path / "rejects.jsonl").write_text(
+        json.dumps({"session_id": "J1", "tutor_id": "T1", "student_id": "x",
+                    "scheduled_start": "2024-11-09T02:00:00Z", "duration_minutes": 60,
+                    "subject": "Math"}) + "\n"  # fmt: skip
+    )
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    result = subprocess.run([TUTORMAX, "enrich", "s.csv", *CLOBBERS[case]], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    line = one_error_line(result.stderr)
+    assert "would overwrite the input" in line or "writes that file too" in line
+    after = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    assert after == before
+    assert not (tmp_path / "od").exists()

@@ -168,9 +168,17 @@ def print_json(doc: Any) -> None:
 
 
 def parse_timezone(name: str) -> str:
+    """--timezone: a name both Python's zoneinfo and Arrow (which derives the fields) know.
+    zoneinfo alone takes files of the tz database that are not zones ('Factory',
+    'posixrules'), which Arrow refuses at the first batch; a name too long for a file
+    name is an OSError."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     try:
         ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+        pc.hour(pa.array([0], pa.timestamp("us", tz=name)))
+    except (ZoneInfoNotFoundError, ValueError, OSError, pa.ArrowException):
         raise UsageError(f"--timezone {name!r}: not a known IANA timezone name") from None
     return name
 

@@ -3,6 +3,7 @@ first batch), and the summary it returns."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -144,6 +145,42 @@ def plan_outputs(opts: EnrichOptions, sources: list[Source]) -> dict[Path, tuple
     if opts.rejects is not None and (fd := output_target(opts.rejects).fd) in fds and fd:
         raise E.UsageError(f"--rejects {opts.rejects}: the output goes there; name a file")
     return plan
+
+
+def check_written(
+    opts: EnrichOptions, sources: list[Source], plan: dict[Path, tuple[Path, str]]
+) -> None:
+    """Each file the run replaces — every output, and the rejects file (--rejects, or where
+    rejected rows go by default, whether or not any will be) — is a file of its own, and
+    none is an input: a run never writes over what it reads, nor one of its results over
+    another (the rejects would be lost under an output, or an input under its output).
+    Files are told apart by device and inode where they exist (links, `./a` and `a`)."""
+
+    def identity(path: Path) -> object:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return os.path.realpath(path)
+        return (st.st_dev, st.st_ino)
+
+    inputs = {identity(s.path): s.path for s in sources if not is_stdin(s.path)}
+    rejects = default_rejects_path(opts)
+    named = "--rejects" if opts.rejects is not None else "the rejects file (default)"
+    written = [*((t, f"--out {t}") for t, _ in plan.values()), (rejects, f"{named} {rejects}")]
+    seen: dict[object, str] = {}
+    for path, what in written:
+        try:
+            if output_target(path).mode != "replace":
+                continue  # stdout, a FIFO, a device: check_output and plan_outputs see to them
+        except E.TutormaxError:
+            continue  # cannot be written: said when it is
+        me = identity(path)
+        if me in inputs:
+            raise E.UsageError(f"{what}: would overwrite the input {inputs[me]}")
+        if me in seen:
+            hint = "; pass --rejects to put rejected rows elsewhere" if path == rejects else ""
+            raise E.UsageError(f"{what}: {seen[me]} writes that file too{hint}")
+        seen[me] = what
 
 
 def default_rejects_path(opts: EnrichOptions) -> Path:

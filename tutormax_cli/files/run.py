@@ -32,6 +32,7 @@ from .plan import (
     FileSummary,
     Progress,
     RunSummary,
+    check_written,
     default_rejects_path,
     open_sources,
     plan_outputs,
@@ -67,6 +68,7 @@ def run_enrich(
     """
     sources = open_sources(opts)
     outputs = plan_outputs(opts, sources)
+    check_written(opts, sources, outputs)
     store = connect() if connect is not None else None
     try:
         return _Run(opts, sources, outputs, store, progress, stop).run()
