@@ -345,9 +345,7 @@ def test_an_as_of_outside_the_years_1_to_9999_in_utc_is_a_bad_option(
 
 @pytest.mark.parametrize("tz", ["Factory", "posixrules", "Etc/GMT+14", "A" * 300, ""])
 @pytest.mark.parametrize("command", ["enrich", "refresh", "worker"])
-def test_a_timezone_arrow_cannot_use_is_a_bad_option(
-    tmp_path: Path, command: str, tz: str
-) -> None:
+def test_a_timezone_arrow_cannot_use_is_a_bad_option(tmp_path: Path, command: str, tz: str) -> None:
     """zoneinfo takes files of the tz database that are not zones ('Factory', 'posixrules'):
     Arrow refused them at the first batch, an internal error (exit 3) with a traceback, the
     worker's batch left pending. A name too long for a file name said only 'File name too
@@ -392,9 +390,17 @@ def test_no_run_writes_over_an_input_or_over_another_of_its_results(
     src = sessions(tmp_path / "s.csv", 5, bad={2})
     (tmp_path / "link.csv").hardlink_to(src)
     (tmp_path / "rejects.jsonl").write_text(
-        json.dumps({"session_id": "J1", "tutor_id": "T1", "student_id": "x",
-                    "scheduled_start": "2024-11-09T02:00:00Z", "duration_minutes": 60,
-                    "subject": "Math"}) + "\n"  # fmt: skip
+        json.dumps(
+            {
+                "session_id": "J1",
+                "tutor_id": "T1",
+                "student_id": "x",
+                "scheduled_start": "2024-11-09T02:00:00Z",
+                "duration_minutes": 60,
+                "subject": "Math",
+            }
+        )
+        + "\n"  # fmt: skip
     )
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
     result = subprocess.run([TUTORMAX, "enrich", "s.csv", *CLOBBERS[case]], cwd=tmp_path,
