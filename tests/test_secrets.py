@@ -29,7 +29,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from procfixtures import PrivateRedis, start, wait_for
 from typer.testing import CliRunner
@@ -171,6 +171,8 @@ def invoke(args: list[str]) -> str:
         ]  # fmt: skip
     ),
 )
+@example(password="a@0a0", form="keyvalue", command="enrich")  # an @ in a key=value value
+@example(password="p@ss@x", form="no-scheme-query", command="stats")
 def test_no_command_ever_shows_a_password(
     password: str, form: str, command: str, tmp_path: Path
 ) -> None:

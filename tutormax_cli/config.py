@@ -157,12 +157,12 @@ def _secret_param(name: str) -> bool:
 def _mask_authority(text: str) -> str:
     """Text that is not a URL (no scheme, a libpq `key=value` string, junk): everything
     before the last `@` of its authority masked, and every secret-named `name=value`."""
+    text = _SECRET_PAIR.sub(_mask_pair, text)  # first: such a value may hold an `@`
     head, sep, rest = text.partition("://")
     if not sep:
         head, rest = "", text
     at = rest.rfind("@")
-    masked = f"{head}{sep}***{rest[at:]}" if at >= 0 else text
-    return _SECRET_PAIR.sub(_mask_pair, masked)
+    return f"{head}{sep}***{rest[at:]}" if at >= 0 else text
 
 
 def _mask_pair(m: re.Match[str]) -> str:
