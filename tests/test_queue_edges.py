@@ -480,3 +480,76 @@ def test_an_unparsable_redis_url_is_one_masked_line(url: str) -> None:
         assert piece not in done.stderr + done.stdout, (piece, done.stderr)
     assert len([ln for ln in done.stderr.splitlines() if ln.startswith("error:")]) == 1
     _ = os.environ  # the URL never reached the environment either
+
+
+# -- SIGTERM ends the worker within seconds (SPEC §6) ---------------------------------------------
+
+
+def _started(proc: subprocess.Popen, pg_url: str) -> None:
+    wait_for(lambda: counts(pg_url)["tutors"] == 3, "the worker's first batch")
+
+
+def test_an_idle_worker_with_a_long_block_stops_within_seconds(pg_url: str, prefix: str) -> None:
+    """An idle worker waited out its whole --block-ms (58 s of 60) before it saw SIGTERM:
+    reads now block for BLOCK_SLICE_MS at a time."""
+    publish_to = Streams(REDIS_URL, prefix)
+    publish(publish_to, "tutors", [tutor(i) for i in range(3)])
+    publish_to.close()
+    cmd = worker_cmd(pg_url, REDIS_URL, prefix, "--consumer", "w1", "--block-ms", "60000")
+    cmd.remove("--burst")
+    proc = start(cmd)
+    _started(proc, pg_url)
+    time.sleep(0.5)  # idle, in a blocking read
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert time.monotonic() - sent < 5, err
+
+
+@pytest.mark.parametrize("frozen", ["redis", "postgres"])
+def test_the_first_sigterm_ends_the_worker_within_seconds_while_a_server_is_frozen(
+    tmp_path: Path, pg_url: str, prefix: str, frozen: str
+) -> None:
+    """A server that stops answering without closing the connection (SIGSTOP: a frozen VM,
+    a network that drops packets) held a worker 150-180 s after SIGTERM, in a call that
+    waited for a socket timeout (a Python signal handler cannot run while the main thread
+    waits in libpq). After STOP_GRACE_S it exits 0, its batch pending."""
+    from tutormax_cli.queue.runtime import STOP_GRACE_S
+
+    server = PrivateRedis(tmp_path)
+    frozen_pids: list[int] = []
+    try:
+        streams = Streams(server.url, prefix)
+        publish(streams, "tutors", [tutor(i) for i in range(3)])
+        cmd = worker_cmd(pg_url, server.url, prefix, "--consumer", "w1")
+        cmd.remove("--burst")
+        proc = start(cmd)
+        _started(proc, pg_url)
+        if frozen == "redis":
+            assert server.proc is not None
+            frozen_pids = [server.proc.pid]
+        else:  # the worker's own backend only: the shared server is never stopped
+            db = pg_url.rsplit("/", 1)[1]
+            admin = pg_admin()
+            with admin.cursor() as cur:
+                cur.execute("SELECT pid FROM pg_stat_activity WHERE application_name = "
+                            "'tutormax' AND datname = %s", (db,))  # fmt: skip
+                frozen_pids = [r[0] for r in cur.fetchall()]
+            admin.close()
+            assert frozen_pids, "the worker's backend"
+            publish(streams, "tutors", [tutor(f"more{i}") for i in range(3)])
+        for pid in frozen_pids:
+            os.kill(pid, signal.SIGSTOP)
+        time.sleep(1.0)  # the worker is now inside a call that does not return
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=STOP_GRACE_S + 60)
+        took = time.monotonic() - sent
+        assert proc.returncode == 0, err
+        assert took < STOP_GRACE_S + 5, (took, err)
+        assert "Traceback" not in err
+    finally:
+        for pid in frozen_pids:
+            os.kill(pid, signal.SIGCONT)
+        server.stop()

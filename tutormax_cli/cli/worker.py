@@ -139,13 +139,16 @@ def worker(
                     metrics_addr,
                     metrics.port,
                 )
+            disarm = None
             try:
                 w = Worker(s, store, opts, metrics)
-                install_signal_handlers(w)
+                disarm = install_signal_handlers(w)
                 started = time.monotonic()
                 totals = _run(w, burst)
                 seconds = round(time.monotonic() - started, 3)
             finally:
+                if disarm is not None:
+                    disarm()
                 if metrics is not None:
                     metrics.close()
     if json_out:

@@ -7,9 +7,10 @@ import logging
 import os
 import signal
 import socket
+import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -98,9 +99,31 @@ class Stoppable(Protocol):
     def request_stop(self, reason: str) -> None: ...
 
 
-def install_signal_handlers(worker: Stoppable) -> None:
+# After the first SIGTERM/SIGINT the batch in hand may finish this long; past it, a call to
+# Redis or the database that does not return (a frozen server, a network that drops
+# packets: no error, only silence until a socket timeout minutes later) is given up on.
+STOP_GRACE_S = 10.0
+
+
+def install_signal_handlers(worker: Stoppable) -> Callable[[], None]:
     """First SIGTERM/SIGINT: finish the batch (or, during an outage, leave it pending), then
-    exit 0. Second: exit at once."""
+    exit 0 — within STOP_GRACE_S even when a call hangs: the process then exits 0 at once,
+    the batch pending (at-least-once delivery makes that safe). Second: exit at once.
+    Returns what disarms that deadline (for a worker that ended on its own).
+
+    NOTE: a Python signal handler runs in the main thread, between two bytecodes: never
+    while that thread waits inside libpq or a socket read that retries on EINTR — which is
+    exactly when a frozen server holds it. So the deadline is kept by a thread of its own,
+    told of each signal through signal.set_wakeup_fd (written by the C-level handler, in
+    whichever thread the signal lands)."""
+    timers: list[threading.Timer] = []
+
+    def overdue(name: str, code: int, why: str) -> None:
+        log.warning("%s: %s; exiting now, the batch stays pending", name, why)
+        for h in logging.getLogger().handlers + log.handlers:
+            with suppress(Exception):
+                h.flush()
+        os._exit(code)
 
     def handler(signum: int, _frame: Any) -> None:
         name = signal.Signals(signum).name
@@ -109,8 +132,44 @@ def install_signal_handlers(worker: Stoppable) -> None:
             raise SystemExit(128 + signum)
         worker.request_stop(f"received {name}")
 
+    def arm(seconds: float, *args: Any) -> None:
+        timer = threading.Timer(seconds, overdue, args=args)
+        timer.daemon = True
+        timer.start()
+        timers.append(timer)
+
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+
+    def watch() -> None:
+        seen = 0
+        with suppress(OSError):
+            while data := os.read(read_end, 64):
+                for signum in data:
+                    if signum not in (signal.SIGTERM, signal.SIGINT):
+                        continue
+                    seen += 1
+                    name = signal.Signals(signum).name
+                    if seen == 1:
+                        why = (f"{STOP_GRACE_S:.0f} s and the batch in hand has not finished:"
+                               " a call to Redis or the database is not returning")  # fmt: skip
+                        arm(STOP_GRACE_S, name, 0, why)
+                    else:  # the handler exits at once, unless the main thread is held
+                        arm(1.0, name, 128 + signum, "again, and the worker is held in a call")
+
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+    previous = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    threading.Thread(target=watch, name="tutormax-stop", daemon=True).start()
+
+    def disarm() -> None:
+        for t in timers:
+            t.cancel()
+        signal.set_wakeup_fd(previous)
+        os.close(write_end)  # the watcher's read ends
+        os.close(read_end)
+
+    return disarm
 
 
 @contextmanager

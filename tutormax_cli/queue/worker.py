@@ -71,6 +71,9 @@ OUTAGE_FIRST_S, OUTAGE_MAX_S = 0.5, 30.0
 # times, backing off as for an outage (someone's pg_cancel_backend passes), then it is fatal.
 CANCELLED_TRIES = 3
 BURST_BLOCK_MS = 100  # --burst polls this often while retries or other consumers are pending
+# A blocking read waits at most this long at a time, --block-ms or not: the loop looks at a
+# stop request between two reads (an idle worker with --block-ms 60000 took 58 s to stop).
+BLOCK_SLICE_MS = 2_000
 T = TypeVar("T")
 
 
@@ -228,7 +231,7 @@ class Worker:
         return claimed, next_wait
 
     def _block_ms(self, wait_ms: int | None, burst: bool) -> int:
-        block = self.opts.block_ms
+        block = min(self.opts.block_ms, BLOCK_SLICE_MS)
         if wait_ms is not None:
             block = min(block, max(wait_ms, 1))
         return min(block, BURST_BLOCK_MS) if burst else block
