@@ -252,17 +252,25 @@ def test_a_replay_and_its_pending_original_never_both_become_dead_letters(
 # -- Redis that comes back empty ---------------------------------------------------------------
 
 
+def long_lived_worker(
+    redis_url: str, pg_url: str, prefix: str, tutors: int, *extra: str
+) -> tuple[Streams, subprocess.Popen]:
+    """`tutors` tutors published, then a worker (no --burst) that has persisted them."""
+    streams = Streams(redis_url, prefix)
+    publish(streams, "tutors", [tutor(i) for i in range(tutors)])
+    cmd = worker_cmd(pg_url, redis_url, prefix, "--consumer", "w1", *extra)
+    cmd.remove("--burst")
+    proc = start(cmd)
+    wait_for(lambda: counts(pg_url)["tutors"] == tutors, "the worker's first tutors")
+    return streams, proc
+
+
 def test_a_redis_that_comes_back_empty_is_recovered_from(
     tmp_path: Path, pg_url: str, prefix: str
 ) -> None:
     server = PrivateRedis(tmp_path)
     try:
-        streams = Streams(server.url, prefix)
-        publish(streams, "tutors", [tutor(i) for i in range(5)])
-        cmd = worker_cmd(pg_url, server.url, prefix, "--consumer", "w1")
-        cmd.remove("--burst")
-        proc = start(cmd)
-        wait_for(lambda: counts(pg_url)["tutors"] == 5, "the first tutors")
+        streams, proc = long_lived_worker(server.url, pg_url, prefix, 5)
         server.stop()
         time.sleep(0.5)
         server.start()  # empty: no streams, no group, no dead-letter index
@@ -485,20 +493,11 @@ def test_an_unparsable_redis_url_is_one_masked_line(url: str) -> None:
 # -- SIGTERM ends the worker within seconds (SPEC §6) ---------------------------------------------
 
 
-def _started(proc: subprocess.Popen, pg_url: str) -> None:
-    wait_for(lambda: counts(pg_url)["tutors"] == 3, "the worker's first batch")
-
-
 def test_an_idle_worker_with_a_long_block_stops_within_seconds(pg_url: str, prefix: str) -> None:
     """An idle worker waited out its whole --block-ms (58 s of 60) before it saw SIGTERM:
     reads now block for BLOCK_SLICE_MS at a time."""
-    publish_to = Streams(REDIS_URL, prefix)
-    publish(publish_to, "tutors", [tutor(i) for i in range(3)])
-    publish_to.close()
-    cmd = worker_cmd(pg_url, REDIS_URL, prefix, "--consumer", "w1", "--block-ms", "60000")
-    cmd.remove("--burst")
-    proc = start(cmd)
-    _started(proc, pg_url)
+    streams, proc = long_lived_worker(REDIS_URL, pg_url, prefix, 3, "--block-ms", "60000")
+    streams.close()
     time.sleep(0.5)  # idle, in a blocking read
     sent = time.monotonic()
     proc.send_signal(signal.SIGTERM)
@@ -520,12 +519,7 @@ def test_the_first_sigterm_ends_the_worker_within_seconds_while_a_server_is_froz
     server = PrivateRedis(tmp_path)
     frozen_pids: list[int] = []
     try:
-        streams = Streams(server.url, prefix)
-        publish(streams, "tutors", [tutor(i) for i in range(3)])
-        cmd = worker_cmd(pg_url, server.url, prefix, "--consumer", "w1")
-        cmd.remove("--burst")
-        proc = start(cmd)
-        _started(proc, pg_url)
+        streams, proc = long_lived_worker(server.url, pg_url, prefix, 3)
         if frozen == "redis":
             assert server.proc is not None
             frozen_pids = [server.proc.pid]
