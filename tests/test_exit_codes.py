@@ -411,3 +411,13 @@ def test_no_run_writes_over_an_input_or_over_another_of_its_results(
     after = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
     assert after == before
     assert not (tmp_path / "od").exists()
+
+
+@pytest.mark.parametrize("group", ["", "  ", "a\nb"])
+@pytest.mark.parametrize("command", [["worker", "--burst"], ["stats"], ["dlq", "replay", "--all"]])
+def test_a_blank_group_name_is_a_bad_option(command: list[str], group: str) -> None:
+    """`--group ''` made a consumer group of that name on the streams (Redis takes it)."""
+    result = CliRunner().invoke(app, [*command, "--group", group, "--redis",
+                                      "redis://127.0.0.1:1/0"])  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for '--group'" in result.stderr and "blank" in result.stderr

@@ -142,6 +142,38 @@ def test_publish_command_reads_files_parents_first(
 
 
 @pytest.mark.redis
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_publish_skips_a_record_whose_message_would_be_over_the_cap(
+    tmp_path: Path, redis_url: str, prefix: str, streams: Streams, fmt: str
+) -> None:
+    """A record whose envelope would be over MESSAGE_MAX_BYTES was published (exit 0), and
+    every worker then dead-lettered it as poison: it is skipped and counted (exit 1), with
+    its row and size, like any record that cannot travel; the rest are published. Escapes
+    count: 400k quotes are 800k bytes of JSON, and 300k 'é' 1.8 MB as ASCII escapes."""
+    big = {"T2": "A" * 1_100_000, "T3": '"' * 400_000, "T4": "é" * 300_000}
+    rows = [("T1", "Ann"), *big.items(), ("T5", "Eve")]
+    path = tmp_path / f"tutors.{fmt}"
+    if fmt == "csv":
+        lines = ['"' + v.replace('"', '""') + '"' for _, v in rows]
+        path.write_text("tutor_id,name,email,onboarding_date,status,subjects\n" + "".join(
+            f"{k},{n},a@b.org,2024-01-15,active,Math\n" for (k, _), n in zip(rows, lines,
+            strict=True)))  # fmt: skip
+    else:
+        path.write_text("".join(json.dumps({"tutor_id": k, "name": v, "email": "a@b.org",
+            "onboarding_date": "2024-01-15", "status": "active", "subjects": "Math"}) + "\n"
+            for k, v in rows))  # fmt: skip
+    code, out, err = cli("publish", path, "--json", redis=redis_url, prefix=prefix)
+    assert code == 1, err
+    summary = json.loads(out)
+    assert (summary["published"], summary["skipped"]) == (3, 2)
+    problems = summary["files"][0]["problems"]
+    assert [p.split(":")[0] for p in problems] == ["row 2", "row 4"]
+    assert all("over the 1,048,576-byte cap" in p for p in problems)
+    envs = [env for _, env in _entries(streams, "tutors")]
+    assert [e["data"]["tutor_id"] for e in envs] == ["T1", "T3", "T5"]
+
+
+@pytest.mark.redis
 def test_unreachable_redis_is_exit_2_with_the_password_masked(tmp_path: Path) -> None:
     f = tmp_path / "s.jsonl"
     f.write_text(json.dumps(SESSION) + "\n")

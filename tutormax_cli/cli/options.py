@@ -86,6 +86,17 @@ Prefix = Annotated[
     ),
 ]
 PREFIX_DEFAULT = DEFAULT_PREFIX
+
+
+def _group_name(value: str) -> str:
+    """A consumer group's name: not blank (Redis takes '' and makes a group nobody can name
+    again on a command line), no control characters (they do not survive a log line)."""
+    if not value.strip() or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise typer.BadParameter(f"{value!r}: a group name must not be blank or hold "
+                                 "control characters")  # fmt: skip
+    return value
+
+
 Group = Annotated[
     str,
     typer.Option(
@@ -94,6 +105,7 @@ Group = Annotated[
         show_envvar=True,
         metavar="NAME",
         help="Consumer group name.",
+        callback=_group_name,
     ),
 ]
 GROUP_DEFAULT = DEFAULT_GROUP

@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 from .. import errors as E
 from ..files import RawBatch, Source, is_stdin
 from ..schema import KIND_ORDER
+from .envelope import MESSAGE_MAX_BYTES
 from .streams import Streams
 
 PUBLISH_BATCH_ROWS = 10_000
@@ -98,7 +99,12 @@ def _publish_file(
     started = time.monotonic()
     for rb in src.batches(batch_rows):
         records = list(_records(rb, src.name if is_stdin(src.path) else src.path.name, f))
-        f.published += streams.publish(name, iter(records))
+
+        def oversized(metadata: dict[str, Any], size: int) -> None:
+            _skip(f, f"row {metadata['row']}: its message would be {size:,} bytes, over the "
+                     f"{MESSAGE_MAX_BYTES:,}-byte cap every worker reads")  # fmt: skip
+
+        f.published += streams.publish(name, iter(records), oversized)
         if progress is not None:
             progress(str(src.path), name, f.published + f.skipped, rb.done)
         if stop is not None and stop():

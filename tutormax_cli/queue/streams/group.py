@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from ...schema import KIND_ORDER
-from ..envelope import FIELD, Message, Pending, envelope_text, now_iso, text
+from ..envelope import FIELD, MESSAGE_MAX_BYTES, Message, Pending, envelope_text, now_iso, text
 from .connection import PUBLISH_CHUNK, Connection, GroupVanished
 
 
@@ -67,15 +67,25 @@ def _by_kind(messages: list[Message]) -> dict[str, list[str]]:
 class GroupOps(Connection):
     """The consumer group: produce, read, claim, reclaim, acknowledge, and where it stands."""
 
-    def publish(self, kind: str, records: Iterable[tuple[dict[str, Any], dict[str, Any]]]) -> int:
-        """XADD (record, metadata) pairs as fresh envelopes, PUBLISH_CHUNK per round trip."""
+    def publish(
+        self,
+        kind: str,
+        records: Iterable[tuple[dict[str, Any], dict[str, Any]]],
+        oversized: Callable[[dict[str, Any], int], None] | None = None,
+    ) -> int:
+        """XADD (record, metadata) pairs as fresh envelopes, PUBLISH_CHUNK per round trip.
+        An envelope over MESSAGE_MAX_BYTES, which every worker would take for poison, is
+        not sent: `oversized(metadata, its size)` is told instead."""
         stream, n = self.stream(kind), 0
         with self.errors(f"publishing to {stream}"):
             pipe, stamp = self.r.pipeline(transaction=False), now_iso()
             for data, metadata in records:
-                pipe.execute_command(
-                    "XADD", stream, "*", FIELD, envelope_text(stream, data, metadata, stamp)
-                )
+                text = envelope_text(stream, data, metadata, stamp)
+                if len(text) > MESSAGE_MAX_BYTES:  # ASCII (json's escapes): chars are bytes
+                    if oversized is not None:
+                        oversized(metadata, len(text))
+                    continue
+                pipe.execute_command("XADD", stream, "*", FIELD, text)
                 n += 1
                 if n % PUBLISH_CHUNK == 0:
                     pipe.execute()
