@@ -421,3 +421,16 @@ def test_a_blank_group_name_is_a_bad_option(command: list[str], group: str) -> N
                                       "redis://127.0.0.1:1/0"])  # fmt: skip
     assert result.exit_code == 2, result.output
     assert "Invalid value for '--group'" in result.stderr and "blank" in result.stderr
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_generate_on_a_full_disk_names_the_file(tmp_path: Path, fmt: str) -> None:
+    """It said only 'Error writing bytes to file. Detail: [errno 27] File too large' (or
+    'File too large'): the one line names the file now, and no cut or .partial file is
+    left under it."""
+    args = ["generate", "--out", "g", "--sessions", "200000", "--format", fmt]
+    proc = run_limited(args, tmp_path, 200_000)
+    assert proc.returncode == 2, proc.stderr
+    line = one_error_line(proc.stderr)
+    assert f"cannot write g/sessions.{fmt}" in line and "File too large" in line
+    assert sorted(p.name for p in (tmp_path / "g").iterdir()) == [f"tutors.{fmt}"]

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from ..errors import OutputError
 from ..interrupts import uninterrupted
 from .feedback import feedback_batch
 from .formats import OUTPUTS
@@ -135,6 +136,8 @@ def _write_kind(
         writer.close()
         os.replace(partial, path)
         complete = True
+    except OSError as exc:  # a full disk, a file-size limit (Arrow's I/O errors are OSErrors)
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
     finally:
         if not complete:
             with suppress(Exception):
