@@ -52,6 +52,7 @@ def root(
     ] = False,
 ) -> None:
     """Enrich tutoring-platform records (tutors, sessions, feedback) and persist them."""
+    sys.excepthook = _printed_by_an_extension  # here: Typer sets its own as the app starts
     try:  # `.env`, then the environment: once, before the command reads its options
         load_settings()
     except TutormaxError as exc:  # a `.env` that cannot be read
@@ -102,6 +103,20 @@ def main() -> NoReturn:
     except KeyboardInterrupt:  # came while the exit handlers ran or output was flushed
         interrupts.say_stopped()
         os._exit(interrupts.exit_code())
+
+
+def _printed_by_an_extension(kind: type[BaseException], exc: BaseException, tb: Any) -> None:
+    """sys.excepthook, which two things reach: an exception no boundary caught (run() lets
+    none through), and a C extension's PyErr_Print. psycopg2 prints so when the server ends
+    a connection mid-COPY (its AdminShutdown chained to a SystemError from a decoder),
+    right before the error goes up and is said in one line: a traceback a user must not
+    see. It goes to the log at debug level, secrets scrubbed."""
+    import logging
+
+    from ..config import scrub
+
+    text = scrub("".join(traceback.format_exception(kind, exc, tb)))
+    logging.getLogger("tutormax").debug("an exception printed by an extension:\n%s", text)
 
 
 def _stderr_or_devnull() -> None:
