@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +99,9 @@ def test_message_over_the_cap_is_poison_unread() -> None:
 # -- publish -----------------------------------------------------------------------------------
 
 
+TUTORMAX = str(Path(sys.executable).with_name("tutormax"))
+
+
 @pytest.mark.redis
 def test_publish_pipelines_fresh_envelopes(streams: Streams) -> None:
     n = streams.publish("sessions", (({**SESSION, "session_id": f"S{i}"}, {"row": i})
@@ -171,6 +176,32 @@ def test_publish_skips_a_record_whose_message_would_be_over_the_cap(
     assert all("over the 1,048,576-byte cap" in p for p in problems)
     envs = [env for _, env in _entries(streams, "tutors")]
     assert [e["data"]["tutor_id"] for e in envs] == ["T1", "T3", "T5"]
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("key", ["tutors:enrichment", "dead_letter", "dead_letter:sources"])
+def test_a_key_of_another_type_where_tutormax_writes_is_named(
+    tmp_path: Path, redis_url: str, prefix: str, key: str
+) -> None:
+    """A string (another program's key) where a stream goes: the worker said Redis's
+    WRONGTYPE, named no key, and claimed a batch was pending when it had none."""
+    client = redis_client()
+    try:
+        client.set(f"{prefix}{key}", "x")
+        if key != "tutors:enrichment":  # the dead-letter keys are met when one is written
+            client.xadd(f"{prefix}tutors:enrichment", {"message": "not json"})
+    finally:
+        client.close()
+    proc = subprocess.run([TUTORMAX, "worker", "--burst", "--redis", redis_url, "--prefix",
+                           prefix, "--db", f"sqlite:///{tmp_path / 't.db'}"],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    kind = "hash" if key.endswith("sources") else "stream"
+    assert f"{prefix}{key} holds a string, not a {kind}" in proc.stderr
+    assert "choose another --prefix or --streams" in proc.stderr
+    if key == "tutors:enrichment":
+        assert "pending" not in proc.stderr  # no batch was read
 
 
 @pytest.mark.redis

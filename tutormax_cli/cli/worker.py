@@ -172,11 +172,9 @@ def _run(w: Any, burst: bool) -> dict[str, int]:
     try:
         return dict(w.run(burst=burst))
     except TutormaxError as exc:
-        log.error(
-            "stopping: %s%s; the batch stays pending",
-            exc.message,
-            f" ({exc.hint})" if exc.hint else "",
-        )
+        n = w.in_hand
+        held = f"; its batch of {n:,} message{'s' * (n != 1)} stays pending" if n else ""
+        log.error("stopping: %s%s%s", exc.message, f" ({exc.hint})" if exc.hint else "", held)
         raise typer.Exit(exc.exit_code) from None
     except Exception:
         log.exception(

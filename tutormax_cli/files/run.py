@@ -115,7 +115,9 @@ class _Run:
         except MaxErrorsReached:
             self.summary.stopped = f"stopped: more than {self.opts.max_errors} rows rejected"
             if self.opts.atomic:
-                self.summary.stopped += "; --atomic: nothing was written"
+                self.summary.stopped += (
+                    "; --atomic: nothing was written but the rejected rows, to say why"
+                )
                 self._abort_outputs()
             else:
                 self._commit_outputs()

@@ -101,6 +101,7 @@ class Worker:
         self.policy = dataclasses.replace(options.retry, max_ms=cap)
         self.telemetry = Telemetry(streams, options.consumer, options.heartbeat_ttl_s, metrics)
         self._stopping = False
+        self.in_hand = 0  # messages of the batch being worked on (0 between batches)
         self._next_reclaim = 0.0
         self._marks: dict[str, StreamMark] = {}  # the last look at the group
         self._faults = Faults.parse(options.fault, options.fault_pause_s)
@@ -121,6 +122,7 @@ class Worker:
                 messages, drained, marks = got
                 if messages:
                     step = partial(self._handle, messages, marks)
+                    self.in_hand = len(messages)
                     if self._until_done(step, held=messages) is None:
                         log.warning(
                             "stopping during an outage: %d message(s) of the current batch "
@@ -129,6 +131,7 @@ class Worker:
                         )
                         break
                     batches += 1
+                    self.in_hand = 0
                     del messages, got, step
                     gc.collect()  # the batch's garbage cycles, while there is little else
                 elif burst and drained:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any, Self
 
 from ...config import check_url, mask_url, register_secret
@@ -146,9 +146,26 @@ class Connection:
                 raise GroupVanished(f"{action}: {self._scrub(exc)}", action) from exc
             if "LOADING" in str(exc) or "BUSY" in str(exc):  # restarting, or a slow script
                 raise QueueUnavailable(f"{action}: Redis busy: {self._scrub(exc)}") from exc
+            if "WRONGTYPE" in str(exc):
+                raise QueueError(f"{action} on {self.url_masked}: {self._wrong_types()}",
+                                 hint="another program's keys? choose another --prefix or "
+                                 "--streams") from exc  # fmt: skip
             raise QueueError(f"{action} on {self.url_masked}: {self._scrub(exc)}") from exc
         except redis.RedisError as exc:
             raise QueueError(f"{action} on {self.url_masked}: {self._scrub(exc)}") from exc
+
+    def _wrong_types(self) -> str:
+        """Which of tutormax's keys holds another type than it writes there (WRONGTYPE)."""
+        want = {**dict.fromkeys([*self._names.values(), self.dead_letter_key], "stream"),
+                self._index_key: "hash"}  # fmt: skip
+        wrong = []
+        with suppress(Exception):
+            for key, kind in want.items():
+                got = self.r.type(key)
+                got = got.decode() if isinstance(got, bytes) else str(got)
+                if got not in ("none", kind):
+                    wrong.append(f"{key} holds a {got}, not a {kind}")
+        return "; ".join(wrong) or "a key of tutormax's holds another type than it writes"
 
     def _scrub(self, exc: BaseException) -> str:
         line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
