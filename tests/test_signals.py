@@ -679,3 +679,35 @@ def test_dlq_stopped_twice_in_a_row_still_says_what_it_did(
             assert whole or part, (i, err)
             assert left == (0 if whole else 20_000 - _number(part[1])), (i, err)
         mine.close()
+
+
+CUT_IMPORT = r"""
+import os, signal, sys
+from tutormax_cli import cli
+from tutormax_cli.cli.common import handle_errors
+
+@cli.app.command("probe")
+@handle_errors
+def probe() -> None:
+    # A stop at once lands inside the import of a C extension: the KeyboardInterrupt cuts
+    # it in half, and loading that module again fails (what CI saw once, 0.21 s in).
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        signal.sigtimedwait([], 0.5)  # the handler runs here and raises
+    except KeyboardInterrupt:
+        raise ImportError("cannot load module more than once per process") from None
+
+sys.argv = ["tutormax", "probe"]
+cli.main()
+"""
+
+
+def test_an_error_left_by_a_stop_at_once_is_said_as_the_stop(tmp_path: Path) -> None:
+    """A stop at once that cut an import in half made the next import of that C extension
+    fail: an internal error (exit 3) with a traceback, where the stop's line and 143 were
+    due. An error raised after a stop at once was asked for is now said as that stop."""
+    proc = subprocess.run([sys.executable, "-c", CUT_IMPORT], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 143, proc.stderr
+    assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr
+    assert "terminated by SIGTERM" in proc.stderr

@@ -46,6 +46,7 @@ _cut = [False]  # a signal after the way out's grace: nothing holds the stop any
 _flags: list[Callable[[int], None]] = []  # the innermost `graceful` block's flag
 _held = [0]  # depth of `held()` on the main thread
 _deferred = [False]  # a stop at once asked for while held
+_raised = [False]  # the handler (or held's end) raised KeyboardInterrupt: a stop at once
 _timers: list[threading.Timer] = []  # the end of a cut way out, pending
 
 
@@ -61,6 +62,13 @@ def say_stopped() -> None:
     with suppress(Exception):  # stderr closed or gone: the exit code still says it
         sys.stderr.write(described() + "\n")
         sys.stderr.flush()
+
+
+def stopped_at_once() -> bool:
+    """A stop at once was raised (the handler's KeyboardInterrupt, not a graceful flag):
+    an error after it may be its doing — a C extension's import it cut in half cannot be
+    loaded again ("cannot load module more than once per process")."""
+    return _raised[0]
 
 
 def described() -> str:
@@ -85,11 +93,13 @@ def _handler(signum: int, _frame: Any) -> None:
         if not _cut[0]:  # the way out is stuck: end it, whatever it holds or waits on
             _cut[0] = True
             _end_after(CUT_S)
+        _raised[0] = True
         raise KeyboardInterrupt
     _at_once.append(now)
     if _held[0]:  # e.g. a temporary file made and not yet recorded for cleanup
         _deferred[0] = True
         return
+    _raised[0] = True
     raise KeyboardInterrupt
 
 
@@ -133,7 +143,7 @@ def _forget() -> None:
         _timers.pop().cancel()
     _first.clear()
     _at_once.clear()
-    _cut[0] = _deferred[0] = False
+    _cut[0] = _deferred[0] = _raised[0] = False
 
 
 @contextmanager
@@ -205,6 +215,7 @@ def held() -> Iterator[None]:
     _held[0] -= 1
     if not _held[0] and _deferred[0]:
         _deferred[0] = False
+        _raised[0] = True
         raise KeyboardInterrupt
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import traceback
@@ -120,6 +121,10 @@ def handle_errors(fn: F) -> F:
             fail("out of memory (lower --batch-size?)", None, EXIT_FATAL)
         except Exception as exc:
             text = scrub("".join(traceback.format_exception(exc)))
+            if interrupts.stopped_at_once():  # what the stop left behind (an import it cut in
+                logging.getLogger("tutormax").debug("after the stop: %s", text)  # half, say)
+                err.print(interrupts.described(), markup=False)
+                raise typer.Exit(interrupts.exit_code()) from None
             err.print(text.rstrip(), markup=False, highlight=False, soft_wrap=True)
             fail(
                 f"internal error (a bug in tutormax): {scrub(_first_line(exc))}",
