@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,14 @@ def pg_admin() -> Any:
 @pytest.fixture(name="pg_url")
 def pg_url_fixture() -> Iterator[str]:
     """URL of a fresh, empty PostgreSQL database, dropped after the test."""
+    with fresh_pg_database() as url:
+        yield url
+
+
+@contextmanager
+def fresh_pg_database() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database's URL, dropped on the way out (skip/fail as
+    `pg_admin` if the server is unreachable); for fixtures that run tests' work on threads."""
     name = f"tutormax_test_{uuid.uuid4().hex[:12]}"
     admin = pg_admin()
     try:
