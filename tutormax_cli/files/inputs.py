@@ -2,13 +2,21 @@
 `.bz2`), or `-` (stdin). Stdin, and any input that is not a regular file (a FIFO,
 `<(zcat …)`), is first copied to an unlinked temporary file (in TMPDIR, 1 MiB at a time),
 because a run reads an input more than once (the header probe, the duplicate-key
-pre-pass) and Parquet needs to seek; the space is freed when the run ends, however it ends."""
+pre-pass) and Parquet needs to seek; the space is freed when the run ends, however it ends.
+
+A stream is bounded twice while it is copied, since it may be endless (`/dev/zero`, `yes`):
+- its head is copied first (`head_bytes`: what the format's header check reads), checked
+  by the caller (files/read.Source), and only then the rest (`_Input.finish`): a stream
+  that is not a file of the kind asked for is refused after its first MiB, not its last;
+- the copy stops, exit 2 naming TMPDIR, once its file system has less than `spool_reserve`
+  free (5% of it, at least 1 GiB on any but a small one): what the machine's other
+  programs need is not tutormax's to take. A JSON Lines stream has no such head (a line
+  over the cap is a rejected row, not the end of the run), so this is its only bound."""
 
 from __future__ import annotations
 
 import io
 import os
-import shutil
 import stat
 import sys
 import tempfile
@@ -29,6 +37,13 @@ STDIN = "-"
 
 
 SPOOL_CHUNK_BYTES = 1 << 20
+SPOOL_RESERVE_BYTES = 1 << 30
+
+
+def spool_reserve(size: int) -> int:
+    """What a spool leaves free on a file system of `size` bytes: 5% of it, and at least
+    1 GiB where that is at most a tenth of it (10% of a small one)."""
+    return max(size // 20, min(SPOOL_RESERVE_BYTES, size // 10))
 
 
 def is_stdin(path: Path | str) -> bool:
@@ -47,14 +62,16 @@ class _Input:
     FIFO). `open()` gives a fresh binary reader each time; `fraction()` turns the bytes a
     reader has parsed into the fraction of the input done."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, head_bytes: int | None = None) -> None:
+        """`head_bytes`: for a stream, copy only that much for now (see `finish`)."""
         self.path = path
         self.stdin = is_stdin(path)
         self.label = "stdin" if self.stdin else str(path)
         self.base, self.codec = (STDIN, None) if self.stdin else split_compression(path.name)
         self._spool: Any = None
+        self._rest: Any = None  # the stream whose head alone is spooled, until `finish`
         if self.stdin:
-            self._spool_from(sys.stdin.buffer if sys.stdin is not None else None)
+            self._spool_from(sys.stdin.buffer if sys.stdin is not None else None, head_bytes)
             return
         try:
             st = path.stat()
@@ -68,34 +85,81 @@ class _Input:
         if stat.S_ISDIR(st.st_mode) or not (stat.S_ISFIFO(st.st_mode) or stat.S_ISCHR(st.st_mode)):
             raise InputError(f"{path}: not a file")
         try:  # a FIFO, /dev/stdin, <(zcat …): read once, into the spool
-            with path.open("rb") as fh:
-                self._spool_from(fh)
+            fh = path.open("rb")
         except OSError as exc:
             raise InputError(f"{path}: not readable: {exc.strerror or exc}") from None
+        try:
+            self._spool_from(fh, head_bytes)
+        finally:
+            if self._rest is None:
+                fh.close()
 
     def __str__(self) -> str:
         return self.label
 
-    def _spool_from(self, stream: Any) -> None:
+    def _spool_from(self, stream: Any, head_bytes: int | None) -> None:
         if stream is None:
             raise InputError("stdin: there is no standard input to read")
         if stream.isatty():
             raise InputError("stdin is a terminal: pipe or redirect the input (… | tutormax …)")
-        spool = tempfile.TemporaryFile(prefix="tutormax-input-")  # noqa: SIM115 - kept open
-        try:
-            shutil.copyfileobj(stream, spool, SPOOL_CHUNK_BYTES)
-            spool.flush()
-        except OSError as exc:
-            spool.close()
-            where = tempfile.gettempdir()
-            raise InputError(
-                f"{self.label}: cannot copy the input to a temporary file in {where}: "
-                f"{exc.strerror or exc} (set TMPDIR to a roomier place)"
-            ) from None
-        self._spool = spool
-        self.size = os.fstat(spool.fileno()).st_size
-        head = os.pread(spool.fileno(), 4, 0)
+        self._spool = tempfile.TemporaryFile(prefix="tutormax-input-")  # noqa: SIM115 - kept
+        self.size = 0
+        ended = self._copy(stream, head_bytes)
+        head = os.pread(self._spool.fileno(), 4, 0)
         self.codec = next((c for magic, c in _MAGIC if head.startswith(magic)), None)
+        if not ended and self.codec is not None:  # a compressed head cannot be checked
+            ended = self._copy(stream, None)
+        if not ended:
+            self._rest = stream
+
+    def finish(self) -> None:
+        """Copy the rest of a stream whose head alone was spooled (a no-op otherwise)."""
+        if self._rest is not None:
+            stream, self._rest = self._rest, None
+            try:
+                self._copy(stream, None)
+            finally:
+                if stream is not getattr(sys.stdin, "buffer", None):
+                    stream.close()
+
+    def _copy(self, stream: Any, limit: int | None) -> bool:
+        """Append up to `limit` bytes of `stream` (all of it if None) to the spool, within
+        the free-space reserve; whether the stream ended."""
+        spool = self._spool
+        try:
+            while limit is None or self.size < limit:
+                want = SPOOL_CHUNK_BYTES if limit is None else min(limit - self.size, 1 << 20)
+                chunk = stream.read(want)
+                if not chunk:
+                    return True
+                self._check_room(len(chunk))
+                spool.write(chunk)
+                self.size += len(chunk)
+            return False
+        except OSError as exc:
+            self.close()
+            raise InputError(
+                f"{self.label}: cannot copy the input to a temporary file in "
+                f"{tempfile.gettempdir()}: {exc.strerror or exc} (set TMPDIR to a roomier place)"
+            ) from None
+        finally:
+            if not spool.closed:
+                spool.flush()
+
+    def _check_room(self, more: int) -> None:
+        """InputError if writing `more` bytes would leave less than the reserve free."""
+        self._spool.flush()  # what the file system counts
+        st = os.fstatvfs(self._spool.fileno())
+        reserve = spool_reserve(st.f_blocks * st.f_frsize)
+        free = st.f_bavail * st.f_frsize
+        if free - more < reserve:
+            self.close()
+            raise InputError(
+                f"{self.label}: copying the input to a temporary file in "
+                f"{tempfile.gettempdir()} stopped at {self.size:,} bytes, with "
+                f"{free / 2**20:,.0f} MiB left free there: tutormax leaves "
+                f"{reserve / 2**20:,.0f} MiB free (set TMPDIR to a roomier place)"
+            )
 
     def open(self) -> Any:
         """A new binary reader at the start: buffered, readline-able; seekable unless the
@@ -136,6 +200,9 @@ class _Input:
         return parsed / max(total, 1.0)
 
     def close(self) -> None:
+        if self._rest is not None and self._rest is not getattr(sys.stdin, "buffer", None):
+            self._rest.close()
+        self._rest = None
         if self._spool is not None:
             spool, self._spool = self._spool, None
             spool.close()

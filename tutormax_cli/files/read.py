@@ -9,8 +9,11 @@ from .. import errors as E
 from ..errors import InputError
 from ..schema import Kind, check_columns, get_kind, infer_kind
 from .batch import RawBatch, _finishing
+from .csv import CSV_HEADER_MAX_BYTES
 from .formats import EXTENSIONS, TABLE, detect_format
 from .inputs import _Input, is_stdin
+
+HEAD_BYTES = {"csv": CSV_HEADER_MAX_BYTES + 1, "parquet": 4}
 
 
 class Source:
@@ -29,7 +32,17 @@ class Source:
                     "(a stream has no extension to tell them by)"
                 )
         self.format = detect_format(path, fmt)
-        self.input = _Input(path)
+        # A stream's head is copied and checked before the rest (inputs.py): what the CSV
+        # header check reads, Parquet's magic number; JSON Lines needs its first record.
+        self.input = _Input(path, HEAD_BYTES.get(self.format))
+        try:
+            self._check(kind)
+        except BaseException:
+            self.input.close()
+            raise
+
+    def _check(self, kind: str | None) -> None:
+        path = self.input.label  # `stdin` for `-`, as the readers' own messages say
         if self.input.codec and self.format == "parquet":
             raise InputError(
                 f"{path}: a compressed Parquet file is not read: Parquet compresses inside "
@@ -38,13 +51,21 @@ class Source:
         base = f"stdin{EXTENSIONS[self.format]}" if self.input.stdin else self.input.base
         self.name = base
         self.stem = Path(base).stem
+        if self.format == "parquet":
+            with self.input.open() as fh:
+                if fh.read(4) != b"PAR1":
+                    raise InputError(
+                        f"{path}: not a readable Parquet file: it does not begin with PAR1"
+                    )
+            self.input.finish()
         self.columns = TABLE[self.format].reader.header(self.input)
         if self.format == "jsonl" and not self.columns:  # no record: an empty export
             if not kind:
                 raise InputError(f"{path}: no JSON object on any line: pass --kind to read it")
             self.columns = list(get_kind(kind).column_names)
-        self.kind: Kind = get_kind(kind) if kind else infer_kind(self.columns, str(path))
-        check_columns(self.kind, self.columns, str(path))
+        self.kind: Kind = get_kind(kind) if kind else infer_kind(self.columns, path)
+        check_columns(self.kind, self.columns, path)
+        self.input.finish()
 
     def batches(self, batch_size: int) -> Iterator[RawBatch]:
         reader = TABLE[self.format].reader
