@@ -237,10 +237,11 @@ def test_stats_reads_a_worker_counter_hash_of_junk(
 
 
 def test_json_output_is_strict_for_non_finite_numbers(
-    redis_url: str, prefix: str, streams: Streams
+    redis_url: str, prefix: str, streams: Streams, tmp_path: Path
 ) -> None:
-    """Data holding NaN and ±Infinity (Python's json reads them): --json writes them as
-    the strings "NaN", "Infinity", "-Infinity", and every document parses strictly."""
+    """Data holding NaN and ±Infinity (Python's json reads them): --json, `dlq show` and
+    `dlq drain`'s file write them as the strings "NaN", "Infinity", "-Infinity", and every
+    document parses strictly (drain wrote bare NaN)."""
     data = {"tutor_id": "T1", "a": float("nan"), "b": [float("inf"), {"c": float("-inf")}]}
     entry = _dlq(streams, data, _meta(streams, attempts=float("nan")))
     args = _args(redis_url, prefix)
@@ -251,6 +252,13 @@ def test_json_output_is_strict_for_non_finite_numbers(
     assert stored["metadata"]["attempts"] == "NaN"
     shown = _cli("dlq", "show", entry, "--json", *args)
     assert strict_json(shown.stdout)["envelope"]["data"]["a"] == "NaN"
+    shown = _cli("dlq", "show", entry, *args)  # the readable form is JSON too
+    assert strict_json(shown.stdout)["data"]["b"] == ["Infinity", {"c": "-Infinity"}]
+    out = tmp_path / "drained.jsonl"
+    drained = _cli("dlq", "drain", "--out", str(out), *args)
+    assert drained.exit_code == 0, drained.output
+    (line,) = out.read_text().splitlines()
+    assert strict_json(line)["envelope"]["metadata"]["attempts"] == "NaN"
 
 
 # -- 5: a full disk under drain --out -------------------------------------------------

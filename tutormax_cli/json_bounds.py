@@ -212,3 +212,44 @@ __all__ = [
     "orjson_loads",
     "top_level_keys",
 ]
+
+
+# -- writing ---------------------------------------------------------------------------------
+
+NONFINITE_NAMES = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
+def nonfinite_name(value: float) -> str:
+    """A non-finite float as tutormax writes it in JSON: the string "NaN", "Infinity" or
+    "-Infinity" (the tokens Python's json reads and writes bare, which RFC 8259 has not)."""
+    return NONFINITE_NAMES[str(value)]
+
+
+def as_null(_value: float) -> None:
+    """The replacement in an output file's rows: null (see dumps_strict)."""
+    return None
+
+
+def finite(value: Any, replace: Callable[[float], Any] = nonfinite_name) -> Any:
+    """`value` with each non-finite float replaced; a key of an object by its name (a key
+    is text in JSON)."""
+    if isinstance(value, float):
+        return value if value - value == 0 else replace(value)  # inf - inf and NaN: NaN
+    if isinstance(value, dict):
+        return {finite(k) if isinstance(k, float) else k: finite(v, replace)
+                for k, v in value.items()}  # fmt: skip
+    if isinstance(value, list | tuple):
+        return [finite(v, replace) for v in value]
+    return value
+
+
+def dumps_strict(value: Any, replace: Callable[[float], Any] = nonfinite_name, **kw: Any) -> str:
+    """`json.dumps(value, **kw)` as strict JSON (RFC 8259), what every JSON document
+    tutormax writes for people and programs is: a non-finite float is written as
+    `replace(x)` (default: its name, a string; output files' rows: null). The value is
+    copied only when it holds one. (The queue's envelopes are not written by this: their
+    checksum is of Python's own `json.dumps`, SPEC §6.)"""
+    try:
+        return json.dumps(value, allow_nan=False, **kw)
+    except ValueError:  # a non-finite float somewhere
+        return json.dumps(finite(value, replace), allow_nan=False, **kw)

@@ -68,6 +68,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from .json_bounds import as_null, dumps_strict
 from .schema import Kind, Type
 
 # -- records → Arrow ---------------------------------------------------------------------------
@@ -235,8 +236,11 @@ def _text(v: Any, typ: Type | None) -> tuple[str | None, bool]:
     if t is str or v is None:
         return v, False
     if t is list or t is dict:
+        if typ is None:  # an extra column's cell, in output rows: NaN is null (dumps_strict)
+            return dumps_strict(v, as_null, ensure_ascii=False), False
+        # read back by the column's rule, which refuses a NaN in a list as Python's json did
         text = json.dumps(v, ensure_ascii=False)
-        return text, typ is not None and not (t is list and typ is Type.LIST)
+        return text, not (t is list and typ is Type.LIST)
     wrong = typ is Type.LIST  # a number or a bool is not a list
     if t is bool:
         return ("true" if v else "false"), wrong

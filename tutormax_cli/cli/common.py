@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -29,6 +28,7 @@ from ..errors import (
     TutormaxError,
     UsageError,
 )
+from ..json_bounds import dumps_strict
 
 # Results (a query's tables, a shown record, --json's one document) go to stdout; progress,
 # logs and a run's summary to stderr (SPEC §7). Not a terminal (logs, CI): 120 columns
@@ -148,26 +148,10 @@ def _first_line(exc: BaseException) -> str:
 
 
 def print_json(doc: Any) -> None:
-    """`doc` as one line of strict JSON (RFC 8259) on stdout. A non-finite float (NaN,
-    inf, from data Python's json read, which accepts them) has no JSON form: it is written
-    as the string "NaN", "Infinity" or "-Infinity", never as the bare token json.dumps
-    writes by default. Anything else not JSON is written as its str()."""
-
-    def finite(value: Any) -> Any:  # value with each non-finite float named by a string
-        if isinstance(value, float):
-            if value != value:
-                return "NaN"
-            return value if abs(value) < float("inf") else ("Infinity", "-Infinity")[value < 0]
-        if isinstance(value, dict):
-            return {finite(k) if isinstance(k, float) else k: finite(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [finite(v) for v in value]
-        return value
-
-    try:
-        text = json.dumps(doc, default=str, ensure_ascii=False, allow_nan=False)
-    except ValueError:  # a non-finite float somewhere: only then is the document copied
-        text = json.dumps(finite(doc), default=str, ensure_ascii=False, allow_nan=False)
+    """`doc` as one line of strict JSON (RFC 8259) on stdout: a non-finite float (NaN, inf,
+    from data Python's json read, which accepts them) as the string "NaN", "Infinity" or
+    "-Infinity" (json_bounds.dumps_strict). Anything else not JSON is written as its str()."""
+    text = dumps_strict(doc, default=str, ensure_ascii=False)
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
 

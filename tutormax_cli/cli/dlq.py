@@ -102,9 +102,9 @@ def dlq_show(
 
       tutormax dlq show 1731000000000-0
     """
-    import json
 
     from ..errors import UsageError
+    from ..json_bounds import dumps_strict
 
     with open_streams(redis, prefix, streams) as s:
         record = s.dead_letter_by_id(entry_id)
@@ -114,7 +114,8 @@ def dlq_show(
     if json_out:
         print_json(record.as_dict())
     else:
-        text = json.dumps({"entry_id": entry_id, **record.envelope}, indent=2, ensure_ascii=False)
+        doc = {"entry_id": entry_id, **record.envelope}
+        text = dumps_strict(doc, indent=2, ensure_ascii=False)
         out.print(text, markup=False, highlight=False, soft_wrap=True)
 
 

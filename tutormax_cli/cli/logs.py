@@ -3,13 +3,13 @@ on stderr, with every registered secret scrubbed from every line."""
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from datetime import UTC, datetime
 from typing import Any
 
 from ..config import scrub
+from ..json_bounds import dumps_strict
 from .options import LogFormat, LogLevel
 
 # Attributes every LogRecord has; anything else came in `extra=` and is a field.
@@ -37,7 +37,7 @@ class JsonFormatter(logging.Formatter):
         doc.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD})
         if record.exc_info:
             doc["traceback"] = scrub(self.formatException(record.exc_info))
-        return json.dumps(doc, default=str, ensure_ascii=False)
+        return dumps_strict(doc, default=str, ensure_ascii=False)
 
 
 class _Stderr(logging.StreamHandler):

@@ -4,8 +4,6 @@ lists as JSON arrays (CSV) or JSON lists, native JSON booleans, numbers and null
 
 from __future__ import annotations
 
-import json
-import math
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
@@ -15,6 +13,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pv
 import pyarrow.parquet as pq
+
+from ..json_bounds import as_null, dumps_strict
 
 
 def _dictionary_columns(schema: pa.Schema) -> list[str]:
@@ -203,10 +203,8 @@ def _json_default(value: Any) -> Any:
 
 
 def _dumps(value: Any) -> str:
-    try:
-        return json.dumps(value, ensure_ascii=False, allow_nan=False, default=_json_default)
-    except ValueError:  # NaN or an infinity: JSON has neither
-        return json.dumps(_finite(value), ensure_ascii=False, default=_json_default)
+    """A row of an output file: a non-finite float (JSON has none) is null, as in Arrow."""
+    return dumps_strict(value, as_null, ensure_ascii=False, default=_json_default)
 
 
 def _for_text(table: pa.Table, *, csv: bool) -> pa.Table:
@@ -221,16 +219,6 @@ def jsonl_bytes(table: pa.Table) -> bytes:
     is written as null."""
     rows = _for_text(table, csv=False).to_pylist()
     return b"".join(_dumps(r).encode("utf-8", "backslashreplace") + b"\n" for r in rows)
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
 
 
 class ParquetEncoder:

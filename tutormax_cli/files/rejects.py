@@ -13,6 +13,7 @@ from typing import IO, Any
 import pyarrow as pa
 
 from .. import errors as E
+from ..json_bounds import nonfinite_name
 from ..pipeline import BatchResult
 from ..schema import REJECT_ECHO_BYTES, REJECT_ROW_ECHO_BYTES
 from .batch import RawBatch
@@ -123,7 +124,7 @@ def jsonable(value: Any, depth: int = 0) -> Any:
     if isinstance(value, datetime | date | time):
         return value.isoformat()
     if isinstance(value, float) and not math.isfinite(value):
-        return str(value)  # "nan", "inf": JSON has no such number
+        return nonfinite_name(value)  # "NaN", "Infinity": JSON has no such number
     if isinstance(value, bool | int | float) or value is None:
         return value
     if isinstance(value, Decimal | timedelta):
