@@ -331,8 +331,26 @@ class Store:
                     inserted, updated, refused = bisect(batch.attempt, n)
                 finally:
                     batch.close()
+                if self.backend.may_skip_rows(dbapi_conn, kind):
+                    refused = sorted(refused + self._kept_out(kind, data, refused))
             finally:
                 if undo is not None:
                     undo.rollback()
         unchanged = n - inserted - updated - len(refused)
         return WriteResult(inserted, updated, unchanged, refused)
+
+    def _kept_out(
+        self, kind: str, data: pa.Table, refused: list[tuple[int, str]]
+    ) -> list[tuple[int, str]]:
+        """Rows a trigger kept out of the table without an error (PostgreSQL: a BEFORE
+        trigger that returns NULL; SQLite: RAISE(IGNORE)): their key is not there after the
+        write. Neither counted them (COPY's and the upsert's counts leave them out), so they
+        would pass for unchanged; they are refused instead. (A trigger that skips the update
+        of a stored key leaves that key's stored version: that one passes for unchanged.)"""
+        present = self.existing_keys(kind, data.column(KINDS[kind].key)).to_pylist()
+        seen = {i for i, _ in refused}
+        message = (
+            f"not stored: a trigger on table {kind} kept the row out without an error "
+            "(a BEFORE trigger that returns NULL, or SQLite's RAISE(IGNORE))"
+        )
+        return [(i, message) for i, there in enumerate(present) if not there and i not in seen]

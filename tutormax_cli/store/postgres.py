@@ -121,7 +121,10 @@ class PostgresBackend:
     def batch(
         self, dbapi_conn: Any, kind: str, table: pa.Table, existing: Callable[[], pa.Array]
     ) -> PgBatch:
-        return PgBatch(dbapi_conn, kind, table, self._odds)
+        # With a trigger that can skip rows, no COPY straight into the table: its count
+        # would include them; the upsert's (RETURNING) leaves them out (Store._kept_out).
+        odds = None if self.may_skip_rows(dbapi_conn, kind) else self._odds
+        return PgBatch(dbapi_conn, kind, table, odds)
 
     # refresh's three steps are in postgres_refresh.py (imported when a refresh runs).
 
@@ -134,6 +137,19 @@ class PostgresBackend:
         from .postgres_refresh import update_derived
 
         return update_derived(dbapi_conn, kind, rows)
+
+    def may_skip_rows(self, dbapi_conn: Any, kind: str) -> bool:
+        """Whether the table has a trigger that can keep a row out without an error: an
+        enabled BEFORE … FOR EACH ROW trigger on INSERT or UPDATE (one that returns NULL
+        skips the row). tgtype's bits: 1 row, 2 before, 4 insert, 16 update."""
+        with dbapi_conn.cursor() as cur:
+            cur.execute(
+                "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass(%s) "
+                "AND NOT tgisinternal AND tgenabled <> 'D' AND tgtype & 3 = 3 "
+                "AND tgtype & 20 <> 0)",
+                (f'"{kind}"',),
+            )
+            return bool(cur.fetchone()[0])
 
     def prepare_refresh(self, dbapi_conn: Any, kind: str) -> bool:
         from .postgres_refresh import analyze_if_stale

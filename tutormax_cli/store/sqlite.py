@@ -97,6 +97,20 @@ class SqliteBackend:
         """Nothing: SQLite looks each row up by its primary key whatever it knows."""
         return False
 
+    def may_skip_rows(self, dbapi_conn: Any, kind: str) -> bool:
+        """Whether a trigger on the table can keep a row out without an error (a BEFORE
+        trigger's `SELECT RAISE(IGNORE)`): any trigger on it, to be safe."""
+        cur = dbapi_conn.cursor()
+        try:
+            cur.execute(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'trigger' "
+                "AND lower(tbl_name) = lower(?))",
+                (kind,),
+            )
+            return bool(cur.fetchone()[0])
+        finally:
+            cur.close()
+
 
 def _setup(engine: sa.Engine) -> None:
     @event.listens_for(engine, "connect")
@@ -133,9 +147,9 @@ def _python_columns(table: pa.Table) -> list[list[Any]]:
 class SqliteBatch:
     """One `Store.write` call on SQLite; `attempt(lo, hi)` upserts rows [lo, hi).
 
-    `existing` (aligned with the rows) says which keys were stored before the call; with
-    `total_changes` (which a skipped `DO UPDATE … WHERE` does not bump) it makes the
-    inserted / updated / unchanged counts exact.
+    `existing` (aligned with the rows) says which keys were stored before the call: those
+    go by the upsert, the others by a plain INSERT; each statement's own count of rows
+    changed makes the inserted / updated / unchanged counts exact.
     """
 
     def __init__(self, dbapi_conn: Any, kind: str, table: pa.Table, existing: pa.Array) -> None:
@@ -157,19 +171,22 @@ class SqliteBatch:
 
     def attempt(self, lo: int, hi: int) -> tuple[int, int]:
         cur = self.cur
+        inserted = updated = 0
         with savepoint(cur, _row_caused, refusal_message):
-            before = self.conn.total_changes
             # Python rows are built a chunk at a time: a whole batch of them (millions of
-            # objects) would set the process's peak memory.
+            # objects) would set the process's peak memory. The counts are the database's
+            # (a row a trigger skips with RAISE(IGNORE) is in neither; Store.write).
             for start in range(lo, hi, _CHUNK_ROWS):
                 part = self.table.slice(start, min(_CHUNK_ROWS, hi - start))
                 rows = list(zip(*_python_columns(part), strict=True))
                 new = self.new[start : start + len(rows)]
+                # rowcount: the rows each statement changed itself (total_changes would
+                # count a trigger's own writes too); a skipped DO UPDATE … WHERE is none
                 cur.executemany(self.insert_sql, (r for r, n in zip(rows, new, strict=True) if n))
+                inserted += max(cur.rowcount, 0)
                 cur.executemany(self.sql, (r for r, n in zip(rows, new, strict=True) if not n))
-            changed = self.conn.total_changes - before
-        inserted = sum(self.new[lo:hi])
-        return inserted, changed - inserted
+                updated += max(cur.rowcount, 0)
+        return inserted, updated
 
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):

@@ -1,0 +1,169 @@
+"""A row the database keeps out without an error: a DBA's BEFORE trigger that returns NULL
+(PostgreSQL) or calls RAISE(IGNORE) (SQLite) skips the insert, and neither COPY nor the
+upsert nor SQLite's change count says so. Such a row was counted as stored (the fresh
+COPY) or as unchanged (the upsert), and was in no rejects file: lost. Now each such row is
+refused with that reason (rejects file, exit 1; the worker's dead letter), and counted so.
+
+Both backends, both PostgreSQL write paths (the COPY straight into an empty table, the
+staged upsert), the worker, a duplicated key's held versions; a trigger that changes a
+row (and stores it) refuses nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from test_enrich_db import (
+    SESSION_HEAD,
+    by_kind,
+    counts,
+    engine_for,
+    enrich,
+    rows,
+    tutors_csv,
+    write,
+)
+
+SKIP = "Skip"  # the subject the trigger keeps out
+
+
+def _skip_trigger(db_url: str, *, on_update: bool = False) -> None:
+    engine = engine_for(db_url)
+    events = "INSERT OR UPDATE" if on_update else "INSERT"
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.exec_driver_sql(
+                "CREATE FUNCTION skip_some() RETURNS trigger AS $$ BEGIN "
+                f"IF NEW.subject = '{SKIP}' THEN RETURN NULL; END IF; RETURN NEW; END $$ "
+                "LANGUAGE plpgsql"
+            )
+            conn.exec_driver_sql(
+                f"CREATE TRIGGER skip_some BEFORE {events} ON sessions "
+                "FOR EACH ROW EXECUTE FUNCTION skip_some()"
+            )
+        else:
+            for event in events.split(" OR "):
+                conn.exec_driver_sql(
+                    f"CREATE TRIGGER skip_some_{event} BEFORE {event} ON sessions "
+                    f"WHEN NEW.subject = '{SKIP}' BEGIN SELECT RAISE(IGNORE); END"
+                )
+    engine.dispose()
+
+
+def _lines(n: int, skipped: set[int], minutes: int = 60) -> list[str]:
+    return [
+        f"S{i},T1,st{i},2024-11-09T02:00:00Z,{minutes},{SKIP if i in skipped else 'Math'}"
+        for i in range(n)
+    ]
+
+
+def _rejects(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+
+@pytest.mark.parametrize("present", [False, True], ids=["fresh", "reload"])
+def test_a_row_a_trigger_keeps_out_is_refused_not_counted_stored(
+    db_url: str, tmp_path: Path, present: bool
+) -> None:
+    """Fresh: every key new (PostgreSQL: the COPY straight into the table, were it not for
+    the trigger). Reload: half the keys stored (the upsert), S3 among them: its new version
+    kept out leaves the stored one, which passes for unchanged (the one case not told)."""
+    enrich(db_url, tutors_csv(tmp_path))
+    skipped = {3, 150, 299}
+    if present:
+        first = write(tmp_path / "first.csv", SESSION_HEAD, *_lines(150, set(), minutes=45))
+        code, _, err = enrich(db_url, first)
+        assert code == 0, err
+    _skip_trigger(db_url, on_update=present)
+    src = write(tmp_path / "s.csv", SESSION_HEAD, *_lines(300, skipped))
+    code, doc, err = enrich(db_url, src, "--rejects", tmp_path / "r.jsonl")
+    assert code == 1, err
+    f = by_kind(doc)["sessions"]
+    got = _rejects(tmp_path / "r.jsonl")
+    assert all("kept the row out without an error" in r["errors"][0]["message"] for r in got)
+    if not present:
+        assert counts(f) == (297, 0, 0, 3)
+        assert sorted(r["row"] for r in got) == [4, 151, 300]
+    else:  # S150 and S299 were new: refused; S3's stored version stays (unchanged)
+        assert counts(f) == (148, 149, 1, 2)
+        assert sorted(r["row"] for r in got) == [151, 300]
+        assert rows(db_url, "SELECT duration_minutes FROM sessions WHERE session_id = 'S3'") == [
+            (45,)
+        ]
+    assert (f["accepted"], f["rejected"]) == (300 - len(got), len(got))
+    stored = rows(db_url, "SELECT count(*) FROM sessions WHERE duration_minutes = 60")
+    assert stored == [(297,)]
+
+
+def test_a_trigger_that_changes_rows_refuses_nothing(db_url: str, tmp_path: Path) -> None:
+    """The check is that the key is there after the write: a trigger that rewrites a row
+    and stores it is not taken for one that kept it out."""
+    enrich(db_url, tutors_csv(tmp_path))
+    engine = engine_for(db_url)
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.exec_driver_sql(
+                "CREATE FUNCTION upper_subject() RETURNS trigger AS $$ BEGIN "
+                "NEW.subject = upper(NEW.subject); RETURN NEW; END $$ LANGUAGE plpgsql"
+            )
+            conn.exec_driver_sql(
+                "CREATE TRIGGER upper_subject BEFORE INSERT OR UPDATE ON sessions "
+                "FOR EACH ROW EXECUTE FUNCTION upper_subject()"
+            )
+        else:
+            conn.exec_driver_sql(
+                "CREATE TRIGGER upper_subject AFTER INSERT ON sessions BEGIN "
+                "UPDATE sessions SET subject = upper(subject) WHERE session_id = NEW.session_id;"
+                " END"
+            )
+    engine.dispose()
+    src = write(tmp_path / "s.csv", SESSION_HEAD, *_lines(50, set()))
+    code, doc, err = enrich(db_url, src, "--rejects", tmp_path / "r.jsonl")
+    assert code == 0, err
+    assert counts(by_kind(doc)["sessions"]) == (50, 0, 0, 0)
+    assert rows(db_url, "SELECT count(*) FROM sessions WHERE subject = 'MATH'") == [(50,)]
+
+
+def test_a_duplicated_keys_version_kept_out_gives_way_to_the_next(
+    db_url: str, tmp_path: Path
+) -> None:
+    """S1's last version is kept out when its key is settled: the version before it is
+    written instead, and the one kept out is the rejected row (as for a refusal)."""
+    enrich(db_url, tutors_csv(tmp_path))
+    _skip_trigger(db_url)
+    lines = ["S1,T1,st1,2024-11-09T02:00:00Z,30,Math", "S2,T1,st2,2024-11-09T02:00:00Z,30,Math",
+             f"S1,T1,st1,2024-11-09T02:00:00Z,45,{SKIP}"]  # fmt: skip
+    src = write(tmp_path / "s.csv", SESSION_HEAD, *lines)
+    code, doc, err = enrich(db_url, src, "--rejects", tmp_path / "r.jsonl")
+    assert code == 1, err
+    f = by_kind(doc)["sessions"]
+    assert f["read"] == f["accepted"] + f["rejected"] + f["duplicates"]
+    (reject,) = _rejects(tmp_path / "r.jsonl")
+    assert reject["row"] == 3 and "kept the row out" in reject["errors"][0]["message"]
+    assert rows(db_url, "SELECT session_id, duration_minutes FROM sessions ORDER BY 1") == [
+        ("S1", 30),
+        ("S2", 30),
+    ]
+
+
+@pytest.mark.redis
+def test_the_worker_dead_letters_a_row_a_trigger_keeps_out(streams, store) -> None:  # type: ignore[no-untyped-def]
+    """Through the queue: the row kept out is a dead letter with the reason (it was counted
+    persisted, acknowledged, and gone), the others are stored, every message accounted."""
+    from dbfixtures import session, tutor
+    from redisfixtures import dead_letters, publish
+    from test_worker import assert_accounted, make_worker
+
+    _skip_trigger(store.engine.url.render_as_string(hide_password=False))
+    publish(streams, "tutors", [tutor(1)])
+    sessions = [session(i, tutor_id="T1") for i in range(40)]
+    sessions[7]["subject"] = SKIP
+    publish(streams, "sessions", sessions)
+    totals = make_worker(streams, store).run(burst=True)
+    assert (totals["persisted"], totals["dead_lettered"]) == (40, 1)
+    ((_, env),) = dead_letters(streams)
+    assert env["metadata"]["error"] == "database"
+    assert "kept the row out" in json.dumps(env["metadata"]["detail"])
+    assert env["data"]["session_id"] == sessions[7]["session_id"]
+    assert_accounted(streams, store, 41)
