@@ -167,3 +167,34 @@ def test_the_worker_dead_letters_a_row_a_trigger_keeps_out(streams, store) -> No
     assert "kept the row out" in json.dumps(env["metadata"]["detail"])
     assert env["data"]["session_id"] == sessions[7]["session_id"]
     assert_accounted(streams, store, 41)
+
+
+def test_a_row_an_after_trigger_deletes_is_refused(db_url: str, tmp_path: Path) -> None:
+    """The same loss another way: an AFTER INSERT trigger that deletes the row it was given
+    (an 'archive elsewhere' trigger gone wrong). The key is not there after the write."""
+    enrich(db_url, tutors_csv(tmp_path))
+    engine = engine_for(db_url)
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.exec_driver_sql(
+                "CREATE FUNCTION drop_some() RETURNS trigger AS $$ BEGIN "
+                f"DELETE FROM sessions WHERE session_id = NEW.session_id AND subject = '{SKIP}';"
+                " RETURN NULL; END $$ LANGUAGE plpgsql"
+            )
+            conn.exec_driver_sql(
+                "CREATE TRIGGER drop_some AFTER INSERT ON sessions "
+                "FOR EACH ROW EXECUTE FUNCTION drop_some()"
+            )
+        else:
+            conn.exec_driver_sql(
+                f"CREATE TRIGGER drop_some AFTER INSERT ON sessions WHEN NEW.subject = '{SKIP}' "
+                "BEGIN DELETE FROM sessions WHERE session_id = NEW.session_id; END"
+            )
+    engine.dispose()
+    src = write(tmp_path / "s.csv", SESSION_HEAD, *_lines(100, {10, 60}))
+    code, doc, err = enrich(db_url, src, "--rejects", tmp_path / "r.jsonl")
+    assert code == 1, err
+    got = _rejects(tmp_path / "r.jsonl")
+    assert sorted(r["row"] for r in got) == [11, 61]
+    assert counts(by_kind(doc)["sessions"]) == (98, 0, 0, 2)
+    assert rows(db_url, "SELECT count(*) FROM sessions") == [(98,)]

@@ -321,6 +321,13 @@ class Store:
             undo = self._conn.begin_nested() if trial else None
             dbapi_conn = self._conn.connection.dbapi_connection
             try:
+                key = data.column(KINDS[kind].key)
+                # a trigger that can keep rows out: which keys were there before (_kept_out)
+                before = (
+                    self.existing_keys(kind, key)
+                    if self.backend.may_skip_rows(dbapi_conn, kind)
+                    else None
+                )
                 batch = self.backend.batch(
                     dbapi_conn,
                     kind,
@@ -331,8 +338,10 @@ class Store:
                     inserted, updated, refused = bisect(batch.attempt, n)
                 finally:
                     batch.close()
-                if self.backend.may_skip_rows(dbapi_conn, kind):
-                    refused = sorted(refused + self._kept_out(kind, data, refused))
+                if before is not None:
+                    inserted, updated, refused = self._kept_out(
+                        kind, key, before, (inserted, updated, refused)
+                    )
             finally:
                 if undo is not None:
                     undo.rollback()
@@ -340,17 +349,30 @@ class Store:
         return WriteResult(inserted, updated, unchanged, refused)
 
     def _kept_out(
-        self, kind: str, data: pa.Table, refused: list[tuple[int, str]]
-    ) -> list[tuple[int, str]]:
-        """Rows a trigger kept out of the table without an error (PostgreSQL: a BEFORE
-        trigger that returns NULL; SQLite: RAISE(IGNORE)): their key is not there after the
-        write. Neither counted them (COPY's and the upsert's counts leave them out), so they
-        would pass for unchanged; they are refused instead. (A trigger that skips the update
-        of a stored key leaves that key's stored version: that one passes for unchanged.)"""
-        present = self.existing_keys(kind, data.column(KINDS[kind].key)).to_pylist()
+        self,
+        kind: str,
+        key: pa.ChunkedArray,
+        before: pa.Array,
+        counts: tuple[int, int, list[tuple[int, str]]],
+    ) -> tuple[int, int, list[tuple[int, str]]]:
+        """A write's (inserted, updated, refused), with the rows a trigger kept out of the
+        table without an error refused: their key is not there after the write (PostgreSQL:
+        a BEFORE trigger that returns NULL, or an AFTER one that deletes the row; SQLite:
+        RAISE(IGNORE), or a DELETE). The database's counts leave out a row skipped and count
+        one deleted, so they are made again from what is there. (A trigger that skips the
+        update of a stored key leaves that key's stored version: it counts as unchanged.)"""
+        inserted, updated, refused = counts
+        after = self.existing_keys(kind, key).to_pylist()
         seen = {i for i, _ in refused}
         message = (
             f"not stored: a trigger on table {kind} kept the row out without an error "
-            "(a BEFORE trigger that returns NULL, or SQLite's RAISE(IGNORE))"
+            "(a BEFORE trigger that returns NULL or SQLite's RAISE(IGNORE), or a trigger "
+            "that deletes it)"
         )
-        return [(i, message) for i, there in enumerate(present) if not there and i not in seen]
+        out = [i for i, there in enumerate(after) if not there and i not in seen]
+        if not out:
+            return inserted, updated, refused
+        was = before.to_pylist()
+        inserted = sum(1 for i, there in enumerate(after) if there and not was[i])
+        updated -= sum(1 for i in out if was[i])  # updated, then deleted
+        return inserted, updated, sorted(refused + [(i, message) for i in out])

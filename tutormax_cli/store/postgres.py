@@ -140,12 +140,13 @@ class PostgresBackend:
 
     def may_skip_rows(self, dbapi_conn: Any, kind: str) -> bool:
         """Whether the table has a trigger that can keep a row out without an error: an
-        enabled BEFORE … FOR EACH ROW trigger on INSERT or UPDATE (one that returns NULL
-        skips the row). tgtype's bits: 1 row, 2 before, 4 insert, 16 update."""
+        enabled user trigger FOR EACH ROW on INSERT or UPDATE (a BEFORE one that returns
+        NULL skips the row; an AFTER one may delete it). tgtype's bits: 1 row, 4 insert,
+        16 update. (Foreign keys' triggers are internal.)"""
         with dbapi_conn.cursor() as cur:
             cur.execute(
                 "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass(%s) "
-                "AND NOT tgisinternal AND tgenabled <> 'D' AND tgtype & 3 = 3 "
+                "AND NOT tgisinternal AND tgenabled <> 'D' AND tgtype & 1 = 1 "
                 "AND tgtype & 20 <> 0)",
                 (f'"{kind}"',),
             )
