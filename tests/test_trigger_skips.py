@@ -28,27 +28,32 @@ from test_enrich_db import (
 SKIP = "Skip"  # the subject the trigger keeps out
 
 
-def _skip_trigger(db_url: str, *, on_update: bool = False) -> None:
+def _ddl(db_url: str, postgresql: list[str], sqlite: list[str]) -> None:
+    """Run the DBA's statements for the URL's database."""
     engine = engine_for(db_url)
-    events = "INSERT OR UPDATE" if on_update else "INSERT"
     with engine.begin() as conn:
-        if engine.dialect.name == "postgresql":
-            conn.exec_driver_sql(
-                "CREATE FUNCTION skip_some() RETURNS trigger AS $$ BEGIN "
-                f"IF NEW.subject = '{SKIP}' THEN RETURN NULL; END IF; RETURN NEW; END $$ "
-                "LANGUAGE plpgsql"
-            )
-            conn.exec_driver_sql(
-                f"CREATE TRIGGER skip_some BEFORE {events} ON sessions "
-                "FOR EACH ROW EXECUTE FUNCTION skip_some()"
-            )
-        else:
-            for event in events.split(" OR "):
-                conn.exec_driver_sql(
-                    f"CREATE TRIGGER skip_some_{event} BEFORE {event} ON sessions "
-                    f"WHEN NEW.subject = '{SKIP}' BEGIN SELECT RAISE(IGNORE); END"
-                )
+        for sql in postgresql if engine.dialect.name == "postgresql" else sqlite:
+            conn.exec_driver_sql(sql)
     engine.dispose()
+
+
+def _skip_trigger(db_url: str, *, on_update: bool = False) -> None:
+    events = "INSERT OR UPDATE" if on_update else "INSERT"
+    _ddl(
+        db_url,
+        [
+            "CREATE FUNCTION skip_some() RETURNS trigger AS $$ BEGIN "
+            f"IF NEW.subject = '{SKIP}' THEN RETURN NULL; END IF; RETURN NEW; END $$ "
+            "LANGUAGE plpgsql",
+            f"CREATE TRIGGER skip_some BEFORE {events} ON sessions "
+            "FOR EACH ROW EXECUTE FUNCTION skip_some()",
+        ],
+        [
+            f"CREATE TRIGGER skip_some_{event} BEFORE {event} ON sessions "
+            f"WHEN NEW.subject = '{SKIP}' BEGIN SELECT RAISE(IGNORE); END"
+            for event in events.split(" OR ")
+        ],
+    )
 
 
 def _lines(n: int, skipped: set[int], minutes: int = 60) -> list[str]:
@@ -100,24 +105,19 @@ def test_a_trigger_that_changes_rows_refuses_nothing(db_url: str, tmp_path: Path
     """The check is that the key is there after the write: a trigger that rewrites a row
     and stores it is not taken for one that kept it out."""
     enrich(db_url, tutors_csv(tmp_path))
-    engine = engine_for(db_url)
-    with engine.begin() as conn:
-        if engine.dialect.name == "postgresql":
-            conn.exec_driver_sql(
-                "CREATE FUNCTION upper_subject() RETURNS trigger AS $$ BEGIN "
-                "NEW.subject = upper(NEW.subject); RETURN NEW; END $$ LANGUAGE plpgsql"
-            )
-            conn.exec_driver_sql(
-                "CREATE TRIGGER upper_subject BEFORE INSERT OR UPDATE ON sessions "
-                "FOR EACH ROW EXECUTE FUNCTION upper_subject()"
-            )
-        else:
-            conn.exec_driver_sql(
-                "CREATE TRIGGER upper_subject AFTER INSERT ON sessions BEGIN "
-                "UPDATE sessions SET subject = upper(subject) WHERE session_id = NEW.session_id;"
-                " END"
-            )
-    engine.dispose()
+    _ddl(
+        db_url,
+        [
+            "CREATE FUNCTION upper_subject() RETURNS trigger AS $$ BEGIN "
+            "NEW.subject = upper(NEW.subject); RETURN NEW; END $$ LANGUAGE plpgsql",
+            "CREATE TRIGGER upper_subject BEFORE INSERT OR UPDATE ON sessions "
+            "FOR EACH ROW EXECUTE FUNCTION upper_subject()",
+        ],
+        [
+            "CREATE TRIGGER upper_subject AFTER INSERT ON sessions BEGIN "
+            "UPDATE sessions SET subject = upper(subject) WHERE session_id = NEW.session_id; END"
+        ],
+    )
     src = write(tmp_path / "s.csv", SESSION_HEAD, *_lines(50, set()))
     code, doc, err = enrich(db_url, src, "--rejects", tmp_path / "r.jsonl")
     assert code == 0, err
@@ -173,24 +173,20 @@ def test_a_row_an_after_trigger_deletes_is_refused(db_url: str, tmp_path: Path) 
     """The same loss another way: an AFTER INSERT trigger that deletes the row it was given
     (an 'archive elsewhere' trigger gone wrong). The key is not there after the write."""
     enrich(db_url, tutors_csv(tmp_path))
-    engine = engine_for(db_url)
-    with engine.begin() as conn:
-        if engine.dialect.name == "postgresql":
-            conn.exec_driver_sql(
-                "CREATE FUNCTION drop_some() RETURNS trigger AS $$ BEGIN "
-                f"DELETE FROM sessions WHERE session_id = NEW.session_id AND subject = '{SKIP}';"
-                " RETURN NULL; END $$ LANGUAGE plpgsql"
-            )
-            conn.exec_driver_sql(
-                "CREATE TRIGGER drop_some AFTER INSERT ON sessions "
-                "FOR EACH ROW EXECUTE FUNCTION drop_some()"
-            )
-        else:
-            conn.exec_driver_sql(
-                f"CREATE TRIGGER drop_some AFTER INSERT ON sessions WHEN NEW.subject = '{SKIP}' "
-                "BEGIN DELETE FROM sessions WHERE session_id = NEW.session_id; END"
-            )
-    engine.dispose()
+    _ddl(
+        db_url,
+        [
+            "CREATE FUNCTION drop_some() RETURNS trigger AS $$ BEGIN "
+            f"DELETE FROM sessions WHERE session_id = NEW.session_id AND subject = '{SKIP}';"
+            " RETURN NULL; END $$ LANGUAGE plpgsql",
+            "CREATE TRIGGER drop_some AFTER INSERT ON sessions "
+            "FOR EACH ROW EXECUTE FUNCTION drop_some()",
+        ],
+        [
+            f"CREATE TRIGGER drop_some AFTER INSERT ON sessions WHEN NEW.subject = '{SKIP}' "
+            "BEGIN DELETE FROM sessions WHERE session_id = NEW.session_id; END"
+        ],
+    )
     src = write(tmp_path / "s.csv", SESSION_HEAD, *_lines(100, {10, 60}))
     code, doc, err = enrich(db_url, src, "--rejects", tmp_path / "r.jsonl")
     assert code == 1, err
