@@ -121,10 +121,7 @@ class PostgresBackend:
     def batch(
         self, dbapi_conn: Any, kind: str, table: pa.Table, existing: Callable[[], pa.Array]
     ) -> PgBatch:
-        # With a trigger that can skip rows, no COPY straight into the table: its count
-        # would include them; the upsert's (RETURNING) leaves them out (Store._kept_out).
-        odds = None if self.may_skip_rows(dbapi_conn, kind) else self._odds
-        return PgBatch(dbapi_conn, kind, table, odds)
+        return PgBatch(dbapi_conn, kind, table, self._odds)
 
     # refresh's three steps are in postgres_refresh.py (imported when a refresh runs).
 
