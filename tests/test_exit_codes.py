@@ -184,7 +184,7 @@ EARLY_EXITS = [
     pytest.param(["--out", "-", "--atomic"], 2, id="refused-after-the-header-probe"),
     pytest.param(["--kind", "sessions"], 2, id="wrong-kind-after-the-header-probe"),
     pytest.param(["--out", "-", "--format", "parquet"], 2, id="parquet-on-stdout"),
-    pytest.param(["--max-errors", "0"], 1, id="stopped-by-max-errors-mid-file"),
+    pytest.param(["--max-errors", "0"], 2, id="stopped-by-max-errors-mid-file"),
 ]
 
 
@@ -466,3 +466,38 @@ def test_an_exception_a_c_extension_prints_reaches_the_log_not_the_user(tmp_path
     assert proc.stdout.strip() == "went on"
     assert "returned a result with an exception set" not in proc.stderr
     assert "direct cause" not in proc.stderr
+
+
+@pytest.mark.parametrize("db", [False, True], ids=["no-db", "sqlite"])
+def test_a_run_stopped_by_max_errors_is_exit_2_not_rows_rejected(tmp_path: Path, db: bool) -> None:
+    """Exit 1 says "some rows rejected, the rest done" (SPEC §4); a run --max-errors stopped
+    did not do the rest: exit 2, the last line naming the option and what was committed,
+    no output file under its real name, the rejected rows in the rejects file."""
+    src = sessions(tmp_path / "s.csv", 30, bad={15})
+    tutors = tmp_path / "t.csv"
+    tutors.write_text("tutor_id,name,email,onboarding_date,status,subjects\n"
+                      "T1,Ann,a@x,2024-01-15,active,Math\n")  # fmt: skip
+    out = tmp_path / "out.csv"
+    where = ["--db", f"sqlite:///{tmp_path / 'db.sqlite'}"] if db else ["--no-db"]
+    if db:
+        first = subprocess.run([TUTORMAX, "enrich", str(tutors), *where], cwd=tmp_path,
+                               capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert first.returncode == 0, first.stderr
+    proc = subprocess.run(
+        [TUTORMAX, "enrich", str(src), *where, "--out", str(out), "--batch-size", "10",
+         "--max-errors", "0", "--as-of", "2024-11-09", "--rejects", str(tmp_path / "r.jsonl")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("stopped: more than 0 rows rejected (--max-errors)"), last
+    if db:  # the batch with the rejected row is written whole: 10 + 9
+        assert "19 rows were committed before it" in last, last
+        import sqlite3
+
+        with sqlite3.connect(tmp_path / "db.sqlite") as conn:
+            assert conn.execute("SELECT count(*) FROM sessions").fetchone() == (19,)
+    else:
+        assert "no output file was left under its real name" in last, last
+    assert not out.exists() and not list(tmp_path.glob("*.partial"))
+    assert len((tmp_path / "r.jsonl").read_text().splitlines()) == 1

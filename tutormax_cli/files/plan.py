@@ -83,6 +83,10 @@ class RunSummary:
 
     @property
     def exit_code(self) -> int:
+        """2 for a run stopped early (--max-errors: the rest not done), else 1 if rows were
+        rejected, else 0."""
+        if self.stopped:
+            return E.EXIT_FATAL
         return E.EXIT_REJECTS if self.rejected else E.EXIT_OK
 
     def as_dict(self) -> dict[str, Any]:

@@ -113,14 +113,18 @@ class _Run:
                     self._kind([s for s in self.sources if s.kind.name == kind])
             self._commit_outputs()
         except MaxErrorsReached:
-            self.summary.stopped = f"stopped: more than {self.opts.max_errors} rows rejected"
-            if self.opts.atomic:
+            # Not "some rows rejected, the rest done" (exit 1): the rest was not done. Exit 2,
+            # as for any fault that stops a run: no output file half-written under its real
+            # name, the rejects file kept (it says why), the committed rows counted.
+            self._abort_outputs()
+            limit = self.opts.max_errors
+            self.summary.stopped = f"stopped: more than {limit:,} rows rejected (--max-errors)"
+            if self.opts.atomic and self.store is not None:
                 self.summary.stopped += (
                     "; --atomic: nothing was written but the rejected rows, to say why"
                 )
-                self._abort_outputs()
             else:
-                self._commit_outputs()
+                self.summary.stopped += self._committed_note()
         except _DryRunRollback:
             self._commit_outputs()
         except E.TutormaxError as exc:  # struck mid-run (the database went away, a full disk)
