@@ -2,11 +2,12 @@
 JSON has no NaN or infinity, which Python's json reads and writes as bare tokens.
 
 One rule, one helper (json_bounds.dumps_strict): a non-finite float is written as the string
-"NaN", "Infinity" or "-Infinity" — in `--json` reports, the rejects file's echo, `dlq show`,
-`dlq drain`'s file and JSON log lines — except in an output file's rows, where it is null
-(the value has no place in a typed column), a JSON input's extra values' text included.
-The queue's envelopes are Python's own json
-(their checksum is, SPEC §6) and are not written by it.
+"NaN", "Infinity" or "-Infinity" — in `--json` reports, the rejects file's echo and JSON log
+lines — except in an output file's rows, where it is null (the value has no place in a
+typed column), a JSON input's extra values included. What holds a queue envelope as the
+stream holds it (`dlq show`, `dlq drain`'s file) is Python's own JSON, like the stream: its
+checksum is of Python's json.dumps (SPEC §6), and a drained file is the only copy left.
+And a NaN is no list item: a JSON list holding one is refused, as a list that is not JSON.
 """
 
 from __future__ import annotations
@@ -140,3 +141,48 @@ def test_a_json_log_line_is_strict() -> None:
     record.counters = {"a": float("inf")}
     doc = strict(JsonFormatter().format(record))
     assert (doc["rate"], doc["counters"], doc["message"]) == ("NaN", {"a": "Infinity"}, "m x")
+
+
+def test_an_extra_columns_nan_is_null_in_the_output(tmp_path: Path) -> None:
+    """A JSON Lines input's extra values go to the output as text; a NaN or an infinity
+    among them is null, as in a Parquet input's (it was the text "nan", "inf")."""
+    src = tmp_path / "t.jsonl"
+    src.write_text(
+        '{"tutor_id": "t1", "name": "A", "email": "a@b.co", "onboarding_date": "2024-01-01", '
+        '"status": "active", "subjects": ["Math"], "score": NaN, "hi": Infinity, '
+        '"lo": -Infinity, "ok": 0.5, "word": "NaN"}\n'
+    )
+    out = tmp_path / "out.jsonl"
+    result = CliRunner().invoke(app, ["enrich", str(src), "--no-db", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    (row,) = [strict(x) for x in out.read_text().splitlines()]
+    assert (row["score"], row["hi"], row["lo"], row["ok"], row["word"]) == (
+        None, None, None, "0.5", "NaN"
+    )  # fmt: skip
+
+
+def test_a_nan_in_a_list_is_refused_as_not_json(tmp_path: Path) -> None:
+    """`subjects` as a JSON list with NaN, Infinity or 1e999 in it (Python's json reads all
+    three as floats) is not a list of subjects: invalid_list, from a CSV cell and from a
+    JSON Lines array alike. NaN was the subject "nan"."""
+    head = "tutor_id,name,email,onboarding_date,status,subjects\n"
+    cells = ['"[NaN, ""Math""]"', '"[Infinity]"', '"[1e999, ""Art""]"', '"[1.5, ""Math""]"']
+    csv = tmp_path / "t.csv"
+    csv.write_text(head + "".join(f"t{i},A,a@b.co,2024-01-01,active,{c}\n"
+                                  for i, c in enumerate(cells)))  # fmt: skip
+    jsonl = tmp_path / "t.jsonl"
+    jsonl.write_text("".join(
+        f'{{"tutor_id": "t{i}", "name": "A", "email": "a@b.co", "onboarding_date": '
+        f'"2024-01-01", "status": "active", "subjects": {items}}}\n'
+        for i, items in enumerate(['[NaN, "Math"]', "[Infinity]", '[1e999, "Art"]',
+                                   '[1.5, "Math"]'])))  # fmt: skip
+    for src in (csv, jsonl):
+        rejects = tmp_path / f"{src.suffix}.rej"
+        out = tmp_path / f"o{src.suffix}"
+        args = ["--no-db", "--rejects", str(rejects), "--out", str(out)]
+        result = CliRunner().invoke(app, ["enrich", str(src), *args])
+        assert result.exit_code == 1, result.output
+        got = [strict(x) for x in rejects.read_text().splitlines()]
+        assert [(r["row"], r["errors"][0]["code"]) for r in got] == [
+            (1, "invalid_list"), (2, "invalid_list"), (3, "invalid_list")
+        ], src  # fmt: skip

@@ -15,6 +15,7 @@ it is read, and it may be endless: `/dev/zero`, `yes |`, a producer that never s
 from __future__ import annotations
 
 import contextlib
+import gzip
 import os
 import re
 import resource
@@ -23,6 +24,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -82,10 +84,12 @@ class Fed:
         return self.proc.returncode, err.decode()
 
 
-def endless(head: bytes, unit: bytes) -> Iterator[bytes]:
+def endless(head: bytes, unit: bytes, pause_s: float = 0.0) -> Iterator[bytes]:
     yield head
     block = unit * max(1, (1 << 16) // len(unit))
     while True:
+        if pause_s:
+            time.sleep(pause_s)
         yield block
 
 
@@ -103,6 +107,8 @@ ENDLESS = {
                              "missing required tutors columns"),
     "zeros-as-parquet": (["--format", "parquet", "--kind", "sessions"], (b"", b"\0"),
                          "not a readable Parquet file: it does not begin with PAR1"),
+    "gzip-as-parquet": (["--format", "parquet", "--kind", "sessions"],
+                        (b"", gzip.compress(b"y\n" * 50_000)), "a compressed Parquet file"),
     "csv-as-parquet": (["--format", "parquet", "--kind", "sessions"],
                        (b"session_id\n", b"s1\n"), "does not begin with PAR1"),
 }  # fmt: skip
@@ -157,19 +163,26 @@ def test_the_reserve_is_five_percent_and_a_gib_where_that_is_a_tenth_at_most() -
     assert spool_reserve(0) == 0
 
 
-@pytest.fixture
-def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
-    """A 48 MiB tmpfs of this test's own (mounting needs root: skipped otherwise)."""
-    where = tmp_path / "tmpfs"
+@contextlib.contextmanager
+def tmpfs(where: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of this test's own (mounting needs root: skipped otherwise)."""
     where.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(where)],
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
                           capture_output=True, text=True)  # fmt: skip
-    if done.returncode != 0 or shutil.disk_usage(where).total > 64 << 20:
+    if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
     try:
         yield where
     finally:
         subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A 48 MiB tmpfs."""
+    with tmpfs(tmp_path / "tmpfs", "48m") as where:
+        assert shutil.disk_usage(where).total <= 64 << 20
+        yield where
 
 
 VALID_ROW = SESSIONS.read_bytes().split(b"\n")[1] + b"\n"
@@ -190,13 +203,13 @@ def test_an_endless_stream_stops_with_the_reserve_left_free(name: str, small_tmp
               env={"TMPDIR": str(small_tmpfs)})  # fmt: skip
     code, err = fed.result()
     assert code == 2 and "Traceback" not in err, err
-    said = re.search(r"stopped at ([\d,]+) bytes, with ([\d,]+) MiB left free there: "
-                     r"tutormax leaves ([\d,]+) MiB free \(set TMPDIR", err)  # fmt: skip
+    said = re.search(r"stopped at ([\d,]+) bytes: ([\d,.]+) MiB are free there, and "
+                     r"tutormax leaves ([\d,.]+) MiB free \(set TMPDIR", err)  # fmt: skip
     assert said, err
     copied = int(said[1].replace(",", ""))
     # it took what the reserve allows, to within a chunk, and never more
     assert total - spool_reserve(total) - (2 << 20) <= copied <= total - spool_reserve(total)
-    assert int(said[2].replace(",", "")) >= spool_reserve(total) >> 20
+    assert float(said[2].replace(",", "")) >= spool_reserve(total) / 2**20 - 0.05
     assert shutil.disk_usage(small_tmpfs).free == shutil.disk_usage(small_tmpfs).total or (
         not list(small_tmpfs.iterdir())
     )  # the spool is gone
@@ -257,3 +270,75 @@ def test_stdin_reads_as_the_file_does_around_the_heads_end(
     assert outs["file"][2] == outs["stdin"][2]
     if outs["file"][0] == 2:
         assert outs["file"][1] == outs["stdin"][1], outs
+
+
+TUTORS = SESSIONS.with_name("tutors.csv")
+
+
+def _stdin_run(tmp: Path, data: bytes) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [TUTORMAX, "enrich", "-", "--kind", "tutors", "--format", "csv", "--no-db", "--out",
+         "-", "--as-of", "2025-03-01T00:00:00Z"],
+        input=data, capture_output=True, timeout=120, env={**os.environ, "TMPDIR": str(tmp)},
+    )  # fmt: skip
+
+
+def test_a_small_stream_is_copied_on_a_file_system_fuller_than_the_reserve(
+    tmp_path: Path,
+) -> None:
+    """A few KB on stdin where TMPDIR's file system has less free than the reserve: copied
+    (it may take half of what was free), as the same bytes in a file are read; an endless
+    stream there stops at that half."""
+    with tmpfs(tmp_path / "tmpfs", "64m") as where:
+        (where / "filler").write_bytes(b"\0" * (59 << 20))  # 5 MiB left, the reserve 6.4
+        small = _stdin_run(where, TUTORS.read_bytes())
+        assert small.returncode == 0, small.stderr
+        assert small.stdout.count(b"\n") == TUTORS.read_bytes().count(b"\n")
+        free = shutil.disk_usage(where).free
+        fed = Fed(["enrich", "-", "--format", "csv", "--kind", "sessions", "--no-db"],
+                  endless(SESSIONS.read_bytes().split(b"\n")[0] + b"\n", VALID_ROW),
+                  env={"TMPDIR": str(where)})  # fmt: skip
+        code, err = fed.result()
+        assert code == 2 and "tutormax leaves" in err, err
+        copied = int(re.search(r"stopped at ([\d,]+) bytes", err)[1].replace(",", ""))  # type: ignore[index]
+        assert free // 2 - (2 << 20) <= copied <= free // 2
+
+
+def test_a_file_system_that_does_not_say_its_size_is_not_judged(tmp_path: Path) -> None:
+    """A tmpfs of size 0 has no limit and says 0 blocks, as some FUSE and network file
+    systems do: every stdin was refused there ("0 MiB left free")."""
+    with tmpfs(tmp_path / "tmpfs", "0") as where:
+        assert shutil.disk_usage(where).total == 0
+        done = _stdin_run(where, TUTORS.read_bytes())
+        assert done.returncode == 0, done.stderr
+
+
+def test_a_header_beginning_like_bzip2_is_csv_on_stdin_as_in_a_file(tmp_path: Path) -> None:
+    """ "BZh" alone took a CSV for bzip2 on stdin (the file, named .csv, read fine)."""
+    head, *rows = TUTORS.read_bytes().splitlines()
+    data = b"\n".join([b"BZh91AY," + head, *(b"x," + r for r in rows if r)]) + b"\n"
+    src = tmp_path / "t.csv"
+    src.write_bytes(data)
+    from_file = subprocess.run([TUTORMAX, "enrich", str(src), "--no-db", "--out", "-", "--kind",
+                                "tutors", "--as-of", "2025-03-01T00:00:00Z"],
+                               capture_output=True, timeout=120)  # fmt: skip
+    from_stdin = _stdin_run(tmp_path, data)
+    assert from_file.returncode == 0, from_file.stderr
+    assert (from_stdin.returncode, from_stdin.stdout) == (from_file.returncode, from_file.stdout)
+    assert b"bz2" not in from_stdin.stderr
+
+
+def test_the_first_sigterm_stops_a_streams_copy(tmp_path: Path) -> None:
+    """The first SIGTERM (a graceful stop) ends the copy of an endless stream at the next
+    chunk: exit 143 saying so, nothing left in TMPDIR. It went on copying (to the reserve)."""
+    fed = Fed(["enrich", "-", "--format", "csv", "--kind", "sessions", "--no-db"],
+              endless(SESSIONS.read_bytes().split(b"\n")[0] + b"\n", VALID_ROW, 0.005),
+              env={"TMPDIR": str(tmp_path)})  # fmt: skip
+    deadline = time.monotonic() + 30
+    while fed.written < HEAD + (2 << 20) and time.monotonic() < deadline:  # past the head
+        time.sleep(0.05)
+    fed.proc.send_signal(signal.SIGTERM)
+    code, err = fed.result()
+    assert code == 143 and "Traceback" not in err, err
+    assert "while stdin was copied to a temporary file" in err, err
+    assert not list(tmp_path.iterdir())

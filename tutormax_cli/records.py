@@ -202,7 +202,9 @@ def _as_text(values: Sequence[Any], typ: Type | None) -> tuple[pa.Array, pa.Arra
     floats: list[int] = []  # positions of floats to render as Arrow renders native ones
     arrow_floats = typ not in (Type.INT, Type.FLOAT, Type.BOOL, Type.TIMESTAMP)
     for i, v in enumerate(values):
-        if arrow_floats and type(v) is float:
+        if typ is None and type(v) is float and not math.isfinite(v):
+            text, wrong = None, False  # an extra column's NaN or infinity: null in the output
+        elif arrow_floats and type(v) is float:
             floats.append(i)
             text, wrong = None, typ is Type.LIST
         else:

@@ -103,8 +103,9 @@ def dlq_show(
       tutormax dlq show 1731000000000-0
     """
 
+    import json
+
     from ..errors import UsageError
-    from ..json_bounds import dumps_strict
 
     with open_streams(redis, prefix, streams) as s:
         record = s.dead_letter_by_id(entry_id)
@@ -114,8 +115,9 @@ def dlq_show(
     if json_out:
         print_json(record.as_dict())
     else:
+        # the envelope as the stream holds it (Python's JSON: a NaN bare, the checksum holds)
         doc = {"entry_id": entry_id, **record.envelope}
-        text = dumps_strict(doc, indent=2, ensure_ascii=False)
+        text = json.dumps(doc, indent=2, ensure_ascii=False)
         out.print(text, markup=False, highlight=False, soft_wrap=True)
 
 

@@ -21,13 +21,14 @@ import stat
 import sys
 import tempfile
 from collections import Counter
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
-from ..errors import InputError, first_line
+from ..errors import InputError, Interrupted, first_line
 from ..schema import MAX_COLUMNS
 
 COMPRESSIONS = {".gz": "gzip", ".gzip": "gzip", ".zst": "zstd", ".zstd": "zstd", ".bz2": "bz2"}
@@ -62,9 +63,13 @@ class _Input:
     FIFO). `open()` gives a fresh binary reader each time; `fraction()` turns the bytes a
     reader has parsed into the fraction of the input done."""
 
-    def __init__(self, path: Path, head_bytes: int | None = None) -> None:
-        """`head_bytes`: for a stream, copy only that much for now (see `finish`)."""
+    def __init__(
+        self, path: Path, head_bytes: int | None = None, stop: Callable[[], bool] | None = None
+    ) -> None:
+        """`head_bytes`: for a stream, copy only that much for now (see `finish`); `stop`:
+        asked between two chunks of a stream's copy (the command's graceful stop)."""
         self.path = path
+        self._stop = stop
         self.stdin = is_stdin(path)
         self.label = "stdin" if self.stdin else str(path)
         self.base, self.codec = (STDIN, None) if self.stdin else split_compression(path.name)
@@ -104,11 +109,10 @@ class _Input:
             raise InputError("stdin is a terminal: pipe or redirect the input (… | tutormax …)")
         self._spool = tempfile.TemporaryFile(prefix="tutormax-input-")  # noqa: SIM115 - kept
         self.size = 0
+        st = os.fstatvfs(self._spool.fileno())
+        self._free_at_start = st.f_bavail * st.f_frsize
         ended = self._copy(stream, head_bytes)
-        head = os.pread(self._spool.fileno(), 4, 0)
-        self.codec = next((c for magic, c in _MAGIC if head.startswith(magic)), None)
-        if not ended and self.codec is not None:  # a compressed head cannot be checked
-            ended = self._copy(stream, None)
+        self.codec = compression_of(os.pread(self._spool.fileno(), len(_BZ2_BLOCK) + 4, 0))
         if not ended:
             self._rest = stream
 
@@ -128,6 +132,12 @@ class _Input:
         spool = self._spool
         try:
             while limit is None or self.size < limit:
+                if self._stop is not None and self._stop():
+                    self.close()
+                    raise Interrupted(
+                        f" while {self.label} was copied to a temporary file "
+                        f"({self.size:,} bytes): nothing was read from it or written"
+                    )
                 want = SPOOL_CHUNK_BYTES if limit is None else min(limit - self.size, 1 << 20)
                 chunk = stream.read(want)
                 if not chunk:
@@ -147,19 +157,26 @@ class _Input:
                 spool.flush()
 
     def _check_room(self, more: int) -> None:
-        """InputError if writing `more` bytes would leave less than the reserve free."""
+        """InputError if writing `more` bytes would leave less than the reserve free, unless
+        the spool is still under half of what was free when it began (a small input on a
+        file system fuller than the reserve is copied, as a file would be read). A file
+        system that does not say its size (0 blocks: some FUSE and network ones) is not
+        judged."""
         self._spool.flush()  # what the file system counts
         st = os.fstatvfs(self._spool.fileno())
+        if st.f_blocks == 0:
+            return
         reserve = spool_reserve(st.f_blocks * st.f_frsize)
         free = st.f_bavail * st.f_frsize
-        if free - more < reserve:
-            self.close()
-            raise InputError(
-                f"{self.label}: copying the input to a temporary file in "
-                f"{tempfile.gettempdir()} stopped at {self.size:,} bytes, with "
-                f"{free / 2**20:,.0f} MiB left free there: tutormax leaves "
-                f"{reserve / 2**20:,.0f} MiB free (set TMPDIR to a roomier place)"
-            )
+        if free - more >= reserve or self.size + more <= self._free_at_start // 2:
+            return
+        self.close()
+        raise InputError(
+            f"{self.label}: copying the input to a temporary file in {tempfile.gettempdir()} "
+            f"stopped at {self.size:,} bytes: {free / 2**20:,.1f} MiB are free there, and "
+            f"tutormax leaves {reserve / 2**20:,.1f} MiB free (set TMPDIR to a roomier place, "
+            "or give the input as a file)"
+        )
 
     def open(self) -> Any:
         """A new binary reader at the start: buffered, readline-able; seekable unless the
@@ -209,7 +226,22 @@ class _Input:
 
 
 # A spooled input (stdin, a FIFO) is told compressed by its first bytes.
-_MAGIC = ((b"\x1f\x8b", "gzip"), (b"\x28\xb5\x2f\xfd", "zstd"), (b"BZh", "bz2"))
+# gzip's magic and its one method (deflate); zstd's frame magic; bzip2's "BZh", a block
+# size digit, then a block's magic (pi) or, for an empty stream, the end's (sqrt(pi)): "BZh"
+# alone is a CSV header's first bytes as well.
+_GZIP, _ZSTD = b"\x1f\x8b\x08", b"\x28\xb5\x2f\xfd"
+_BZ2_BLOCK, _BZ2_END = bytes.fromhex("314159265359"), bytes.fromhex("177245385090")
+
+
+def compression_of(head: bytes) -> str | None:
+    """The codec a spooled stream's first bytes say it is compressed with, or None."""
+    if head.startswith(_GZIP):
+        return "gzip"
+    if head.startswith(_ZSTD):
+        return "zstd"
+    level, magic = head[3:4], head[4:10]
+    bz2 = head[:3] == b"BZh" and level.isdigit() and level != b"0"
+    return "bz2" if bz2 and magic in (_BZ2_BLOCK, _BZ2_END) else None
 
 
 class _SpoolView(io.RawIOBase):

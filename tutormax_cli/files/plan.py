@@ -208,7 +208,7 @@ def default_rejects_path(opts: EnrichOptions) -> Path:
     return out.with_name(Path(split_compression(out.name)[0]).stem + ".rejects.jsonl")
 
 
-def open_sources(opts: EnrichOptions) -> list[Source]:
+def open_sources(opts: EnrichOptions, stop: Callable[[], bool] | None = None) -> list[Source]:
 
     if opts.batch_size < 1:
         raise E.UsageError(f"--batch-size {opts.batch_size}: must be at least 1")
@@ -216,6 +216,6 @@ def open_sources(opts: EnrichOptions) -> list[Source]:
         raise E.UsageError(f"--max-errors {opts.max_errors}: must be 0 or more")
     if sum(1 for p in opts.paths if is_stdin(p)) > 1:
         raise E.UsageError("-: stdin is named more than once; it can be read once")
-    sources = [Source(p, opts.format, opts.kind) for p in opts.paths]
+    sources = [Source(p, opts.format, opts.kind, stop) for p in opts.paths]
     # Parents before children, so keys and the feedback join resolve within the run.
     return sorted(sources, key=lambda s: KIND_ORDER.index(s.kind.name))

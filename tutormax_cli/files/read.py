@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .. import errors as E
@@ -22,7 +22,13 @@ class Source:
     `path` is the input as given (`-` for stdin): the name the summary and the rejects file
     show. `name` is its file name without a compression suffix (`stdin.<ext>` for stdin)."""
 
-    def __init__(self, path: Path, fmt: str | None = None, kind: str | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        fmt: str | None = None,
+        kind: str | None = None,
+        stop: Callable[[], bool] | None = None,
+    ) -> None:
         self.path = path
         if is_stdin(path):
             missing = [o for o, v in (("--kind", kind), ("--format", fmt)) if not v]
@@ -34,7 +40,7 @@ class Source:
         self.format = detect_format(path, fmt)
         # A stream's head is copied and checked before the rest (inputs.py): what the CSV
         # header check reads, Parquet's magic number; JSON Lines needs its first record.
-        self.input = _Input(path, HEAD_BYTES.get(self.format))
+        self.input = _Input(path, HEAD_BYTES.get(self.format), stop)
         try:
             self._check(kind)
         except BaseException:
@@ -48,6 +54,8 @@ class Source:
                 f"{path}: a compressed Parquet file is not read: Parquet compresses inside "
                 "the file and needs to seek in it; decompress it first"
             )
+        if self.input.codec:  # a compressed stream's head cannot be read alone
+            self.input.finish()
         base = f"stdin{EXTENSIONS[self.format]}" if self.input.stdin else self.input.base
         self.name = base
         self.stem = Path(base).stem

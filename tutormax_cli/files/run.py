@@ -66,7 +66,7 @@ def run_enrich(
     CLI's Ctrl-C): when it says so, the run ends there with `errors.Interrupted`, whose
     message says exactly what each file committed.
     """
-    sources = open_sources(opts)
+    sources = open_sources(opts, stop)
     outputs = plan_outputs(opts, sources)
     check_written(opts, sources, outputs)
     store = connect() if connect is not None else None

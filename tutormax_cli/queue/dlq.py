@@ -14,6 +14,7 @@ steps, and the run says exactly what was done (errors.Interrupted).
 
 from __future__ import annotations
 
+import json
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -23,7 +24,6 @@ from typing import Any
 
 from ..errors import Interrupted, OutputError, UsageError
 from ..interrupts import held
-from ..json_bounds import dumps_strict
 from .envelope import DeadLetterRecord
 from .streams import DEFAULT_GROUP, Streams
 
@@ -184,7 +184,9 @@ def drain(
             for record in select(streams, Selection(kind=sel.kind, error=sel.error)):
                 if stop is not None and stop():
                     raise Interrupted(nothing)
-                fh.write(dumps_strict(record.as_dict()) + "\n")
+                # as the stream holds it: Python's JSON, a NaN bare, so the checksum holds
+                # (this file is the dead letters' only copy once drained; SPEC §6)
+                fh.write(json.dumps(record.as_dict()) + "\n")
                 written.append(record)
             fh.flush()
             os.fsync(fh.fileno())

@@ -73,7 +73,7 @@ def publish_files(
     if sum(1 for p in paths if is_stdin(p)) > 1:
         raise E.UsageError("-: stdin is named more than once; it can be read once")
     sources = sorted(
-        (Source(p, fmt, kind) for p in paths), key=lambda s: KIND_ORDER.index(s.kind.name)
+        (Source(p, fmt, kind, stop) for p in paths), key=lambda s: KIND_ORDER.index(s.kind.name)
     )
     streams.ping()
     summary = PublishSummary(streams.url_masked)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pyarrow as pa
@@ -165,6 +166,8 @@ def _json_lists_one_by_one(
                 elif isinstance(x, int):
                     out.append(str(x))
                 elif isinstance(x, float):
+                    if not math.isfinite(x):  # NaN, Infinity, 1e999: not JSON numbers
+                        raise ValueError("a non-finite number")
                     out.append(len(floats))
                     floats.append(x)
                 else:
