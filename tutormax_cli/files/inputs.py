@@ -9,9 +9,12 @@ A stream is bounded twice while it is copied, since it may be endless (`/dev/zer
   by the caller (files/read.Source), and only then the rest (`_Input.finish`): a stream
   that is not a file of the kind asked for is refused after its first MiB, not its last;
 - the copy stops, exit 2 naming TMPDIR, once its file system has less than `spool_reserve`
-  free (5% of it, at least 1 GiB on any but a small one): what the machine's other
-  programs need is not tutormax's to take. A JSON Lines stream has no such head (a line
-  over the cap is a rejected row, not the end of the run), so this is its only bound."""
+  free (5% of it, at least 1 GiB on any but a small one) and the spool holds more than
+  half of what was free when it began: what the machine's other programs need is not
+  tutormax's to take, and a small input still goes on a nearly full disk. A JSON Lines
+  stream has no such head (a line over the cap is a rejected row, not the end of the run),
+  so this is its only bound. A compressed stream (told by its first bytes) is copied whole
+  before its head is read (Source.finish), since its head cannot be read alone."""
 
 from __future__ import annotations
 
