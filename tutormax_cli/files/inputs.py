@@ -14,7 +14,7 @@ A stream is bounded twice while it is copied, since it may be endless (`/dev/zer
   tutormax's to take, and a small input still goes on a nearly full disk. A JSON Lines
   stream has no such head (a line over the cap is a rejected row, not the end of the run),
   so this is its only bound. A compressed stream (told by its first bytes) is copied whole
-  before its head is read (Source.finish), since its head cannot be read alone."""
+  before its head is read (Source calls `finish`), since its head cannot be read alone."""
 
 from __future__ import annotations
 
