@@ -184,7 +184,11 @@ EARLY_EXITS = [
     pytest.param(["--out", "-", "--atomic"], 2, id="refused-after-the-header-probe"),
     pytest.param(["--kind", "sessions"], 2, id="wrong-kind-after-the-header-probe"),
     pytest.param(["--out", "-", "--format", "parquet"], 2, id="parquet-on-stdout"),
-    pytest.param(["--max-errors", "0"], 2, id="stopped-by-max-errors-mid-file"),
+    # the bad row is row 51 of 56: in batch 26 of 28, so with one batch in flight (batches
+    # go side by side) the stop leaves one unread
+    pytest.param(
+        ["--max-errors", "0", "--batch-size", "2"], 2, id="stopped-by-max-errors-mid-file"
+    ),
 ]
 
 
@@ -473,7 +477,7 @@ def test_a_run_stopped_by_max_errors_is_exit_2_not_rows_rejected(tmp_path: Path,
     """Exit 1 says "some rows rejected, the rest done" (SPEC §4); a run --max-errors stopped
     did not do the rest: exit 2, the last line naming the option and what was committed,
     no output file under its real name, the rejected rows in the rejects file."""
-    src = sessions(tmp_path / "s.csv", 30, bad={15})
+    src = sessions(tmp_path / "s.csv", 100, bad={15})  # rows left to read after the stop
     tutors = tmp_path / "t.csv"
     tutors.write_text("tutor_id,name,email,onboarding_date,status,subjects\n"
                       "T1,Ann,a@x,2024-01-15,active,Math\n")  # fmt: skip
@@ -489,7 +493,8 @@ def test_a_run_stopped_by_max_errors_is_exit_2_not_rows_rejected(tmp_path: Path,
         cwd=tmp_path, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
-    last = proc.stderr.strip().splitlines()[-1]
+    said = " ".join(proc.stderr.split())  # the summary wraps at the terminal's width
+    last = said[said.rindex("stopped: ") :]
     assert last.startswith("stopped: more than 0 rows rejected (--max-errors)"), last
     if db:  # the batch with the rejected row is written whole: 10 + 9
         assert "19 rows were committed before it" in last, last
@@ -501,3 +506,30 @@ def test_a_run_stopped_by_max_errors_is_exit_2_not_rows_rejected(tmp_path: Path,
         assert "no output file was left under its real name" in last, last
     assert not out.exists() and not list(tmp_path.glob("*.partial"))
     assert len((tmp_path / "r.jsonl").read_text().splitlines()) == 1
+
+
+@pytest.mark.parametrize("where", ["last-batch", "first-of-two-files"])
+def test_max_errors_passed_in_the_last_batch_stops_nothing(tmp_path: Path, where: str) -> None:
+    """The limit passed in the run's last batch: nothing was left to do, so the run ends as
+    one that rejected rows (exit 1, its output whole in place). Passed in a file's last
+    batch with another file to read, it stops (exit 2)."""
+    src = sessions(tmp_path / "s.csv", 30, bad={24, 27})  # both in the last batch of 10
+    paths = [str(src)]
+    if where == "first-of-two-files":
+        paths.append(str(sessions(tmp_path / "s2.csv", 5)))
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.run(
+        [TUTORMAX, "enrich", *paths, "--no-db", "--out", str(out), "--batch-size", "10",
+         "--max-errors", "1", "--as-of", "2024-11-09", "--rejects", str(tmp_path / "r.jsonl")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert len((tmp_path / "r.jsonl").read_text().splitlines()) == 2
+    if where == "last-batch":
+        assert proc.returncode == 1 and "stopped" not in proc.stderr, proc.stderr
+        assert (out / "s.csv").read_text().count("\n") == 1 + 28  # the header, 28 rows
+    else:
+        said = " ".join(proc.stderr.split())
+        assert proc.returncode == 2 and "stopped: more than 1 rows" in said, proc.stderr
+        assert not [p for p in out.iterdir() if not p.name.startswith("r")]

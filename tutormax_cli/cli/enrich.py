@@ -282,7 +282,7 @@ def _where(summary: Any, opts: Any) -> None:
     if summary.rejects_file:
         err.print(f"rejected rows: {summary.rejected:,} → {summary.rejects_file}", markup=False)
     if summary.stopped:
-        err.print(summary.stopped, markup=False, soft_wrap=True)
+        err.print(summary.stopped, markup=False)
 
 
 def _planned(opts: Any, f: Any) -> str | None:

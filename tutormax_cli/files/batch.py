@@ -153,3 +153,28 @@ def prefetch(batches: Iterator[RawBatch], depth: int = 1) -> Iterator[RawBatch]:
             with suppress(queue.Empty):
                 slots.get_nowait()
             thread.join(timeout=0.05)
+
+
+class Peekable(Iterator[RawBatch]):
+    """An iterator that can say whether it has more, reading the next item ahead to know
+    (in the caller's thread, between two of its own pulls: never while one is running)."""
+
+    def __init__(self, items: Iterator[RawBatch]) -> None:
+        self._items = items
+        self._ahead: list[RawBatch] = []
+
+    def __next__(self) -> RawBatch:
+        return self._ahead.pop() if self._ahead else next(self._items)
+
+    def close(self) -> None:
+        close = getattr(self._items, "close", None)
+        if close is not None:
+            close()
+
+    def more(self) -> bool:
+        if not self._ahead:
+            try:
+                self._ahead.append(next(self._items))
+            except StopIteration:
+                return False
+        return True

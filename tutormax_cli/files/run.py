@@ -26,7 +26,7 @@ from ..ordered import in_order
 from ..parents import SessionStarts
 from ..pipeline import DERIVED_NAMES, BatchResult, BatchStore, Pipeline
 from ..validate import positions
-from .batch import RawBatch, prefetch
+from .batch import Peekable, RawBatch, prefetch
 from .plan import (
     EnrichOptions,
     FileSummary,
@@ -195,15 +195,17 @@ class _Run:
         self.summary.files.append(fs)
         pipe.input_columns = src.columns if writer else None
         started = time.perf_counter()
-        processed = self._processed(prefetch(src.batches(self.opts.batch_size)), pipe, seq0, group)
+        raw = Peekable(prefetch(src.batches(self.opts.batch_size)))
+        processed = self._processed(raw, pipe, seq0, group)
         try:
             for rb, res in processed:
                 seq0 += self._take(src, fs, group, pipe, rb, res, counter, writer)
-                self._check_max_errors(pipe)
+                self._check_max_errors(pipe, lambda: src is not self.sources[-1] or raw.more())
                 if self.stop is not None and self.stop():
                     raise KeyboardInterrupt
         finally:
             processed.close()
+            raw.close()  # the reader thread stops now, not when `raw` is collected
             late, self._late = self._late, []
             for rb, res in late:  # committed by the database while the run stopped
                 seq0 += self._take(src, fs, group, pipe, rb, res, counter, writer)
@@ -294,9 +296,12 @@ class _Run:
         fs.unchanged += res.writes.unchanged
         self._account(res)
 
-    def _check_max_errors(self, pipe: Pipeline) -> None:
+    def _check_max_errors(self, pipe: Pipeline, more: Callable[[], bool]) -> None:
+        """Stop once more than --max-errors rows are rejected, if anything is left to read
+        (`more`): past the last batch there is nothing to stop, and the run ends as one
+        that rejected rows (exit 1), what is in flight included."""
         limit = self.opts.max_errors
-        if limit is None or self.summary.rejected <= limit:
+        if limit is None or self.summary.rejected <= limit or not more():
             return
         # What was read is processed: held versions are settled, so every row read has its
         # verdict (with --atomic they are rolled back with the rest of the run).

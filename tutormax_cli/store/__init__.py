@@ -357,22 +357,23 @@ class Store:
     ) -> tuple[int, int, list[tuple[int, str]]]:
         """A write's (inserted, updated, refused), with the rows a trigger kept out of the
         table without an error refused: their key is not there after the write (PostgreSQL:
-        a BEFORE trigger that returns NULL, or an AFTER one that deletes the row; SQLite:
-        RAISE(IGNORE), or a DELETE). The database's counts leave out a row skipped and count
-        one deleted, so they are made again from what is there. (A trigger that skips the
-        update of a stored key leaves that key's stored version: it counts as unchanged.)"""
+        a BEFORE trigger that returns NULL, a trigger that deletes the row or changes its
+        key; SQLite: RAISE(IGNORE), a DELETE). The database's counts leave out a row skipped
+        and count one deleted (and a COPY straight into the table counts a stored key it
+        skipped as inserted), so they are made again from the keys there before and after:
+        inserted, the new keys there now; updated, at most the stored keys still there.
+        (A trigger that skips the update of a stored key leaves that key's stored version:
+        it counts as unchanged.)"""
         inserted, updated, refused = counts
         after = self.existing_keys(kind, key).to_pylist()
-        seen = {i for i, _ in refused}
-        message = (
-            f"not stored: a trigger on table {kind} kept the row out without an error "
-            "(a BEFORE trigger that returns NULL or SQLite's RAISE(IGNORE), or a trigger "
-            "that deletes it)"
-        )
-        out = [i for i, there in enumerate(after) if not there and i not in seen]
-        if not out:
-            return inserted, updated, refused
         was = before.to_pylist()
-        inserted = sum(1 for i, there in enumerate(after) if there and not was[i])
-        updated -= sum(1 for i in out if was[i])  # updated, then deleted
+        seen = {i for i, _ in refused}
+        out = [i for i, there in enumerate(after) if not there and i not in seen]
+        kept = [i for i, there in enumerate(after) if there and i not in seen]
+        inserted = sum(1 for i in kept if not was[i])
+        updated = min(updated, sum(1 for i in kept if was[i]))
+        message = (
+            f"not stored: its key is not in table {kind} after the write, and the database "
+            "said nothing: a trigger kept the row out, deleted it or changed its key"
+        )
         return inserted, updated, sorted(refused + [(i, message) for i in out])

@@ -137,17 +137,34 @@ class PostgresBackend:
 
     def may_skip_rows(self, dbapi_conn: Any, kind: str) -> bool:
         """Whether the table has a trigger that can keep a row out without an error: an
-        enabled user trigger FOR EACH ROW on INSERT or UPDATE (a BEFORE one that returns
-        NULL skips the row; an AFTER one may delete it). tgtype's bits: 1 row, 4 insert,
-        16 update. (Foreign keys' triggers are internal.)"""
+        enabled user trigger on INSERT or UPDATE, for each row or statement (a BEFORE row
+        trigger that returns NULL skips the row; any may delete rows). tgtype's bits: 4
+        insert, 16 update. Foreign keys' triggers are internal.
+
+        The table is locked first in the mode the write takes anyway (ROW EXCLUSIVE, which
+        CREATE TRIGGER waits for): a trigger created after this look waits for the batch's
+        transaction to end, instead of slipping in between the look and the write. A rule
+        on the table is refused: COPY ignores rules and the upsert cannot run through them,
+        so a row's fate would depend on the write path its batch took."""
+        table = f'"{kind}"'
         with dbapi_conn.cursor() as cur:
             cur.execute(
+                f"LOCK TABLE {table} IN ROW EXCLUSIVE MODE; "
                 "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass(%s) "
-                "AND NOT tgisinternal AND tgenabled <> 'D' AND tgtype & 1 = 1 "
-                "AND tgtype & 20 <> 0)",
-                (f'"{kind}"',),
+                "AND NOT tgisinternal AND tgenabled <> 'D' AND tgtype & 20 <> 0), "
+                "(SELECT string_agg(rulename, ', ') FROM pg_rules WHERE tablename = %s "
+                "AND schemaname = current_schema())",
+                (table, kind),
             )
-            return bool(cur.fetchone()[0])
+            triggers, rules = cur.fetchone()
+        if rules:
+            raise DatabaseError(
+                f"table {kind} has rules ({rules}): tutormax writes with COPY, which ignores "
+                "rules, and with INSERT … ON CONFLICT … RETURNING, which cannot run through "
+                "them, so a row's fate would depend on its batch; drop the rules (a trigger "
+                "does what a rule does, and tutormax accounts for what it keeps out)"
+            )
+        return bool(triggers)
 
     def prepare_refresh(self, dbapi_conn: Any, kind: str) -> bool:
         from .postgres_refresh import analyze_if_stale
