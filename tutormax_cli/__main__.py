@@ -16,10 +16,11 @@ def main() -> NoReturn:
     interrupts.install()
     try:
         from tutormax_cli.cli import main as run_command_line
-    except KeyboardInterrupt:
+
+        run_command_line()  # leaves by os._exit, a stop at once included
+    except KeyboardInterrupt:  # in the imports, or on the way into the command line
         interrupts.say_stopped()
         os._exit(interrupts.exit_code())
-    run_command_line()
 
 
 if __name__ == "__main__":

@@ -94,13 +94,15 @@ app.add_typer(dlq.app, name="dlq")
 
 
 def main() -> NoReturn:
-    """The `tutormax` script: run the command line, then leave with its code (see _exit)."""
-    _stderr_or_devnull()
-    _tune_malloc()
-    interrupts.install()  # (tutormax_cli.__main__ did, before the imports)
+    """The `tutormax` script: run the command line, then leave with its code (see _exit).
+    A stop at once anywhere in it, the set-up before the command included, ends it with
+    its one line (it got Python's traceback and a death by SIGINT: once, under load)."""
     try:
+        _stderr_or_devnull()
+        _tune_malloc()
+        interrupts.install()  # (tutormax_cli.__main__ did, before the imports)
         _exit(run())
-    except KeyboardInterrupt:  # came while the exit handlers ran or output was flushed
+    except KeyboardInterrupt:  # the set-up, the exit handlers, or output being flushed
         interrupts.say_stopped()
         os._exit(interrupts.exit_code())
 
