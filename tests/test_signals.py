@@ -681,6 +681,38 @@ def test_dlq_stopped_twice_in_a_row_still_says_what_it_did(
         mine.close()
 
 
+@pytest.mark.redis
+def test_a_stop_at_once_after_drains_last_chunk_still_says_what_it_did(
+    streams, tmp_path: Path
+) -> None:
+    """The one window the test above hit once in CI: a stop at once landing after the last
+    chunk was deleted, where drain looks at the stop flag. It left drain as a bare
+    KeyboardInterrupt ("terminated by SIGTERM", nothing said of the file or the deletion).
+    Here the flag's look itself raises it, as the signal's handler would."""
+    from tutormax_cli.errors import Interrupted
+    from tutormax_cli.queue.dlq import Selection, drain
+
+    _dead_letter(streams, 30)
+    looks = [0]
+
+    def stop_at_once_after_the_export() -> bool:  # drain looks once a dead letter, then once
+        looks[0] += 1
+        if looks[0] > 30:
+            raise KeyboardInterrupt
+        return False
+
+    out = tmp_path / "dead.jsonl"
+    try:
+        drain(streams, Selection(all=True), out, stop=stop_at_once_after_the_export)
+    except KeyboardInterrupt:
+        pytest.fail("a bare KeyboardInterrupt left drain: it says nothing of what it did")
+    except Interrupted as e:
+        assert "holds the 30 dead letters drained" in e.committed, e.committed
+    else:
+        pytest.fail("drain did not stop")
+    assert len(out.read_text().splitlines()) == 30 and streams.r.xlen(streams.dead_letter_key) == 0
+
+
 CUT_IMPORT = r"""
 import os, signal, sys
 from tutormax_cli import cli
