@@ -129,6 +129,31 @@ def test_a_cleanup_begins_again_on_a_stop_but_a_cut_ends_it(monkeypatch) -> None
             interrupts.uninterrupted(stuck)
 
 
+def test_an_error_a_stop_turned_into_inside_a_cleanup_begins_it_again() -> None:
+    """shutil.rmtree cut by a stop between os.close(fd) and `fd_closed = True` closes the
+    descriptor again in its `finally`: EBADF replaces the KeyboardInterrupt (CI, once, in
+    test_a_burst_of_ctrl_c_during_cleanup_still_removes_the_spill). An OSError raised while
+    a stop was handled is the stop; any other OSError is the cleanup's own and goes up."""
+    tries: list[int] = []
+
+    def cleanup() -> None:
+        tries.append(1)
+        if len(tries) == 1:
+            try:
+                raise KeyboardInterrupt  # the stop, landing inside
+            finally:
+                raise OSError(9, "Bad file descriptor")  # rmtree's finally, closing again
+
+    interrupts.uninterrupted(cleanup)
+    assert len(tries) == 2
+
+    def denied() -> None:
+        raise PermissionError(13, "Permission denied")
+
+    with pytest.raises(PermissionError):
+        interrupts.uninterrupted(denied)
+
+
 def test_outside_a_graceful_block_the_first_signal_stops_at_once() -> None:
     before = signal.getsignal(signal.SIGTERM)
     with interrupts.installed():

@@ -233,3 +233,12 @@ def uninterrupted(cleanup: Callable[[], None]) -> None:
             if _cut[0]:
                 raise
             continue
+        except OSError as exc:
+            # A stop that lands in the standard library's own cleanup can turn into another
+            # error there: shutil.rmtree, cut between closing a folder's descriptor and
+            # noting it, closes it again in its `finally` (EBADF), and that replaces the
+            # KeyboardInterrupt (CI, once: a half-deleted spill). Such an error, raised
+            # while a stop was being handled, is the stop: begin again.
+            if _cut[0] or not isinstance(exc.__context__, KeyboardInterrupt):
+                raise
+            continue
