@@ -102,7 +102,6 @@ def dlq_show(
 
       tutormax dlq show 1731000000000-0
     """
-
     import json
 
     from ..errors import UsageError

@@ -328,11 +328,11 @@ class Store:
                     if self.backend.may_skip_rows(dbapi_conn, kind)
                     else None
                 )
-                batch = self.backend.batch(
+                batch = self.backend.batch(  # (SQLite asks which keys are stored: `before`)
                     dbapi_conn,
                     kind,
                     data,
-                    lambda: self.existing_keys(kind, data.column(KINDS[kind].key)),
+                    lambda: before if before is not None else self.existing_keys(kind, key),
                 )
                 try:
                     inserted, updated, refused = bisect(batch.attempt, n)
