@@ -43,6 +43,9 @@ _ARROW_TYPES: dict[Type, pa.DataType] = {
 ID_MAX_CHARS = 50
 # SPEC §6a: a field over its cap is rejected unread.
 FIELD_MAX_BYTES = 1 << 20
+# A JSON Lines line, and a CSV record once its fields are within FIELD_MAX_BYTES, over this
+# is a malformed row, rejected unread.
+RECORD_MAX_BYTES = 16 * FIELD_MAX_BYTES
 # SPEC §6a, bounded structure. A JSON value (a record, an envelope, a JSON list in a CSV cell)
 # nested deeper than this is rejected before anything builds it.
 JSON_MAX_DEPTH = 64

@@ -50,6 +50,9 @@ class RawBatch:
     malformed: list[Malformed] = field(default_factory=list)
     done: float = 0.0  # fraction of the input parsed so far (never read-ahead), for progress
     records: list[dict[str, Any]] | None = None  # JSON sources: the records exactly as read
+    # CSV read through csv_bounds.BoundedCsv: the fields it cut, by record number, each
+    # {the field's place in the header: its value bytes in the file}
+    cut: dict[int, dict[int, int]] | None = None
 
     def values(self, i: int) -> dict[str, Any]:
         """Row i's original values, as read (for the rejects file)."""

@@ -8,6 +8,7 @@ import csv
 import io
 import re
 import threading
+from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,14 +17,19 @@ import pyarrow.compute as pc
 import pyarrow.csv as pv
 
 from ..errors import InputError, first_line
-from ..schema import MAX_COLUMNS
-from .batch import Malformed, RawBatch, _rebatch
+from ..schema import MAX_COLUMNS, RECORD_MAX_BYTES
+from .batch import MALFORMED_ECHO_BYTES, Malformed, RawBatch, _rebatch
+from .csv_bounds import BoundedCsv, cut_reason
 from .inputs import _check_names, _Input
 
 CSV_BLOCK_BYTES = 1 << 20  # the fastest in the benchmark; Arrow reads ahead several blocks
 
 
-CSV_MAX_BLOCK_BYTES = 1 << 30
+# A record over the ordinary block is read again with blocks of CSV_GROWN_BLOCK_BYTES; one
+# over those, through csv_bounds.BoundedCsv (no field over FIELD_MAX_BYTES + 1, no record
+# over RECORD_MAX_BYTES), with blocks up to CSV_MAX_BLOCK_BYTES, which hold any such record.
+CSV_GROWN_BLOCK_BYTES = 8 << 20
+CSV_MAX_BLOCK_BYTES = 2 * RECORD_MAX_BYTES
 
 
 CSV_HEADER_MAX_BYTES = 1 << 20  # a header row longer than this is refused, unparsed
@@ -37,22 +43,29 @@ class _Csv:
     @staticmethod
     def batches(path: _Input, batch_size: int, *_: Any) -> Iterator[RawBatch]:
         block = CSV_BLOCK_BYTES
+        bounded = False
         done = 0  # good rows already yielded, if a restart is needed
         parsed = [0]  # bytes of the rows yielded so far (a restart keeps the count)
         while True:
             try:
-                for rb in _csv_pass(path, batch_size, block, done, parsed):
+                for rb in _csv_pass(path, batch_size, block, done, parsed, bounded):
                     done += rb.table.num_rows
                     yield rb
                 return
             except OSError as exc:  # a corrupt compressed stream, a read error
                 raise InputError(f"{path}: read error: {first_line(exc)}") from None
             except pa.ArrowInvalid as exc:
-                # NOTE: Arrow cannot parse a row larger than its block; such a row (a huge
-                # field) is retried with bigger blocks so it can be rejected by size, not crash.
+                # NOTE: Arrow parses a record only whole within its block. One larger than
+                # the block is read again with bigger blocks; past CSV_GROWN_BLOCK_BYTES,
+                # through BoundedCsv, so that no field or record costs more than its cap.
                 if "straddling" not in str(exc) or block >= CSV_MAX_BLOCK_BYTES:
                     raise InputError(f"{path}: CSV parse error: {first_line(exc)}") from None
-                block *= 8
+                if block < CSV_GROWN_BLOCK_BYTES:
+                    block = CSV_GROWN_BLOCK_BYTES
+                elif not bounded:
+                    bounded = True
+                else:
+                    block = CSV_MAX_BLOCK_BYTES
 
 
 def _header(path: _Input) -> tuple[list[str], bool]:
@@ -124,16 +137,22 @@ def _csv_header_row(path: _Input) -> tuple[list[str], bytes, bool]:
 
 
 def _csv_pass(
-    path: _Input, batch_size: int, block: int, skip: int, parsed: list[int]
+    path: _Input, batch_size: int, block: int, skip: int, parsed: list[int], bounded: bool
 ) -> Iterator[RawBatch]:
-    """One reading of the file; `parsed[0]` counts the bytes of the rows yielded (progress)."""
+    """One reading of the file (`bounded`: through BoundedCsv); `parsed[0]` counts the bytes
+    of the rows yielded (progress)."""
     malformed: list[Malformed] = []
+    cuts: deque[int] = deque()
+    cut_fields: dict[int, dict[int, int]] | None = None
 
     def on_invalid(row: Any) -> str:
         # The header is record 1 to Arrow; SPEC's row numbers count data records from 1.
         number = -1 if row.number is None else row.number - 1
         msg = f"expected {row.expected_columns} fields, found {row.actual_columns}"
-        text = _unescape(row.text.encode()).decode("utf-8", "backslashreplace")
+        text = row.text
+        if cuts and (cut := cut_reason(text, cuts)):
+            text, msg = cut[0][:MALFORMED_ECHO_BYTES], cut[1]
+        text = _unescape(text.encode()).decode("utf-8", "backslashreplace")
         malformed.append(Malformed(number, text, msg))
         return "skip"
 
@@ -144,7 +163,11 @@ def _csv_pass(
         parsed[0] = sum(len(n.encode()) for n in names) + len(names)
     scale = _csv_overhead(path)
     with path.open() as fh:
-        guard = _Utf8Guard(fh)
+        source: Any = fh
+        if bounded:
+            source = BoundedCsv(fh, len(names))
+            cuts, cut_fields = source.cuts, source.cut_fields
+        guard = _Utf8Guard(source)
         reader = pv.open_csv(
             guard,
             # NOTE: single-threaded parsing is what makes Arrow report a malformed row's number.
@@ -178,7 +201,8 @@ def _csv_pass(
                 if skip == 0:
                     parsed[0] += sum(len(m.text.encode("utf-8", "replace")) + 1 for m in fresh)
                 done = path.fraction(int(parsed[0] * scale), fh)
-                yield RawBatch(table, start + 1, tuple(gaps), fresh if skip == 0 else [], done)
+                bad = fresh if skip == 0 else []
+                yield RawBatch(table, start + 1, tuple(gaps), bad, done, cut=cut_fields)
             if malformed and skip == 0:  # malformed rows after the last good one
                 empty = pa.table({n: pa.array([], pa.string()) for n in names})
                 yield RawBatch(empty, good + 1, tuple(gaps), list(malformed), 1.0)

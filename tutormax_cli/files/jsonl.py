@@ -13,12 +13,12 @@ import pyarrow as pa
 from ..errors import InputError
 from ..json_bounds import StructureError, TooManyKeys, loads_record
 from ..records import records_to_table
-from ..schema import FIELD_MAX_BYTES, MAX_COLUMNS, Kind
+from ..schema import MAX_COLUMNS, RECORD_MAX_BYTES, Kind
 from .batch import BATCH_MAX_BYTES, MALFORMED_ECHO_BYTES, Malformed, RawBatch
 from .csv import CSV_BLOCK_BYTES
 from .inputs import _Input
 
-JSONL_MAX_LINE_BYTES = 16 * FIELD_MAX_BYTES
+JSONL_MAX_LINE_BYTES = RECORD_MAX_BYTES
 
 
 class _JsonLines:

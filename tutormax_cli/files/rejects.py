@@ -153,16 +153,43 @@ def _utf8_len(text: str) -> int:
 def _truncated(text: str) -> dict[str, Any]:
     data = text.encode("utf-8", "surrogatepass")
     prefix = data[:REJECT_ECHO_BYTES].decode("utf-8", "ignore")  # not half a character
-    return {"truncated": True, "bytes": len(data), "prefix": prefix}
+    size = text.file_bytes if isinstance(text, _CutText) else len(data)
+    return {"truncated": True, "bytes": size, "prefix": prefix}
 
 
 def rejected_rows(
     rb: RawBatch, res: BatchResult
 ) -> list[tuple[int | None, Any, list[dict[str, Any]]]]:
     return [
-        (rb.row_number(r.index), rb.values(r.index), [e.as_dict() for e in r.errors])
+        (rb.row_number(r.index), _values(rb, r.index), [e.as_dict() for e in r.errors])
         for r in res.rejected
     ]
+
+
+def _values(rb: RawBatch, i: int) -> Any:
+    """Row i's values as read; a CSV field the reader cut (csv_bounds) echoed with the size
+    it has in the file, not the size read."""
+    values = rb.values(i)
+    cut = rb.cut.get(rb.row_number(i)) if rb.cut else None
+    names = rb.table.column_names
+    for place, size in (cut or {}).items():
+        value = values.get(names[place]) if place < len(names) else None
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "backslashreplace")
+        if isinstance(value, str):
+            values[names[place]] = _CutText(value, size)
+    return values
+
+
+class _CutText(str):
+    """The part of a value a reader kept, and the value's size in the file."""
+
+    file_bytes: int
+
+    def __new__(cls, text: str, file_bytes: int) -> _CutText:
+        self = super().__new__(cls, text)
+        self.file_bytes = file_bytes
+        return self
 
 
 def malformed_rows(rb: RawBatch) -> list[tuple[int | None, Any, list[dict[str, Any]]]]:

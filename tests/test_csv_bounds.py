@@ -1,0 +1,236 @@
+"""csv_bounds.BoundedCsv: a CSV stream in which no field or record passes its cap (SPEC §6a).
+
+Its output is compared with the input as Arrow parses both: every record the same, but for
+a field over the cap (its first FIELD_MAX_BYTES + 1 value bytes, and its size reported) and
+a record still over the cap after that (a malformed row, said so). The caps are made small
+here so that generated files reach them; the installed command is then run on real sizes,
+counting its memory."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import random
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pv
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_hostile_corpus import tutormax, vm_peaks
+
+from tutormax_cli.files import csv_bounds
+from tutormax_cli.files.csv_bounds import BoundedCsv, cut_reason
+
+FIELD, RECORD = 8, 40  # the caps in the generated cases
+
+
+class Chunks(io.RawIOBase):
+    """`data`, read back in the sizes `sizes` gives (cycled): reads split anywhere."""
+
+    def __init__(self, data: bytes, sizes: list[int]) -> None:
+        self.data, self.at, self.sizes, self.i = data, 0, sizes or [1 << 20], 0
+
+    def read(self, n: int = -1) -> bytes:
+        size = self.sizes[self.i % len(self.sizes)]
+        self.i += 1
+        out = self.data[self.at : self.at + size]
+        self.at += len(out)
+        return out
+
+
+def arrow_rows(data: bytes, columns: int) -> tuple[list[list[bytes | None]], list[str]]:
+    """Rows of a CSV text as Arrow parses it (values as bytes), and its malformed rows' texts."""
+    bad: list[str] = []
+
+    def invalid(row: object) -> str:
+        bad.append(row.text)  # type: ignore[attr-defined]
+        return "skip"
+
+    names = [f"c{i}" for i in range(columns)]
+    table = pv.read_csv(
+        io.BytesIO(data),
+        read_options=pv.ReadOptions(block_size=1 << 22),
+        parse_options=pv.ParseOptions(newlines_in_values=True, invalid_row_handler=invalid),
+        convert_options=pv.ConvertOptions(
+            column_types={n: pa.binary() for n in names}, strings_can_be_null=False
+        ),
+    )
+    return [list(r.values()) for r in table.to_pylist()], bad
+
+
+def bounded(
+    data: bytes, columns: int, sizes: list[int], field: int = FIELD, record: int = 1 << 20
+) -> BoundedCsv:
+    return BoundedCsv(Chunks(data, sizes), columns, field, record)
+
+
+def read_all(stream: BoundedCsv, n: int) -> bytes:
+    out = []
+    while chunk := stream.read(n):
+        out.append(chunk)
+    return b"".join(out)
+
+
+_TEXT = st.text(alphabet='ab,"\r\né€', max_size=14)
+_ASCII = st.text(alphabet='ab,"\r\n', max_size=14)
+
+
+@st.composite
+def csv_files(
+    draw: st.DrawFn, text: st.SearchStrategy[str] = _TEXT
+) -> tuple[bytes, int, list[list[str]], list[list[bool]]]:
+    """A CSV file of 2-3 columns whose records are well formed, each field quoted when it
+    must be (and sometimes when it need not), line ends of every kind; its records, and
+    which fields are quoted."""
+    columns = draw(st.integers(2, 3))
+    rows = draw(st.lists(st.lists(text, min_size=columns, max_size=columns), max_size=8))
+    ends = [b"\n", b"\r\n", b"\r"]
+    parts = [b",".join(f"c{i}".encode() for i in range(columns)) + b"\n"]
+    quoted = []
+    for row in rows:
+        cells, flags = [], []
+        for value in row:
+            quote = draw(st.booleans()) or any(c in value for c in ',"\r\n') or value == ""
+            raw = value.encode()
+            cells.append(b'"' + raw.replace(b'"', b'""') + b'"' if quote else raw)
+            flags.append(quote)
+        parts.append(b",".join(cells) + draw(st.sampled_from(ends)))
+        quoted.append(flags)
+    return b"".join(parts), columns, rows, quoted
+
+
+@settings(max_examples=400, deadline=None)
+@given(csv_files(), st.lists(st.integers(1, 9), min_size=1, max_size=6))
+def test_fields_over_the_cap_are_cut_and_sized_the_rest_is_as_read(
+    case: tuple[bytes, int, list[list[str]], list[list[bool]]], sizes: list[int]
+) -> None:
+    data, columns, rows, _ = case
+    stream = bounded(data, columns, sizes)
+    got, bad = arrow_rows(read_all(stream, 5), columns)
+    assert not bad
+    want = [[v.encode() for v in row] for row in rows]
+    assert len(got) == len(want)
+    cut = {}
+    for number, (g, w) in enumerate(zip(got, want, strict=True), start=1):
+        for place, (gv, wv) in enumerate(zip(g, w, strict=True)):
+            assert gv == wv[: FIELD + 1], (number, place)
+            if len(wv) > FIELD + 1:  # less was kept than the value holds
+                cut.setdefault(number, {})[place] = len(wv)
+    assert stream.cut_fields == cut
+
+
+@settings(max_examples=300, deadline=None)
+@given(csv_files(_ASCII), st.lists(st.integers(1, 9), min_size=1, max_size=6))
+def test_a_record_over_the_cap_is_a_malformed_row_that_says_so(
+    case: tuple[bytes, int, list[list[str]], list[list[bool]]], sizes: list[int]
+) -> None:
+    """(ASCII: Arrow decodes a malformed row's text, which the reader's UTF-8 guard makes
+    safe in the command; here the texts go to Arrow as they are.)"""
+    data, columns, rows, quoted = case
+    stream = bounded(data, columns, sizes, record=RECORD // 2)
+    got, bad = arrow_rows(read_all(stream, 7), columns)
+    kept, cut = iter(got), iter(bad)
+    for row, flags in zip(rows, quoted, strict=True):
+        values = [v.encode()[: FIELD + 1] for v in row]
+        # What the record is handed on as: its fields (quotes and `""` included), commas.
+        text = sum(
+            len(v) + (2 + v.count(b'"') if q else 0) for v, q in zip(values, flags, strict=True)
+        )
+        if text + len(row) - 1 <= RECORD // 2:
+            assert next(kept) == values
+        else:
+            reason = cut_reason(next(cut), stream.cuts)
+            assert reason is not None and "rejected unread" in reason[1]
+    assert next(kept, None) is None and next(cut, None) is None
+    assert not stream.cuts  # every cut record was reported, in order
+
+
+def test_a_row_ending_like_a_cut_one_is_not_taken_for_one() -> None:
+    from collections import deque
+
+    text = "a,b,,," + csv_bounds.MARKER + "77"
+    assert cut_reason(text, deque()) is None
+    assert cut_reason(text, deque([78])) is None
+    hit = cut_reason(text, deque([77]))
+    assert hit is not None and hit[0] == "a,b" and "77 bytes" in hit[1]
+
+
+def test_quick_chunks_and_careful_ones_agree() -> None:
+    """Unquoted chunks go through numpy, quoted ones field by field: one random file read
+    in both ways, with reads split at every size, gives one text."""
+    rnd = random.Random(7)
+    lines = [b"a,b,c"]
+    for _ in range(300):
+        cells = [b"x" * rnd.choice([0, 1, 49, 50, 51, 120]) for _ in range(3)]
+        lines.append(b",".join(cells))
+    data = b"\r\n".join(lines) + b"\n"
+    quoted = data.replace(b"x" * 120, b'"' + b"x" * 120 + b'"')
+    for size in (1, 3, 64, 1000, 1 << 20):
+        plain = read_all(bounded(data, 3, [size], 50, 400), 4096)
+        careful = read_all(bounded(quoted, 3, [size], 50, 400), 4096)
+        assert plain == careful.replace(b'"', b""), size
+
+
+# -- the installed command, real caps ------------------------------------------------------
+
+HEADER = "session_id,tutor_id,student_id,scheduled_start,duration_minutes,subject\n"
+
+
+def _row(sid: str, subject: str) -> str:
+    return f"{sid},t1,u1,2024-01-01T00:00:00Z,30,{subject}\n"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc: Linux")
+@pytest.mark.parametrize("shape", ["gzip-100mb-cell", "sparse-600mb-cell", "quoted-40mb"])
+def test_a_huge_csv_cell_is_rejected_in_bounded_memory(tmp_path: Path, shape: str) -> None:
+    """A cell of 100 MB in a 100 KB gzip file cost 500 MB; one of 600 MB crashed (exit 3, a
+    4 GiB block); now each is its row's field_too_large, its size told, the next row read,
+    and the run's resident set stays near a small run's."""
+    (tmp_path / "small.csv").write_text(HEADER + _row("s0", "Math"))
+    tutormax(tmp_path, "enrich", "small.csv", "--no-db", measure=True)
+    normal = vm_peaks(tmp_path)[1]
+    assert normal > 0
+    size = {"gzip-100mb-cell": 100 << 20, "sparse-600mb-cell": 600 << 20, "quoted-40mb": 40 << 20}
+    n = size[shape]
+    if shape == "gzip-100mb-cell":
+        name = "big.csv.gz"
+        with gzip.open(tmp_path / name, "wb", compresslevel=1) as fh:
+            fh.write((HEADER + _row("s1", "")).encode()[:-1])
+            block = b"a" * (1 << 20)
+            for _ in range(n >> 20):
+                fh.write(block)
+            fh.write(b"\n" + _row("s2", "Math").encode())
+    elif shape == "sparse-600mb-cell":  # a hole reads as NUL bytes: no disk used
+        name = "big.csv"
+        with open(tmp_path / name, "wb") as fh:
+            fh.write((HEADER + _row("s1", "")).encode()[:-1])
+            fh.seek(n, 1)
+            fh.write(b"\n" + _row("s2", "Math").encode())
+    else:
+        name = "big.csv"
+        with open(tmp_path / name, "wb") as fh:
+            fh.write((HEADER + _row("s1", "")).encode()[:-1] + b'"')
+            chunk = b'ab""c,\n' * (1 << 17)
+            for _ in range(n // len(chunk)):
+                fh.write(chunk)
+            fh.write(b'"\n' + _row("s2", "Math").encode())
+    run = tutormax(tmp_path, "enrich", name, "--no-db", "--json", "--rejects", "r.jsonl",
+                   measure=True)  # fmt: skip
+    hwm = vm_peaks(tmp_path)[1]
+    assert run.code == 1, run.context()
+    assert run.doc is not None and run.doc["files"][0]["accepted"] == 1
+    reject = json.loads((tmp_path / "r.jsonl").read_text())
+    assert reject["row"] == 1
+    assert [e["code"] for e in reject["errors"]] == ["field_too_large"]
+    if shape == "sparse-600mb-cell":  # 1 KiB of NULs is 6 KiB of JSON: over a row's echo
+        assert reject["values"]["_omitted"]["columns"] == 1
+    else:
+        echo = reject["values"]["subject"]
+        assert echo["truncated"] is True
+        want = n if shape == "gzip-100mb-cell" else (n // (7 << 17)) * (6 << 17)  # `""`: 1 byte
+        assert echo["bytes"] == want
+    assert hwm < normal + (120 << 20), (hwm >> 20, normal >> 20)
