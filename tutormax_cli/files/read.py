@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .. import errors as E
 from ..errors import InputError
-from ..schema import Kind, check_columns, get_kind, infer_kind
+from ..schema import KINDS, Kind, check_columns, get_kind, infer_kind
 from .batch import RawBatch, _finishing
 from .csv import CSV_HEADER_MAX_BYTES
 from .formats import EXTENSIONS, TABLE, detect_format
@@ -71,7 +71,14 @@ class Source:
             if not kind:
                 raise InputError(f"{path}: no JSON object on any line: pass --kind to read it")
             self.columns = list(get_kind(kind).column_names)
-        self.kind: Kind = get_kind(kind) if kind else infer_kind(self.columns, path)
+        self.kind: Kind = get_kind(kind) if kind else _infer(self.format, self.columns, path)
+        if self.format == "jsonl":
+            # A JSON record may leave any key out (an export drops its nulls): a missing one
+            # is that record's error, never the file's, and a field of the kind that only
+            # later records carry is not lost. The columns: the first record's keys, then
+            # every other input field of the kind.
+            first = set(self.columns)
+            self.columns += [c for c in self.kind.column_names if c not in first]
         check_columns(self.kind, self.columns, path)
         self.input.finish()
 
@@ -82,3 +89,17 @@ class Source:
     def close(self) -> None:
         """Free the spool of stdin (also freed when the Source is collected, or at exit)."""
         self.input.close()
+
+
+def _infer(fmt: str, columns: list[str], path: str) -> Kind:
+    """The kind the columns tell. A JSON Lines file's are its first record's keys, which
+    may lack a required one: there, the kind whose signature they hold, if only one does."""
+    try:
+        return infer_kind(columns, path)
+    except InputError:
+        if fmt != "jsonl":
+            raise
+        fits = [k for k in KINDS.values() if set(k.signature) <= set(columns)]
+        if len(fits) != 1:
+            raise
+        return fits[0]
