@@ -9,6 +9,7 @@ import json
 import os
 import resource
 import signal
+import sqlite3
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -116,6 +117,10 @@ def test_an_atomic_run_stopped_by_max_errors_leaves_no_output(tmp_path: Path) ->
     assert summary.stopped and "--atomic" in summary.stopped
     assert not [p.name for p in out.iterdir() if not p.name.startswith("rejects")]
     assert all(f.output is None for f in summary.files)
+    # Rolled back: nothing is counted stored (1 tutor and 19 sessions were, before).
+    assert [(f.inserted, f.updated, f.unchanged) for f in summary.files] == [(0, 0, 0)] * 2
+    with sqlite3.connect(tmp_path / "db.sqlite") as db:
+        assert db.execute("select count(*) from sessions").fetchone() == (0,)
 
 
 def test_an_atomic_run_that_fails_mid_run_leaves_no_output(tmp_path: Path) -> None:

@@ -123,6 +123,8 @@ class _Run:
                 self.summary.stopped += (
                     "; --atomic: nothing was written but the rejected rows, to say why"
                 )
+                for fs in self.summary.files:  # rolled back: none of it is stored
+                    fs.inserted = fs.updated = fs.unchanged = 0
             else:
                 self.summary.stopped += self._committed_note()
         except _DryRunRollback:
