@@ -8,6 +8,7 @@ pin the handler's rules (first signal, second, the way out's grace)."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import signal
@@ -518,7 +519,8 @@ def test_a_stop_at_once_says_exactly_what_was_committed(
                 conn.exec_driver_sql(f"DELETE FROM {table}")
         proc = subprocess.Popen(
             [sys.executable, "-m", "tutormax_cli", "enrich", str(tutors), str(data["sessions"]),
-             str(data["feedback"]), "--db", url, "--as-of", AS_OF, "--batch-size", "5000"],
+             str(data["feedback"]), "--db", url, "--as-of", AS_OF, "--batch-size", "5000",
+             "--json"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
 
@@ -529,7 +531,7 @@ def test_a_stop_at_once_says_exactly_what_was_committed(
         need = 5000 * (attempt + 1)  # a different moment each time
         _wait(lambda need=need: sessions() >= need, "some committed batches", proc)
         _send(proc, [signal.SIGTERM, signal.SIGTERM], 0.003)
-        _out, err = proc.communicate(timeout=60)
+        out, err = proc.communicate(timeout=60)
         assert proc.returncode == 143, err
         line = next(ln for ln in err.splitlines() if ln.startswith("terminated by SIGTERM ("))
         said = dict(re.findall(r"(\w+)\.csv ([\d,]+)", line))
@@ -540,6 +542,11 @@ def test_a_stop_at_once_says_exactly_what_was_committed(
                 line,
                 counts,
             )
+        # --json tells it too, on stdout: what each file wrote, why the run stopped.
+        doc = json.loads(out)
+        assert doc["exit_code"] == 143 and doc["stopped"].startswith("interrupted"), doc
+        wrote = {f["kind"]: f["inserted"] + f["updated"] for f in doc["files"]}
+        assert {k: wrote.get(k, 0) for k in counts} == counts, (attempt, doc, counts)
     store.close()
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 # Exit codes (SPEC §4).
 EXIT_OK = 0  # every row accepted
 EXIT_REJECTS = 1  # some rows rejected, the rest done
@@ -21,6 +23,8 @@ class TutormaxError(Exception):
     """Root of every error tutormax raises on purpose; carries the process exit code."""
 
     exit_code = EXIT_FATAL
+    # What a run that this error stopped mid-way had done (files.RunSummary), for --json.
+    summary: Any = None
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)

@@ -101,8 +101,9 @@ def enrich(
     errors; -v (--log-level debug) adds a log line per batch. --json puts the summary on
     stdout instead.
     """
+    from .. import interrupts
     from ..config import mask_url
-    from ..errors import UsageError
+    from ..errors import Interrupted, TutormaxError, UsageError
     from ..files import EnrichOptions, run_enrich, writes_stdout
     from . import logs
 
@@ -135,8 +136,18 @@ def enrich(
     connect = (lambda: _open_store(url, dry_run)) if url else None
     bar_on = not json_out and logs.shows(level, LogLevel.info)
     stopping = "stopping after this batch (again: at once)"
-    with FileProgress(enabled=bar_on) as progress, graceful(stopping) as stop:
-        summary = run_enrich(opts, connect, _logged(progress.update), stop)
+    try:
+        with FileProgress(enabled=bar_on) as progress, graceful(stopping) as stop:
+            summary = run_enrich(opts, connect, _logged(progress.update), stop)
+    except TutormaxError as exc:  # stopped mid-run: --json still tells what was done
+        if json_out and exc.summary is not None:
+            exc.summary.database = mask_url(url) if url else None
+            doc = exc.summary.as_dict()
+            doc["exit_code"] = (
+                interrupts.exit_code() if isinstance(exc, Interrupted) else (exc.exit_code)
+            )
+            print_json(doc)
+        raise
     summary.database = mask_url(url) if url else None
     if json_out:
         print_json(summary.as_dict())

@@ -5,8 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pyarrow as pa
+
 from .. import errors as E
 from ..errors import InputError
+from ..fields import fields_for
+from ..pipeline import DERIVED_NAMES
 from ..schema import KINDS, Kind, check_columns, get_kind, infer_kind
 from .batch import RawBatch, _finishing
 from .csv import CSV_HEADER_MAX_BYTES
@@ -85,6 +89,17 @@ class Source:
     def batches(self, batch_size: int) -> Iterator[RawBatch]:
         reader = TABLE[self.format].reader
         return _finishing(reader.batches(self.input, batch_size, self.kind, self.columns))
+
+    def empty_output_schema(self) -> pa.Schema:
+        """An output with no accepted rows: its input columns, then the derived fields."""
+        cols = self.kind.column_names
+        fields_ = [
+            pa.field(c, self.kind.column(c).type.arrow if c in cols else pa.string())
+            for c in self.columns
+            if c not in DERIVED_NAMES
+        ]
+        fields_ += [pa.field(f.name, f.type) for f in fields_for(self.kind.name)]
+        return pa.schema(fields_)
 
     def close(self) -> None:
         """Free the spool of stdin (also freed when the Source is collected, or at exit)."""

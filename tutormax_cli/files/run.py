@@ -16,15 +16,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-
 from .. import errors as E
 from ..duplicates import DuplicateCounter, DuplicateIndex
-from ..fields import Context, fields_for
+from ..fields import Context
 from ..interrupts import held, uninterrupted
 from ..ordered import in_order
 from ..parents import SessionStarts
-from ..pipeline import DERIVED_NAMES, BatchResult, BatchStore, Pipeline
+from ..pipeline import BatchResult, BatchStore, Pipeline
 from ..validate import positions
 from .batch import Peekable, RawBatch, prefetch
 from .plan import (
@@ -123,8 +121,7 @@ class _Run:
                 self.summary.stopped += (
                     "; --atomic: nothing was written but the rejected rows, to say why"
                 )
-                for fs in self.summary.files:  # rolled back: none of it is stored
-                    fs.inserted = fs.updated = fs.unchanged = 0
+                self._stopped(self.summary.stopped)  # rolled back: none of it is stored
             else:
                 self.summary.stopped += self._committed_note()
         except _DryRunRollback:
@@ -132,10 +129,13 @@ class _Run:
         except E.TutormaxError as exc:  # struck mid-run (the database went away, a full disk)
             self._abort_outputs()
             exc.message += self._committed_note()
+            exc.summary = self._stopped(exc.message)
             raise
         except KeyboardInterrupt:
             self._abort_outputs()
-            raise E.Interrupted(self._committed_note(per_file=True)) from None
+            stop = E.Interrupted(self._committed_note(per_file=True))
+            stop.summary = self._stopped(stop.message)
+            raise stop from None
         except BaseException:
             self._abort_outputs()
             raise
@@ -213,7 +213,7 @@ class _Run:
                 seq0 += self._take(src, fs, group, pipe, rb, res, counter, writer)
             fs.seconds = round(time.perf_counter() - started, 3)
         if writer is not None:
-            writer.finish(_empty_output_schema(src))
+            writer.finish(src.empty_output_schema())
             self.finished.append(writer)
         return seq0
 
@@ -351,6 +351,15 @@ class _Run:
         for fs in self.summary.files:
             fs.output = None
 
+    def _stopped(self, why: str) -> RunSummary:
+        """The summary of a run a fault stopped: what it counted, and why it stopped (what
+        a rolled-back transaction counted as stored is not)."""
+        self.summary.stopped = why
+        if self.opts.atomic and self.store is not None:
+            for fs in self.summary.files:
+                fs.inserted = fs.updated = fs.unchanged = 0
+        return self.summary
+
     def _committed_note(self, per_file: bool = False) -> str:
         if self.store is None:
             if not self.outputs:
@@ -383,18 +392,6 @@ def _run_transaction(store: BatchStore | None, opts: EnrichOptions) -> Iterator[
         yield
         if opts.dry_run:
             raise _DryRunRollback
-
-
-def _empty_output_schema(src: Source) -> pa.Schema:
-    """Header for an output with no accepted rows: input columns, then the derived fields."""
-    cols = src.kind.column_names
-    fields_ = [
-        pa.field(c, src.kind.column(c).type.arrow if c in cols else pa.string())
-        for c in src.columns
-        if c not in DERIVED_NAMES
-    ]
-    fields_ += [pa.field(f.name, f.type) for f in fields_for(src.kind.name)]
-    return pa.schema(fields_)
 
 
 __all__ = ["EnrichOptions", "FileSummary", "RunSummary", "positions", "run_enrich"]
