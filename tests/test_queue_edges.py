@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import redis as redis_lib
 import sqlalchemy as sa
-from dbfixtures import pg_admin, session, tutor
+from dbfixtures import feedback, pg_admin, session, tutor
 from procfixtures import PrivateRedis, run, start, wait_for, worker_cmd
 from redisfixtures import REDIS_URL, FlakyProxy, dead_letters, pending, publish, redis_client
 
@@ -88,6 +88,38 @@ def test_an_in_order_backfill_through_two_workers_dead_letters_nothing(
     assert pending(streams) == 0
     read = sum(t["read"] for t in totals)
     assert read <= 1.25 * 11_000, totals
+
+
+@pytest.mark.parametrize("batch", ["1", "5", "1000"])
+def test_parents_in_the_same_millisecond_as_their_children_are_waited_for(
+    pg_url: str, prefix: str, streams: Streams, batch: str
+) -> None:
+    """Ten tutors, a tutor, its session and that session's feedback, published in that order
+    in one MULTI: one millisecond, ids tutors ms-0..ms-10, session ms-0, feedback ms-0. The
+    sequence counts per stream, so the session's id was taken as older than its tutor's and
+    the tutor stream as passed: dead-lettered as missing_parent at --max-attempts 1 with
+    batches of 1 or 5, stored with batches of 1000. Across streams only the millisecond
+    orders entries: nothing dead-lettered, no attempt spent, at any batch size."""
+    from tutormax_cli.queue.envelope import envelope_text
+
+    def text(record: dict[str, Any]) -> str:
+        return envelope_text("t", json.loads(json.dumps(record, default=str)))
+
+    with streams.r.pipeline(transaction=True) as pipe:
+        for i in range(10):
+            pipe.xadd(streams.stream("tutors"), {"message": text(tutor(f"filler{i}"))})
+        pipe.xadd(streams.stream("tutors"), {"message": text(tutor("P"))})
+        pipe.xadd(streams.stream("sessions"), {"message": text(session("P", tutor_id="TP"))})
+        child = feedback("P", session_id="SP", tutor_id="TP")
+        pipe.xadd(streams.stream("feedback"), {"message": text(child)})
+        ids = pipe.execute()
+    assert len({i.split(b"-")[0] for i in ids}) == 1, ids  # one millisecond (one MULTI)
+    done = run(worker_cmd(pg_url, REDIS_URL, prefix, "--max-attempts", "1",
+                          "--batch-size", batch))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert dead_letters(streams) == []
+    assert counts(pg_url) == {"tutors": 11, "sessions": 1, "feedback": 1}
+    assert json.loads(done.stdout)["retried"] == 0
 
 
 def test_a_crashed_consumers_parents_do_not_doom_their_children(

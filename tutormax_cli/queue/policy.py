@@ -80,8 +80,8 @@ def parents_passed(
         if mark is None:
             return False
         if not mark.passed(entry_id):
-            until = (beyond or {}).get(parent)
-            if until is None or until <= entry_key(entry_id):
+            until = (beyond or {}).get(parent)  # across streams, by millisecond (StreamMark)
+            if until is None or until[0] <= entry_key(entry_id)[0]:
                 return False
     return True
 
@@ -119,9 +119,9 @@ def finished_beyond(
         if watermark is None or parent not in finished:
             continue
         start = f"{watermark[0]}-{watermark[1]}"
-        foreign = first_foreign(parent, start, newest, finished[parent])
-        ms, seq = entry_key(newest)
-        beyond[parent] = entry_key(foreign) if foreign is not None else (ms, seq + 1)
+        ms = entry_key(newest)[0]  # to the end of its millisecond (StreamMark: across streams)
+        foreign = first_foreign(parent, start, str(ms), finished[parent])
+        beyond[parent] = entry_key(foreign) if foreign is not None else (ms + 1, 0)
     return beyond
 
 
@@ -255,7 +255,8 @@ def readable(marks: dict[str, StreamMark], batch_size: int) -> tuple[str, ...]:
             if child is None or p.next_undelivered is None:
                 continue
             drains = parent in out and p.lag is not None and p.lag <= batch_size
-            if not drains and entry_key(child) > entry_key(p.next_undelivered):
+            # Across streams by millisecond (StreamMark): one of the same may come after it.
+            if not drains and entry_key(child)[0] >= entry_key(p.next_undelivered)[0]:
                 ok = False
         if ok:
             out.append(kind)

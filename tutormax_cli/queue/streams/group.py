@@ -28,8 +28,11 @@ class StreamMark:
     missing can blame a parent still on its way only while the parent stream's watermark
     is not past the child's own id (SPEC §6). The clock bounds it because an entry
     published after the look (a child, or its parent) gets an id at least the clock's:
-    the look vouches for nothing newer. Entry ids compare across streams because Redis
-    stamps every auto id with its own clock (a clock set back by hand can break that)."""
+    the look vouches for nothing newer. Entry ids compare across streams by their
+    millisecond only: Redis stamps every auto id with its own clock (a clock set back by
+    hand can break that), but the sequence after it counts per stream, so of two entries of
+    one millisecond on two streams either may have been published first (a parent in the
+    same MULTI as its child got `ms-10` and the child `ms-0`)."""
 
     pending: int
     oldest_pending: str | None
@@ -44,9 +47,10 @@ class StreamMark:
         return min(ids) if ids else None
 
     def passed(self, entry_id: str) -> bool:
-        """Every entry of this stream published before `entry_id` is acknowledged."""
+        """Every entry of this stream that may have been published before `entry_id` of
+        another stream (any of its millisecond or before) is acknowledged."""
         w = self.watermark
-        return w is None or w > entry_key(entry_id)
+        return w is None or w[0] > entry_key(entry_id)[0]
 
 
 def _fields(flat: list[bytes] | None) -> dict[bytes, bytes]:
