@@ -307,3 +307,27 @@ def test_drain_on_a_full_disk_names_the_file_and_deletes_nothing(
         assert client.xlen(streams.dead_letter_key) == 20
     finally:
         client.close()
+
+
+@pytest.mark.parametrize("command", [["list"], ["list", "--json"], ["show"], ["show", "--json"]])
+def test_a_lone_surrogate_in_a_dead_letter_is_shown_escaped(
+    redis_url: str, prefix: str, streams: Streams, command: list[str]
+) -> None:
+    """JSON can hold a lone surrogate ("\\ud800"), so a record can, and the worker rightly
+    dead-letters it (invalid_utf8). Printing it raised UnicodeEncodeError: `dlq list` and
+    `dlq show` died with exit 3 on every later run. It is written as its escape, which in
+    a JSON document is the same string."""
+    entry = _dlq(streams, {"tutor_id": "t\ud800", "name": "a\udc00b"}, _meta(streams))
+    args = [*command, entry] if command[0] == "show" else command
+    proc = subprocess.run(
+        [sys.executable, "-m", "tutormax_cli", "dlq", *args, *_args(redis_url, prefix)],
+        capture_output=True, text=True, errors="strict", timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    if "--json" in command:
+        doc = strict_json(proc.stdout)
+        found = doc["dead_letters"][0] if command[0] == "list" else doc
+        assert found["envelope"]["data"] == {"tutor_id": "t\ud800", "name": "a\udc00b"}
+    else:
+        assert "t\\ud800" in proc.stdout

@@ -99,6 +99,7 @@ def main() -> NoReturn:
     its one line (it got Python's traceback and a death by SIGINT: once, under load)."""
     try:
         _stderr_or_devnull()
+        _never_unencodable()
         _tune_malloc()
         interrupts.install()  # (tutormax_cli.__main__ did, before the imports)
         _exit(run())
@@ -119,6 +120,16 @@ def _printed_by_an_extension(kind: type[BaseException], exc: BaseException, tb: 
 
     text = scrub("".join(traceback.format_exception(kind, exc, tb)))
     logging.getLogger("tutormax").debug("an exception printed by an extension:\n%s", text)
+
+
+def _never_unencodable() -> None:
+    """A lone surrogate (valid in JSON, `"\\ud800"`, and so in a record, a dead letter or
+    a log line) cannot be UTF-8: printing one raised UnicodeEncodeError, and `dlq list`
+    and `dlq show` died with exit 3 on any dead letter that held one. It is written as
+    its escape instead (`\\ud800`), which in a JSON document is the same string."""
+    for stream in (sys.stdout, sys.stderr):
+        with suppress(AttributeError, ValueError, OSError):
+            stream.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
 
 
 def _stderr_or_devnull() -> None:
