@@ -19,6 +19,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +121,23 @@ def test_parents_in_the_same_millisecond_as_their_children_are_waited_for(
     assert dead_letters(streams) == []
     assert counts(pg_url) == {"tutors": 11, "sessions": 1, "feedback": 1}
     assert json.loads(done.stdout)["retried"] == 0
+
+
+@pytest.mark.parametrize("batch", ["1", "1000"])
+def test_which_version_of_a_key_is_stored_does_not_depend_on_the_batch_size(
+    pg_url: str, prefix: str, streams: Streams, batch: str
+) -> None:
+    """A version with updated_at, then one without: in one batch the first is stored (one
+    with updated_at beats one without), but one batch at a time the second overwrote it,
+    the database's guard letting a version without updated_at replace any."""
+    stamped = tutor("D", name="stamped", updated_at=datetime(2024, 1, 1, tzinfo=UTC))
+    bare = tutor("D", name="bare")
+    publish(streams, "tutors", [stamped, bare])
+    done = run(worker_cmd(pg_url, REDIS_URL, prefix, "--batch-size", batch))
+    assert done.returncode == 0, done.stderr
+    with Store.connect(pg_url) as store, store.engine.connect() as conn:
+        row = conn.exec_driver_sql("SELECT name, updated_at FROM tutors").one()
+    assert row[0] == "stamped" and row[1] is not None
 
 
 def test_a_crashed_consumers_parents_do_not_doom_their_children(

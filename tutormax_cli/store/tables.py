@@ -178,9 +178,12 @@ def upsert_clause(kind: str, distinct: str) -> str:
 
     The row is rewritten only when an input column differs (`distinct` is the dialect's
     null-safe inequality) or the stored derived values come from another reporting
-    timezone or formula version, and, when both rows carry `updated_at`, the incoming one
-    is not older than the stored one. So the same input in the same timezone changes
-    nothing, while the stored calendar fields never disagree with their own timezone.
+    timezone or formula version, and the incoming one ranks at least as high as the stored
+    one by `updated_at` (SPEC §5), as versions of a key rank within a run (duplicates.py:
+    one with `updated_at` beats one without): a stored row without it takes any version, a
+    version without it replaces none that has it. So versions sent one batch at a time end
+    as they do in one batch. The same input in the same timezone changes nothing, while
+    the stored calendar fields never disagree with their own timezone.
     """
     k = KINDS[kind]
     names = [c.name for c in TABLES[kind].columns]
@@ -189,8 +192,5 @@ def upsert_clause(kind: str, distinct: str) -> str:
     changed = " OR ".join(f't."{n}" {distinct} excluded."{n}"' for n in compared)
     where = f"({changed})"
     if "updated_at" in k.column_names:
-        where = (
-            "(t.updated_at IS NULL OR excluded.updated_at IS NULL"
-            f" OR excluded.updated_at >= t.updated_at) AND {where}"
-        )
+        where = f"(t.updated_at IS NULL OR excluded.updated_at >= t.updated_at) AND {where}"
     return f'ON CONFLICT ("{k.key}") DO UPDATE SET {sets} WHERE {where}'
