@@ -299,6 +299,40 @@ def test_a_replay_and_its_pending_original_never_both_become_dead_letters(
     assert pending(streams) == 0
 
 
+def test_a_recreated_group_does_not_dead_letter_a_replayed_or_drained_record_again(
+    tmp_path: Path, pg_url: str, redis_url: str, prefix: str, streams: Streams
+) -> None:
+    """Four invalid tutors dead-lettered; two replayed (their replays dead-lettered too),
+    then every dead letter drained. Then the group is destroyed: the recreated one reads the
+    stream from its first entry, and the originals came back as dead letters (150 became
+    300 in a review). Their marks stay until the entries are trimmed, and then go."""
+    publish(streams, "tutors", [tutor(i, email="nope") for i in range(4)])
+    cmd = worker_cmd(pg_url, redis_url, prefix)
+    assert run(cmd).returncode == 0
+    ids = [entry for entry, _ in dead_letters(streams)]
+    assert len(ids) == 4
+    args = ["--redis", redis_url, "--prefix", prefix]
+    assert cli("dlq", "replay", *ids[:2], *args).returncode == 0
+    assert run(cmd).returncode == 0  # the replays fail again
+    assert len(dead_letters(streams)) == 4
+    drained = cli("dlq", "drain", "--out", str(tmp_path / "d.jsonl"), *args)
+    assert drained.returncode == 0, drained.stderr
+    assert dead_letters(streams) == []
+    streams.r.xgroup_destroy(streams.stream("tutors"), "enrichment-workers")
+    again = run(cmd)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["read"] == 6  # every entry delivered again
+    assert dead_letters(streams) == []  # and none dead-lettered twice
+    assert streams.r.hlen(streams.index_key) == 6
+    # Trimmed from the stream, the four originals cannot come again: their marks go.
+    fifth = streams.r.xrange(streams.stream("tutors"), "-", "+")[4][0]
+    streams.r.xtrim(streams.stream("tutors"), minid=fifth, approximate=False)
+    assert streams.r.xlen(streams.stream("tutors")) == 2
+    last = run(cmd)
+    assert last.returncode == 0, last.stderr
+    assert streams.r.hlen(streams.index_key) == 2, last.stderr
+
+
 # -- Redis that comes back empty ---------------------------------------------------------------
 
 

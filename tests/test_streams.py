@@ -367,8 +367,10 @@ def test_drain_writes_the_file_before_deleting(
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert lines[0]["envelope"]["data"] == SESSION
     assert dead_letters(streams) == []
-    # the dedupe marks went with them: the same source entries may be dead-lettered again
-    assert streams.dead_letter([_letter("sessions", "1-0")]) == 1
+    # Their marks stay, as `drained:`: the same source entries, delivered again (a group
+    # recreated reads its stream from the start), are not dead-lettered a second time.
+    assert streams.dead_letter([_letter("sessions", "1-0")]) == 0
+    assert streams.dead_letter([_letter("sessions", "2-0")]) == 1
     # drain never overwrites a file
     code, _, err = cli("dlq", "drain", "--out", out, redis=redis_url, prefix=prefix)
     assert code == 2 and "exists already" in err

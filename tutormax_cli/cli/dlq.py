@@ -10,11 +10,9 @@ import typer
 from ..config import DEFAULT_DLQ_LIMIT
 from .common import err, graceful, handle_errors, open_streams, out, print_json
 from .options import (
-    GROUP_DEFAULT,
     PREFIX_DEFAULT,
     STREAMS_DEFAULT,
     ErrorCode,
-    Group,
     JsonFlag,
     Kind,
     Prefix,
@@ -132,7 +130,6 @@ def dlq_replay(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Count what would be replayed, by reason.")
     ] = False,
-    group: Group = GROUP_DEFAULT,
     redis: RedisUrl = None,
     streams: Streams = STREAMS_DEFAULT,
     prefix: Prefix = PREFIX_DEFAULT,
@@ -151,7 +148,7 @@ def dlq_replay(
 
     stopping = "stopping after this dead letter (again: at once)"
     with open_streams(redis, prefix, streams) as s, graceful(stopping) as stop:
-        result = replay(s, _sel(kind, error, ids, all_), dry_run, group=group, stop=stop)
+        result = replay(s, _sel(kind, error, ids, all_), dry_run, stop=stop)
     if json_out:
         print_json(result.as_dict())
     else:

@@ -25,7 +25,7 @@ from typing import Any
 from ..errors import Interrupted, OutputError, UsageError
 from ..interrupts import held
 from .envelope import DeadLetterRecord
-from .streams import DEFAULT_GROUP, Streams
+from .streams import Streams
 
 DELETE_CHUNK = 1000  # dead letters deleted in one MULTI/EXEC by drain
 
@@ -102,12 +102,10 @@ def replay(
     sel: Selection,
     dry_run: bool = False,
     *,
-    group: str = DEFAULT_GROUP,
     stop: Callable[[], bool] | None = None,
 ) -> ReplayResult:
-    """Replay the selected dead letters. `group`: the consumer group whose pending entries
-    keep their dead-letter marks (see streams.Streams.replay). `stop` is asked before each
-    dead letter; a stop ends the run with errors.Interrupted saying how many were replayed."""
+    """Replay the selected dead letters. `stop` is asked before each dead letter; a stop
+    ends the run with errors.Interrupted saying how many were replayed."""
     if sel.empty:
         raise UsageError("name dead-letter IDs, or use --kind, --error or --all")
     result = ReplayResult(dry_run)
@@ -129,7 +127,7 @@ def replay(
                 result.left.setdefault(reason, []).append(record.entry_id)
             elif not dry_run:
                 with held():  # a stop at once waits until the replay is counted
-                    new_id = streams.replay(record, group)
+                    new_id = streams.replay(record)
                     if new_id is None:  # replayed or drained by someone else meanwhile
                         result.not_found.append(record.entry_id)
                     else:
@@ -150,8 +148,10 @@ def _replayed_note(result: ReplayResult) -> str:
 
 def why_not_replayable(streams: Streams, record: DeadLetterRecord) -> str | None:
     source = record.source_stream
-    if source is None or streams.kind_of(source) is None or record.source_id is None:
+    if source is None or streams.kind_of(source) is None:
         return f"unknown source stream {source!r}"
+    if record.source_id is None:
+        return "no source entry id (not a text or whole number)"
     if record.raw_entry:
         return "poison: a raw entry, no record to replay"
     return None

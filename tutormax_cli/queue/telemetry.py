@@ -115,6 +115,7 @@ class Telemetry:
         try:
             health = self.streams.dead_letter_health()
             swept = self.streams.sweep_marks() if health["lost"] else 0
+            self.streams.prune_marks()
         except QueueError as exc:
             log.warning("could not check %s: %s", key, exc.message)
             return

@@ -14,10 +14,15 @@ from ..envelope import (
     now_iso,
     text,
 )
-from .connection import DEFAULT_GROUP, PUBLISH_CHUNK, Connection
+from .connection import PUBLISH_CHUNK, Connection
 from .group import entry_key
 
-REPLAYED = "replayed:"  # a dead-letter mark whose record was replayed while still pending
+# A mark whose dead letter was replayed or drained: its source entry was handled, and a
+# delivery of it again (a consumer group recreated reads its stream from the start) is not
+# dead-lettered twice. Such marks go once their source entry is trimmed (prune_marks).
+REPLAYED = "replayed:"
+DRAINED = "drained:"
+HANDLED = (REPLAYED, DRAINED)
 
 DEAD_LETTER_CHUNK = 200  # dead letters per script call (each may carry a 64 KiB poison slice)
 
@@ -27,7 +32,8 @@ for i = 1, #ARGV, 2 do
   local mark = redis.call('HGET', KEYS[2], ARGV[i])
   local live = false
   if mark then
-    if string.sub(mark, 1, 9) == 'replayed:' then live = true
+    if string.sub(mark, 1, 9) == 'replayed:' or string.sub(mark, 1, 8) == 'drained:' then
+      live = true
     else live = #redis.call('XRANGE', KEYS[1], mark, mark) > 0 end
   end
   if not live then
@@ -39,18 +45,12 @@ end
 return written
 """
 
-# KEYS: dead-letter stream, index, source stream. ARGV: dead-letter id, body, mark, group,
-# source entry id.
+# KEYS: dead-letter stream, index, source stream. ARGV: dead-letter id, body, mark.
 _REPLAY_LUA = """
 if #redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1]) == 0 then return false end
 local id = redis.call('XADD', KEYS[3], '*', 'message', ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[1])
-local pend = redis.pcall('XPENDING', KEYS[3], ARGV[4], ARGV[5], ARGV[5], 1)
-if type(pend) == 'table' and pend.err == nil and #pend > 0 then
-  redis.call('HSET', KEYS[2], ARGV[3], 'replayed:' .. id)
-else
-  redis.call('HDEL', KEYS[2], ARGV[3])
-end
+redis.call('HSET', KEYS[2], ARGV[3], 'replayed:' .. id)
 return id
 """
 
@@ -83,7 +83,7 @@ class DeadLetterOps(Connection):
             lost = 0
             for _mark, dl_id in self.r.hscan_iter(self._index_key, count=1000):
                 value = text(dl_id)
-                if value.startswith(REPLAYED):
+                if value.startswith(HANDLED):
                     continue
                 if oldest is None or entry_key(value) < oldest:
                     lost += 1
@@ -98,7 +98,7 @@ class DeadLetterOps(Connection):
             stale = [
                 mark
                 for mark, dl_id in self.r.hscan_iter(self._index_key, count=1000)
-                if not text(dl_id).startswith(REPLAYED)
+                if not text(dl_id).startswith(HANDLED)
                 and (oldest is None or entry_key(text(dl_id)) < oldest)
             ]
             for start in range(0, len(stale), PUBLISH_CHUNK):
@@ -157,7 +157,7 @@ class DeadLetterOps(Connection):
             rows = self.r.xrange(self.dead_letter_key, entry_id, entry_id, count=1)
         return DeadLetterRecord.from_entry(entry_id, rows[0][1]) if rows else None
 
-    def replay(self, record: DeadLetterRecord, group: str = DEFAULT_GROUP) -> str | None:
+    def replay(self, record: DeadLetterRecord) -> str | None:
         """Re-queue a dead letter on its source stream with a fresh envelope and remove it, in
         one atomic step; None if it is gone already. The caller checks the source stream.
 
@@ -175,21 +175,46 @@ class DeadLetterOps(Connection):
         }
         body = envelope_text(stream, record.data, fresh)
         keys = [self.dead_letter_key, self._index_key, stream]
-        args = [record.entry_id, body, mark_of(stream, source_id), group, source_id]
+        args = [record.entry_id, body, mark_of(stream, source_id)]
         with self.errors("replaying a dead letter"):
             new_id = self._script("replay", _REPLAY_LUA)(keys=keys, args=args)
         return text(new_id) if new_id else None
 
     def delete_dead_letters(self, records: list[DeadLetterRecord]) -> int:
-        """XDEL dead letters (and their dedupe marks) in one MULTI/EXEC; returns how many."""
+        """XDEL dead letters in one MULTI/EXEC, their marks kept as DRAINED (a source entry
+        delivered again is not dead-lettered again); returns how many."""
         deleted = 0
         with self.errors("deleting dead letters"):
             for start in range(0, len(records), PUBLISH_CHUNK):
                 part = records[start : start + PUBLISH_CHUNK]
-                marks = [r.mark for r in part]
+                marks = {r.mark: DRAINED + r.entry_id for r in part if r.mark}
                 pipe = self.r.pipeline(transaction=True)
                 pipe.xdel(self.dead_letter_key, *[r.entry_id for r in part])
-                if any(marks):
-                    pipe.hdel(self._index_key, *[m for m in marks if m])
+                if marks:
+                    pipe.hset(self._index_key, mapping=marks)
                 deleted += int(pipe.execute()[0])
         return deleted
+
+    def prune_marks(self) -> int:
+        """Delete the marks of replayed or drained dead letters whose source entry was
+        trimmed from its stream (older than its first entry, or the stream gone): nothing
+        can deliver it again. Returns how many were deleted."""
+        first: dict[str, tuple[int, int] | None] = {}
+        stale: list[bytes] = []
+        with self.errors("pruning the dead-letter index"):
+            for mark, value in self.r.hscan_iter(self._index_key, count=1000):
+                if not text(value).startswith(HANDLED):
+                    continue
+                stream, _, source_id = text(mark).rpartition(" ")
+                if stream not in first:
+                    head = self.r.xrange(stream, "-", "+", count=1)
+                    first[stream] = entry_key(text(head[0][0])) if head else None
+                head = first[stream]
+                try:
+                    if head is None or entry_key(source_id) < head:
+                        stale.append(mark)
+                except ValueError:  # not a mark tutormax wrote: left alone
+                    continue
+            for start in range(0, len(stale), PUBLISH_CHUNK):
+                self.r.hdel(self._index_key, *stale[start : start + PUBLISH_CHUNK])
+        return len(stale)
