@@ -118,6 +118,9 @@ def urls(password: str, form: str) -> tuple[str, str]:
         quoted = "'" + password.replace("\\", "\\\\").replace("'", "\\'") + "'"
         return (f"host=127.0.0.1 port=1 user=app password={quoted} dbname=tutoring",
                 f"host=127.0.0.1 port=1 password={quoted}")  # fmt: skip
+    if form == "redis-cli":  # redis-cli and Redis's docs: a lone user-info is the password
+        q = quote(password, safe="")
+        return f"postgresql://app:{q}@127.0.0.1:1/tutoring", f"redis://{q}@127.0.0.1:1/0"
     return f"postgresql://app:{pw}@127.0.0.1:1/tutoring", f"redis://app:{pw}@127.0.0.1:1/0"
 
 
@@ -152,7 +155,8 @@ def invoke(args: list[str]) -> str:
 @given(
     password=PASSWORDS,
     form=st.sampled_from(
-        ["raw", "encoded", "no-scheme", "query", "sslpassword", "no-scheme-query", "keyvalue"]
+        ["raw", "encoded", "no-scheme", "query", "sslpassword", "no-scheme-query", "keyvalue",
+         "redis-cli"]  # fmt: skip
     ),
     command=st.sampled_from(
         [
@@ -176,6 +180,7 @@ def invoke(args: list[str]) -> str:
 )
 @example(password="a@0a0", form="keyvalue", command="enrich")  # an @ in a key=value value
 @example(password="p@ss@x", form="no-scheme-query", command="stats")
+@example(password="Zq9Pw-secret", form="redis-cli", command="stats-json")
 def test_no_command_ever_shows_a_password(
     password: str, form: str, command: str, tmp_path: Path
 ) -> None:

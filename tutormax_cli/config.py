@@ -128,8 +128,12 @@ def mask_url(url: str) -> str:
     the start) and the last `@` masked. The secrets found are registered for `scrub`."""
     text = str(url)
     _register_userinfo(text)
-    _, sep, rest = text.partition("://")
+    scheme, sep, rest = text.partition("://")
     if "@" in text and (not sep or rest.count("@") > 1):
+        return _mask_authority(text)
+    if scheme.lower().startswith("redis") and _bare_userinfo(rest):
+        # redis://SECRET@host: redis-cli (and Redis's own docs) take a lone user-info as
+        # the password; it is masked whole, whatever a driver makes of it.
         return _mask_authority(text)
     try:
         from sqlalchemy.engine import make_url
@@ -174,6 +178,13 @@ def _mask_pair(m: re.Match[str]) -> str:
     return f"{m.group(1)}***"
 
 
+def _bare_userinfo(rest: str) -> str | None:
+    """The user-info of a URL's authority (after `://`) that has no `:`, if any."""
+    authority = rest.split("/", 1)[0].split("?", 1)[0]
+    info, at, _host = authority.rpartition("@")
+    return info if at and info and ":" not in info else None
+
+
 def _register_userinfo(text: str) -> None:
     """Register the password as typed between the user name and the last `@`
     (percent-encoded or not) and its decoded form, for `scrub`."""
@@ -184,10 +195,13 @@ def _register_userinfo(text: str) -> None:
     at = rest.rfind("@")
     if at < 0:
         return
-    _user, colon, password = rest[:at].partition(":")
-    if colon:
-        register_secret(password)
-        register_secret(unquote(password))
+    user, colon, password = rest[:at].partition(":")
+    if not colon and sep and text.partition("://")[0].lower().startswith("redis"):
+        password = user  # redis://SECRET@host (see mask_url)
+    elif not colon:
+        return
+    register_secret(password)
+    register_secret(unquote(password))
 
 
 def load_dotenv(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Path | None:
