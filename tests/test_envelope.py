@@ -154,3 +154,20 @@ def test_the_fast_reading_is_really_taken(monkeypatch: pytest.MonkeyPatch) -> No
     big = envelope.envelope_text("tutormax:sessions", {"n": BIG}).encode()
     assert parse_envelope(big)["data"] == {"n": BIG}
     assert calls == [big]  # orjson's float broke the checksum: json read it again
+
+
+def test_a_poison_entrys_dead_letter_keeps_at_most_the_poison_budget() -> None:
+    """Each field was cut to 64 KiB, but not the entry: 100 fields of 200 KB made a 6.5 MB
+    dead letter. Now the entry as a whole keeps POISON_KEEP_BYTES, the rest counted."""
+    from tutormax_cli.queue.envelope import POISON_KEEP_BYTES, Message
+
+    small = Message("tutors", "1-0", {b"a": b"x", b"b": b"\xff"})
+    assert small.raw_entry() == {"a": "x", "b": "\\xff"}
+    wide = Message("tutors", "1-0", {f"f{i}".encode(): b"v" * 200_000 for i in range(100)})
+    kept = wide.raw_entry()
+    assert sum(len(k) + len(v) for k, v in kept.items()) <= POISON_KEEP_BYTES + 100
+    assert kept["f0"] == "v" * (POISON_KEEP_BYTES - 2)
+    left_out = sum(len(f"f{i}") + 200_000 for i in range(1, 100))
+    assert kept["_omitted"] == f"99 field(s), {left_out:,} bytes"
+    many = Message("tutors", "1-0", {f"k{i:06}".encode(): b"" for i in range(100_000)})
+    assert sum(len(k) + len(v) for k, v in many.raw_entry().items()) <= POISON_KEEP_BYTES + 100
