@@ -234,3 +234,64 @@ def test_a_huge_csv_cell_is_rejected_in_bounded_memory(tmp_path: Path, shape: st
         want = n if shape == "gzip-100mb-cell" else (n // (7 << 17)) * (6 << 17)  # `""`: 1 byte
         assert echo["bytes"] == want
     assert hwm < normal + (120 << 20), (hwm >> 20, normal >> 20)
+
+
+# -- Parquet: a page is decompressed whole, so one over its limit is not read -----------------
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc: Linux")
+@pytest.mark.parametrize("shape", ["text-page", "int-page", "second-row-group"])
+def test_a_parquet_page_too_big_to_decompress_is_refused_unread(tmp_path: Path, shape: str) -> None:
+    """8 KB of zstd held a 200 MB page of one value, which cost 919 MB to reject; a page of
+    ten million zeros is as small. Each is exit 2 naming the column and the rows, before
+    the page is decompressed, its resident set near a small run's."""
+    import pyarrow.parquet as pq
+
+    (tmp_path / "small.csv").write_text(HEADER + _row("s0", "Math"))
+    tutormax(tmp_path, "enrich", "small.csv", "--no-db", measure=True)
+    normal = vm_peaks(tmp_path)[1]
+
+    def sessions(n: int, subject: pa.Array, duration: pa.Array) -> pa.Table:
+        return pa.table({"session_id": [f"s{i}" for i in range(n)], "tutor_id": ["t1"] * n,
+                         "student_id": ["u1"] * n, "scheduled_start": ["2024-01-01T00:00:00Z"] * n,
+                         "duration_minutes": duration, "subject": subject})  # fmt: skip
+
+    src = tmp_path / "bomb.parquet"
+    if shape == "text-page":
+        table = sessions(1, pa.array(["a" * (100 << 20)]), pa.array([30]))
+        pq.write_table(table, src, compression="zstd", use_dictionary=False)
+        column, rows = "subject", "rows 1-1"
+    elif shape == "int-page":
+        import numpy as np
+
+        n = 10_000_000
+        zeros = pa.array(np.zeros(n, np.int32))
+
+        def same(text: str) -> pa.Array:  # n rows of one value, 4 bytes each
+            return pa.DictionaryArray.from_arrays(zeros, pa.array([text]))
+
+        table = pa.table({"session_id": same("s"), "tutor_id": same("t1"),
+                          "student_id": same("u1"), "scheduled_start": same("2024-01-01"),
+                          "duration_minutes": pa.array(np.full(n, 30, np.int64)),
+                          "subject": same("Math")})  # fmt: skip
+        pq.write_table(table, src, compression="zstd", data_page_size=1 << 30,
+                       max_rows_per_page=n, write_batch_size=n, row_group_size=n,
+                       use_dictionary=["session_id", "tutor_id", "student_id",
+                                       "scheduled_start", "subject"])  # fmt: skip
+        del table, zeros
+        column, rows = "duration_minutes", f"rows 1-{n:,}"
+    else:
+        ok = sessions(2, pa.array(["Math", "Art"]), pa.array([30, 40]))
+        bad = sessions(1, pa.array(["a" * (100 << 20)]), pa.array([30]))
+        with pq.ParquetWriter(src, ok.schema, compression="zstd", use_dictionary=False) as w:
+            w.write_table(ok)
+            w.write_table(bad)
+        column, rows = "subject", "rows 3-3 (row group 1)"
+    assert src.stat().st_size < 4 << 20  # (the repeated indices of 10M rows: 3.6 MB)
+    run = tutormax(tmp_path, "enrich", src.name, "--no-db", measure=True)
+    hwm = vm_peaks(tmp_path)[1]
+    assert run.code == 2, run.context()
+    line = run.stderr.strip().splitlines()[-1]
+    assert f"column {column}, {rows}" in line and "over the 67,108,864-byte limit" in line, line
+    assert "Traceback" not in run.stderr
+    assert hwm < normal + (120 << 20), (hwm >> 20, normal >> 20)

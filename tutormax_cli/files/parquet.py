@@ -14,7 +14,16 @@ from ..errors import InputError, first_line
 from ..schema import MAX_COLUMNS
 from .batch import BATCH_MAX_BYTES, RawBatch, _rebatch
 from .inputs import _check_names, _Input
-from .parquet_plan import PARQUET_READ_BYTES, VALUE_BYTES, _is_text, _PageWalk, _plan, _text_columns
+from .parquet_plan import (
+    PAGE_MAX_BYTES,
+    PARQUET_READ_BYTES,
+    VALUE_BYTES,
+    PageTooBig,
+    _is_text,
+    _PageWalk,
+    _plan,
+    _text_columns,
+)
 from .thrift import _Thrift
 
 PARQUET_MAX_FIELDS = 4 * MAX_COLUMNS  # schema nodes, nested ones included (a list is 3)
@@ -55,11 +64,22 @@ def _pieces(path: _Input, pf: pq.ParquetFile, batch_size: int) -> Iterator[pa.Ta
     wait for the whole file's."""
     schema, text = pf.schema_arrow, _text_columns(pf)
     readers = {frozenset[str](): pf}  # by the columns they read as dictionaries
+    first = 1  # the row group's first row
     with _PageWalk(path) as walk:
         for i in range(pf.metadata.num_row_groups):
-            if pf.metadata.row_group(i).num_rows <= 0:
+            rows = pf.metadata.row_group(i).num_rows
+            if rows <= 0:
                 continue
-            plan = _plan(walk, pf, i, text, batch_size)
+            try:
+                plan = _plan(walk, pf, i, text, batch_size)
+            except PageTooBig as exc:
+                raise InputError(
+                    f"{path}: column {exc.column}, rows {first:,}-{first + rows - 1:,} (row "
+                    f"group {i}): a page of {exc.size:,} bytes decompressed, over the "
+                    f"{PAGE_MAX_BYTES:,}-byte limit of one page: not read (write the file "
+                    "with smaller pages)"
+                ) from None
+            first += rows
             reader = readers.get(plan.dictionary)
             if reader is None:
                 reader = readers[plan.dictionary] = pq.ParquetFile(

@@ -4,8 +4,10 @@ reads by these plans)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -52,7 +54,23 @@ VALUE_BYTES = 8  # what a text value costs beside its bytes: an offset, an index
 STEP_MAX_BYTES = 2 * BATCH_MAX_BYTES
 DICTIONARY_LONG_ENTRY = 1 << 10  # a dictionary of shorter entries is bounded by its bytes
 DICTIONARY_REPEAT_BYTES = BATCH_MAX_BYTES // 16  # repeats adding more: read as a dictionary
+T = TypeVar("T")
 PAGE_HEADERS_MAX = 1_000_000  # page headers read in a file; past it, averages
+# Arrow decompresses a page whole: a page over this (its header says how big it is
+# decompressed) makes the file unreadable, before any of it is decompressed. 8 KB of zstd
+# held a 200 MB page and cost 919 MB. Writers aim at 1 MiB pages (pyarrow, Spark, Polars);
+# only values averaging over 64 KiB in a page of 1,024 of them come near.
+PAGE_MAX_BYTES = 4 * BATCH_MAX_BYTES
+
+
+class PageTooBig(Exception):
+    """A page over PAGE_MAX_BYTES decompressed (its size as its header says), of `column`."""
+
+    def __init__(self, size: int, column: str = "") -> None:
+        super().__init__(size)
+        self.size, self.column = size, column
+
+
 _DICTIONARY_ENCODINGS = (2, 8)  # PLAIN_DICTIONARY, RLE_DICTIONARY
 _CODECS = {"UNCOMPRESSED": 0, "SNAPPY": 1, "GZIP": 2, "LZO": 3, "BROTLI": 4, "LZ4": 5,
            "ZSTD": 6, "LZ4_RAW": 7}  # fmt: skip
@@ -91,8 +109,9 @@ def _plan(walk: _PageWalk, pf: pq.ParquetFile, i: int, text: set[str], batch_siz
         if leaf.physical_type != "BYTE_ARRAY" or leaf.logical_type.type == "DECIMAL":
             width = _width(leaf)  # values of a fixed width
             per_row += width * -(-values // rows) if leaf.max_repetition_level else width
+            _named(walk.pages, col, leaf.path)  # none of them over PAGE_MAX_BYTES
             continue
-        c = walk.chunk(col)
+        c = _named(walk.chunk, col, leaf.path)
         as_dictionary = leaf.path in text and _as_dictionary(c, col)
         if as_dictionary:
             dictionary.add(leaf.path)
@@ -110,6 +129,14 @@ def _plan(walk: _PageWalk, pf: pq.ParquetFile, i: int, text: set[str], batch_siz
     step = max(1, min(batch_size, room // max(per_row, 1)))
     step = -(-rows // -(-rows // step))  # the row group in even steps: no short last one
     return _Plan(step, frozenset(dictionary))
+
+
+def _named(walk: Callable[[Any], T], col: Any, path: str) -> T:
+    """A walk of a column chunk; a PageTooBig of it names the column."""
+    try:
+        return walk(col)
+    except PageTooBig as exc:
+        raise PageTooBig(exc.size, path) from None
 
 
 def _as_dictionary(c: _Chunk, col: Any) -> bool:
@@ -209,9 +236,22 @@ class _PageWalk:
             out = _Chunk()  # the chunk's average bounds it
         return out
 
+    def pages(self, col: Any) -> None:
+        """Walk a column chunk's page headers only for their sizes (PageTooBig)."""
+        at = col.data_page_offset
+        if col.has_dictionary_page and 0 < (col.dictionary_page_offset or 0) < at:
+            at = col.dictionary_page_offset
+        end = at + max(col.total_compressed_size, 0)
+        with suppress(OSError, ValueError, IndexError, KeyError, _WalkEnd, pa.ArrowException):
+            while at < end:
+                _kind, _size, stored, _values, _encoding, length = self.header(at)
+                if stored < 0 or length <= 0:
+                    return
+                at += length + stored
+
     def header(self, at: int) -> tuple[int, int, int, int, int, int]:
         """(page type, bytes uncompressed, bytes stored, values, encoding, the header's own
-        length) of the page at `at`."""
+        length) of the page at `at`; PageTooBig for one over PAGE_MAX_BYTES."""
         if self.fh is None or self.left <= 0:
             raise _WalkEnd
         self.left -= 1
@@ -221,11 +261,15 @@ class _PageWalk:
             data = self.fh.read(want)
             try:
                 thrift = _Thrift(data)
-                return (*_page_header(thrift), thrift.i)
+                head = (*_page_header(thrift), thrift.i)
             except IndexError:
                 if len(data) < want or want >= PARQUET_READ_BYTES:
                     raise
                 want *= 8
+                continue
+            if head[1] > PAGE_MAX_BYTES:
+                raise PageTooBig(head[1])
+            return head
 
     def longest_entry(self, col: Any, at: int, size: int, stored: int, entries: int) -> int:
         """The longest entry of a dictionary page (its data at `at`), decoded by Arrow as the
