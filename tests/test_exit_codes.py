@@ -352,7 +352,7 @@ def test_an_as_of_outside_the_years_1_to_9999_in_utc_is_a_bad_option(
     assert fine.exit_code in (0, 1), fine.output  # the first instant of year 1 in UTC
 
 
-@pytest.mark.parametrize("tz", ["Factory", "posixrules", "Etc/GMT+14", "A" * 300, ""])
+@pytest.mark.parametrize("tz", ["Factory", "posixrules", "Etc/GMT+14", "A" * 300, "", "localtime"])
 @pytest.mark.parametrize("command", ["enrich", "refresh", "worker"])
 def test_a_timezone_arrow_cannot_use_is_a_bad_option(tmp_path: Path, command: str, tz: str) -> None:
     """zoneinfo takes files of the tz database that are not zones ('Factory', 'posixrules'):

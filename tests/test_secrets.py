@@ -155,8 +155,16 @@ def invoke(args: list[str]) -> str:
 @given(
     password=PASSWORDS,
     form=st.sampled_from(
-        ["raw", "encoded", "no-scheme", "query", "sslpassword", "no-scheme-query", "keyvalue",
-         "redis-cli"]  # fmt: skip
+        [
+            "raw",
+            "encoded",
+            "no-scheme",
+            "query",
+            "sslpassword",
+            "no-scheme-query",
+            "keyvalue",
+            "redis-cli",
+        ]  # fmt: skip
     ),
     command=st.sampled_from(
         [

@@ -160,16 +160,26 @@ def parse_timezone(name: str) -> str:
     """--timezone: a name both Python's zoneinfo and Arrow (which derives the fields) know.
     zoneinfo alone takes files of the tz database that are not zones ('Factory',
     'posixrules'), which Arrow refuses at the first batch; a name too long for a file
-    name is an OSError."""
+    name is an OSError. 'localtime' is this machine's /etc/localtime, which both read:
+    not a zone name, its meaning changes with the host, and rows record their timezone
+    for `refresh` to read on another one."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    if name.strip().lower() in _HOST_ZONES:
+        raise UsageError(
+            f"--timezone {name!r}: this machine's own zone, not a known IANA timezone name",
+            hint="name the zone itself, as in Europe/Berlin (timedatectl shows it)",
+        )
     try:
         ZoneInfo(name)
         pc.hour(pa.array([0], pa.timestamp("us", tz=name)))
     except (ZoneInfoNotFoundError, ValueError, OSError, pa.ArrowException):
         raise UsageError(f"--timezone {name!r}: not a known IANA timezone name") from None
     return name
+
+
+_HOST_ZONES = {"localtime", "/etc/localtime"}
 
 
 def parse_as_of(text: str | None) -> datetime:
