@@ -46,9 +46,10 @@ class _Csv:
         bounded = False
         done = 0  # good rows already yielded, if a restart is needed
         parsed = [0]  # bytes of the rows yielded so far (a restart keeps the count)
+        told: set[int] = set()  # malformed rows already yielded (a restart yields the rest)
         while True:
             try:
-                for rb in _csv_pass(path, batch_size, block, done, parsed, bounded):
+                for rb in _csv_pass(path, batch_size, block, done, parsed, bounded, told):
                     done += rb.table.num_rows
                     yield rb
                 return
@@ -137,10 +138,27 @@ def _csv_header_row(path: _Input) -> tuple[list[str], bytes, bool]:
 
 
 def _csv_pass(
-    path: _Input, batch_size: int, block: int, skip: int, parsed: list[int], bounded: bool
+    path: _Input,
+    batch_size: int,
+    block: int,
+    skip: int,
+    parsed: list[int],
+    bounded: bool,
+    told: set[int],
 ) -> Iterator[RawBatch]:
-    """One reading of the file (`bounded`: through BoundedCsv); `parsed[0]` counts the bytes
-    of the rows yielded (progress)."""
+    """One reading of the file (`bounded`: through BoundedCsv), yielding the good rows after
+    the first `skip` and the malformed ones not in `told` (it adds those it yields: a pass
+    that failed may have found some and yielded none); `parsed[0]` counts the bytes of the
+    rows yielded (progress)."""
+
+    def untold(found: list[Malformed]) -> list[Malformed]:
+        return [m for m in found if m.row not in told and (m.row > 0 or not skip)]
+
+    def telling(found: list[Malformed]) -> list[Malformed]:
+        told.update(m.row for m in found)
+        parsed[0] += sum(len(m.text.encode("utf-8", "replace")) + 1 for m in found)
+        return found
+
     malformed: list[Malformed] = []
     cuts: deque[int] = deque()
     cut_fields: dict[int, dict[int, int]] | None = None
@@ -187,9 +205,11 @@ def _csv_pass(
         try:
             gaps: list[int] = []  # record numbers of malformed rows seen so far, ascending
             good = 0  # good rows read so far
+            waiting: list[Malformed] = []  # malformed rows to yield with the next batch
             for table in _rebatch((pa.Table.from_batches([b]) for b in reader), batch_size):
                 fresh, malformed[:] = list(malformed), []
                 gaps.extend(m.row for m in fresh)
+                waiting += untold(fresh)
                 start, good = good, good + table.num_rows
                 if good <= skip:
                     continue
@@ -198,14 +218,14 @@ def _csv_pass(
                 if guard.escaped:
                     table = _unescape_table(table)
                 parsed[0] += _csv_bytes(table)
-                if skip == 0:
-                    parsed[0] += sum(len(m.text.encode("utf-8", "replace")) + 1 for m in fresh)
+                bad, waiting = telling(waiting), []
                 done = path.fraction(int(parsed[0] * scale), fh)
-                bad = fresh if skip == 0 else []
                 yield RawBatch(table, start + 1, tuple(gaps), bad, done, cut=cut_fields)
-            if malformed and skip == 0:  # malformed rows after the last good one
+            waiting += untold(malformed)  # malformed rows after the last good one
+            if waiting:
+                gaps.extend(m.row for m in malformed)
                 empty = pa.table({n: pa.array([], pa.string()) for n in names})
-                yield RawBatch(empty, good + 1, tuple(gaps), list(malformed), 1.0)
+                yield RawBatch(empty, good + 1, tuple(gaps), telling(waiting), 1.0)
         finally:
             guard.close()
             reader.close()
