@@ -423,7 +423,7 @@ def test_no_run_writes_over_an_input_or_over_another_of_its_results(
 
 
 @pytest.mark.parametrize("group", ["", "  ", "a\nb"])
-@pytest.mark.parametrize("command", [["worker", "--burst"], ["stats"], ["dlq", "replay", "--all"]])
+@pytest.mark.parametrize("command", [["worker", "--burst"], ["stats"]])
 def test_a_blank_group_name_is_a_bad_option(command: list[str], group: str) -> None:
     """`--group ''` made a consumer group of that name on the streams (Redis takes it)."""
     result = CliRunner().invoke(app, [*command, "--group", group, "--redis",

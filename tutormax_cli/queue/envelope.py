@@ -196,18 +196,19 @@ class Message:
         return self.fields.get(_FIELD_BYTES)
 
     def raw_entry(self) -> dict[str, str]:
-        """The entry as text, for a poison dead letter: at most POISON_KEEP_BYTES in all,
-        fields in order, the one that passes the budget cut; those left out are counted
-        under `_omitted` (an entry of 100 fields of 200 KB made a 6.5 MB dead letter)."""
+        """The entry as text, for a poison dead letter: at most POISON_KEEP_BYTES of its
+        values and as much of its field names, fields in order, the value that passes the
+        budget cut; the fields left out are counted under `_omitted` (an entry of 100
+        fields of 200 KB made a 6.5 MB dead letter)."""
         out: dict[str, str] = {}
-        left, omitted, omitted_bytes = POISON_KEEP_BYTES, 0, 0
+        values = names = POISON_KEEP_BYTES
+        omitted, omitted_bytes = 0, 0
         for k, v in self.fields.items():
-            key = text(k[:POISON_KEEP_BYTES])
-            if left <= 0 or len(key) >= left:
+            if values <= 0 or len(k) > names:
                 omitted, omitted_bytes = omitted + 1, omitted_bytes + len(k) + len(v)
                 continue
-            out[key] = text(v[: left - len(key)])
-            left -= len(key) + len(v)
+            out[text(k)] = text(v[:values])
+            values, names = values - len(v), names - len(k)
         if omitted:
             out["_omitted"] = f"{omitted} field(s), {omitted_bytes:,} bytes"
         return out
