@@ -121,6 +121,9 @@ def urls(password: str, form: str) -> tuple[str, str]:
     if form == "redis-cli":  # redis-cli and Redis's docs: a lone user-info is the password
         q = quote(password, safe="")
         return f"postgresql://app:{q}@127.0.0.1:1/tutoring", f"redis://{q}@127.0.0.1:1/0"
+    if form == "redis-cli-raw":  # the same, not encoded: a / ? or # in it ends the authority
+        q = quote(password, safe="")
+        return f"postgresql://app:{q}@127.0.0.1:1/tutoring", f"redis://{password}@127.0.0.1:1/0"
     return f"postgresql://app:{pw}@127.0.0.1:1/tutoring", f"redis://app:{pw}@127.0.0.1:1/0"
 
 
@@ -164,6 +167,7 @@ def invoke(args: list[str]) -> str:
             "no-scheme-query",
             "keyvalue",
             "redis-cli",
+            "redis-cli-raw",
         ]  # fmt: skip
     ),
     command=st.sampled_from(
@@ -189,6 +193,8 @@ def invoke(args: list[str]) -> str:
 @example(password="a@0a0", form="keyvalue", command="enrich")  # an @ in a key=value value
 @example(password="p@ss@x", form="no-scheme-query", command="stats")
 @example(password="Zq9Pw-secret", form="redis-cli", command="stats-json")
+@example(password="S3c?r3tA", form="redis-cli-raw", command="stats-json")
+@example(password="pa/ss3cr3tword", form="redis-cli-raw", command="worker")
 def test_no_command_ever_shows_a_password(
     password: str, form: str, command: str, tmp_path: Path
 ) -> None:

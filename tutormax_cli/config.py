@@ -109,13 +109,21 @@ def scrub(text: str) -> str:
 
 
 def check_url(url: str, option: str) -> None:
-    """Refuse a URL whose password holds a raw `@`: every parser splits it at the wrong
-    place and would hand part of the password to a driver as the host name."""
-    _, sep, rest = str(url).partition("://")
+    """Refuse a URL whose password holds a raw `@` (every parser splits it at the wrong
+    place and would hand part of the password to a driver as the host name), or a Redis URL
+    whose user-info holds a raw `/`, `?` or `#` (redis-py's parser ends the authority
+    there: `redis://S3c?r3t@host` connected to host `s3c`, and said so)."""
+    scheme, sep, rest = str(url).partition("://")
     if sep and rest.count("@") > 1:
         raise UsageError(
             f"{option} {mask_url(url)}: the password holds a raw @",
             hint="percent-encode it: @ is %40, / is %2F, # is %23, : is %3A",
+        )
+    at = rest.rfind("@")
+    if sep and _password_only(scheme) and at >= 0 and any(c in rest[:at] for c in "/?#"):
+        raise UsageError(
+            f"{option} {mask_url(url)}: the password holds a raw /, ? or #",
+            hint="percent-encode it: / is %2F, ? is %3F, # is %23, @ is %40, : is %3A",
         )
 
 
@@ -131,9 +139,10 @@ def mask_url(url: str) -> str:
     scheme, sep, rest = text.partition("://")
     if "@" in text and (not sep or rest.count("@") > 1):
         return _mask_authority(text)
-    if scheme.lower().startswith("redis") and _bare_userinfo(rest):
+    if _password_only(scheme) and _ambiguous_userinfo(rest):
         # redis://SECRET@host: redis-cli (and Redis's own docs) take a lone user-info as
-        # the password; it is masked whole, whatever a driver makes of it.
+        # the password; and one holding a raw / ? or # is cut short by URL parsers. Either
+        # is masked whole, up to the last @, whatever a driver makes of it.
         return _mask_authority(text)
     try:
         from sqlalchemy.engine import make_url
@@ -178,11 +187,20 @@ def _mask_pair(m: re.Match[str]) -> str:
     return f"{m.group(1)}***"
 
 
-def _bare_userinfo(rest: str) -> str | None:
-    """The user-info of a URL's authority (after `://`) that has no `:`, if any."""
-    authority = rest.split("/", 1)[0].split("?", 1)[0]
-    info, at, _host = authority.rpartition("@")
-    return info if at and info and ":" not in info else None
+def _password_only(scheme: str) -> bool:
+    """Schemes whose lone user-info redis-cli and its kin read as the password."""
+    s = scheme.lower()
+    return s.startswith(("redis", "valkey")) or s == "unix"
+
+
+def _ambiguous_userinfo(rest: str) -> bool:
+    """Whether what comes before the last `@` (after `://`) is a lone user-info (no `:`)
+    or holds a raw `/`, `?` or `#` (a parser takes part of it for the host)."""
+    at = rest.rfind("@")
+    if at <= 0:
+        return False
+    info = rest[:at]
+    return ":" not in info or any(c in info for c in "/?#")
 
 
 def _register_userinfo(text: str) -> None:
@@ -196,12 +214,14 @@ def _register_userinfo(text: str) -> None:
     if at < 0:
         return
     user, colon, password = rest[:at].partition(":")
-    if not colon and sep and text.partition("://")[0].lower().startswith("redis"):
-        password = user  # redis://SECRET@host (see mask_url)
+    if sep and _password_only(text.partition("://")[0]) and _ambiguous_userinfo(rest):
+        password = rest[:at]  # redis://SECRET@host, redis://a/b?c@host (see mask_url)
     elif not colon:
         return
     register_secret(password)
     register_secret(unquote(password))
+    for piece in re.split(r"[/?#:]", password):  # what a parser may show as a host or port
+        register_secret(piece)
 
 
 def load_dotenv(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Path | None:
