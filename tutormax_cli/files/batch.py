@@ -28,6 +28,7 @@ class Malformed:
     row: int
     text: str
     message: str
+    size: int | None = None  # the record's bytes in the file, when `text` is less of it
 
 
 def _value(column: pa.ChunkedArray) -> Any:

@@ -162,6 +162,7 @@ def _csv_pass(
     malformed: list[Malformed] = []
     cuts: deque[int] = deque()
     cut_fields: dict[int, dict[int, int]] | None = None
+    record_sizes: dict[int, int] | None = None
 
     def on_invalid(row: Any) -> str:
         # The header is record 1 to Arrow; SPEC's row numbers count data records from 1.
@@ -171,7 +172,8 @@ def _csv_pass(
         if cuts and (cut := cut_reason(text, cuts)):
             text, msg = cut[0][:MALFORMED_ECHO_BYTES], cut[1]
         text = _unescape(text.encode()).decode("utf-8", "backslashreplace")
-        malformed.append(Malformed(number, text, msg))
+        size = record_sizes.get(number) if record_sizes else None  # a field of it was cut
+        malformed.append(Malformed(number, text, msg, size))
         return "skip"
 
     names, only = _header(path)
@@ -184,7 +186,7 @@ def _csv_pass(
         source: Any = fh
         if bounded:
             source = BoundedCsv(fh, len(names))
-            cuts, cut_fields = source.cuts, source.cut_fields
+            cuts, cut_fields, record_sizes = source.cuts, source.cut_fields, source.record_sizes
         guard = _Utf8Guard(source)
         reader = pv.open_csv(
             guard,

@@ -35,6 +35,7 @@ from ..schema import FIELD_MAX_BYTES, RECORD_MAX_BYTES
 
 READ_BYTES = 1 << 20
 MARKER = "__tutormax_record_over_cap__"
+_BOM = b"\xef\xbb\xbf"  # Arrow skips it at the start of a file
 _SPECIAL = re.compile(rb"[,\r\n]")
 _START, _UNQUOTED, _QUOTED, _QUOTE = 0, 1, 2, 3  # where the scanner stands in a field
 
@@ -66,8 +67,10 @@ class BoundedCsv:
         self._cut_record = False  # dropping the rest of the current record
         self._open_quote = False  # a quote handed on and not yet closed
         self.cuts: deque[int] = deque()  # input sizes of the records cut, in input order
-        # Fields cut: record number (the header is 0) → {field's place: its value bytes}.
+        # Fields cut: record number (the header is 0) → {field's place: its value bytes};
+        # and the bytes in the input of each record with a field cut.
         self.cut_fields: dict[int, dict[int, int]] = {}
+        self.record_sizes: dict[int, int] = {}
         self._lock = threading.Lock()
 
     # -- the file interface (read by files/csv._Utf8Guard, which Arrow reads) -------------------
@@ -79,6 +82,9 @@ class BoundedCsv:
                 if not chunk:
                     self._end_of_input()
                     return self._take()
+                if self._base == 0 and chunk.startswith(_BOM):  # not text of the header
+                    self._out.append(_BOM)
+                    chunk, self._base, self._record_start = chunk[3:], 3, 3
                 self._scan(chunk)
                 self._base += len(chunk)
                 if out := self._take():  # b"" would say the input ended
@@ -114,7 +120,8 @@ class BoundedCsv:
                 self._state, i = _QUOTE, j + 1  # a quote: `""`, or the field's end
             elif state == _QUOTE and chunk[i] == 0x22:
                 self._value(chunk, i, i + 1, escaped=True)
-                self._state, i = _QUOTED, i + 1
+                self._state = _QUOTED
+                i = self._escaped_run(chunk, i + 1)  # `""` seen: there may be many
             elif state == _QUOTE:
                 self._close_quote()
             elif state == _START and chunk[i] == 0x22:
@@ -192,6 +199,41 @@ class BoundedCsv:
         self._field += size
         self._emit(b'""' if escaped else chunk[i:end])
 
+    def _escaped_run(self, chunk: bytes, i: int) -> int:
+        """Inside quotes at chunk[i]: take at C speed (numpy) the value up to the first run
+        of quotes that ends the field (an odd one) or may go on in the next read (at the
+        chunk's end, or past a MiB), and return where that run begins, for the careful way.
+        A cell of 20 MiB of `ab""` took 2.7 s a quote pair at a time."""
+        a = np.frombuffer(chunk, np.uint8)[i : i + READ_BYTES]  # (a MiB: a few MB of numpy)
+        quotes = a == 0x22
+        if not quotes.any():
+            stop = len(a)
+        else:
+            edges = np.diff(quotes.view(np.int8), prepend=0, append=0)
+            starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+            last = np.flatnonzero(((ends - starts) % 2 == 1) | (ends == len(a)))
+            stop = int(starts[last[0]]) if len(last) else len(a)
+        if not stop:
+            return i
+        pairs = np.flatnonzero(quotes[:stop])  # runs of even length: `""` pairs, in order
+        value = stop - len(pairs) // 2
+        self._field_size += value
+        if self._cut_field:
+            return i + stop
+        room = self._field_max + 1 - self._field
+        if value <= room:
+            self._field += value
+            self._emit(chunk[i : i + stop])
+            return i + stop
+        if room > 0:
+            counts = np.ones(stop, np.int32)
+            counts[pairs[0::2]] = 0  # a pair is one value byte: its second quote
+            end = int(np.searchsorted(np.cumsum(counts), room)) + 1  # never inside a pair
+            self._emit(chunk[i : i + end])
+            self._field += room
+        self._cut_field = True
+        return i + stop
+
     def _close_quote(self) -> None:
         if self._open_quote and self._emit(b'"'):
             self._open_quote = False
@@ -219,6 +261,8 @@ class BoundedCsv:
         ends an empty record, which Arrow skips as it does a blank line)."""
         if at > self._record_start:  # not an empty line: a record
             self._field_end()
+            if self._record_no in self.cut_fields:
+                self.record_sizes[self._record_no] = at - self._record_start
             self._record_no += 1
         if self._cut_record:
             size = at - self._record_start

@@ -197,7 +197,7 @@ def malformed_rows(rb: RawBatch) -> list[tuple[int | None, Any, list[dict[str, A
     return [
         (
             m.row if m.row > 0 else None,
-            {"_raw": m.text},
+            {"_raw": _CutText(m.text, m.size) if m.size else m.text},
             [{"field": "_row", "code": E.MALFORMED_ROW, "message": m.message}],
         )
         for m in rb.malformed
