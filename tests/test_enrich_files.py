@@ -336,3 +336,17 @@ def test_fields_of_the_kind_only_later_jsonl_records_carry_reach_the_output(
         assert (b["free_text_feedback"], b["would_recommend"]) == ("great", True)
         assert (b["helpfulness_rating"], b["improvement_areas"]) == (5, ["x"])
     assert rows[0]["free_text_feedback"] in (None, "")
+
+
+def test_a_jsonl_file_whose_first_record_is_empty_takes_its_columns_from_the_next(
+    tmp_path,
+) -> None:
+    """`{}` first gave 'no JSON object on any line: pass --kind' (exit 2), false: it is a
+    record (rejected, it lacks every required field), and the next one tells the kind."""
+    src = tmp_path / "t.jsonl"
+    src.write_text("{}\n" + _tutor("t2") + "\n")
+    code, summary = enrich(src, "--out", tmp_path / "o.jsonl", "--rejects", tmp_path / "r.jsonl")
+    assert code == 1 and summary["files"][0]["kind"] == "tutors"
+    assert (summary["files"][0]["accepted"], summary["files"][0]["rejected"]) == (1, 1)
+    reject = json.loads((tmp_path / "r.jsonl").read_text())
+    assert reject["row"] == 1 and {e["code"] for e in reject["errors"]} == {"required"}

@@ -24,8 +24,9 @@ JSONL_MAX_LINE_BYTES = RECORD_MAX_BYTES
 class _JsonLines:
     @staticmethod
     def header(path: _Input) -> list[str]:
-        """Keys of the first record: the first non-blank line that is a JSON object within
-        the depth limit (lines before it are rejected as rows by `batches`); more keys than
+        """Keys of the first record that has any: the first non-blank line that is a JSON
+        object within the depth limit, `{}` passed over (lines before it are rejected as rows
+        by `batches`; `{}` lacks every required field); more keys than
         MAX_COLUMNS is an error. Keys first seen in later records are not carried to the
         output (see records.records_to_table). No record at all (an empty export, or only
         malformed lines): none, and the Source takes its kind's fields."""
@@ -35,7 +36,10 @@ class _JsonLines:
                     if isinstance(line, _Oversized) or not line.strip():
                         continue
                     try:
-                        return list(loads_record(line))
+                        keys = list(loads_record(line))
+                        if keys:  # `{}` tells nothing: the next record may
+                            return keys
+                        continue
                     except TooManyKeys as exc:
                         raise InputError(
                             f"{path}: line {number}: the first record has {exc.keys:,} keys, "
