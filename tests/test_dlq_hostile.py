@@ -331,3 +331,31 @@ def test_a_lone_surrogate_in_a_dead_letter_is_shown_escaped(
         assert found["envelope"]["data"] == {"tutor_id": "t\ud800", "name": "a\udc00b"}
     else:
         assert "t\\ud800" in proc.stdout
+
+
+def test_foreign_values_in_the_dead_letter_index_are_no_marks(
+    redis_url: str, prefix: str, streams: Streams, tmp_path: Path
+) -> None:
+    """The index is a Redis hash anyone may write: a value that is no entry id made the
+    worker and stats die with exit 3 (ValueError) once a dead letter existed; under a real
+    source entry's mark it failed the dead-letter script. Neither a lost dead letter nor a
+    live mark."""
+    from dbfixtures import tutor
+    from redisfixtures import publish
+
+    db = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    assert _cli("db", "init", "--db", db).exit_code == 0
+    worker = [sys.executable, "-m", "tutormax_cli", "worker", "--burst", "--db", db,
+              *_args(redis_url, prefix)]  # fmt: skip
+    publish(streams, "tutors", [tutor(1, email="nope")])
+    assert subprocess.run(worker, capture_output=True, timeout=60).returncode == 0
+    publish(streams, "tutors", [tutor(2, email="nope")])
+    entry = streams.r.xrange(streams.stream("tutors"))[-1][0].decode()
+    streams.r.hset(streams.index_key, mapping={
+        "foo": "garbage", f"{streams.stream('tutors')} {entry}": "not-an-id"})  # fmt: skip
+    stats = _cli("stats", "--db", db, "--json", *_args(redis_url, prefix))
+    assert stats.exit_code == 0, stats.output
+    assert strict_json(stats.stdout)["dead_letter"]["total"] == 1
+    again = subprocess.run(worker, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0, again.stderr
+    assert streams.r.xlen(streams.dead_letter_key) == 2  # T2 dead-lettered despite the value

@@ -34,7 +34,10 @@ for i = 1, #ARGV, 2 do
   if mark then
     if string.sub(mark, 1, 9) == 'replayed:' or string.sub(mark, 1, 8) == 'drained:' then
       live = true
-    else live = #redis.call('XRANGE', KEYS[1], mark, mark) > 0 end
+    else  -- a value that is no entry id (not written by tutormax) is no live mark
+      local found = redis.pcall('XRANGE', KEYS[1], mark, mark)
+      live = type(found) == 'table' and found.err == nil and #found > 0
+    end
   end
   if not live then
     local id = redis.call('XADD', KEYS[1], '*', 'message', ARGV[i + 1])
@@ -53,6 +56,18 @@ redis.call('XDEL', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[3], 'replayed:' .. id)
 return id
 """
+
+
+def _dead_letter_key(value: bytes) -> tuple[int, int] | None:
+    """The dead-letter entry id a mark holds, as a key; None for a replayed or drained
+    mark, or a value tutormax did not write (a foreign one is neither lost nor swept)."""
+    v = text(value)
+    if v.startswith(HANDLED):
+        return None
+    try:
+        return entry_key(v)
+    except ValueError:
+        return None
 
 
 class DeadLetterOps(Connection):
@@ -82,10 +97,8 @@ class DeadLetterOps(Connection):
             oldest = entry_key(text(first[0][0])) if first else None
             lost = 0
             for _mark, dl_id in self.r.hscan_iter(self._index_key, count=1000):
-                value = text(dl_id)
-                if value.startswith(HANDLED):
-                    continue
-                if oldest is None or entry_key(value) < oldest:
+                key = _dead_letter_key(dl_id)
+                if key is not None and (oldest is None or key < oldest):
                     lost += 1
         return {"ttl_s": ttl if ttl >= 0 else None, "lost": lost, "length": length}
 
@@ -95,12 +108,11 @@ class DeadLetterOps(Connection):
         with self.errors("sweeping the dead-letter index"):
             first = self.r.xrange(self.dead_letter_key, "-", "+", count=1)
             oldest = entry_key(text(first[0][0])) if first else None
-            stale = [
-                mark
-                for mark, dl_id in self.r.hscan_iter(self._index_key, count=1000)
-                if not text(dl_id).startswith(HANDLED)
-                and (oldest is None or entry_key(text(dl_id)) < oldest)
-            ]
+            stale = []
+            for mark, dl_id in self.r.hscan_iter(self._index_key, count=1000):
+                key = _dead_letter_key(dl_id)
+                if key is not None and (oldest is None or key < oldest):
+                    stale.append(mark)
             for start in range(0, len(stale), PUBLISH_CHUNK):
                 self.r.hdel(self._index_key, *stale[start : start + PUBLISH_CHUNK])
         return len(stale)
