@@ -577,6 +577,24 @@ def test_an_unparsable_redis_url_is_one_masked_line(url: str) -> None:
     _ = os.environ  # the URL never reached the environment either
 
 
+@pytest.mark.parametrize("query", ["client_name=me@box", "socket_timeout=9&client_name=/s@x"])
+def test_an_at_sign_in_a_redis_urls_query_is_no_password(prefix: str, query: str) -> None:
+    """A Redis URL whose user-info holds a raw / ? or # is refused (a parser would connect
+    to a host named after the password); an @ in the query is not one, and such a URL was
+    refused too ('the password holds a raw /, ? or #', the second re-review)."""
+    url = f"{REDIS_URL.removesuffix('/0')}/0?{query}"
+    done = cli("stats", "--redis", url, "--db", "sqlite://", "--prefix", prefix, "--json")
+    assert done.returncode == 0, done.stderr
+    assert "redis_error" not in json.loads(done.stdout), done.stdout
+
+
+def test_a_redis_url_option_redis_py_does_not_know_is_one_line() -> None:
+    """`?x=1` failed inside redis-py at the first command: exit 3 and a traceback."""
+    done = cli("stats", "--redis", f"{REDIS_URL}?x=1", "--db", "sqlite://", "--json")
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "an option of its query is not one redis-py knows" in done.stderr
+
+
 # -- SIGTERM ends the worker within seconds (SPEC §6) ---------------------------------------------
 
 

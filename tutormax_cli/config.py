@@ -120,7 +120,8 @@ def check_url(url: str, option: str) -> None:
             hint="percent-encode it: @ is %40, / is %2F, # is %23, : is %3A",
         )
     at = rest.rfind("@")
-    if sep and _password_only(scheme) and at >= 0 and any(c in rest[:at] for c in "/?#"):
+    info = rest[:at] if at >= 0 else ""
+    if sep and _password_only(scheme) and any(c in info for c in "/?#") and not _query(info):
         raise UsageError(
             f"{option} {mask_url(url)}: the password holds a raw /, ? or #",
             hint="percent-encode it: / is %2F, ? is %3F, # is %23, @ is %40, : is %3A",
@@ -195,12 +196,23 @@ def _password_only(scheme: str) -> bool:
 
 def _ambiguous_userinfo(rest: str) -> bool:
     """Whether what comes before the last `@` (after `://`) is a lone user-info (no `:`)
-    or holds a raw `/`, `?` or `#` (a parser takes part of it for the host)."""
+    or holds a raw `/`, `?` or `#` (a parser takes part of it for the host). Masked whole
+    either way; even an `@` in a query (`?client_name=me@box`) is, which hides more than
+    needed and nothing it should show."""
     at = rest.rfind("@")
     if at <= 0:
         return False
     info = rest[:at]
     return ":" not in info or any(c in info for c in "/?#")
+
+
+_QUERY_PAIR = re.compile(r"[?&][^=&#@/?]+=")
+
+
+def _query(info: str) -> bool:
+    """Whether text before a URL's last `@` holds a query (`?name=`): the `@` is then the
+    query's (`redis://host/0?client_name=me@box`), not a user-info's."""
+    return _QUERY_PAIR.search(info) is not None
 
 
 def _register_userinfo(text: str) -> None:
@@ -215,13 +227,15 @@ def _register_userinfo(text: str) -> None:
         return
     user, colon, password = rest[:at].partition(":")
     if sep and _password_only(text.partition("://")[0]) and _ambiguous_userinfo(rest):
+        if _query(rest[:at]):  # an @ in a query: no secret (see _query)
+            return
         password = rest[:at]  # redis://SECRET@host, redis://a/b?c@host (see mask_url)
+        for piece in re.split(r"[/?#:]", password):  # what a parser may show as a host
+            register_secret(piece)
     elif not colon:
         return
     register_secret(password)
     register_secret(unquote(password))
-    for piece in re.split(r"[/?#:]", password):  # what a parser may show as a host or port
-        register_secret(piece)
 
 
 def load_dotenv(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Path | None:

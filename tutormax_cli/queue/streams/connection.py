@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any, Self
 
-from ...config import check_url, mask_url, register_secret
+from ...config import check_url, mask_url, register_secret, scrub
 from ...errors import QueueError, UsageError
 from ...schema import KIND_ORDER
 
@@ -104,6 +104,7 @@ class Connection:
                     "# is %23, @ is %40, : is %3A",
                 ) from None
             register_secret(parsed.get("password"))
+            _check_options(parsed, self.url_masked)
             tcp = "path" not in parsed  # unix:// sockets take no TCP keepalive
             # redis-py itself retries a dropped connection twice, quickly; a longer outage
             # surfaces as QueueUnavailable, which the worker backs off from.
@@ -183,3 +184,20 @@ class Connection:
 
 def _raw_reply(response: Any, **_options: Any) -> Any:
     return response
+
+
+def _check_options(parsed: dict[str, Any], masked: str) -> None:
+    """A query option redis-py does not know (`?x=1`) failed at the first command, inside
+    redis-py: exit 3 with a traceback. A connection is built here (it connects only when
+    used) so that such a URL is one line, exit 2, before anything is read or written."""
+    from redis.connection import Connection
+
+    options = {k: v for k, v in parsed.items() if k != "connection_class"}
+    try:
+        parsed.get("connection_class", Connection)(**options)
+    except TypeError as exc:
+        raise UsageError(
+            f"--redis {masked}: an option of its query is not one redis-py knows "
+            f"({scrub(str(exc))})",
+            hint="the options: db, socket_timeout, socket_connect_timeout, client_name, …",
+        ) from None
