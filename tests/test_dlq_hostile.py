@@ -351,11 +351,21 @@ def test_foreign_values_in_the_dead_letter_index_are_no_marks(
     assert subprocess.run(worker, capture_output=True, timeout=60).returncode == 0
     publish(streams, "tutors", [tutor(2, email="nope")])
     entry = streams.r.xrange(streams.stream("tutors"))[-1][0].decode()
-    streams.r.hset(streams.index_key, mapping={
-        "foo": "garbage", f"{streams.stream('tutors')} {entry}": "not-an-id"})  # fmt: skip
+    streams.r.hset(
+        streams.index_key,
+        mapping={
+            "foo": "garbage",
+            f"{streams.stream('tutors')} {entry}": "not-an-id",
+            "a": "1_000",
+            "b": " 7",
+            "c": "+5-0",
+        },
+    )  # fmt: skip  (int() takes these three)
     stats = _cli("stats", "--db", db, "--json", *_args(redis_url, prefix))
     assert stats.exit_code == 0, stats.output
-    assert strict_json(stats.stdout)["dead_letter"]["total"] == 1
+    doc = strict_json(stats.stdout)["dead_letter"]
+    assert doc["total"] == 1 and doc.get("lost", 0) == 0, doc
     again = subprocess.run(worker, capture_output=True, text=True, timeout=60)
     assert again.returncode == 0, again.stderr
     assert streams.r.xlen(streams.dead_letter_key) == 2  # T2 dead-lettered despite the value
+    assert streams.r.hget(streams.index_key, "a") == b"1_000"  # not swept as a lost one

@@ -511,4 +511,4 @@ def test_a_jsonl_file_without_a_record_is_an_empty_input_of_its_kind(
     if rejected:
         assert len(rejects(tmp_path / "r.jsonl")) == rejected
     code, doc, err = enrich(src)
-    assert code == 2 and "no JSON object on any line: pass --kind" in err
+    assert code == 2 and "no JSON object with a key on any line" in err and "--kind" in err

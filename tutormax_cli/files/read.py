@@ -73,7 +73,10 @@ class Source:
         self.columns = TABLE[self.format].reader.header(self.input)
         if self.format == "jsonl" and not self.columns:  # no record: an empty export
             if not kind:
-                raise InputError(f"{path}: no JSON object on any line: pass --kind to read it")
+                raise InputError(
+                    f"{path}: no JSON object with a key on any line (an empty export, or only "
+                    "{}): pass --kind to read it"
+                )
             self.columns = list(get_kind(kind).column_names)
         self.kind: Kind = get_kind(kind) if kind else _infer(self.format, self.columns, path)
         if self.format == "jsonl":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -62,12 +63,12 @@ def _dead_letter_key(value: bytes) -> tuple[int, int] | None:
     """The dead-letter entry id a mark holds, as a key; None for a replayed or drained
     mark, or a value tutormax did not write (a foreign one is neither lost nor swept)."""
     v = text(value)
-    if v.startswith(HANDLED):
+    if not _ENTRY_ID.fullmatch(v):  # (int() takes `1_000`, ` 7`, `+5`: Redis does not)
         return None
-    try:
-        return entry_key(v)
-    except ValueError:
-        return None
+    return entry_key(v)
+
+
+_ENTRY_ID = re.compile(r"[0-9]+-[0-9]+", re.ASCII)  # as tutormax writes one (XADD's)
 
 
 class DeadLetterOps(Connection):
