@@ -7,6 +7,7 @@ for Ctrl-C, an unannounced death for SIGTERM."""
 from __future__ import annotations
 
 import os
+import sys
 from typing import NoReturn
 
 
@@ -14,6 +15,11 @@ def main() -> NoReturn:
     import tutormax_cli.interrupts as interrupts
 
     interrupts.install()
+    if sys.platform.startswith("linux"):  # Arrow's wheels there ship jemalloc
+        # NOTE: set before Arrow is imported: a pool chosen later (cli._tune_arrow) came
+        # after the first allocations had started mimalloc, which kept ~35 MB resident
+        # for the whole run (1M sessions: 209 MB peak; jemalloc from the start: 172 MB).
+        os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")
     try:
         from tutormax_cli.cli import main as run_command_line
 

@@ -246,7 +246,8 @@ ARROW_DECAY_MS = 50
 
 def _tune_arrow() -> None:
     """Use jemalloc, returning freed pages to the system after ARROW_DECAY_MS, when Arrow
-    ships it.
+    ships it. (The command sets ARROW_DEFAULT_MEMORY_POOL before Arrow is imported, which
+    is better still: tutormax_cli.__main__; this is for the command line run in-process.)
 
     NOTE: with 0 (pages returned at once) every temporary array of a batch was faulted in
     afresh, a third of a run's time in the kernel; with a short decay the peak is a little
@@ -254,11 +255,11 @@ def _tune_arrow() -> None:
     default mimalloc holds more still (README, Performance)."""
     import pyarrow as pa
 
-    if "ARROW_DEFAULT_MEMORY_POOL" in os.environ:  # the user's choice wins
-        return
     try:
-        pa.set_memory_pool(pa.jemalloc_memory_pool())
-        pa.jemalloc_set_decay_ms(ARROW_DECAY_MS)
+        if "ARROW_DEFAULT_MEMORY_POOL" not in os.environ:  # (the user's choice wins)
+            pa.set_memory_pool(pa.jemalloc_memory_pool())  # (the command sets it first)
+        if pa.default_memory_pool().backend_name == "jemalloc":
+            pa.jemalloc_set_decay_ms(ARROW_DECAY_MS)
     except (NotImplementedError, pa.ArrowNotImplementedError):
         pass
 
