@@ -220,13 +220,13 @@ def _register_userinfo(text: str) -> None:
     (percent-encoded or not) and its decoded form, for `scrub`."""
     from urllib.parse import unquote
 
-    _, sep, rest = text.partition("://")
+    scheme, sep, rest = text.partition("://")
     rest = rest if sep else text
     at = rest.rfind("@")
     if at < 0:
         return
     user, colon, password = rest[:at].partition(":")
-    if sep and _password_only(text.partition("://")[0]) and _ambiguous_userinfo(rest):
+    if sep and _password_only(scheme) and _ambiguous_userinfo(rest):
         if _query(rest[:at]):  # an @ in a query: no secret (see _query)
             return
         password = rest[:at]  # redis://SECRET@host, redis://a/b?c@host (see mask_url)

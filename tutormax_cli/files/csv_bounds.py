@@ -25,7 +25,6 @@ and handed on whole; the others go field by field. Only files that need it are r
 from __future__ import annotations
 
 import re
-import threading
 from collections import deque
 from typing import Any
 
@@ -74,24 +73,23 @@ class BoundedCsv:
         # and the bytes in the input of each record with a field cut.
         self.cut_fields: dict[int, dict[int, int]] = {}
         self.record_sizes: dict[int, int] = {}
-        self._lock = threading.Lock()
 
     # -- the file interface (read by files/csv._Utf8Guard, which Arrow reads) -------------------
 
     def read(self, n: int = -1) -> bytes:
-        with self._lock:
-            while True:
-                chunk = self._raw.read(READ_BYTES if n is None or n <= 0 else n)
-                if not chunk:
-                    self._end_of_input()
-                    return self._take()
-                if self._base == 0 and chunk.startswith(_BOM):  # not text of the header
-                    self._out.append(_BOM)
-                    chunk, self._base, self._record_start = chunk[3:], 3, 3
-                self._scan(chunk)
-                self._base += len(chunk)
-                if out := self._take():  # b"" would say the input ended
-                    return out
+        """(Read only by files/csv._Utf8Guard, which holds its lock around every read.)"""
+        while True:
+            chunk = self._raw.read(READ_BYTES if n is None or n <= 0 else n)
+            if not chunk:
+                self._end_of_input()
+                return self._take()
+            if self._base == 0 and chunk.startswith(_BOM):  # not text of the header
+                self._out.append(_BOM)
+                chunk, self._base, self._record_start = chunk[3:], 3, 3
+            self._scan(chunk)
+            self._base += len(chunk)
+            if out := self._take():  # b"" would say the input ended
+                return out
 
     def readable(self) -> bool:
         return True
