@@ -323,16 +323,14 @@ class Store:
             try:
                 key = data.column(KINDS[kind].key)
                 # a trigger that can keep rows out: which keys were there before (_kept_out)
-                before = (
-                    self.existing_keys(kind, key)
-                    if self.backend.may_skip_rows(dbapi_conn, kind)
-                    else None
-                )
+                plain = not self.backend.may_skip_rows(dbapi_conn, kind)
+                before = None if plain else self.existing_keys(kind, key)
                 batch = self.backend.batch(  # (SQLite asks which keys are stored: `before`)
                     dbapi_conn,
                     kind,
                     data,
                     lambda: before if before is not None else self.existing_keys(kind, key),
+                    plain,
                 )
                 try:
                     inserted, updated, refused = bisect(batch.attempt, n)

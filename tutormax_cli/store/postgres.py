@@ -1,10 +1,10 @@
-"""The PostgreSQL backend: engine, faults, and the write path (COPY a batch into a TEMP
-staging table, then one upsert).
+"""The PostgreSQL backend: engine, faults, and the write path (a batch COPYed straight into
+its table when its keys are new, else COPYed into a TEMP staging table, then one upsert).
 
-COPY + `INSERT … SELECT … ON CONFLICT` is the fast way in (README, performance). Timestamps
-go into the CSV as naive UTC (pyarrow writes tz-aware ones far slower) and the staging
-columns are `timestamp`, converted back with `AT TIME ZONE 'UTC'`, so the session's
-TimeZone setting does not matter.
+COPY + `INSERT … SELECT … ON CONFLICT` is the fast way in (README, performance). The
+staging tables take the binary COPY format (pgbinary: nothing to parse); the COPY straight
+into a table takes CSV, timestamps as naive UTC (pyarrow writes tz-aware ones far slower)
+read with TimeZone UTC, set for that COPY alone (see PgBatch._copy_direct).
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ from sqlalchemy.dialects.postgresql import ARRAY
 
 from ..errors import DatabaseError, DatabaseUnavailable, SchemaMismatch, StatementCancelled
 from ..schema import KINDS
+from . import pgbinary
 from .backend import savepoint, short
-from .tables import TABLES, RowRefused, upsert_clause
+from .tables import TABLES, RowRefused, compared_columns, upsert_clause
 
 _CSV_OPTIONS = pacsv.WriteOptions(include_header=False, batch_size=8192)
 # What a server error that is not an outage, a schema mismatch or the operator's (_fault)
@@ -119,9 +120,14 @@ class PostgresBackend:
         return _fault(exc)
 
     def batch(
-        self, dbapi_conn: Any, kind: str, table: pa.Table, existing: Callable[[], pa.Array]
+        self,
+        dbapi_conn: Any,
+        kind: str,
+        table: pa.Table,
+        existing: Callable[[], pa.Array],
+        plain: bool,
     ) -> PgBatch:
-        return PgBatch(dbapi_conn, kind, table, self._odds)
+        return PgBatch(dbapi_conn, kind, table, self._odds, plain)
 
     # refresh's three steps are in postgres_refresh.py (imported when a refresh runs).
 
@@ -204,19 +210,18 @@ def _copy_ready(table: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(arrays, names=table.column_names)
 
 
-def _stage_type(table: pa.Table, name: str) -> str:
-    type_ = table.schema.field(name).type
-    if pa.types.is_timestamp(type_):
-        return "timestamp"
-    if pa.types.is_list(type_):
-        return "text[]"
-    if pa.types.is_integer(type_):
-        return "bigint"
-    if pa.types.is_floating(type_):
-        return "double precision"
-    if pa.types.is_boolean(type_):
-        return "boolean"
-    return "text"  # ids too: an over-long id is refused by the real table, per row
+def _unchanged_left_out(kind: str) -> str:
+    """`WHERE NOT EXISTS (…)`: the staged rows whose stored row has every compared value
+    (tables.compared_columns) already, left out of the upsert.
+
+    Why: `ON CONFLICT … DO UPDATE … WHERE` locks every conflicting row before its WHERE is
+    evaluated, so a row that changes nothing still wrote its lock to the heap and the WAL:
+    re-loading an identical file wrote a lock for every row. The upsert's own WHERE decides
+    the rest as before. Only for a table without user triggers (`plain`): a BEFORE INSERT
+    trigger sees every proposed row, and may change what `excluded` holds."""
+    key = KINDS[kind].key
+    same = " AND ".join(f'o."{n}" IS NOT DISTINCT FROM s."{n}"' for n in compared_columns(kind))
+    return f'WHERE NOT EXISTS (SELECT 1 FROM "{kind}" o WHERE o."{key}" = s."{key}" AND {same}) '
 
 
 class _DirectOdds:
@@ -256,31 +261,31 @@ class PgBatch:
     on refusals. No lock is needed: the COPY either writes every row or none."""
 
     def __init__(
-        self, dbapi_conn: Any, kind: str, table: pa.Table, odds: _DirectOdds | None = None
+        self,
+        dbapi_conn: Any,
+        kind: str,
+        table: pa.Table,
+        odds: _DirectOdds | None = None,
+        plain: bool = False,
     ) -> None:
         self.cur = dbapi_conn.cursor()
         self.kind = kind
         self.odds = odds
-        self.rows = _copy_ready(table)
+        self.table = table
         names = table.column_names
+        assert [c.name for c in TABLES[kind].columns] == names
         stage = f"tutormax_stage_{kind}"
         cols = ", ".join(f'"{n}"' for n in names)
-        stage_cols = ", ".join(f'"{n}" {_stage_type(table, n)}' for n in names)
-        select = ", ".join(
-            f"\"{n}\" AT TIME ZONE 'UTC'"
-            if pa.types.is_timestamp(table.schema.field(n).type)
-            else f'"{n}"'
-            for n in names
-        )
+        stage_cols = ", ".join(f'"{f.name}" {pgbinary.pg_type(f.type)}' for f in table.schema)
         self.create_sql = (
             f"CREATE TEMP TABLE IF NOT EXISTS {stage} ({stage_cols}) ON COMMIT DELETE ROWS"
         )
         self.truncate_sql = f"TRUNCATE {stage}"
-        self.copy_sql = f"COPY {stage} ({cols}) FROM STDIN WITH (FORMAT csv)"
+        self.copy_sql = f"COPY {stage} ({cols}) FROM STDIN WITH (FORMAT binary)"
         self.direct_sql = f'COPY "{kind}" ({cols}) FROM STDIN WITH (FORMAT csv)'
-        assert [c.name for c in TABLES[kind].columns] == names
         self.upsert_sql = (
-            f'WITH up AS (INSERT INTO "{kind}" AS t ({cols}) SELECT {select} FROM {stage} '
+            f'WITH up AS (INSERT INTO "{kind}" AS t ({cols}) SELECT {cols} FROM {stage} s '
+            f"{_unchanged_left_out(kind) if plain else ''}"
             f"{upsert_clause(kind, 'IS DISTINCT FROM')} RETURNING (t.xmax = 0) AS ins) "
             "SELECT count(*) FILTER (WHERE ins), count(*) FROM up"
         )
@@ -290,13 +295,13 @@ class PgBatch:
     def attempt(self, lo: int, hi: int) -> tuple[int, int]:
         """(inserted, updated) for rows [lo, hi); raises RowRefused, leaving no trace."""
         cur = self.cur
-        whole = lo == 0 and hi == self.rows.num_rows
-        data = self._csv(lo, hi)
+        whole = lo == 0 and hi == self.table.num_rows
         if whole and self.odds is not None and self.odds.worth_trying(self.kind):
-            worked = self._copy_direct(data)
+            worked = self._copy_direct(self._csv())
             self.odds.record(self.kind, worked)
             if worked:
                 return hi - lo, 0
+        data = pgbinary.encode(self.table.slice(lo, hi - lo))
         with savepoint(cur, row_caused, refusal_message, cancelled):
             cur.execute(self.truncate_sql)
             cur.copy_expert(self.copy_sql, pa.BufferReader(data), size=1 << 20)
@@ -304,9 +309,11 @@ class PgBatch:
             inserted, returned = cur.fetchone()
         return int(inserted), int(returned) - int(inserted)
 
-    def _csv(self, lo: int, hi: int) -> pa.Buffer:
+    def _csv(self) -> pa.Buffer:
+        """The whole batch as COPY CSV, for the table itself (whose column types may not
+        be exactly tutormax's: text is read by any type that can read it)."""
         sink = pa.BufferOutputStream()
-        pacsv.write_csv(self.rows.slice(lo, hi - lo), sink, _CSV_OPTIONS)
+        pacsv.write_csv(_copy_ready(self.table), sink, _CSV_OPTIONS)
         return sink.getvalue()
 
     def _copy_direct(self, data: pa.Buffer) -> bool:

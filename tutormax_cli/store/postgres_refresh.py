@@ -10,7 +10,7 @@ import pyarrow.csv as pacsv
 
 from ..fields import fields_for
 from ..schema import KINDS
-from .postgres import _CSV_OPTIONS, _copy_ready, _stage_type
+from . import pgbinary
 
 
 def _select_expr(name: str, type_: pa.DataType) -> str:
@@ -139,22 +139,15 @@ def update_derived(dbapi_conn: Any, kind: str, rows: pa.Table) -> int:
     names = [key, GUARD, *(f.name for f in fields_for(kind)), *PROVENANCE]
     part = rows.select(names)
     stage = f"tutormax_refresh_{kind}"
-    stage_cols = ", ".join(f'"{n}" {_stage_type(part, n)}' for n in names)
-    sets = ", ".join(
-        f'"{n}" = s."{n}" AT TIME ZONE \'UTC\''
-        if pa.types.is_timestamp(part.schema.field(n).type)
-        else f'"{n}" = s."{n}"'
-        for n in names[2:]
-    )
+    stage_cols = ", ".join(f'"{f.name}" {pgbinary.pg_type(f.type)}' for f in part.schema)
+    sets = ", ".join(f'"{n}" = s."{n}"' for n in names[2:])
     cur = dbapi_conn.cursor()
     try:
         cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} ({stage_cols}) ON COMMIT DELETE ROWS")
         cur.execute(f"TRUNCATE {stage}")
-        sink = pa.BufferOutputStream()
-        pacsv.write_csv(_copy_ready(part), sink, _CSV_OPTIONS)
         cols = ", ".join(f'"{n}"' for n in names)
-        cur.copy_expert(f"COPY {stage} ({cols}) FROM STDIN WITH (FORMAT csv)",
-                        pa.BufferReader(sink.getvalue()), size=1 << 20)  # fmt: skip
+        cur.copy_expert(f"COPY {stage} ({cols}) FROM STDIN WITH (FORMAT binary)",
+                        pa.BufferReader(pgbinary.encode(part)), size=1 << 20)  # fmt: skip
         cur.execute(
             f'UPDATE "{kind}" AS t SET {sets} FROM {stage} AS s WHERE t."{key}" = s."{key}" '
             f'AND {_guard_expr("t")} = s."{GUARD}"'

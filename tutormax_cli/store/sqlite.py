@@ -83,7 +83,12 @@ class SqliteBackend:
         return None
 
     def batch(
-        self, dbapi_conn: Any, kind: str, table: pa.Table, existing: Callable[[], pa.Array]
+        self,
+        dbapi_conn: Any,
+        kind: str,
+        table: pa.Table,
+        existing: Callable[[], pa.Array],
+        plain: bool,
     ) -> SqliteBatch:
         return SqliteBatch(dbapi_conn, kind, table, existing())
 

@@ -173,6 +173,13 @@ class RowRefused(Exception):
         self.cancelled = cancelled
 
 
+def compared_columns(kind: str) -> list[str]:
+    """The columns whose values decide whether a stored row is rewritten (upsert_clause):
+    the input columns but the key, and the provenance of the derived values."""
+    k = KINDS[kind]
+    return [*(n for n in k.column_names if n != k.key), REPORTING_TIMEZONE, FORMULA_VERSION]
+
+
 def upsert_clause(kind: str, distinct: str) -> str:
     """`ON CONFLICT … DO UPDATE … WHERE …` for target alias `t`.
 
@@ -188,8 +195,7 @@ def upsert_clause(kind: str, distinct: str) -> str:
     k = KINDS[kind]
     names = [c.name for c in TABLES[kind].columns]
     sets = ", ".join(f'"{n}" = excluded."{n}"' for n in names if n != k.key)
-    compared = [*(n for n in k.column_names if n != k.key), REPORTING_TIMEZONE, FORMULA_VERSION]
-    changed = " OR ".join(f't."{n}" {distinct} excluded."{n}"' for n in compared)
+    changed = " OR ".join(f't."{n}" {distinct} excluded."{n}"' for n in compared_columns(kind))
     where = f"({changed})"
     if "updated_at" in k.column_names:
         where = f"(t.updated_at IS NULL OR excluded.updated_at >= t.updated_at) AND {where}"
