@@ -213,3 +213,63 @@ def test_a_row_equal_but_for_its_derived_values_is_unchanged(store: Store) -> No
     )
     result = store.write("sessions", again)
     assert (result.inserted, result.updated) == (0, 0)
+
+
+def test_integers_are_sent_at_the_width_of_their_column(conn: Any) -> None:
+    values = pa.array([0, -1, 32767, -32768, None])
+    table = pa.table({"a": values, "b": values, "c": values})
+    types = ["bigint", "integer", "smallint"]
+    with conn.cursor() as cur:
+        cur.execute("CREATE TEMP TABLE w (i serial, a bigint, b integer, c smallint)")
+        try:
+            cur.copy_expert(
+                "COPY w (a, b, c) FROM STDIN WITH (FORMAT binary)",
+                pa.BufferReader(encode(table, types)),
+            )
+            cur.execute("SELECT a, b, c FROM w ORDER BY i")
+            assert [r[0] for r in cur.fetchall()] == values.to_pylist()
+        finally:
+            conn.rollback()
+    with pytest.raises(TypeError, match="range"):
+        encode(pa.table({"c": pa.array([32768])}), ["smallint"])
+    with pytest.raises(TypeError, match="range"):
+        encode(pa.table({"b": pa.array([-(2**31) - 1])}), ["integer"])
+    with pytest.raises(TypeError):  # a type the values are not sent as
+        encode(pa.table({"f": pa.array([0.5])}), ["real"])
+
+
+def _sessions(n: int, **values: Any) -> pa.Table:
+    return make_table("sessions", [session(i, **values) for i in range(n)])
+
+
+@ON_POSTGRES
+@pytest.mark.parametrize(
+    "alter",
+    [
+        "ALTER TABLE sessions ALTER engagement_score TYPE real",
+        "ALTER TABLE sessions ALTER engagement_score TYPE numeric(4, 2)",
+        "ALTER TABLE sessions ALTER subject TYPE varchar(12)",
+        "ALTER TABLE sessions ALTER duration_minutes TYPE integer",
+        "ALTER TABLE sessions ALTER formula_version TYPE bigint",
+        "ALTER TABLE sessions ADD COLUMN note text DEFAULT 'x'",
+    ],
+)
+def test_a_table_a_dba_changed_is_loaded_alike(store: Store, alter: str) -> None:
+    """The COPY straight into a table goes binary only where every column is of a type its
+    values are sent as; otherwise CSV, which any type that reads text reads. Either way
+    the rows stored and the rows refused are those of the staged way."""
+    with store.engine.begin() as c:
+        c.exec_driver_sql(alter)
+    store.write("tutors", make_table("tutors", [tutor(0)]))
+    rows = [session(i, engagement_score=0.5) for i in range(20)]
+    rows[3] = session(
+        3, subject="Mathematics and more", duration_minutes=2**31, engagement_score=0.5
+    )
+    fresh = store.write("sessions", make_table("sessions", rows))
+    again = store.write("sessions", make_table("sessions", rows))
+    with store.engine.connect() as c:
+        stored = c.exec_driver_sql("SELECT count(*), sum(engagement_score) FROM sessions").one()
+    refused = "varchar(12)" in alter or "integer" in alter
+    assert (fresh.inserted, len(fresh.refused)) == ((19, 1) if refused else (20, 0))
+    assert (again.inserted, again.updated, len(again.refused)) == (0, 0, 1 if refused else 0)
+    assert stored[0] == fresh.inserted and float(stored[1]) == pytest.approx(0.5 * fresh.inserted)

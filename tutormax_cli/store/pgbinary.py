@@ -3,8 +3,9 @@
 Why: the staging tables' COPY parsed every value from text, and parsing timestamps was
 the largest part of it (README, Performance). In the binary format a timestamp is its
 8 bytes, a number its bytes, a text its UTF-8; nothing is parsed. Only into tables whose
-column types tutormax creates itself (the TEMP staging tables): the binary format names
-no type, so a value must be exactly the column's.
+column types are known: the TEMP staging tables tutormax creates, and a table itself when
+the catalog says its columns are of types the values can be sent as (`encode`'s `types`):
+the binary format names no type, so a value must be exactly the column's.
 
 The format (https://www.postgresql.org/docs/current/sql-copy.html, "Binary Format"): a
 header; each row a 16-bit field count, then each field a 32-bit length (-1: null) and its
@@ -16,6 +17,7 @@ elements as fields.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -29,57 +31,73 @@ _TEXT_OID = 25
 
 
 def pg_type(type_: pa.DataType) -> str:
-    """The PostgreSQL type a column of this Arrow type is sent as (TypeError: none)."""
-    if pa.types.is_string(type_) or pa.types.is_large_string(type_):
-        return "text"
-    if pa.types.is_int64(type_):
-        return "bigint"
-    if pa.types.is_float64(type_):
-        return "double precision"
-    if pa.types.is_boolean(type_):
-        return "boolean"
-    if pa.types.is_timestamp(type_) and type_.unit == "us" and type_.tz is not None:
-        return "timestamptz"
-    if pa.types.is_list(type_) and pa.types.is_string(type_.value_type):
-        return "text[]"
+    """The PostgreSQL type a column of this Arrow type is staged as (TypeError: none)."""
+    for test, types in _SENT_TO:
+        if test(type_):
+            return types[0]
     raise TypeError(f"no binary COPY encoding for {type_}")
 
 
-def encode(table: pa.Table) -> pa.Buffer:
-    """The table's rows as one binary COPY stream (header, rows, trailer)."""
+_INT_WIDTHS = {"bigint": 8, "integer": 4, "smallint": 2}
+# Each Arrow type and the PostgreSQL types (as format_type names them) its values can be
+# sent to in binary; the first is the staging tables'. A varchar(n) reads text's bytes
+# and checks its length as from CSV.
+_SENT_TO: list[tuple[Callable[[pa.DataType], bool], tuple[str, ...]]] = [
+    (lambda t: pa.types.is_string(t) or pa.types.is_large_string(t), ("text", "character varying")),
+    (pa.types.is_int64, ("bigint", "integer", "smallint")),
+    (pa.types.is_float64, ("double precision",)),
+    (pa.types.is_boolean, ("boolean",)),
+    (lambda t: pa.types.is_timestamp(t) and t.unit == "us" and t.tz is not None,
+     ("timestamp with time zone",)),
+    (lambda t: pa.types.is_list(t) and pa.types.is_string(t.value_type), ("text[]",)),
+]  # fmt: skip
+
+
+def encode(table: pa.Table, types: Sequence[str] | None = None) -> pa.Buffer:
+    """The table's rows as one binary COPY stream (header, rows, trailer), each column as
+    `types` says (default: the staging types, pg_type). TypeError when a column cannot be
+    sent as its type: no encoding, or an integer out of the type's range."""
     n = table.num_rows
+    if types is None:
+        types = [pg_type(f.type) for f in table.schema]
     count = pa.scalar(struct.pack(">h", table.num_columns), pa.binary())
-    fields = [_field(col.combine_chunks()) for col in table.columns]
+    fields = [
+        _field(col.combine_chunks(), to) for col, to in zip(table.columns, types, strict=True)
+    ]
     rows = pc.binary_join_element_wise(count, *fields, b"") if n else pa.array([], pa.binary())
     offsets = np.frombuffer(rows.buffers()[1], np.int32, n + 1, rows.offset * 4)
     body = rows.buffers()[2][offsets[0] : offsets[-1]] if n else b""
     return pa.py_buffer(b"".join((HEADER, body, TRAILER)))
 
 
-def _field(arr: pa.Array) -> pa.Array:
-    """Each value as a field (length, then bytes); a null as length -1. No nulls left."""
+def _field(arr: pa.Array, to: str) -> pa.Array:
+    """Each value as a field of type `to` (length, then bytes); a null as length -1."""
     type_ = arr.type
-    pg_type(type_)  # refuse what has no encoding before building anything
+    if not any(test(type_) and to in types for test, types in _SENT_TO):
+        raise TypeError(f"no binary COPY encoding of {type_} as {to}")
     if pa.types.is_list(type_):
-        payload = _text_array(arr)
-    elif pa.types.is_string(type_) or pa.types.is_large_string(type_):
-        payload = arr.cast(pa.binary())
-    else:
-        return _fixed(arr)
-    return _prefixed(payload)
+        return _prefixed(_text_array(arr))
+    if pa.types.is_string(type_) or pa.types.is_large_string(type_):
+        return _prefixed(arr.cast(pa.binary()))
+    return _fixed(arr, _INT_WIDTHS.get(to, 8))
 
 
-def _fixed(arr: pa.Array) -> pa.Array:
+def _fixed(arr: pa.Array, width: int) -> pa.Array:
     """A fixed-width column: length and value in one numpy record a row."""
     if pa.types.is_boolean(arr.type):
         values, width = arr.fill_null(False).to_numpy(zero_copy_only=False).astype(">u1"), 1
     elif pa.types.is_timestamp(arr.type):
         micros = arr.cast(pa.int64()).fill_null(0).to_numpy()
-        values, width = (micros - _PG_EPOCH_US).astype(">i8"), 8
+        values = (micros - _PG_EPOCH_US).astype(">i8")
     elif pa.types.is_float64(arr.type):
-        values, width = arr.fill_null(0.0).to_numpy().astype(">f8"), 8
+        values = arr.fill_null(0.0).to_numpy().astype(">f8")
     else:
-        values, width = arr.fill_null(0).to_numpy().astype(">i8"), 8
+        values = arr.fill_null(0).to_numpy()
+        if width < 8 and len(values):
+            bound = 1 << (8 * width - 1)
+            if values.min() < -bound or values.max() >= bound:
+                raise TypeError(f"an integer out of the range of {8 * width} bytes")
+        values = values.astype(f">i{width}")
     rec = np.empty(len(arr), dtype=[("n", ">i4"), ("v", values.dtype)])
     rec["n"] = width
     rec["v"] = values

@@ -1,10 +1,11 @@
 """The PostgreSQL backend: engine, faults, and the write path (a batch COPYed straight into
 its table when its keys are new, else COPYed into a TEMP staging table, then one upsert).
 
-COPY + `INSERT … SELECT … ON CONFLICT` is the fast way in (README, performance). The
-staging tables take the binary COPY format (pgbinary: nothing to parse); the COPY straight
-into a table takes CSV, timestamps as naive UTC (pyarrow writes tz-aware ones far slower)
-read with TimeZone UTC, set for that COPY alone (see PgBatch._copy_direct).
+COPY + `INSERT … SELECT … ON CONFLICT` is the fast way in (README, performance). COPY
+takes the binary format (pgbinary: nothing to parse) into the staging tables, and into a
+table whose columns the catalog shows of tutormax's types; into any other, CSV, with
+timestamps as naive UTC (pyarrow writes tz-aware ones far slower) read with TimeZone UTC,
+set for that COPY alone (see PgBatch._copy_direct).
 """
 
 from __future__ import annotations
@@ -37,6 +38,11 @@ _CONNECT_ARGS = {"connect_timeout": 10, "application_name": "tutormax"}
 SCHEMA_LOCK = 7406917710  # pg_advisory_xact_lock key: one schema change at a time
 _DIRECT = "tutormax_direct"  # the savepoint of a COPY straight into the table
 _TZ_KEPT = "tutormax.timezone"  # where that COPY keeps the session's TimeZone
+# A table's column types as pgbinary names them (format_type without the modifier).
+_COLUMN_TYPES = (
+    "SELECT attname, format_type(atttypid, NULL) FROM pg_attribute "
+    "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped"
+)
 
 # SQLSTATEs (https://www.postgresql.org/docs/current/errcodes-appendix.html).
 _CANCELLED = "57014"  # query_canceled: a statement timeout, or pg_cancel_backend
@@ -282,7 +288,7 @@ class PgBatch:
         )
         self.truncate_sql = f"TRUNCATE {stage}"
         self.copy_sql = f"COPY {stage} ({cols}) FROM STDIN WITH (FORMAT binary)"
-        self.direct_sql = f'COPY "{kind}" ({cols}) FROM STDIN WITH (FORMAT csv)'
+        self.direct_sql = f'COPY "{kind}" ({cols}) FROM STDIN WITH (FORMAT {{fmt}})'
         self.upsert_sql = (
             f'WITH up AS (INSERT INTO "{kind}" AS t ({cols}) SELECT {cols} FROM {stage} s '
             f"{_unchanged_left_out(kind) if plain else ''}"
@@ -297,7 +303,7 @@ class PgBatch:
         cur = self.cur
         whole = lo == 0 and hi == self.table.num_rows
         if whole and self.odds is not None and self.odds.worth_trying(self.kind):
-            worked = self._copy_direct(self._csv())
+            worked = self._copy_direct()
             self.odds.record(self.kind, worked)
             if worked:
                 return hi - lo, 0
@@ -309,28 +315,32 @@ class PgBatch:
             inserted, returned = cur.fetchone()
         return int(inserted), int(returned) - int(inserted)
 
-    def _csv(self) -> pa.Buffer:
-        """The whole batch as COPY CSV, for the table itself (whose column types may not
-        be exactly tutormax's: text is read by any type that can read it)."""
-        sink = pa.BufferOutputStream()
-        pacsv.write_csv(_copy_ready(self.table), sink, _CSV_OPTIONS)
-        return sink.getvalue()
-
-    def _copy_direct(self, data: pa.Buffer) -> bool:
+    def _copy_direct(self) -> bool:
         """COPY the rows straight into the table; False (and no trace) if it refuses any,
         RowRefused (no trace) if the database cancels it (bisect splits the batch then).
 
-        NOTE: the CSV's timestamps are naive UTC (see the module docstring); the table's are
-        timestamptz, so the COPY reads them with TimeZone UTC, set for it alone: the
-        session's own setting is kept aside and put back (`SET LOCAL … DEFAULT` would give
-        the server's default, not the session's)."""
+        In the binary format when the catalog says the table's columns are of types the
+        values can be sent as (pgbinary.encode; nothing to parse), else in CSV, whose
+        timestamps are naive UTC (see the module docstring) and the table's timestamptz:
+        that COPY reads them with TimeZone UTC, set for it alone (the session's own
+        setting is kept aside and put back: `SET LOCAL … DEFAULT` would give the server's
+        default, not the session's)."""
         cur = self.cur
-        cur.execute(
-            f"SAVEPOINT {_DIRECT}; SELECT set_config('{_TZ_KEPT}', current_setting('TimeZone'),"
-            " true), set_config('TimeZone', 'UTC', true)"
-        )
+        cur.execute(f"SAVEPOINT {_DIRECT}; {_COLUMN_TYPES}", (f'"{self.kind}"',))
+        types = dict(cur.fetchall())
         try:
-            cur.copy_expert(self.direct_sql, pa.BufferReader(data), size=1 << 20)
+            data = pgbinary.encode(self.table, [types.get(n, "") for n in self.table.column_names])
+            sql, restore = self.direct_sql.format(fmt="binary"), ""
+        except TypeError:  # a column of another type (a DBA's change): CSV
+            sql = self.direct_sql.format(fmt="csv")
+            cur.execute(
+                f"SELECT set_config('{_TZ_KEPT}', current_setting('TimeZone'), true), "
+                "set_config('TimeZone', 'UTC', true)"
+            )
+            data = self._csv()
+            restore = f"SELECT set_config('TimeZone', current_setting('{_TZ_KEPT}'), true); "
+        try:
+            cur.copy_expert(sql, pa.BufferReader(data), size=1 << 20)
         except psycopg2.Error as exc:
             stopped = cancelled(exc)
             if not (stopped or row_caused(exc)):
@@ -339,11 +349,15 @@ class PgBatch:
             if stopped:
                 raise RowRefused(refusal_message(exc), cancelled=True) from exc
             return False
-        cur.execute(
-            f"SELECT set_config('TimeZone', current_setting('{_TZ_KEPT}'), true); "
-            f"RELEASE SAVEPOINT {_DIRECT}"
-        )
+        cur.execute(f"{restore}RELEASE SAVEPOINT {_DIRECT}")
         return True
+
+    def _csv(self) -> pa.Buffer:
+        """The whole batch as COPY CSV, for a table whose column types are not exactly
+        tutormax's (text is read by any type that can read it)."""
+        sink = pa.BufferOutputStream()
+        pacsv.write_csv(_copy_ready(self.table), sink, _CSV_OPTIONS)
+        return sink.getvalue()
 
     def close(self) -> None:
         with contextlib.suppress(psycopg2.Error):
