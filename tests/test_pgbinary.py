@@ -252,6 +252,13 @@ def _sessions(n: int, **values: Any) -> pa.Table:
         "ALTER TABLE sessions ALTER duration_minutes TYPE integer",
         "ALTER TABLE sessions ALTER formula_version TYPE bigint",
         "ALTER TABLE sessions ADD COLUMN note text DEFAULT 'x'",
+        # types with no `=` against the staged value's (the re-load's NOT EXISTS compares
+        # them as the column's type; it raised "operator does not exist: text = boolean")
+        "ALTER TABLE sessions ALTER engagement_score TYPE text",
+        "ALTER TABLE sessions ALTER no_show TYPE text",
+        "ALTER TABLE sessions ALTER scheduled_start TYPE text",
+        "ALTER TABLE sessions ALTER scheduled_start TYPE timestamp",
+        "ALTER TABLE tutors ALTER subjects TYPE text",
     ],
 )
 def test_a_table_a_dba_changed_is_loaded_alike(store: Store, alter: str) -> None:
@@ -260,15 +267,23 @@ def test_a_table_a_dba_changed_is_loaded_alike(store: Store, alter: str) -> None
     the rows stored and the rows refused are those of the staged way."""
     with store.engine.begin() as c:
         c.exec_driver_sql(alter)
-    store.write("tutors", make_table("tutors", [tutor(0)]))
-    rows = [session(i, engagement_score=0.5) for i in range(20)]
+    tutors = make_table("tutors", [tutor(0, subjects=["Math", "{x}", None])])
+    assert store.write("tutors", tutors).inserted == 1
+    # (into a text column the direct COPY wrote tutormax's array literal, the staged way
+    # writes PostgreSQL's: the first re-load may update once, as before binary COPY)
+    results = [store.write("tutors", tutors) for _ in range(3)]
+    assert [(r.inserted, len(r.refused)) for r in results] == [(0, 0)] * 3
+    assert results[-1].unchanged == 1
+    rows = [session(i, engagement_score=0.5, no_show=i % 2 == 0) for i in range(20)]
     rows[3] = session(
         3, subject="Mathematics and more", duration_minutes=2**31, engagement_score=0.5
     )
     fresh = store.write("sessions", make_table("sessions", rows))
     again = store.write("sessions", make_table("sessions", rows))
     with store.engine.connect() as c:
-        stored = c.exec_driver_sql("SELECT count(*), sum(engagement_score) FROM sessions").one()
+        stored = c.exec_driver_sql(
+            "SELECT count(*), sum(CAST(engagement_score AS double precision)) FROM sessions"
+        ).one()
     refused = "varchar(12)" in alter or "integer" in alter
     assert (fresh.inserted, len(fresh.refused)) == ((19, 1) if refused else (20, 0))
     assert (again.inserted, again.updated, len(again.refused)) == (0, 0, 1 if refused else 0)

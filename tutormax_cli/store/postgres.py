@@ -216,7 +216,7 @@ def _copy_ready(table: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(arrays, names=table.column_names)
 
 
-def _unchanged_left_out(kind: str) -> str:
+def _unchanged_left_out(kind: str, table: pa.Table, types: dict[str, str]) -> str:
     """`WHERE NOT EXISTS (…)`: the staged rows whose stored row has every compared value
     (tables.compared_columns) already, left out of the upsert.
 
@@ -224,9 +224,20 @@ def _unchanged_left_out(kind: str) -> str:
     evaluated, so a row that changes nothing still wrote its lock to the heap and the WAL:
     re-loading an identical file wrote a lock for every row. The upsert's own WHERE decides
     the rest as before. Only for a table without user triggers (`plain`): a BEFORE INSERT
-    trigger sees every proposed row, and may change what `excluded` holds."""
+    trigger sees every proposed row, and may change what `excluded` holds.
+
+    A staged value is compared as the table's column type (`types`, from the catalog) when
+    a DBA changed it, as the upsert compares `excluded`: cast without the type's modifier,
+    since an explicit cast to `varchar(n)` cuts what the INSERT would refuse."""
     key = KINDS[kind].key
-    same = " AND ".join(f'o."{n}" IS NOT DISTINCT FROM s."{n}"' for n in compared_columns(kind))
+
+    def staged(n: str) -> str:
+        sent, held = pgbinary.pg_type(table.schema.field(n).type), types.get(n, "")
+        if held in (sent, "") or (sent, held) == ("text", "character varying"):
+            return f's."{n}"'
+        return f'CAST(s."{n}" AS {held})'
+
+    same = " AND ".join(f'o."{n}" IS NOT DISTINCT FROM {staged(n)}' for n in compared_columns(kind))
     return f'WHERE NOT EXISTS (SELECT 1 FROM "{kind}" o WHERE o."{key}" = s."{key}" AND {same}) '
 
 
@@ -286,17 +297,18 @@ class PgBatch:
         self.create_sql = (
             f"CREATE TEMP TABLE IF NOT EXISTS {stage} ({stage_cols}) ON COMMIT DELETE ROWS"
         )
+        self.cur.execute(f"{self.create_sql}; {_COLUMN_TYPES}", (f'"{kind}"',))
+        self.types: dict[str, str] = dict(self.cur.fetchall())  # the table's, as it is now
         self.truncate_sql = f"TRUNCATE {stage}"
         self.copy_sql = f"COPY {stage} ({cols}) FROM STDIN WITH (FORMAT binary)"
         self.direct_sql = f'COPY "{kind}" ({cols}) FROM STDIN WITH (FORMAT {{fmt}})'
         self.upsert_sql = (
             f'WITH up AS (INSERT INTO "{kind}" AS t ({cols}) SELECT {cols} FROM {stage} s '
-            f"{_unchanged_left_out(kind) if plain else ''}"
+            f"{_unchanged_left_out(kind, table, self.types) if plain else ''}"
             f"{upsert_clause(kind, 'IS DISTINCT FROM')} RETURNING (t.xmax = 0) AS ins) "
             "SELECT count(*) FILTER (WHERE ins), count(*) FROM up"
         )
         self.key = KINDS[kind].key
-        self.cur.execute(self.create_sql)
 
     def attempt(self, lo: int, hi: int) -> tuple[int, int]:
         """(inserted, updated) for rows [lo, hi); raises RowRefused, leaving no trace."""
@@ -326,10 +338,10 @@ class PgBatch:
         setting is kept aside and put back: `SET LOCAL … DEFAULT` would give the server's
         default, not the session's)."""
         cur = self.cur
-        cur.execute(f"SAVEPOINT {_DIRECT}; {_COLUMN_TYPES}", (f'"{self.kind}"',))
-        types = dict(cur.fetchall())
+        cur.execute(f"SAVEPOINT {_DIRECT}")
         try:
-            data = pgbinary.encode(self.table, [types.get(n, "") for n in self.table.column_names])
+            names = self.table.column_names
+            data = pgbinary.encode(self.table, [self.types.get(n, "") for n in names])
             sql, restore = self.direct_sql.format(fmt="binary"), ""
         except TypeError:  # a column of another type (a DBA's change): CSV
             sql = self.direct_sql.format(fmt="csv")
