@@ -61,9 +61,7 @@ def _copy_back(conn: Any, table: pa.Table, zone: str = "UTC") -> list[tuple]:
         cur.execute(f"CREATE TEMP TABLE t (i serial, {cols})")
         try:
             names = ", ".join(f'"{n}"' for n in table.column_names)
-            cur.copy_expert(
-                f"COPY t ({names}) FROM STDIN WITH (FORMAT binary)", pa.BufferReader(encode(table))
-            )
+            cur.copy_expert(f"COPY t ({names}) FROM STDIN WITH (FORMAT binary)", encode(table))
             cur.execute("SET TimeZone = 'UTC'")
             cur.execute(f"SELECT {names} FROM t ORDER BY i")
             return cur.fetchall()
@@ -224,7 +222,7 @@ def test_integers_are_sent_at_the_width_of_their_column(conn: Any) -> None:
         try:
             cur.copy_expert(
                 "COPY w (a, b, c) FROM STDIN WITH (FORMAT binary)",
-                pa.BufferReader(encode(table, types)),
+                encode(table, types),
             )
             cur.execute("SELECT a, b, c FROM w ORDER BY i")
             assert [r[0] for r in cur.fetchall()] == values.to_pylist()
@@ -288,3 +286,29 @@ def test_a_table_a_dba_changed_is_loaded_alike(store: Store, alter: str) -> None
     assert (fresh.inserted, len(fresh.refused)) == ((19, 1) if refused else (20, 0))
     assert (again.inserted, again.updated, len(again.refused)) == (0, 0, 1 if refused else 0)
     assert stored[0] == fresh.inserted and float(stored[1]) == pytest.approx(0.5 * fresh.inserted)
+
+
+def _available_gib() -> float:
+    try:
+        with open("/proc/meminfo") as f:
+            info = dict(line.split(":", 1) for line in f)
+        return int(info["MemAvailable"].split()[0]) / (1 << 20)
+    except (OSError, KeyError, ValueError):
+        return 0.0
+
+
+@pytest.mark.skipif(_available_gib() < 12, reason="needs 12 GiB of free memory (7 used)")
+def test_a_batch_over_2_gib_is_encoded() -> None:
+    """A worker's batch can pass 2 GiB (5,000 messages of up to 1 MiB): a binary array's
+    32-bit offsets ended there (ArrowCapacityError), so every array is large."""
+    cell = "é" * (1 << 19)  # 1 MiB of UTF-8
+    rows = 1_100  # 2 columns × 1,100 × 1 MiB: 2.2 GiB
+    table = pa.table({"a": pa.repeat(pa.scalar(cell), rows), "b": pa.repeat(pa.scalar(cell), rows)})
+    stream = encode(table)
+    size = 1 << 20
+    total, head = 0, b""
+    while chunk := stream.read(size):
+        head += chunk[: max(0, 25 - len(head))]
+        total += len(chunk)
+    assert total == 19 + rows * (2 + 2 * (4 + size)) + 2
+    assert head[19:25] == b"\x00\x02" + size.to_bytes(4, "big")  # 2 fields, 1 MiB

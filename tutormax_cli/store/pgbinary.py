@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -25,7 +26,11 @@ import pyarrow.compute as pc
 
 HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, header extension length
 TRAILER = b"\xff\xff"
-_NULL = pa.scalar(b"\xff\xff\xff\xff", pa.binary())  # a field's length -1
+# Every array here is large (64-bit offsets): a worker's batch of 5,000 messages of up to
+# 1 MiB each can pass 2 GiB, where a binary array's 32-bit offsets end.
+_BYTES = pa.large_binary()
+_NULL = pa.scalar(b"\xff\xff\xff\xff", _BYTES)  # a field's length -1
+_NONE = pa.scalar(b"", _BYTES)  # the separator of joins
 _PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 UTC, PostgreSQL's zero, in Unix µs
 _TEXT_OID = 25
 
@@ -53,33 +58,52 @@ _SENT_TO: list[tuple[Callable[[pa.DataType], bool], tuple[str, ...]]] = [
 ]  # fmt: skip
 
 
-def encode(table: pa.Table, types: Sequence[str] | None = None) -> pa.Buffer:
+def encode(table: pa.Table, types: Sequence[str] | None = None) -> Stream:
     """The table's rows as one binary COPY stream (header, rows, trailer), each column as
     `types` says (default: the staging types, pg_type). TypeError when a column cannot be
     sent as its type: no encoding, or an integer out of the type's range."""
     n = table.num_rows
     if types is None:
         types = [pg_type(f.type) for f in table.schema]
-    count = pa.scalar(struct.pack(">h", table.num_columns), pa.binary())
-    fields = [
-        _field(col.combine_chunks(), to) for col, to in zip(table.columns, types, strict=True)
-    ]
-    rows = pc.binary_join_element_wise(count, *fields, b"") if n else pa.array([], pa.binary())
-    offsets = np.frombuffer(rows.buffers()[1], np.int32, n + 1, rows.offset * 4)
-    body = rows.buffers()[2][offsets[0] : offsets[-1]] if n else b""
-    return pa.py_buffer(b"".join((HEADER, body, TRAILER)))
+    count = pa.scalar(struct.pack(">h", table.num_columns), _BYTES)
+    fields = [_field(col, to) for col, to in zip(table.columns, types, strict=True)]
+    if not n:
+        return Stream([HEADER, TRAILER])
+    rows = pc.binary_join_element_wise(count, *fields, _NONE)
+    offsets = np.frombuffer(rows.buffers()[1], np.int64, n + 1, rows.offset * 8)
+    return Stream([HEADER, rows.buffers()[2][offsets[0] : offsets[-1]], TRAILER])
 
 
-def _field(arr: pa.Array, to: str) -> pa.Array:
+class Stream:
+    """Buffers read one after the other, as COPY reads a file (no copy of them joined)."""
+
+    def __init__(self, parts: list[Any]) -> None:
+        self._parts = [memoryview(p) for p in parts]
+        self._at = 0
+
+    def read(self, size: int = -1) -> bytes:
+        while self._parts and self._at >= len(self._parts[0]):
+            self._parts.pop(0)
+            self._at = 0
+        if not self._parts:
+            return b""
+        part = self._parts[0]
+        end = len(part) if size < 0 else min(len(part), self._at + size)
+        chunk = part[self._at : end].tobytes()
+        self._at = end
+        return chunk
+
+
+def _field(col: pa.ChunkedArray, to: str) -> pa.Array:
     """Each value as a field of type `to` (length, then bytes); a null as length -1."""
-    type_ = arr.type
+    type_ = col.type
     if not any(test(type_) and to in types for test, types in _SENT_TO):
         raise TypeError(f"no binary COPY encoding of {type_} as {to}")
-    if pa.types.is_list(type_):
-        return _prefixed(_text_array(arr))
+    if pa.types.is_list(type_):  # (widened chunk by chunk: their sum may pass 2 GiB)
+        return _prefixed(_text_array(col.cast(pa.large_list(_BYTES)).combine_chunks()))
     if pa.types.is_string(type_) or pa.types.is_large_string(type_):
-        return _prefixed(arr.cast(pa.binary()))
-    return _fixed(arr, _INT_WIDTHS.get(to, 8))
+        return _prefixed(col.cast(_BYTES).combine_chunks())
+    return _fixed(col.combine_chunks(), _INT_WIDTHS.get(to, 8))
 
 
 def _fixed(arr: pa.Array, width: int) -> pa.Array:
@@ -103,7 +127,7 @@ def _fixed(arr: pa.Array, width: int) -> pa.Array:
     rec["v"] = values
     fields = pa.FixedSizeBinaryArray.from_buffers(
         pa.binary(4 + width), len(arr), [None, pa.py_buffer(rec.tobytes())]
-    ).cast(pa.binary())
+    ).cast(_BYTES)
     return pc.if_else(arr.is_null(), _NULL, fields) if arr.null_count else fields
 
 
@@ -112,25 +136,26 @@ def _prefixed(payload: pa.Array) -> pa.Array:
     lengths = pc.binary_length(payload).fill_null(0).to_numpy().astype(">i4")
     prefix = pa.FixedSizeBinaryArray.from_buffers(
         pa.binary(4), len(payload), [None, pa.py_buffer(lengths.tobytes())]
-    ).cast(pa.binary())
-    fields = pc.binary_join_element_wise(prefix, payload, b"")
+    ).cast(_BYTES)
+    fields = pc.binary_join_element_wise(prefix, payload, _NONE)
     return pc.if_else(payload.is_null(), _NULL, fields) if payload.null_count else fields
 
 
 def _text_array(arr: pa.Array) -> pa.Array:
-    """list<string> → `array_send` payloads of one-dimensional text[] (null lists null)."""
-    elements = _prefixed(arr.values.cast(pa.binary()))  # arr.offsets index into values
+    """large_list<large_binary> → `array_send` payloads of one-dimensional text[] (null
+    lists null)."""
+    elements = _prefixed(arr.values)  # arr.offsets index into values
     counts = pc.list_value_length(arr).fill_null(0).to_numpy()
-    relisted = pa.ListArray.from_arrays(arr.offsets, elements)
-    joined = pc.binary_join(relisted, b"").fill_null(b"")
+    relisted = pa.LargeListArray.from_arrays(arr.offsets, elements)
+    joined = pc.binary_join(relisted, _NONE).fill_null(_NONE)
     head = np.empty(len(arr), dtype=[("dims", ">i4"), ("nulls", ">i4"), ("oid", ">i4"),
                                      ("len", ">i4"), ("lbound", ">i4")])  # fmt: skip
     head["dims"], head["nulls"], head["oid"] = counts > 0, 0, _TEXT_OID
     head["len"], head["lbound"] = counts, 1
     heads = pa.FixedSizeBinaryArray.from_buffers(
         pa.binary(20), len(arr), [None, pa.py_buffer(head.tobytes())]
-    ).cast(pa.binary())
+    ).cast(_BYTES)
     # An empty array has no dimension (12 bytes): neither length nor lower bound.
     heads = pc.if_else(pc.equal(counts, 0), pc.binary_slice(heads, 0, 12), heads)
-    payload = pc.binary_join_element_wise(heads, joined, b"")
-    return pc.if_else(arr.is_null(), pa.scalar(None, pa.binary()), payload)
+    payload = pc.binary_join_element_wise(heads, joined, _NONE)
+    return pc.if_else(arr.is_null(), pa.scalar(None, _BYTES), payload)

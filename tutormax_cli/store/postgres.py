@@ -322,7 +322,7 @@ class PgBatch:
         data = pgbinary.encode(self.table.slice(lo, hi - lo))
         with savepoint(cur, row_caused, refusal_message, cancelled):
             cur.execute(self.truncate_sql)
-            cur.copy_expert(self.copy_sql, pa.BufferReader(data), size=1 << 20)
+            cur.copy_expert(self.copy_sql, data, size=1 << 20)
             cur.execute(self.upsert_sql)
             inserted, returned = cur.fetchone()
         return int(inserted), int(returned) - int(inserted)
@@ -338,21 +338,20 @@ class PgBatch:
         setting is kept aside and put back: `SET LOCAL … DEFAULT` would give the server's
         default, not the session's)."""
         cur = self.cur
-        cur.execute(f"SAVEPOINT {_DIRECT}")
+        names = self.table.column_names
         try:
-            names = self.table.column_names
-            data = pgbinary.encode(self.table, [self.types.get(n, "") for n in names])
-            sql, restore = self.direct_sql.format(fmt="binary"), ""
+            data: Any = pgbinary.encode(self.table, [self.types.get(n, "") for n in names])
+            sql, keep, restore = self.direct_sql.format(fmt="binary"), "", ""
         except TypeError:  # a column of another type (a DBA's change): CSV
-            sql = self.direct_sql.format(fmt="csv")
-            cur.execute(
-                f"SELECT set_config('{_TZ_KEPT}', current_setting('TimeZone'), true), "
+            sql, data = self.direct_sql.format(fmt="csv"), pa.BufferReader(self._csv())
+            keep = (
+                f"; SELECT set_config('{_TZ_KEPT}', current_setting('TimeZone'), true), "
                 "set_config('TimeZone', 'UTC', true)"
             )
-            data = self._csv()
             restore = f"SELECT set_config('TimeZone', current_setting('{_TZ_KEPT}'), true); "
+        cur.execute(f"SAVEPOINT {_DIRECT}{keep}")
         try:
-            cur.copy_expert(sql, pa.BufferReader(data), size=1 << 20)
+            cur.copy_expert(sql, data, size=1 << 20)
         except psycopg2.Error as exc:
             stopped = cancelled(exc)
             if not (stopped or row_caused(exc)):

@@ -147,7 +147,7 @@ def update_derived(dbapi_conn: Any, kind: str, rows: pa.Table) -> int:
         cur.execute(f"TRUNCATE {stage}")
         cols = ", ".join(f'"{n}"' for n in names)
         cur.copy_expert(f"COPY {stage} ({cols}) FROM STDIN WITH (FORMAT binary)",
-                        pa.BufferReader(pgbinary.encode(part)), size=1 << 20)  # fmt: skip
+                        pgbinary.encode(part), size=1 << 20)  # fmt: skip
         cur.execute(
             f'UPDATE "{kind}" AS t SET {sets} FROM {stage} AS s WHERE t."{key}" = s."{key}" '
             f'AND {_guard_expr("t")} = s."{GUARD}"'
