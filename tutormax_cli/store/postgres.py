@@ -38,10 +38,12 @@ _CONNECT_ARGS = {"connect_timeout": 10, "application_name": "tutormax"}
 SCHEMA_LOCK = 7406917710  # pg_advisory_xact_lock key: one schema change at a time
 _DIRECT = "tutormax_direct"  # the savepoint of a COPY straight into the table
 _TZ_KEPT = "tutormax.timezone"  # where that COPY keeps the session's TimeZone
-# A table's column types as pgbinary names them (format_type without the modifier).
+# A table's column types as pgbinary names them (format_type without the modifier), and
+# its kind of relation ('p': partitioned).
 _COLUMN_TYPES = (
-    "SELECT attname, format_type(atttypid, NULL) FROM pg_attribute "
-    "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped"
+    "SELECT a.attname, format_type(a.atttypid, NULL), c.relkind FROM pg_attribute a "
+    "JOIN pg_class c ON c.oid = a.attrelid "
+    "WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped"
 )
 
 # SQLSTATEs (https://www.postgresql.org/docs/current/errcodes-appendix.html).
@@ -298,17 +300,32 @@ class PgBatch:
             f"CREATE TEMP TABLE IF NOT EXISTS {stage} ({stage_cols}) ON COMMIT DELETE ROWS"
         )
         self.cur.execute(f"{self.create_sql}; {_COLUMN_TYPES}", (f'"{kind}"',))
-        self.types: dict[str, str] = dict(self.cur.fetchall())  # the table's, as it is now
+        catalog = self.cur.fetchall()
+        self.types: dict[str, str] = {n: t for n, t, _ in catalog}  # the table's, as it is now
+        self.key = key = KINDS[kind].key
         self.truncate_sql = f"TRUNCATE {stage}"
         self.copy_sql = f"COPY {stage} ({cols}) FROM STDIN WITH (FORMAT binary)"
         self.direct_sql = f'COPY "{kind}" ({cols}) FROM STDIN WITH (FORMAT {{fmt}})'
-        self.upsert_sql = (
-            f'WITH up AS (INSERT INTO "{kind}" AS t ({cols}) SELECT {cols} FROM {stage} s '
+        upsert = (
+            f'INSERT INTO "{kind}" AS t ({cols}) SELECT {cols} FROM {stage} s '
             f"{_unchanged_left_out(kind, table, self.types) if plain else ''}"
-            f"{upsert_clause(kind, 'IS DISTINCT FROM')} RETURNING (t.xmax = 0) AS ins) "
-            "SELECT count(*) FILTER (WHERE ins), count(*) FROM up"
+            f"{upsert_clause(kind, 'IS DISTINCT FROM')}"
         )
-        self.key = KINDS[kind].key
+        if any(relkind == "p" for *_, relkind in catalog):
+            # A partitioned table returns no system column (xmax): inserted are the rows
+            # whose key the statement's snapshot did not hold (one another transaction
+            # inserted meanwhile counts as inserted, not updated).
+            self.upsert_sql = (
+                f'WITH held AS MATERIALIZED (SELECT s."{key}" AS k FROM {stage} s '
+                f'JOIN "{kind}" o ON o."{key}" = s."{key}"), '
+                f'up AS ({upsert} RETURNING t."{key}" AS k) SELECT count(*) FILTER '
+                "(WHERE NOT EXISTS (SELECT 1 FROM held WHERE held.k = up.k)), count(*) FROM up"
+            )
+        else:
+            self.upsert_sql = (
+                f"WITH up AS ({upsert} RETURNING (t.xmax = 0) AS ins) "
+                "SELECT count(*) FILTER (WHERE ins), count(*) FROM up"
+            )
 
     def attempt(self, lo: int, hi: int) -> tuple[int, int]:
         """(inserted, updated) for rows [lo, hi); raises RowRefused, leaving no trace."""
