@@ -309,3 +309,45 @@ def test_a_table_with_rules_is_refused_by_name(pg_url: str, tmp_path: Path) -> N
     code, _, err = enrich(pg_url, write(tmp_path / "s.csv", SESSION_HEAD, *_lines(5, {2})))
     assert code == 2 and "no_skip" in err and "Traceback" not in err, err
     assert rows(pg_url, "SELECT count(*) FROM sessions") == [(0,)]
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_trigger_on_a_partition_is_seen(db_url: str, tmp_path: Path, monkeypatch) -> None:
+    """A partitioned table whose partitions, not the table, carry the trigger: the look
+    for triggers saw the table alone, so the kept-out rows were counted stored (fresh)."""
+    from tutormax_cli.store.postgres import BACKEND, _DirectOdds
+
+    # the odds are the process's: start from none, so the fresh batch tries the COPY
+    monkeypatch.setattr(BACKEND, "_odds", _DirectOdds())
+    enrich(db_url, tutors_csv(tmp_path))
+    _ddl(
+        db_url,
+        [
+            "CREATE TABLE sessions_p (LIKE sessions INCLUDING DEFAULTS) "
+            "PARTITION BY HASH (session_id)",
+            "DROP TABLE sessions CASCADE",
+            "ALTER TABLE sessions_p RENAME TO sessions",
+            "ALTER TABLE sessions ADD PRIMARY KEY (session_id)",
+            "ALTER TABLE sessions ADD FOREIGN KEY (tutor_id) REFERENCES tutors (tutor_id)",
+            "CREATE FUNCTION skip_some() RETURNS trigger AS $$ BEGIN "
+            f"IF NEW.subject = '{SKIP}' THEN RETURN NULL; END IF; RETURN NEW; END $$ "
+            "LANGUAGE plpgsql",
+            *(
+                f"CREATE TABLE sessions_{r} PARTITION OF sessions "
+                f"FOR VALUES WITH (MODULUS 2, REMAINDER {r})"
+                for r in (0, 1)
+            ),
+            *(
+                f"CREATE TRIGGER skip_some BEFORE INSERT OR UPDATE ON sessions_{r} "
+                "FOR EACH ROW EXECUTE FUNCTION skip_some()"
+                for r in (0, 1)
+            ),
+        ],
+        [],
+    )
+    src = write(tmp_path / "s.csv", SESSION_HEAD, *_lines(300, {3, 150, 299}))
+    code, doc, err = enrich(db_url, src, "--rejects", tmp_path / "r.jsonl")
+    assert code == 1, err
+    assert counts(by_kind(doc)["sessions"]) == (297, 0, 0, 3)
+    assert sorted(r["row"] for r in _rejects(tmp_path / "r.jsonl")) == [4, 151, 300]
+    assert rows(db_url, "SELECT count(*) FROM sessions") == [(297,)]

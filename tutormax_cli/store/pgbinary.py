@@ -58,6 +58,12 @@ _SENT_TO: list[tuple[Callable[[pa.DataType], bool], tuple[str, ...]]] = [
 ]  # fmt: skip
 
 
+def sendable(type_: pa.DataType, to: str) -> bool:
+    """Whether values of this Arrow type can be sent as PostgreSQL's type `to` (as
+    format_type names it): then they also compare with that column's values exactly."""
+    return any(test(type_) and to in types for test, types in _SENT_TO)
+
+
 def encode(table: pa.Table, types: Sequence[str] | None = None) -> Stream:
     """The table's rows as one binary COPY stream (header, rows, trailer), each column as
     `types` says (default: the staging types, pg_type). TypeError when a column cannot be
@@ -97,7 +103,7 @@ class Stream:
 def _field(col: pa.ChunkedArray, to: str) -> pa.Array:
     """Each value as a field of type `to` (length, then bytes); a null as length -1."""
     type_ = col.type
-    if not any(test(type_) and to in types for test, types in _SENT_TO):
+    if not sendable(type_, to):
         raise TypeError(f"no binary COPY encoding of {type_} as {to}")
     if pa.types.is_list(type_):  # (widened chunk by chunk: their sum may pass 2 GiB)
         return _prefixed(_text_array(col.cast(pa.large_list(_BYTES)).combine_chunks()))

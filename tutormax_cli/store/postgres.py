@@ -152,8 +152,9 @@ class PostgresBackend:
     def may_skip_rows(self, dbapi_conn: Any, kind: str) -> bool:
         """Whether the table has a trigger that can keep a row out without an error: an
         enabled user trigger on INSERT or UPDATE, for each row or statement (a BEFORE row
-        trigger that returns NULL skips the row; any may delete rows). tgtype's bits: 4
-        insert, 16 update. Foreign keys' triggers are internal.
+        trigger that returns NULL skips the row; any may delete rows), on the table or on
+        any partition of it. tgtype's bits: 4 insert, 16 update. Foreign keys' triggers are
+        internal.
 
         The table is locked first in the mode the write takes anyway (ROW EXCLUSIVE, which
         CREATE TRIGGER waits for): a trigger created after this look waits for the batch's
@@ -164,11 +165,12 @@ class PostgresBackend:
         with dbapi_conn.cursor() as cur:
             cur.execute(
                 f"LOCK TABLE {table} IN ROW EXCLUSIVE MODE; "
-                "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass(%s) "
+                "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid IN (SELECT "
+                "to_regclass(%s) UNION ALL SELECT relid FROM pg_partition_tree(to_regclass(%s))) "
                 "AND NOT tgisinternal AND tgenabled <> 'D' AND tgtype & 20 <> 0), "
                 "(SELECT string_agg(rulename, ', ') FROM pg_rules WHERE tablename = %s "
                 "AND schemaname = current_schema())",
-                (table, kind),
+                (table, table, kind),
             )
             triggers, rules = cur.fetchone()
         if rules:
@@ -228,18 +230,16 @@ def _unchanged_left_out(kind: str, table: pa.Table, types: dict[str, str]) -> st
     the rest as before. Only for a table without user triggers (`plain`): a BEFORE INSERT
     trigger sees every proposed row, and may change what `excluded` holds.
 
-    A staged value is compared as the table's column type (`types`, from the catalog) when
-    a DBA changed it, as the upsert compares `excluded`: cast without the type's modifier,
-    since an explicit cast to `varchar(n)` cuts what the INSERT would refuse."""
+    And only where every compared column is of a type its staged value is sent as
+    (`types`, from the catalog; pgbinary.sendable): those compare exactly, as the upsert
+    compares `excluded`. A column a DBA changed (a `real`, a `char(n)`, a `text` holding
+    booleans) may compare otherwise or not at all, and a cast can cut a value (`char`
+    alone is `char(1)`): that table gets the upsert alone, as before."""
     key = KINDS[kind].key
-
-    def staged(n: str) -> str:
-        sent, held = pgbinary.pg_type(table.schema.field(n).type), types.get(n, "")
-        if held in (sent, "") or (sent, held) == ("text", "character varying"):
-            return f's."{n}"'
-        return f'CAST(s."{n}" AS {held})'
-
-    same = " AND ".join(f'o."{n}" IS NOT DISTINCT FROM {staged(n)}' for n in compared_columns(kind))
+    compared = compared_columns(kind)
+    if not all(pgbinary.sendable(table.schema.field(n).type, types.get(n, "")) for n in compared):
+        return ""
+    same = " AND ".join(f'o."{n}" IS NOT DISTINCT FROM s."{n}"' for n in compared)
     return f'WHERE NOT EXISTS (SELECT 1 FROM "{kind}" o WHERE o."{key}" = s."{key}" AND {same}) '
 
 
