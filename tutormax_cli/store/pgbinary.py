@@ -58,6 +58,13 @@ _SENT_TO: list[tuple[Callable[[pa.DataType], bool], tuple[str, ...]]] = [
 ]  # fmt: skip
 
 
+def stage_table_sql(name: str, schema: pa.Schema) -> str:
+    """The TEMP table a COPY of these columns is staged in (its types pg_type's), emptied
+    at each commit."""
+    cols = ", ".join(f'"{f.name}" {pg_type(f.type)}' for f in schema)
+    return f"CREATE TEMP TABLE IF NOT EXISTS {name} ({cols}) ON COMMIT DELETE ROWS"
+
+
 def sendable(type_: pa.DataType, to: str) -> bool:
     """Whether values of this Arrow type can be sent as PostgreSQL's type `to` (as
     format_type names it): then they also compare with that column's values exactly."""

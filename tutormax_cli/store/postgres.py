@@ -295,14 +295,11 @@ class PgBatch:
         assert [c.name for c in TABLES[kind].columns] == names
         stage = f"tutormax_stage_{kind}"
         cols = ", ".join(f'"{n}"' for n in names)
-        stage_cols = ", ".join(f'"{f.name}" {pgbinary.pg_type(f.type)}' for f in table.schema)
-        self.create_sql = (
-            f"CREATE TEMP TABLE IF NOT EXISTS {stage} ({stage_cols}) ON COMMIT DELETE ROWS"
-        )
-        self.cur.execute(f"{self.create_sql}; {_COLUMN_TYPES}", (f'"{kind}"',))
+        create = pgbinary.stage_table_sql(stage, table.schema)
+        self.cur.execute(f"{create}; {_COLUMN_TYPES}", (f'"{kind}"',))
         catalog = self.cur.fetchall()
         self.types: dict[str, str] = {n: t for n, t, _ in catalog}  # the table's, as it is now
-        self.key = key = KINDS[kind].key
+        key = KINDS[kind].key
         self.truncate_sql = f"TRUNCATE {stage}"
         self.copy_sql = f"COPY {stage} ({cols}) FROM STDIN WITH (FORMAT binary)"
         self.direct_sql = f'COPY "{kind}" ({cols}) FROM STDIN WITH (FORMAT {{fmt}})'

@@ -139,11 +139,10 @@ def update_derived(dbapi_conn: Any, kind: str, rows: pa.Table) -> int:
     names = [key, GUARD, *(f.name for f in fields_for(kind)), *PROVENANCE]
     part = rows.select(names)
     stage = f"tutormax_refresh_{kind}"
-    stage_cols = ", ".join(f'"{f.name}" {pgbinary.pg_type(f.type)}' for f in part.schema)
     sets = ", ".join(f'"{n}" = s."{n}"' for n in names[2:])
     cur = dbapi_conn.cursor()
     try:
-        cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} ({stage_cols}) ON COMMIT DELETE ROWS")
+        cur.execute(pgbinary.stage_table_sql(stage, part.schema))
         cur.execute(f"TRUNCATE {stage}")
         cols = ", ".join(f'"{n}"' for n in names)
         cur.copy_expert(f"COPY {stage} ({cols}) FROM STDIN WITH (FORMAT binary)",
