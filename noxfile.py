@@ -12,7 +12,7 @@ PACKAGES = ["tutormax_cli", "tests", "bench", "noxfile.py"]
 CORE = [
     *(f"tutormax_cli/{m}.py" for m in
       ("schema", "validate", "records", "json_bounds", "pipeline", "parents", "duplicates", "held",
-       "config", "errors", "ordered", "session_join", "spill", "interrupts")),
+       "config", "errors", "ordered", "session_join", "spill", "interrupts", "keyhash")),
     "tutormax_cli/rules", "tutormax_cli/fields",
 ]  # fmt: skip
 

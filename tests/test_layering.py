@@ -25,7 +25,7 @@ PACKAGE = Path(tutormax_cli.__file__).parent
 CORE_PACKAGES = ("rules", "fields")
 CORE_MODULES = (
     "schema", "validate", "records", "json_bounds", "pipeline", "parents", "duplicates", "held",
-    "config", "errors", "ordered", "session_join", "spill", "interrupts",
+    "config", "errors", "ordered", "session_join", "spill", "interrupts", "keyhash",
 )  # fmt: skip
 WINGS = ("files", "queue", "store", "generate", "cli")
 ENTRY = ("__main__",)  # `python -m tutormax_cli`: the CLI's entry

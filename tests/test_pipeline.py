@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sessioncases import KEYS, VERSIONS, Kept, columns
 
-from tutormax_cli.duplicates import key_hashes
+from tutormax_cli.keyhash import key_hashes
 from tutormax_cli.parents import SessionStarts
 
 TS = pa.timestamp("us", tz="UTC")
@@ -43,7 +43,7 @@ def _weak_hash(ids: pa.Array) -> pa.Array:
     return pa.compute.utf8_length(ids).cast(pa.int64()).fill_null(0)
 
 
-@pytest.mark.parametrize("hash_keys", [key_hashes, _weak_hash], ids=["siphash", "clashing"])
+@pytest.mark.parametrize("hash_keys", [key_hashes, _weak_hash], ids=["keyhash", "clashing"])
 @settings(max_examples=150, deadline=None)
 @given(data=st.data())
 def test_session_index_matches_a_per_record_oracle(hash_keys, data) -> None:

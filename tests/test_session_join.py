@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 import tutormax_cli.parents as parents
 import tutormax_cli.spill as spill
 from tutormax_cli.cli import app
-from tutormax_cli.duplicates import key_hashes
+from tutormax_cli.keyhash import key_hashes
 from tutormax_cli.parents import SessionStarts
 from tutormax_cli.spill import Spill, hash_part
 
@@ -67,7 +67,7 @@ def test_hash_part_takes_the_top_bits_of_every_hash() -> None:
     assert hash_part(hashes, 1).tolist() == [0] * 5
 
 
-@pytest.mark.parametrize("hash_keys", [key_hashes, _weak_hash], ids=["siphash", "clashing"])
+@pytest.mark.parametrize("hash_keys", [key_hashes, _weak_hash], ids=["keyhash", "clashing"])
 @settings(max_examples=120, deadline=None)
 @given(data=st.data())
 def test_the_join_on_disk_matches_a_per_record_oracle(hash_keys, data) -> None:

@@ -15,10 +15,10 @@ the pieces that make that choice hold across the batches of a run:
 * `DuplicateCounter` — without a database (`--no-db`) nothing is stored, and duplicates
   are only counted: a row whose key an earlier valid row of the run had.
 
-A hash collision (two keys, one hash; about 1 in 10^7 for a million keys) only makes a
-key look duplicated when it is not: it is then held and written at its last occurrence,
-which is correct, just later. The versions of one key are always grouped by the key
-itself, never by its hash.
+A hash collision (two keys, one hash: 2^-64 a pair, keyhash.py; about 1 in 4·10^7 for a
+million keys) only makes a key look duplicated when it is not: it is then held and written
+at its last occurrence, which is correct, just later. The versions of one key are always
+grouped by the key itself, never by its hash.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .keyhash import key_hashes
 from .spill import PARTS, Spill, hash_part, ranges
 
 # Order of versions: those carrying updated_at beat those that do not; then the newest
@@ -41,19 +42,6 @@ SEQ, GROUP, LAST = "_seq", "_group", "_last"
 SPILL_ROWS = 1 << 18
 
 _INT64 = pa.int64()
-
-
-def key_hashes(keys: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """A 64-bit hash of each key (int64; nulls hash like the empty key).
-
-    NOTE: Arrow has no hash kernel; Python's own hash of the UTF-8 bytes is SipHash, fast
-    enough here (README, Performance). It is salted per process, which is all a run needs:
-    hashes are never stored."""
-    arr = keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
-    if not (pa.types.is_binary(arr.type) or pa.types.is_string(arr.type)):
-        arr = arr.cast(pa.string())
-    values = arr.cast(pa.binary()).fill_null(b"").to_pylist()
-    return pa.array(map(hash, values), _INT64)
 
 
 class _Pairs:

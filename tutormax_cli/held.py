@@ -17,7 +17,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import spill
-from .duplicates import GROUP, LAST, SEQ, Settled, best_of_each_key, key_hashes
+from .duplicates import GROUP, LAST, SEQ, Settled, best_of_each_key
+from .keyhash import key_hashes
 from .spill import Spill, ranges
 
 HELD_BYTES = 32 << 20  # held in memory before they go to the spill

@@ -19,7 +19,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import errors as E
-from .duplicates import SEQ, best_of_each_key, key_hashes
+from .duplicates import SEQ, best_of_each_key
+from .keyhash import key_hashes
 from .schema import Kind
 from .session_join import SessionJoin
 from .validate import FieldError, Rejected

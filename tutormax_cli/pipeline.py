@@ -31,11 +31,11 @@ from .duplicates import (
     Settled,
     best_of_each_key,
     duplicated_in_batch,
-    key_hashes,
     occurrence,
 )
 from .fields import FORMULA_VERSION, REGISTRY, Context, derive
 from .held import Held
+from .keyhash import key_hashes
 from .parents import (
     ParentStore,
     SessionStarts,
@@ -110,7 +110,7 @@ class BatchResult:
     settled: Settled = field(default_factory=Settled)  # held versions decided in this batch
     refusals: list[Refusal] = field(default_factory=list)  # held versions refused when written
     keys: pa.Array | None = None  # the keys of the accepted rows (aligned with `accepted`)
-    key_hashes: pa.Array | None = None  # their duplicates.key_hashes, when already computed
+    key_hashes: pa.Array | None = None  # their keyhash.key_hashes, when already computed
     sessions: tuple[pa.Array, pa.Array] | None = None  # accepted sessions' starts, updated_at
 
 

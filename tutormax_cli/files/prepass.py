@@ -16,7 +16,8 @@ from collections.abc import Callable, Iterator
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..duplicates import DuplicateIndex, key_hashes
+from ..duplicates import DuplicateIndex
+from ..keyhash import key_hashes
 from ..parents import SessionStarts
 from ..schema import Kind
 from ..validate import validate
