@@ -15,7 +15,7 @@ from tutormax_cli import fields
 from tutormax_cli.fields import _arrow, base, feedback, sessions, tutors
 
 FORMULA_MODULES = (base, _arrow, tutors, sessions, feedback)
-RECORDED = {1: "ce788b1c272c20b4"}  # FORMULA_VERSION → digest of FORMULA_MODULES' source
+RECORDED = {1: "8105143ffb1a3017"}  # FORMULA_VERSION → digest of FORMULA_MODULES' source
 
 
 def digest() -> str:

@@ -17,8 +17,10 @@ _UTC_US = pa.timestamp("us", tz="UTC")
 
 
 def col(t: pa.Table, name: str) -> pa.Array:
-    """One column of the table as a single contiguous array."""
-    return t.column(name).combine_chunks()
+    """One column of the table as a single contiguous array (a column of one chunk is that
+    chunk, not a copy of it)."""
+    column = t.column(name)
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
 
 
 def micros(ts: pa.Array) -> pa.Array:
