@@ -25,6 +25,7 @@ DEFAULT_REDIS_URL = "redis://localhost:6379/0"  # the local server, database 0
 DEFAULT_TIMEZONE = "UTC"  # IANA name of the reporting timezone
 DEFAULT_BATCH_ROWS = 16_000  # rows per batch and transaction (enrich, refresh); README: Memory
 DEFAULT_WORKER_BATCH = 5_000  # entries the worker reads per stream per batch
+DEFAULT_WORKER_BATCH_BYTES = 128 << 20  # bytes a batch reads, at most (streams.ReadBudget)
 DEFAULT_BLOCK_MS = 2_000  # the worker's longest wait for new entries
 DEFAULT_MAX_ATTEMPTS = 5  # attempts of a record whose parent is missing (not on its way)
 DEFAULT_RETRY_BASE_MS = 1_000  # first retry delay; doubles per attempt

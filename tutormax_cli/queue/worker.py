@@ -40,6 +40,7 @@ from ..config import (
     DEFAULT_RECLAIM_IDLE_MS,
     DEFAULT_TIMEZONE,
     DEFAULT_WORKER_BATCH,
+    DEFAULT_WORKER_BATCH_BYTES,
 )
 from ..errors import DatabaseUnavailable, QueueError, StatementCancelled
 from ..fields import Context
@@ -59,7 +60,14 @@ from .policy import (
     settle_orphans,
 )
 from .runtime import Faults, batch_gc, default_consumer
-from .streams import DEFAULT_GROUP, GroupVanished, QueueUnavailable, StreamMark, Streams
+from .streams import (
+    DEFAULT_GROUP,
+    GroupVanished,
+    QueueUnavailable,
+    ReadBudget,
+    StreamMark,
+    Streams,
+)
 from .telemetry import Telemetry, now_iso
 
 log = logging.getLogger("tutormax.worker")
@@ -82,6 +90,7 @@ class WorkerOptions:
     group: str = DEFAULT_GROUP
     consumer: str = field(default_factory=default_consumer)
     batch_size: int = DEFAULT_WORKER_BATCH  # entries read per stream per batch
+    batch_bytes: int = DEFAULT_WORKER_BATCH_BYTES  # bytes read per batch (streams.ReadBudget)
     reclaim_idle_ms: int = DEFAULT_RECLAIM_IDLE_MS
     block_ms: int = DEFAULT_BLOCK_MS
     timezone: str = DEFAULT_TIMEZONE
@@ -183,12 +192,17 @@ class Worker:
             self._recover(exc)
             return [], False, {}
         self.telemetry.gauges(marks)
-        messages, wait_ms = self._due_retries(marks)
+        budget = ReadBudget(self.opts.batch_bytes)
+        messages, wait_ms = self._due_retries(marks, budget)
         if time.monotonic() >= self._next_reclaim:
             every_ms = max(50, min(self.opts.reclaim_idle_ms // 2, 5_000))
             self._next_reclaim = time.monotonic() + every_ms / 1000
             got, trimmed = self.streams.reclaim(
-                self.opts.group, self.opts.consumer, self.opts.reclaim_idle_ms, self.opts.batch_size
+                self.opts.group,
+                self.opts.consumer,
+                self.opts.reclaim_idle_ms,
+                self.opts.batch_size,
+                budget,
             )
             self.telemetry.add(reclaimed=len(got), trimmed=trimmed)
             messages += got
@@ -199,6 +213,7 @@ class Worker:
             self.opts.batch_size,
             block,
             readable(marks, self.opts.batch_size),
+            budget,
         )
         drained = False
         if burst and not messages:
@@ -208,7 +223,9 @@ class Worker:
                 self.telemetry.tell_gone_consumers(self.opts.group, self.opts.reclaim_idle_ms)
         return messages, drained, marks
 
-    def _due_retries(self, marks: dict[str, StreamMark]) -> tuple[list[Message], int | None]:
+    def _due_retries(
+        self, marks: dict[str, StreamMark], budget: ReadBudget
+    ) -> tuple[list[Message], int | None]:
         """Claim our pending entries that are due (their parents can no longer be on their
         way, their backoff is over); ms until the next backoff ends. Entries waiting for a
         parent are touched before they look abandoned to other consumers."""
@@ -229,7 +246,9 @@ class Worker:
         if not due:
             return [], next_wait
         guard = min(self.policy.delay_ms(p.id, p.deliveries) for p in due)
-        claimed, trimmed = self.streams.claim(self.opts.group, self.opts.consumer, due, guard)
+        claimed, trimmed = self.streams.claim(
+            self.opts.group, self.opts.consumer, due, guard, budget
+        )
         self.telemetry.add(trimmed=trimmed)
         return claimed, next_wait
 

@@ -39,7 +39,7 @@ from .connection import (
     check_template,
 )
 from .dead_letters import REPLAYED, DeadLetterOps
-from .group import GroupOps, StreamMark, entry_key
+from .group import GroupOps, ReadBudget, StreamMark, entry_key
 from .monitor import WORKER_COUNTERS, MonitorOps
 
 
@@ -94,6 +94,7 @@ __all__ = [
     "WORKER_COUNTERS",
     "GroupVanished",
     "QueueUnavailable",
+    "ReadBudget",
     "StreamMark",
     "Streams",
     "Vanished",

@@ -61,6 +61,31 @@ def _fields(flat: list[bytes] | None) -> dict[bytes, bytes]:
     return dict(zip(it, it, strict=False))
 
 
+class ReadBudget:
+    """The bytes one batch may still read (SPEC §6a: hostile input is bounded).
+
+    Redis' COUNT bounds the entries of a read, not its bytes: 5,000 entries of up to
+    MESSAGE_MAX_BYTES on each of three streams were up to 15 GB in one reply, about three
+    times that once parsed, and a worker killed for its memory read the same entries again
+    once restarted. Each read of a batch asks for as many entries a stream as the bytes
+    left could hold at MESSAGE_MAX_BYTES each (at least one entry while any byte is left),
+    and the batch stops reading once they are spent: a batch of entries at the cap reads
+    about `total` bytes; one of small entries reads its batch size in a few more round
+    trips, which cost Redis nothing more per entry (README, Queues)."""
+
+    def __init__(self, total: int) -> None:
+        self.left = total
+
+    def entries(self, streams: int = 1) -> int:
+        """How many entries a stream one read of `streams` streams may ask for (0: none)."""
+        if self.left <= 0:
+            return 0
+        return max(1, self.left // (MESSAGE_MAX_BYTES * max(streams, 1)))
+
+    def spend(self, messages: list[Message]) -> None:
+        self.left -= sum(len(k) + len(v) for m in messages for k, v in m.fields.items())
+
+
 def _by_kind(messages: list[Message]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for m in messages:
@@ -116,10 +141,28 @@ class GroupOps(Connection):
         count: int,
         block_ms: int,
         kinds: tuple[str, ...] = KIND_ORDER,
+        budget: ReadBudget | None = None,
     ) -> list[Message]:
-        """XREADGROUP `>` over the streams of `kinds`: up to `count` new entries from each."""
-        if not kinds:
-            return []
+        """XREADGROUP `>` over the streams of `kinds`: up to `count` new entries from each,
+        within `budget` (several reads, the first alone blocking; a stream that returned
+        fewer than it was asked for is drained and not read again)."""
+        out: list[Message] = []
+        left, block = list(kinds), block_ms
+        while left and count > 0:
+            ask = count if budget is None else min(count, budget.entries(len(left)))
+            if ask <= 0:
+                break
+            got = self._read_new(group, consumer, ask, block, left)
+            block, count = 0, count - ask
+            if budget is not None:
+                budget.spend(got)
+            out += got
+            left = [k for k in left if sum(m.kind == k for m in got) == ask]
+        return out
+
+    def _read_new(
+        self, group: str, consumer: str, count: int, block_ms: int, kinds: list[str]
+    ) -> list[Message]:
         args: list[Any] = ["GROUP", group, consumer, "COUNT", count]
         if block_ms:
             args += ["BLOCK", block_ms]
@@ -244,9 +287,15 @@ class GroupOps(Connection):
         return out
 
     def claim(
-        self, group: str, consumer: str, due: list[Pending], min_idle_ms: int
+        self,
+        group: str,
+        consumer: str,
+        due: list[Pending],
+        min_idle_ms: int,
+        budget: ReadBudget | None = None,
     ) -> tuple[list[Message], int]:
         """XCLAIM due entries to ourselves (a new delivery); also how many were trimmed away.
+        Within `budget`, a chunk at a time: what it cannot hold stays pending to us, due.
 
         `min_idle_ms` guards against taking back what another consumer just reclaimed."""
         out: list[Message] = []
@@ -254,29 +303,45 @@ class GroupOps(Connection):
         with self.errors("claiming pending entries"):
             for kind in KIND_ORDER:
                 mine = {p.id: p for p in due if p.kind == kind}
-                if not mine:
-                    continue
-                stream = self.stream(kind)
-                got = self.r.xclaim(stream, group, consumer, min_idle_ms, list(mine))
-                out += [
-                    Message(kind, text(i), f or {}, mine[text(i)].deliveries + 1) for i, f in got
-                ]
-                missing = set(mine) - {text(i) for i, _ in got}
-                trimmed += sum(not self.r.xrange(stream, i, i, count=1) for i in missing)
+                ids, stream = list(mine), self.stream(kind)
+                while ids:
+                    ask = len(ids) if budget is None else budget.entries()
+                    if ask <= 0:
+                        return out, trimmed
+                    chunk, ids = ids[:ask], ids[ask:]
+                    got = self.r.xclaim(stream, group, consumer, min_idle_ms, chunk)
+                    claimed = [
+                        Message(kind, text(i), f or {}, mine[text(i)].deliveries + 1)
+                        for i, f in got
+                    ]
+                    if budget is not None:
+                        budget.spend(claimed)
+                    out += claimed
+                    missing = set(chunk) - {m.id for m in claimed}
+                    trimmed += sum(not self.r.xrange(stream, i, i, count=1) for i in missing)
         return out, trimmed
 
     def reclaim(
-        self, group: str, consumer: str, min_idle_ms: int, count: int
+        self,
+        group: str,
+        consumer: str,
+        min_idle_ms: int,
+        count: int,
+        budget: ReadBudget | None = None,
     ) -> tuple[list[Message], int]:
-        """XAUTOCLAIM entries idle longer than `min_idle_ms` (a crashed consumer's). The scan
-        cursor is kept between calls, so a long PEL is walked through, not just its head."""
+        """XAUTOCLAIM entries idle longer than `min_idle_ms` (a crashed consumer's), up to
+        `count` a stream within `budget`. The scan cursor is kept between calls, so a long
+        PEL is walked through, not just its head."""
         out: list[Message] = []
         trimmed = 0
         with self.errors("reclaiming idle entries"):
             for kind in KIND_ORDER:
+                ask = count if budget is None else min(count, budget.entries())
+                if ask <= 0:
+                    break
                 stream = self.stream(kind)
                 start = self._cursors.get(stream, "0-0")
-                reply = self.r.xautoclaim(stream, group, consumer, min_idle_ms, start, count=count)
+                reply = self.r.xautoclaim(stream, group, consumer, min_idle_ms, start, count=ask)
                 self._cursors[stream] = text(reply[0])
                 entries, deleted = reply[1], reply[2] if len(reply) > 2 else []
                 trimmed += len(deleted)
@@ -286,10 +351,13 @@ class GroupOps(Connection):
                 for i, _ in entries:
                     pipe.xpending_range(stream, group, i, i, 1, consumer)
                 counts = [rows[0]["times_delivered"] if rows else 1 for rows in pipe.execute()]
-                out += [
+                got = [
                     Message(kind, text(i), f or {}, n)
                     for (i, f), n in zip(entries, counts, strict=True)
                 ]
+                if budget is not None:
+                    budget.spend(got)
+                out += got
         return out, trimmed
 
     def touch(self, group: str, consumer: str, messages: list[Message]) -> None:
