@@ -17,6 +17,7 @@ from redisfixtures import dead_letters, jsonable, publish, xadd_raw
 
 from tutormax_cli.queue.envelope import MESSAGE_MAX_BYTES
 from tutormax_cli.queue.streams import ReadBudget, Streams
+from tutormax_cli.queue.worker import Worker, WorkerOptions
 from tutormax_cli.schema import KIND_ORDER
 from tutormax_cli.store import Store
 
@@ -130,3 +131,38 @@ def test_a_worker_reading_entries_at_the_cap_stays_within_its_memory(
         assert len(read_rows(store, "feedback")) == n
     finally:
         store.close()
+
+
+@pytest.mark.postgres
+def test_the_worker_reads_a_batch_within_batch_mib(
+    streams: Streams, pg_url: str, redis_url: str, prefix: str
+) -> None:
+    """`--batch-mib 2`: one batch reads a few of nine 600 KB messages (one a stream a read
+    while any byte is left: 2 MiB is less than three streams at the cap), the next batches
+    the rest; `--batch-mib 0` is refused."""
+    publish(streams, "tutors", [jsonable(tutor(0))])
+    publish(streams, "sessions", [jsonable(session(0))])
+    text = "x" * 600_000
+    publish(streams, "feedback", [jsonable(feedback(i, free_text_feedback=text)) for i in range(9)])
+    store = Store.connect(pg_url)
+    try:
+        store.init_schema()
+        opts = WorkerOptions(batch_size=5_000, batch_bytes=2 << 20, block_ms=100)
+        Worker(streams, store, opts).run(max_batches=1)
+        first = len(read_rows(store, "feedback"))
+        assert 2 <= first <= 5, first
+    finally:
+        store.close()
+    cmd = worker_cmd(pg_url, redis_url, prefix, "--batch-mib", "2")
+    cmd[cmd.index("--batch-size") + 1] = "5000"
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    store = Store.connect(pg_url)
+    try:
+        assert len(read_rows(store, "feedback")) == 9
+    finally:
+        store.close()
+    refused = subprocess.run(
+        worker_cmd(pg_url, redis_url, prefix, "--batch-mib", "0"), capture_output=True, text=True
+    )
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr

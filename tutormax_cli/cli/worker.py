@@ -16,6 +16,7 @@ from ..config import (
     DEFAULT_RETRY_MAX_MS,
     DEFAULT_TIMEZONE,
     DEFAULT_WORKER_BATCH,
+    DEFAULT_WORKER_BATCH_BYTES,
 )
 from .common import handle_errors, open_streams, parse_timezone, print_json, settings
 from .options import (
@@ -50,6 +51,12 @@ def worker(
     batch_size: Annotated[
         int, typer.Option(min=1, metavar="N", help="Entries read per stream per batch.")
     ] = DEFAULT_WORKER_BATCH,
+    batch_mib: Annotated[
+        int,
+        typer.Option(
+            min=1, metavar="MIB", help="Most bytes a batch reads, in MiB (whatever --batch-size)."
+        ),
+    ] = DEFAULT_WORKER_BATCH_BYTES >> 20,
     max_attempts: Annotated[
         int,
         typer.Option(
@@ -120,6 +127,7 @@ def worker(
         group=group,
         consumer=consumer or default_consumer(),
         batch_size=batch_size,
+        batch_bytes=batch_mib << 20,
         reclaim_idle_ms=reclaim_idle_ms,
         block_ms=block_ms,
         timezone=parse_timezone(timezone),
