@@ -98,6 +98,38 @@ def test_reclaimed_and_claimed_entries_are_read_within_the_budget(streams: Strea
     assert budget.left <= 0
 
 
+def test_a_gone_consumers_small_entries_are_taken_over_a_batch_at_a_time(
+    streams: Streams,
+) -> None:
+    """Review: reclaim asked Redis once a stream for what the budget held at the cap (128
+    entries), so a crashed worker's 5,000 small entries a stream took 240 s to take over
+    at one reclaim every 5 s. It asks again while the scan has not gone round, up to
+    the batch size, as one ask of it would."""
+    streams.ensure_group(GROUP)
+    for i in range(3_000):
+        xadd_raw(streams, "sessions", {"payload": f"s{i}"})
+    assert len(streams.read_new(GROUP, "ghost", 5_000, 0, ("sessions",))) == 3_000
+    got, _ = streams.reclaim(GROUP, "alive", 0, 5_000, ReadBudget(128 * MESSAGE_MAX_BYTES))
+    assert len(got) == 3_000
+    assert len({m.id for m in got}) == 3_000
+
+
+def test_entries_over_the_cap_are_read_a_few_at_a_time(streams: Streams) -> None:
+    """Review: the asks took every entry as at most the cap, so 45 poison entries of 24 MiB
+    came back 42 in one reply (1 GB against a budget of 128 MiB). Asks start at one and
+    at most double, sized by the biggest entry met: at most one entry a stream past the
+    budget."""
+    streams.ensure_group(GROUP)
+    big = 8 * MESSAGE_MAX_BYTES
+    for i in range(12):
+        xadd_raw(streams, "feedback", {"payload": f"{i:03d}" + "x" * big})
+        xadd_raw(streams, "tutors", {"payload": f"{i:03d}"})
+    budget = ReadBudget(32 * MESSAGE_MAX_BYTES)
+    got = streams.read_new(GROUP, "c", 5_000, 0, ("tutors", "feedback"), budget)
+    assert _size(got) <= 32 * MESSAGE_MAX_BYTES + big + 100
+    assert sum(m.kind == "feedback" for m in got) <= 5
+
+
 @pytest.mark.postgres
 def test_a_worker_reading_entries_at_the_cap_stays_within_its_memory(
     streams: Streams, pg_url: str, redis_url: str, prefix: str

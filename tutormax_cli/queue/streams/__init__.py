@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 from ...schema import KIND_ORDER
 from ..envelope import text
+from .budget import ReadBudget
 from .connection import (
     DEFAULT_GROUP,
     DEFAULT_PREFIX,
@@ -39,7 +40,7 @@ from .connection import (
     check_template,
 )
 from .dead_letters import REPLAYED, DeadLetterOps
-from .group import GroupOps, ReadBudget, StreamMark, entry_key
+from .group import GroupOps, StreamMark, entry_key
 from .monitor import WORKER_COUNTERS, MonitorOps
 
 

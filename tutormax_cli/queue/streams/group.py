@@ -8,6 +8,7 @@ from typing import Any
 
 from ...schema import KIND_ORDER
 from ..envelope import FIELD, MESSAGE_MAX_BYTES, Message, Pending, envelope_text, now_iso, text
+from .budget import ReadBudget
 from .connection import PUBLISH_CHUNK, Connection, GroupVanished
 
 
@@ -59,31 +60,6 @@ def _fields(flat: list[bytes] | None) -> dict[bytes, bytes]:
         return {}
     it = iter(flat)
     return dict(zip(it, it, strict=False))
-
-
-class ReadBudget:
-    """The bytes one batch may still read (SPEC §6a: hostile input is bounded).
-
-    Redis' COUNT bounds the entries of a read, not its bytes: 5,000 entries of up to
-    MESSAGE_MAX_BYTES on each of three streams were up to 15 GB in one reply, about three
-    times that once parsed, and a worker killed for its memory read the same entries again
-    once restarted. Each read of a batch asks for as many entries a stream as the bytes
-    left could hold at MESSAGE_MAX_BYTES each (at least one entry while any byte is left),
-    and the batch stops reading once they are spent: a batch of entries at the cap reads
-    about `total` bytes; one of small entries reads its batch size in a few more round
-    trips, which cost Redis nothing more per entry (README, Queues)."""
-
-    def __init__(self, total: int) -> None:
-        self.left = total
-
-    def entries(self, streams: int = 1) -> int:
-        """How many entries a stream one read of `streams` streams may ask for (0: none)."""
-        if self.left <= 0:
-            return 0
-        return max(1, self.left // (MESSAGE_MAX_BYTES * max(streams, 1)))
-
-    def spend(self, messages: list[Message]) -> None:
-        self.left -= sum(len(k) + len(v) for m in messages for k, v in m.fields.items())
 
 
 def _by_kind(messages: list[Message]) -> dict[str, list[str]]:
@@ -336,29 +312,40 @@ class GroupOps(Connection):
         trimmed = 0
         with self.errors("reclaiming idle entries"):
             for kind in KIND_ORDER:
-                ask = count if budget is None else min(count, budget.entries())
-                if ask <= 0:
-                    break
-                stream = self.stream(kind)
-                start = self._cursors.get(stream, "0-0")
-                reply = self.r.xautoclaim(stream, group, consumer, min_idle_ms, start, count=ask)
-                self._cursors[stream] = text(reply[0])
-                entries, deleted = reply[1], reply[2] if len(reply) > 2 else []
-                trimmed += len(deleted)
-                if not entries:
-                    continue
-                pipe = self.r.pipeline(transaction=False)
-                for i, _ in entries:
-                    pipe.xpending_range(stream, group, i, i, 1, consumer)
-                counts = [rows[0]["times_delivered"] if rows else 1 for rows in pipe.execute()]
-                got = [
-                    Message(kind, text(i), f or {}, n)
-                    for (i, f), n in zip(entries, counts, strict=True)
-                ]
-                if budget is not None:
-                    budget.spend(got)
-                out += got
+                stream, wanted = self.stream(kind), count
+                while wanted > 0:
+                    ask = wanted if budget is None else min(wanted, budget.entries())
+                    if ask <= 0:
+                        return out, trimmed
+                    got, gone, done = self._reclaim(stream, kind, group, consumer, min_idle_ms, ask)
+                    if budget is not None:
+                        budget.spend(got)
+                    out += got
+                    trimmed, wanted = trimmed + gone, wanted - ask
+                    if done:  # the scan went round the whole pending list
+                        break
         return out, trimmed
+
+    def _reclaim(
+        self, stream: str, kind: str, group: str, consumer: str, min_idle_ms: int, count: int
+    ) -> tuple[list[Message], int, bool]:
+        """One XAUTOCLAIM from the stream's cursor: (the entries, how many were trimmed
+        away, whether the scan is back at the start). Asks summing to `count` scan as far
+        as one ask of `count` (Redis looks at 10 × COUNT pending entries a call)."""
+        start = self._cursors.get(stream, "0-0")
+        reply = self.r.xautoclaim(stream, group, consumer, min_idle_ms, start, count=count)
+        self._cursors[stream] = cursor = text(reply[0])
+        entries, deleted = reply[1], reply[2] if len(reply) > 2 else []
+        if not entries:
+            return [], len(deleted), cursor == "0-0"
+        pipe = self.r.pipeline(transaction=False)
+        for i, _ in entries:
+            pipe.xpending_range(stream, group, i, i, 1, consumer)
+        counts = [rows[0]["times_delivered"] if rows else 1 for rows in pipe.execute()]
+        got = [
+            Message(kind, text(i), f or {}, n) for (i, f), n in zip(entries, counts, strict=True)
+        ]
+        return got, len(deleted), cursor == "0-0"
 
     def touch(self, group: str, consumer: str, messages: list[Message]) -> None:
         """Reset the idle time of entries we still work on (XCLAIM JUSTID: no new delivery)."""

@@ -1,0 +1,41 @@
+"""The bytes one batch of the worker may still read (streams.ReadBudget)."""
+
+from __future__ import annotations
+
+from ..envelope import MESSAGE_MAX_BYTES, Message
+
+
+class ReadBudget:
+    """The bytes one batch may still read (SPEC §6a: hostile input is bounded).
+
+    Redis' COUNT bounds the entries of a read, not its bytes: 5,000 entries of up to
+    MESSAGE_MAX_BYTES on each of three streams were up to 15 GB in one reply, about three
+    times that once parsed, and a worker killed for its memory read the same entries again
+    once restarted. So each read of a batch asks for as many entries a stream as the bytes
+    left could hold, each entry taken as big as the biggest this batch has met (at least
+    MESSAGE_MAX_BYTES: Redis stores entries far over the cap, which are poison, but whole),
+    and never more than twice what the previous read asked for, starting from one: a read
+    of entries bigger than any before it is a few of them, not 42. At least one entry is
+    asked for while any byte is left; the batch stops reading once none is. A batch of
+    entries at the cap reads about `total` bytes; one of small entries reads its batch
+    size in a few more round trips, which cost Redis nothing more per entry (README,
+    Queues)."""
+
+    def __init__(self, total: int) -> None:
+        self.left = total
+        self.largest = MESSAGE_MAX_BYTES  # the biggest entry met so far, or the cap
+        self._step = 1  # the most the next read may ask for, a stream (doubles a read)
+
+    def entries(self, streams: int = 1) -> int:
+        """How many entries a stream one read of `streams` streams may ask for (0: none)."""
+        if self.left <= 0:
+            return 0
+        n = max(1, min(self._step, self.left // (self.largest * max(streams, 1))))
+        self._step = 2 * n
+        return n
+
+    def spend(self, messages: list[Message]) -> None:
+        for m in messages:
+            size = sum(len(k) + len(v) for k, v in m.fields.items())
+            self.left -= size
+            self.largest = max(self.largest, size)
