@@ -35,7 +35,10 @@ class ReadBudget:
         return n
 
     def spend(self, messages: list[Message]) -> None:
-        for m in messages:
-            size = sum(len(k) + len(v) for k, v in m.fields.items())
-            self.left -= size
-            self.largest = max(self.largest, size)
+        self.spend_sizes([sum(len(k) + len(v) for k, v in m.fields.items()) for m in messages])
+
+    def spend_sizes(self, sizes: list[int]) -> None:
+        """Entries of these sizes (their fields' and values' bytes) were read."""
+        if sizes:
+            self.left -= sum(sizes)
+            self.largest = max(self.largest, *sizes)

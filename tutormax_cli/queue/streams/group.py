@@ -128,30 +128,30 @@ class GroupOps(Connection):
             ask = count if budget is None else min(count, budget.entries(len(left)))
             if ask <= 0:
                 break
-            got = self._read_new(group, consumer, ask, block, left)
-            block, count = 0, count - ask
-            if budget is not None:
-                budget.spend(got)
-            out += got
-            left = [k for k in left if sum(m.kind == k for m in got) == ask]
+            reply = self._read_new(group, consumer, ask, block, left)
+            block, count, full = 0, count - ask, []
+            for kind, entries in reply:
+                if budget is not None:
+                    budget.spend_sizes([sum(map(len, f)) if f else 0 for _, f in entries])
+                out += [Message(kind, i.decode(), _fields(f)) for i, f in entries]
+                if len(entries) == ask:
+                    full.append(kind)
+            left = full  # a stream that returned fewer than asked is drained
         return out
 
     def _read_new(
         self, group: str, consumer: str, count: int, block_ms: int, kinds: list[str]
-    ) -> list[Message]:
+    ) -> list[tuple[str, list[Any]]]:
+        """One XREADGROUP: (kind, its raw entries [[id, [field, value, …]], …]) a stream
+        that returned any. Building the messages from the raw reply directly (see `r`)
+        costs half of redis-py's generic parsing."""
         args: list[Any] = ["GROUP", group, consumer, "COUNT", count]
         if block_ms:
             args += ["BLOCK", block_ms]
         args += ["STREAMS", *(self.stream(k) for k in kinds), *[">"] * len(kinds)]
         with self.errors("reading the streams"):
             reply = self.r.execute_command("XREADGROUP", *args)
-        # The raw reply (see `r`): [[stream, [[id, [field, value, …]], …]], …]. Building the
-        # messages here directly costs half of redis-py's generic parsing.
-        out: list[Message] = []
-        for stream, entries in reply or []:
-            kind = self.kind_of(text(stream)) or ""
-            out += [Message(kind, i.decode(), _fields(f)) for i, f in entries]
-        return out
+        return [(self.kind_of(text(stream)) or "", entries) for stream, entries in reply or []]
 
     def marks(self, group: str) -> dict[str, StreamMark]:
         """Where the group stands on each input stream (see StreamMark); three round trips
