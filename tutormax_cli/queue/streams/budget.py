@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..envelope import MESSAGE_MAX_BYTES, Message
 
 
@@ -19,26 +21,35 @@ class ReadBudget:
     asked for while any byte is left; the batch stops reading once none is. A batch of
     entries at the cap reads about `total` bytes; one of small entries reads its batch
     size in a few more round trips, which cost Redis nothing more per entry (README,
-    Queues)."""
+    Queues). `ReadBudget()` bounds nothing: each read asks for all that is wanted."""
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int | None = None) -> None:
         self.left = total
         self.largest = MESSAGE_MAX_BYTES  # the biggest entry met so far, or the cap
         self._step = 1  # the most the next read may ask for, a stream (doubles a read)
 
-    def entries(self, streams: int = 1) -> int:
-        """How many entries a stream one read of `streams` streams may ask for (0: none)."""
+    def entries(self, wanted: int, streams: int = 1) -> int:
+        """How many of `wanted` entries a stream one read of `streams` streams may ask for
+        (0: none)."""
+        if self.left is None:
+            return wanted
         if self.left <= 0:
             return 0
         n = max(1, min(self._step, self.left // (self.largest * max(streams, 1))))
         self._step = 2 * n
-        return n
+        return min(wanted, n)
 
     def spend(self, messages: list[Message]) -> None:
-        self.spend_sizes([sum(len(k) + len(v) for k, v in m.fields.items()) for m in messages])
+        if self.left is not None:
+            self._spent([sum(len(k) + len(v) for k, v in m.fields.items()) for m in messages])
 
-    def spend_sizes(self, sizes: list[int]) -> None:
-        """Entries of these sizes (their fields' and values' bytes) were read."""
+    def spend_raw(self, entries: list[Any]) -> None:
+        """Entries as Redis returns them, [id, [field, value, …]] (None: deleted meanwhile)."""
+        if self.left is not None:
+            self._spent([sum(map(len, f)) if f else 0 for _, f in entries])
+
+    def _spent(self, sizes: list[int]) -> None:
+        assert self.left is not None
         if sizes:
             self.left -= sum(sizes)
             self.largest = max(self.largest, *sizes)

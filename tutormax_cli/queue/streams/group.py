@@ -123,16 +123,15 @@ class GroupOps(Connection):
         within `budget` (several reads, the first alone blocking; a stream that returned
         fewer than it was asked for is drained and not read again)."""
         out: list[Message] = []
-        left, block = list(kinds), block_ms
+        left, block, budget = list(kinds), block_ms, budget or ReadBudget()
         while left and count > 0:
-            ask = count if budget is None else min(count, budget.entries(len(left)))
+            ask = budget.entries(count, len(left))
             if ask <= 0:
                 break
             reply = self._read_new(group, consumer, ask, block, left)
             block, count, full = 0, count - ask, []
             for kind, entries in reply:
-                if budget is not None:
-                    budget.spend_sizes([sum(map(len, f)) if f else 0 for _, f in entries])
+                budget.spend_raw(entries)
                 out += [Message(kind, i.decode(), _fields(f)) for i, f in entries]
                 if len(entries) == ask:
                     full.append(kind)
@@ -275,13 +274,13 @@ class GroupOps(Connection):
 
         `min_idle_ms` guards against taking back what another consumer just reclaimed."""
         out: list[Message] = []
-        trimmed = 0
+        trimmed, budget = 0, budget or ReadBudget()
         with self.errors("claiming pending entries"):
             for kind in KIND_ORDER:
                 mine = {p.id: p for p in due if p.kind == kind}
                 ids, stream = list(mine), self.stream(kind)
                 while ids:
-                    ask = len(ids) if budget is None else budget.entries()
+                    ask = budget.entries(len(ids))
                     if ask <= 0:
                         return out, trimmed
                     chunk, ids = ids[:ask], ids[ask:]
@@ -290,8 +289,7 @@ class GroupOps(Connection):
                         Message(kind, text(i), f or {}, mine[text(i)].deliveries + 1)
                         for i, f in got
                     ]
-                    if budget is not None:
-                        budget.spend(claimed)
+                    budget.spend(claimed)
                     out += claimed
                     missing = set(chunk) - {m.id for m in claimed}
                     trimmed += sum(not self.r.xrange(stream, i, i, count=1) for i in missing)
@@ -309,17 +307,16 @@ class GroupOps(Connection):
         `count` a stream within `budget`. The scan cursor is kept between calls, so a long
         PEL is walked through, not just its head."""
         out: list[Message] = []
-        trimmed = 0
+        trimmed, budget = 0, budget or ReadBudget()
         with self.errors("reclaiming idle entries"):
             for kind in KIND_ORDER:
                 stream, wanted = self.stream(kind), count
                 while wanted > 0:
-                    ask = wanted if budget is None else min(wanted, budget.entries())
+                    ask = budget.entries(wanted)
                     if ask <= 0:
                         return out, trimmed
                     got, gone, done = self._reclaim(stream, kind, group, consumer, min_idle_ms, ask)
-                    if budget is not None:
-                        budget.spend(got)
+                    budget.spend(got)
                     out += got
                     trimmed, wanted = trimmed + gone, wanted - ask
                     if done:  # the scan went round the whole pending list
