@@ -38,8 +38,7 @@ def key_hashes(keys: pa.Array | pa.ChunkedArray) -> pa.Array:
     if n == 0:
         return pa.array([], _INT64)
     starts, lengths, data = _layout(arr)
-    buf = pa.allocate_buffer(8 * n)  # the result, in Arrow's pool like the batch around it
-    out = np.frombuffer(buf, np.uint64)
+    out = _scratch(n, np.uint64)  # the result, in Arrow's pool like the batch around it
     out[:] = 0
     short = np.less_equal(lengths, MAX_BYTES, out=_scratch(n, np.bool_))
     longest = int(lengths[short].max()) if short.any() else 0
@@ -49,7 +48,7 @@ def key_hashes(keys: pa.Array | pa.ChunkedArray) -> pa.Array:
         out[i] = np.int64(hash(arr[i].as_buffer().to_pybytes())).view(np.uint64)
     if arr.null_count:
         out[~np.asarray(arr.is_valid())] = 0
-    return pa.Array.from_buffers(_INT64, n, [None, buf])
+    return pa.Array.from_buffers(_INT64, n, [None, pa.py_buffer(out)])
 
 
 def _large(t: pa.DataType) -> bool:
@@ -86,15 +85,15 @@ def _accumulate(
             np.take(_TABLE[i], rows[:, i], out=word)
             out += word
         return
-    at, byte, short = _scratch(n, np.int64), _scratch(n, np.uint8), _scratch(n, np.bool_)
+    at, byte, ended = _scratch(n, np.int64), _scratch(n, np.uint8), _scratch(n, np.bool_)
     last = len(data) - 1
     for i in range(longest):
         np.add(starts, i, out=at)
         np.minimum(at, last, out=at)
         np.take(data, at, out=byte)
         np.take(_TABLE[i], byte, out=word)
-        np.less_equal(lengths, i, out=short)
-        word[short] = 0
+        np.less_equal(lengths, i, out=ended)  # no byte at i: nothing added
+        word[ended] = 0
         out += word
 
 
