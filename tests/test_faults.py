@@ -44,18 +44,19 @@ def loaded(streams: Streams) -> Streams:
     return streams
 
 
-def assert_accounted(streams: Streams, pg_url: str) -> None:
-    """Every record persisted or dead-lettered exactly once; nothing pending."""
+def assert_accounted(streams: Streams, pg_url: str, big: int = 0, over_cap: int = 0) -> None:
+    """Every record persisted or dead-lettered exactly once; nothing pending. `big`, `over_cap`:
+    the valid big sessions and the over-cap entries a test added to `loaded`."""
     letters = dead_letters(streams)
     sources = [(e["metadata"]["source_stream"], e["metadata"]["source_id"]) for _, e in letters]
     assert len(set(sources)) == len(sources), "a record was dead-lettered twice"
     with Store.connect(pg_url) as store:
         counts = store.row_counts()
-    assert counts == {"tutors": N_TUTORS, "sessions": N_SESSIONS - INVALID, "feedback": 0}
+    assert counts == {"tutors": N_TUTORS, "sessions": N_SESSIONS - INVALID + big, "feedback": 0}
     errors = sorted(e["metadata"]["error"] for _, e in letters)
     assert errors == sorted(["validation"] * INVALID + ["missing_parent"] * GHOSTS
-                            + ["poison"] * POISON)  # fmt: skip
-    assert sum(counts.values()) + len(letters) == PUBLISHED
+                            + ["poison"] * (POISON + over_cap))  # fmt: skip
+    assert sum(counts.values()) + len(letters) == PUBLISHED + big + over_cap
     assert pending(streams) == 0
 
 
@@ -71,6 +72,35 @@ def test_sigkill_at_each_point_then_restart(
     restarted = run(cmd)
     assert restarted.returncode == 0, restarted.stderr
     assert_accounted(loaded, pg_url)
+
+
+BIG_EVERY, BIG_BYTES = 8, 300_000  # every 8th session again, with 300 KB of extra text
+OVER_CAP = 2 << 20  # an entry of 2 MiB, over the 1 MiB message cap: poison, kept whole
+
+
+@pytest.mark.parametrize("point", ["before_commit:3", "after_commit_before_ack:2",
+                                   "after_deadletter_before_ack:2"])  # fmt: skip
+def test_sigkill_with_big_messages_under_a_small_read_budget(
+    point: str, loaded: Streams, pg_url: str, redis_url: str, prefix: str
+) -> None:
+    """The same counts when batches are cut by bytes (`--batch-mib 1`) rather than by
+    entries: sessions of ~300 KB (valid: extra keys are not stored) and an entry over the
+    cap among them, a worker killed at a fault point twice, then run to the end."""
+    big = [session(f"B{i}", tutor_id=f"T{i % N_TUTORS}") for i in range(0, N_SESSIONS, BIG_EVERY)]
+    for row in big:
+        row["notes"] = "n" * BIG_BYTES
+    publish(loaded, "sessions", big[: len(big) // 2])
+    xadd_raw(loaded, "sessions", {"message": "x" * OVER_CAP})
+    publish(loaded, "sessions", big[len(big) // 2 :])
+    cmd = worker_cmd(pg_url, redis_url, prefix, "--consumer", "w1", "--batch-mib", "1")
+    for _ in range(2):
+        killed = run(cmd, fault=point)
+        assert killed.returncode == -signal.SIGKILL, killed.stderr
+        assert pending(loaded) > 0  # the killed batch was never acknowledged
+    restarted = run(cmd)
+    assert restarted.returncode == 0, restarted.stderr
+    assert json.loads(restarted.stdout)["read"] > 0
+    assert_accounted(loaded, pg_url, big=len(big), over_cap=1)
 
 
 def test_sigterm_mid_batch_finishes_the_batch_and_exits_0(
