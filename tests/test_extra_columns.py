@@ -30,6 +30,7 @@ def written(fmt: str, column: pa.Array) -> list[Any]:
     encoder.write(table)
     encoder.close()
     text = sink.getvalue().decode("utf-8")
+    assert "\x00" not in text  # tutormax would reject its own CSV (nul_byte)
     if fmt == "csv":
         rows = list(csv.DictReader(io.StringIO(text)))
         return [r["x"] for r in rows]
@@ -67,6 +68,14 @@ SHOWN = [
      {"a": 1, "a#2": "x"}, '{"a": 1, "a#2": "x"}'),
     ("list-with-a-null-item", pa.array([["x", None]], pa.list_(pa.string())),
      ["x", None], '["x",null]'),
+    # The review of 2026-12-07: bytes no check reads (they are data, not text) reached the
+    # CSV with a raw NUL, which tutormax itself rejects; NUL is written as invalid bytes are.
+    ("fixed-binary-nul", pa.array([b"\xff\x00"], pa.binary(2)), "\\xff\\x00", "\\xff\\x00"),
+    ("binary-nul", pa.array([b"a\x00b"], pa.binary()), "a\\x00b", "a\\x00b"),
+    ("json-extension-nul", pa.ExtensionArray.from_storage(pa.json_(), pa.array(['"\x00"'])),
+     '"\\x00"', '"\\x00"'),
+    ("struct-binary-nul", pa.array([{"b": b"\x00"}], pa.struct([("b", pa.binary())])),
+     {"b": "\\x00"}, '{"b": "\\\\x00"}'),
 ]  # fmt: skip
 
 
