@@ -198,6 +198,39 @@ def test_a_version_the_database_refuses_does_not_hide_an_earlier_one(
     assert reject["row"] == 3 and reject["errors"][0]["code"] == "database"
 
 
+@pytest.mark.parametrize("batch", ["1", "2", "3", "50000"])
+def test_a_best_version_refused_when_settled_falls_back_to_the_next_best(
+    db_url: str, tmp_path: Path, batch: str
+) -> None:
+    """A DBA's unique index on email: K1's newest version shares K2's email. Its trial in
+    its own batch may pass (K2 not yet written) and its write at K1's last occurrence then
+    be refused: K1's older, valid version was dropped when beaten, so K1 was not stored at
+    all at --batch-size 1 (the review of 2026-12-07). Every batch size now stores the same
+    rows, counts alike, and rejects K1's newest version as row 1."""
+    assert run(db_url, write(tmp_path / "none.csv", TUTOR_HEAD), "--kind", "tutors")[0] == 0
+    engine = engine_for(db_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE UNIQUE INDEX tutors_email_uq ON tutors (email)")
+    engine.dispose()
+    src = write(
+        tmp_path / "t.csv",
+        TUTOR_HEAD,
+        "K1,newer,x@y.org,2024-01-01,active,Math,2024-06-01T00:00:00Z",
+        "K2,only,x@y.org,2024-01-01,active,Math,",
+        "K1,older,z@y.org,2024-01-01,active,Math,2024-01-01T00:00:00Z",
+    )
+    code, doc = run(db_url, src, "--batch-size", batch, "--rejects", tmp_path / "r.jsonl")
+    assert code == 1
+    t = tally(doc, "tutors")
+    assert (t["accepted"], t["rejected"], t["duplicates"], t["inserted"]) == (2, 1, 0, 2)
+    assert query(db_url, "SELECT tutor_id, name FROM tutors ORDER BY tutor_id") == [
+        ("K1", "older"), ("K2", "only")
+    ]  # fmt: skip
+    reject = json.loads((tmp_path / "r.jsonl").read_text())
+    assert reject["row"] == 1 and reject["errors"][0]["code"] == "database"
+    assert reject["values"]["name"] == "newer" and "tenure_days" not in reject["values"]
+
+
 @pytest.mark.parametrize("batch", BATCH_SIZES)
 def test_output_keeps_every_accepted_version_in_input_order(
     db_url: str, tmp_path: Path, tutors: Path, batch: str

@@ -1,11 +1,11 @@
 """Held versions of duplicated keys (SPEC §4), until each key's last occurrence.
 
 A duplicated key is written once, in the batch of its last occurrence (its `_last`), as
-the best of its versions; the others are superseded. Until then its best version so far
-is held here. Memory stays bounded whatever the run holds (SPEC §4): past HELD_BYTES the
-held versions go to a spill partitioned by `_last` range. Every version of a key shares
-its `_last`, so all of them land in one partition, which is complete (and read, settled
-and removed) once the run has read past the end of its range.
+the best of its versions that the database takes; the others are superseded. Until then
+its versions are held here. Memory stays bounded whatever the run holds (SPEC §4): past
+HELD_BYTES the held versions go to a spill partitioned by `_last` range. Every version of
+a key shares its `_last`, so all of them land in one partition, which is complete (and
+read, settled and removed) once the run has read past the end of its range.
 """
 
 from __future__ import annotations
@@ -27,27 +27,24 @@ SPILL_BUFFER_ROWS = 1 << 14  # rows the spill buffers before it writes them
 
 
 class Held:
-    """The best version so far of each duplicated key.
+    """The versions of each duplicated key until its last occurrence.
 
     Rows are full store rows (input columns, derived fields, enriched_at) plus `_seq` (the
     row's position in the run), `_group` (which input it came from) and `_last` (the
-    position after which no other version of its key can come). With `keep_all` (the
-    queue, one batch) every version is kept, so the next best can be written if the
-    database refuses the best; otherwise (files, a whole run) only the best so far, each
-    beaten version being superseded at once. `span` (files): one past the largest `_last`
-    of the run, which sizes the spill's ranges.
+    position after which no other version of its key can come). In memory every version
+    is kept, so the caller can write the next best when the database refuses the best;
+    past HELD_BYTES (files only: `span`, one past the largest `_last` of the run, sizes
+    the spill's ranges) only the best so far of each key, each beaten version superseded.
 
     NOTE: kept as the chunks they were offered in, each with its smallest `_last`, so that
-    a batch reads every held key once (are any of its keys among them?) and copies only the
-    chunks holding one of its keys or a key now due. One table, re-ranked and re-filtered
-    whole in every batch, made a file holding each key twice, far apart, much slower than
-    the same keys once (README, Duplicate keys)."""
+    a batch copies only the chunks holding a key now due. One table, re-ranked and
+    re-filtered whole in every batch, made a file holding each key twice, far apart, much
+    slower than the same keys once (README, Duplicate keys)."""
 
     MAX_CHUNKS = 64  # then they are joined (without a copy) into one
 
-    def __init__(self, key: str, *, keep_all: bool = False, span: int = 0) -> None:
+    def __init__(self, key: str, *, span: int = 0) -> None:
         self.key = key
-        self.keep_all = keep_all
         self._chunks: list[tuple[int, pa.Table]] = []  # (its smallest `_last`, the chunk)
         # positions a partition, partitions (0: never spilled, the span unknown)
         self._width, self._parts_total = ranges(span)
@@ -59,20 +56,17 @@ class Held:
         return int(sum(c.num_rows for _, c in self._chunks)) + self._disk_rows
 
     def offer(self, rows: pa.Table, settled: Settled) -> None:
-        """Add versions; each version beaten by a better one of its key is superseded."""
+        """Add versions. In memory every version is kept, so that the next best of a key
+        can be written if the database refuses its best when it is settled (a constraint
+        on other keys, such as a DBA's unique index, may refuse then what it took in the
+        version's own batch). Past HELD_BYTES they go to the spill, where only the best of
+        each key is kept (see _to_disk, _best), each beaten version superseded at once."""
         if not rows.num_rows:
-            return
-        if self.keep_all:
-            self._chunks.append((pc.min(rows[LAST]).as_py(), rows))
             return
         if self._disk is not None:
             rows = self._to_disk(rows, settled)
             if not rows.num_rows:
                 return
-        keys = rows[self.key].combine_chunks()
-        rivals = self._take(lambda _, chunk: pc.is_in(chunk[self.key], value_set=keys))
-        rows, losers = best_of_each_key(pa.concat_tables([*rivals, rows]), self.key)
-        _supersede(settled, losers)
         self._chunks.append((pc.min(rows[LAST]).as_py(), rows))
         if self._parts_total and sum(c.nbytes for _, c in self._chunks) > HELD_BYTES:
             self._spill()
@@ -81,10 +75,12 @@ class Held:
             self._chunks = [(first, pa.concat_tables([c for _, c in self._chunks]))]
 
     def take_due(self, upto_seq: int | None, settled: Settled) -> Iterator[pa.Table]:
-        """Remove and yield the winners whose key can have no version after `upto_seq`
-        (None: every winner, at the end of the input): those in memory, then each spilled
-        partition whose whole range is due, one at a time (a key there may come out some
-        batches after its last occurrence; never before)."""
+        """Remove and yield the versions whose key can have no version after `upto_seq`
+        (None: every one, at the end of the input): those in memory (every version of each
+        key: the caller writes the best, and the next best if that is refused), then each
+        spilled partition whose whole range is due, one at a time, as the best version of
+        each key (a key there may come out some batches after its last occurrence; never
+        before)."""
         if upto_seq is None:
             due, self._chunks = [c for _, c in self._chunks], []
         else:

@@ -157,7 +157,7 @@ class Pipeline:
         self.input_columns = input_columns  # None: no output table wanted
         self.duplicates = duplicates
         span = duplicates.span if duplicates is not None else 0
-        self.held = Held(kind.key, keep_all=duplicates is None, span=span)
+        self.held = Held(kind.key, span=span)
 
     def process(self, raw: pa.Table, ctx: Context, *, seq0: int = 0, group: int = 0) -> BatchResult:
         """One batch. `seq0` is the run position of its first row and `group` the input it
@@ -315,7 +315,7 @@ class Pipeline:
                 for i, message in res.refused:
                     row = part.slice(i, 1)
                     refused_keys.append(row[key][0].as_py())
-                    values = _plain(row).to_pylist()[0]
+                    values = _input_values(row)
                     result.refusals.append(Refusal(g, row[SEQ][0].as_py(), message, values))
             retry = pc.is_in(
                 rest[key], value_set=pa.array(refused_keys, rest.schema.field(key).type)
@@ -371,6 +371,12 @@ def _tagged(table: pa.Table, seqs: pa.Array, group: int, last: pa.Array) -> pa.T
 def _plain(table: pa.Table) -> pa.Table:
     """A held table without its bookkeeping columns."""
     return table.drop_columns([c for c in table.column_names if c.startswith("_")])
+
+
+def _input_values(row: pa.Table) -> dict[str, object]:
+    """A held row's input values (no derived field or provenance), for the rejects file."""
+    values: dict[str, object] = _plain(row).to_pylist()[0]
+    return {k: v for k, v in values.items() if k not in DERIVED_NAMES and k not in PROVENANCE}
 
 
 def _keep(n: int, drop: set[int]) -> pa.Array:

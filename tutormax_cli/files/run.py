@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from bisect import bisect_right
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -103,6 +104,9 @@ class _Run:
         self.finished: list[BatchWriter] = []  # done, moved into place when the run commits
         self.outputs_committed = False
         self._late: list[tuple[RawBatch, BatchResult | None]] = []  # see _processed
+        # Where each batch of the kind being run began (run position, RawBatch): a held
+        # version the database refuses when settled is told by its record number.
+        self._places: list[tuple[int, RawBatch]] = []
 
     def run(self) -> RunSummary:
         try:
@@ -167,7 +171,7 @@ class _Run:
                 join_sessions(self.sessions, sources, self.opts.batch_size, self.stop)
         counter = DuplicateCounter() if self.store is None else None
         pipe = Pipeline(kind, store=self.store, sessions=self.sessions, duplicates=index)
-        seq0 = 0
+        seq0, self._places = 0, []
         try:
             try:
                 for src in sources:
@@ -201,6 +205,7 @@ class _Run:
         processed = self._processed(raw, pipe, seq0, group)
         try:
             for rb, res in processed:
+                self._place(pipe, seq0, rb, res)
                 seq0 += self._take(src, fs, group, pipe, rb, res, counter, writer)
                 self._check_max_errors(pipe, lambda: src is not self.sources[-1] or raw.more())
                 if self.stop is not None and self.stop():
@@ -210,6 +215,7 @@ class _Run:
             raw.close()  # the reader thread stops now, not when `raw` is collected
             late, self._late = self._late, []
             for rb, res in late:  # committed by the database while the run stopped
+                self._place(pipe, seq0, rb, res)
                 seq0 += self._take(src, fs, group, pipe, rb, res, counter, writer)
             fs.seconds = round(time.perf_counter() - started, 3)
         if writer is not None:
@@ -325,9 +331,22 @@ class _Run:
             fs = files[r.group]
             fs.rejected += 1
             error = {"field": "_row", "code": E.DATABASE_REFUSED, "message": r.message}
-            self.rejects.write(fs.source, None, r.values, [error])
+            self.rejects.write(fs.source, self._row_of(r.seq), r.values, [error])
             by_code = fs.rejected_by_code
             by_code[E.DATABASE_REFUSED] = by_code.get(E.DATABASE_REFUSED, 0) + 1
+
+    def _place(self, pipe: Pipeline, seq0: int, rb: RawBatch, res: BatchResult | None) -> None:
+        """Remember where a batch that may hold versions began (its rows are not kept)."""
+        if pipe.duplicates and res is not None:
+            self._places.append((seq0, RawBatch(rb.table.slice(0, 0), rb.base, rb.gaps)))
+
+    def _row_of(self, seq: int) -> int | None:
+        """The record number, in its file, of the row at run position `seq`."""
+        at = bisect_right(self._places, seq, key=lambda p: p[0]) - 1
+        if at < 0:
+            return None
+        first, rb = self._places[at]
+        return rb.row_number(seq - first)
 
     # -- outputs and messages --------------------------------------------------------------------
 
