@@ -103,6 +103,34 @@ def test_sigkill_with_big_messages_under_a_small_read_budget(
     assert_accounted(loaded, pg_url, big=len(big), over_cap=1)
 
 
+@pytest.mark.parametrize("then", ["same consumer", "another consumer"])
+def test_a_dead_letter_written_before_a_kill_is_not_also_persisted(
+    then: str, streams: Streams, pg_url: str, redis_url: str, prefix: str
+) -> None:
+    """A session missing its tutor is dead-lettered (--max-attempts 1), the worker is killed
+    before its ack, then the tutor arrives. The entry, delivered again, was processed again
+    and persisted: stored and a dead letter at once (the review of 2026-12-07). It is
+    acknowledged as dead-lettered now, and the tutor stored."""
+    publish(streams, "sessions", [session(1, tutor_id="T1")])
+    cmd = worker_cmd(pg_url, redis_url, prefix, "--consumer", "w1", "--max-attempts", "1")
+    killed = run(cmd, fault="after_deadletter_before_ack")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert pending(streams) == 1 and len(dead_letters(streams)) == 1
+    publish(streams, "tutors", [tutor(1)])
+    consumer = "w1" if then == "same consumer" else "w2"
+    again = worker_cmd(pg_url, redis_url, prefix, "--consumer", consumer, "--max-attempts", "1",
+                       "--reclaim-idle-ms", "100")  # fmt: skip
+    restarted = run(again)
+    assert restarted.returncode == 0, restarted.stderr
+    with Store.connect(pg_url) as store:
+        assert store.row_counts() == {"tutors": 1, "sessions": 0, "feedback": 0}
+    letters = dead_letters(streams)
+    assert [e["metadata"]["error"] for _, e in letters] == ["missing_parent"]
+    assert pending(streams) == 0
+    totals = json.loads(restarted.stdout)
+    assert totals.get("dead_lettered_before") == 1 and totals["persisted"] == 1, totals
+
+
 def test_sigterm_mid_batch_finishes_the_batch_and_exits_0(
     loaded: Streams, pg_url: str, redis_url: str, prefix: str
 ) -> None:

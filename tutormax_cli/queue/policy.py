@@ -135,11 +135,14 @@ class Outcomes:
     orphans: list[Orphan] = field(default_factory=list)  # missing a parent: see settle_orphans
     letters: list[DeadLetter] = field(default_factory=list)
     trimmed: list[Message] = field(default_factory=list)  # pending entries someone deleted
+    # delivered again after an earlier try dead-lettered them (and was stopped before its
+    # ack), or after they were replayed or drained: acknowledged, not processed again
+    handled: list[Message] = field(default_factory=list)
     rejected: int = 0  # messages the pipeline rejected (retried or dead-lettered)
 
     @property
     def to_ack(self) -> list[Message]:
-        return [*self.persisted, *(d.message for d in self.letters), *self.trimmed]
+        return [*self.persisted, *(d.message for d in self.letters), *self.trimmed, *self.handled]
 
     def by_outcome(self) -> dict[str, list[Message]]:
         """Messages by outcome, for the metrics."""
@@ -149,6 +152,7 @@ class Outcomes:
             "waited": self.waiting,
             "dead_lettered": [d.message for d in self.letters],
             "trimmed": self.trimmed,
+            "dead_lettered_before": self.handled,
         }
 
     def counts(self) -> dict[str, int]:
@@ -159,6 +163,7 @@ class Outcomes:
             "dead_lettered": len(self.letters),
             "rejected": self.rejected,
             "trimmed": len(self.trimmed),
+            "dead_lettered_before": len(self.handled),
         }
 
 

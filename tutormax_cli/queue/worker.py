@@ -115,6 +115,7 @@ class Worker:
         self._marks: dict[str, StreamMark] = {}  # the last look at the group
         self._faults = Faults.parse(options.fault, options.fault_pause_s)
         self._isolation = Isolation(store, self._faults)
+        self._tries = 0  # tries of the batch in hand (an outage makes _until_done try again)
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -131,7 +132,7 @@ class Worker:
                 messages, drained, marks = got
                 if messages:
                     step = partial(self._handle, messages, marks)
-                    self.in_hand = len(messages)
+                    self.in_hand, self._tries = len(messages), 0
                     if self._until_done(step, held=messages) is None:
                         log.warning(
                             "stopping during an outage: %d message(s) of the current batch "
@@ -270,7 +271,8 @@ class Worker:
         started = time.monotonic()
         ctx = Context(as_of=datetime.now(UTC), timezone=self.opts.timezone)
         out = Outcomes()
-        by_kind = self._parse(messages, out)
+        self._tries += 1
+        by_kind = self._parse(self._not_handled(messages, out), out)
         with self.store.transaction():
             for kind in KIND_ORDER:
                 if by_kind.get(kind):
@@ -289,6 +291,19 @@ class Worker:
             self._recover(exc)
         self.telemetry.record(len(messages), out, time.monotonic() - started)
         return len(messages)
+
+    def _not_handled(self, messages: list[Message], out: Outcomes) -> list[Message]:
+        """The messages to process: not those an earlier try dead-lettered (the worker was
+        killed, or Redis went away, between that dead letter and the ack), which go to
+        `out.handled`. Processed again, such a record could be persisted too — its parent
+        committed meanwhile — and be both stored and a dead letter (SPEC §6a). Only an
+        entry delivered before, or a batch tried before, can have one."""
+        again = [m for m in messages if m.fields and (m.deliveries > 1 or self._tries > 1)]
+        done = self.streams.dead_lettered_before(again) if again else set()
+        if not done:
+            return messages
+        out.handled = [m for m in messages if (m.kind, m.id) in done]
+        return [m for m in messages if (m.kind, m.id) not in done]
 
     def _finish(self, letters: list[Any], to_ack: list[Message]) -> None:
         """Dead letters first (written once per source entry), then the acknowledgement."""

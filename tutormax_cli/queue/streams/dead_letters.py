@@ -9,6 +9,7 @@ from typing import Any
 from ..envelope import (
     DeadLetter,
     DeadLetterRecord,
+    Message,
     count_of,
     envelope_text,
     mark_of,
@@ -27,20 +28,28 @@ HANDLED = (REPLAYED, DRAINED)
 
 DEAD_LETTER_CHUNK = 200  # dead letters per script call (each may carry a 64 KiB poison slice)
 
-_DEAD_LETTER_LUA = """
+# Whether a source entry's mark is live: its dead letter exists, or it was replayed or
+# drained (a value that is no entry id, not written by tutormax, is no live mark).
+# KEYS: dead-letter stream, index.
+_LIVE_LUA = """
+local function live(m)
+  local mark = redis.call('HGET', KEYS[2], m)
+  if not mark then return false end
+  if string.sub(mark, 1, 9) == 'replayed:' or string.sub(mark, 1, 8) == 'drained:' then
+    return true
+  end
+  local found = redis.pcall('XRANGE', KEYS[1], mark, mark)
+  return type(found) == 'table' and found.err == nil and #found > 0
+end
+"""
+
+# ARGV: mark, body, mark, body… Returns how many dead letters were written.
+_DEAD_LETTER_LUA = (
+    _LIVE_LUA
+    + """
 local written = 0
 for i = 1, #ARGV, 2 do
-  local mark = redis.call('HGET', KEYS[2], ARGV[i])
-  local live = false
-  if mark then
-    if string.sub(mark, 1, 9) == 'replayed:' or string.sub(mark, 1, 8) == 'drained:' then
-      live = true
-    else  -- a value that is no entry id (not written by tutormax) is no live mark
-      local found = redis.pcall('XRANGE', KEYS[1], mark, mark)
-      live = type(found) == 'table' and found.err == nil and #found > 0
-    end
-  end
-  if not live then
+  if not live(ARGV[i]) then
     local id = redis.call('XADD', KEYS[1], '*', 'message', ARGV[i + 1])
     redis.call('HSET', KEYS[2], ARGV[i], id)
     written = written + 1
@@ -48,6 +57,19 @@ for i = 1, #ARGV, 2 do
 end
 return written
 """
+)
+
+# ARGV: marks. Returns 1 for each live one, else 0.
+_HANDLED_LUA = (
+    _LIVE_LUA
+    + """
+local out = {}
+for i = 1, #ARGV do
+  out[i] = live(ARGV[i]) and 1 or 0
+end
+return out
+"""
+)
 
 # KEYS: dead-letter stream, index, source stream. ARGV: dead-letter id, body, mark.
 _REPLAY_LUA = """
@@ -152,6 +174,21 @@ class DeadLetterOps(Connection):
                 args = argv[start : start + 2 * DEAD_LETTER_CHUNK]
                 written += int(self._script("dead_letter", _DEAD_LETTER_LUA)(keys=keys, args=args))
         return written
+
+    def dead_lettered_before(self, messages: list[Message]) -> set[tuple[str, str]]:
+        """(kind, id) of the messages whose source entry has a live mark: an earlier try
+        dead-lettered it (and was stopped before its ack), or it was replayed or drained.
+        Processed again, such an entry could be persisted as well (its parent committed
+        meanwhile): the worker acknowledges it instead."""
+        found: set[tuple[str, str]] = set()
+        keys = [self.dead_letter_key, self._index_key]
+        with self.errors("reading the dead-letter index"):
+            for start in range(0, len(messages), PUBLISH_CHUNK):
+                part = messages[start : start + PUBLISH_CHUNK]
+                args = [mark_of(self.stream(m.kind), m.id) for m in part]
+                live = self._script("handled", _HANDLED_LUA)(keys=keys, args=args)
+                found.update((m.kind, m.id) for m, hit in zip(part, live, strict=True) if hit)
+        return found
 
     def dead_letters(self, chunk: int = 1000) -> Iterator[DeadLetterRecord]:
         """Every dead letter, oldest first."""

@@ -15,6 +15,7 @@ WORKER_COUNTERS = (
     "rejected",
     "retried",
     "dead_lettered",
+    "dead_lettered_before",  # delivered again after an earlier try's dead letter: acked
     "reclaimed",
     "trimmed",
     "outages",
