@@ -10,17 +10,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from redisfixtures import dead_letters, producer_envelope, redis_client, xadd_raw
 from typer.testing import CliRunner
 
 from tutormax_cli.cli import app
 from tutormax_cli.queue.envelope import (
+    MESSAGE_MAX_BYTES,
     DeadLetter,
     Message,
     Poison,
     checksum,
     envelope_text,
     parse_envelope,
+    wire_bytes,
 )
 from tutormax_cli.queue.streams import Streams
 
@@ -63,6 +67,28 @@ def test_our_envelope_has_every_field_and_a_valid_checksum() -> None:
     assert env["data"] == data
     assert env["checksum"] == checksum(data)
     assert parse_envelope(envelope_text("x", data))["data"] == data
+
+
+_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(), _VALUES, max_size=6))
+def test_any_envelope_we_write_goes_on_the_wire_and_reads_back_with_its_checksum(
+    data: dict[str, Any],
+) -> None:
+    """Text beyond ASCII goes as UTF-8 (smaller than its escapes), a lone surrogate, which
+    UTF-8 cannot hold, escaped: every envelope encodes for Redis, its size is its bytes,
+    and it reads back to the same data, its checksum Python's sorted dump's."""
+    text = envelope_text("tutormax:sessions", data)
+    raw = text.encode()  # what redis-py sends: strict UTF-8
+    assert wire_bytes(text) == len(raw)
+    env = parse_envelope(raw)
+    assert env["data"] == data and env["checksum"] == checksum(data)
 
 
 GOOD = json.loads(envelope_text("tutormax:sessions", SESSION))
@@ -154,7 +180,8 @@ def test_publish_skips_a_record_whose_message_would_be_over_the_cap(
     """A record whose envelope would be over MESSAGE_MAX_BYTES was published (exit 0), and
     every worker then dead-lettered it as poison: it is skipped and counted (exit 1), with
     its row and size, like any record that cannot travel; the rest are published. Escapes
-    count: 400k quotes are 800k bytes of JSON, and 300k 'é' 1.8 MB as ASCII escapes."""
+    count: 400k quotes are 800k bytes of JSON. Text beyond ASCII travels as UTF-8: 300k
+    'é' are 600 KB (as ASCII escapes, 1.8 MB: it was skipped before)."""
     big = {"T2": "A" * 1_100_000, "T3": '"' * 400_000, "T4": "é" * 300_000}
     rows = [("T1", "Ann"), *big.items(), ("T5", "Eve")]
     path = tmp_path / f"tutors.{fmt}"
@@ -170,12 +197,13 @@ def test_publish_skips_a_record_whose_message_would_be_over_the_cap(
     code, out, err = cli("publish", path, "--json", redis=redis_url, prefix=prefix)
     assert code == 1, err
     summary = json.loads(out)
-    assert (summary["published"], summary["skipped"]) == (3, 2)
+    assert (summary["published"], summary["skipped"]) == (4, 1)
     problems = summary["files"][0]["problems"]
-    assert [p.split(":")[0] for p in problems] == ["row 2", "row 4"]
+    assert [p.split(":")[0] for p in problems] == ["row 2"]
     assert all("over the 1,048,576-byte cap" in p for p in problems)
     envs = [env for _, env in _entries(streams, "tutors")]
-    assert [e["data"]["tutor_id"] for e in envs] == ["T1", "T3", "T5"]
+    assert [e["data"]["tutor_id"] for e in envs] == ["T1", "T3", "T4", "T5"]
+    assert envs[2]["data"]["name"] == big["T4"]
 
 
 @pytest.mark.redis
@@ -304,6 +332,36 @@ def test_replay_requeues_with_a_fresh_envelope_once(
     assert len(_entries(streams, "sessions")) == 1
     # and a replayed record can be dead-lettered again under its new entry id
     assert streams.dead_letter([_letter("sessions", new_id)]) == 1
+
+
+@pytest.mark.redis
+def test_a_replay_over_the_message_cap_is_left_in_place_and_utf8_text_stays_utf8(
+    streams: Streams, redis_url: str, prefix: str
+) -> None:
+    """A record whose replay would be over the 1 MiB cap was replayed, taken for poison by
+    the worker and lost (its poison dead letter keeps 64 KiB of it, and no replay takes a
+    raw entry); 600 KB of CJK text came back at 1.2 MB, each character escaped as six
+    bytes (the review of 2026-12-07). Text beyond ASCII is sent as UTF-8 now, and a replay
+    still over the cap stays a dead letter, said so (exit 1)."""
+    cjk = "漢" * 200_000  # 600 KB as UTF-8, 1.2 MB escaped
+    near = "a" * (MESSAGE_MAX_BYTES - 200)  # under the cap alone; not with the envelope
+    streams.dead_letter(
+        [_letter("sessions", "1-0", note=cjk), _letter("sessions", "1-1", note=near)]
+    )
+    first, second = (i for i, _ in dead_letters(streams))
+    code, out, _ = cli("dlq", "replay", "--all", "--json", redis=redis_url, prefix=prefix)
+    result = json.loads(out)
+    assert code == 1 and result["replayed"] == 1
+    assert list(result["left"].values()) == [[second]]
+    assert "over the 1,048,576-byte message cap" in next(iter(result["left"]))
+    assert [i for i, _ in dead_letters(streams)] == [second]
+    client = redis_client()
+    try:
+        ((_, fields),) = client.xrange(streams.stream("sessions"))
+    finally:
+        client.close()
+    assert len(fields[b"message"]) < 700_000
+    assert parse_envelope(fields[b"message"])["data"]["note"] == cjk  # its checksum holds
 
 
 @pytest.mark.redis

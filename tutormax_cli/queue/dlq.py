@@ -24,7 +24,7 @@ from typing import Any
 
 from ..errors import Interrupted, OutputError, UsageError
 from ..interrupts import held
-from .envelope import DeadLetterRecord
+from .envelope import MESSAGE_MAX_BYTES, DeadLetterRecord, wire_bytes
 from .streams import Streams
 
 DELETE_CHUNK = 1000  # dead letters deleted in one MULTI/EXEC by drain
@@ -123,11 +123,15 @@ def replay(
             if stop is not None and stop():
                 raise Interrupted(_replayed_note(result))
             reason = why_not_replayable(streams, record)
+            body = streams.replay_text(record) if reason is None else ""
+            if reason is None and wire_bytes(body) > MESSAGE_MAX_BYTES:
+                reason = (f"its replay would be over the {MESSAGE_MAX_BYTES:,}-byte message cap "
+                          "(a worker would take it for poison)")  # fmt: skip
             if reason:
                 result.left.setdefault(reason, []).append(record.entry_id)
             elif not dry_run:
                 with held():  # a stop at once waits until the replay is counted
-                    new_id = streams.replay(record)
+                    new_id = streams.replay(record, body)
                     if new_id is None:  # replayed or drained by someone else meanwhile
                         result.not_found.append(record.entry_id)
                     else:

@@ -207,7 +207,18 @@ class DeadLetterOps(Connection):
             rows = self.r.xrange(self.dead_letter_key, entry_id, entry_id, count=1)
         return DeadLetterRecord.from_entry(entry_id, rows[0][1]) if rows else None
 
-    def replay(self, record: DeadLetterRecord) -> str | None:
+    def replay_text(self, record: DeadLetterRecord) -> str:
+        """The fresh envelope `replay` puts on the source stream (see there)."""
+        assert record.source_stream is not None, "checked by the caller"
+        fresh = {  # a source_metadata or replay_chain of the wrong type is taken as absent
+            **record.source_metadata,
+            "replayed_from": record.entry_id,
+            "replay_chain": [*record.replay_chain, record.entry_id],
+            "previous_attempts": record.attempts,
+        }
+        return envelope_text(record.source_stream, record.data, fresh)
+
+    def replay(self, record: DeadLetterRecord, body: str | None = None) -> str | None:
         """Re-queue a dead letter on its source stream with a fresh envelope and remove it, in
         one atomic step; None if it is gone already. The caller checks the source stream.
 
@@ -217,13 +228,7 @@ class DeadLetterOps(Connection):
         with its attempts summed and its chain intact."""
         stream, source_id = record.source_stream, record.source_id
         assert stream is not None and source_id is not None, "checked by the caller"
-        fresh = {  # a source_metadata or replay_chain of the wrong type is taken as absent
-            **record.source_metadata,
-            "replayed_from": record.entry_id,
-            "replay_chain": [*record.replay_chain, record.entry_id],
-            "previous_attempts": record.attempts,
-        }
-        body = envelope_text(stream, record.data, fresh)
+        body = self.replay_text(record) if body is None else body
         keys = [self.dead_letter_key, self._index_key, stream]
         args = [record.entry_id, body, mark_of(stream, source_id)]
         with self.errors("replaying a dead letter"):

@@ -7,7 +7,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...schema import KIND_ORDER
-from ..envelope import FIELD, MESSAGE_MAX_BYTES, Message, Pending, envelope_text, now_iso, text
+from ..envelope import (
+    FIELD,
+    MESSAGE_MAX_BYTES,
+    Message,
+    Pending,
+    envelope_text,
+    now_iso,
+    text,
+    wire_bytes,
+)
 from .budget import ReadBudget
 from .connection import PUBLISH_CHUNK, Connection, GroupVanished
 
@@ -86,9 +95,9 @@ class GroupOps(Connection):
             pipe, stamp = self.r.pipeline(transaction=False), now_iso()
             for data, metadata in records:
                 text = envelope_text(stream, data, metadata, stamp)
-                if len(text) > MESSAGE_MAX_BYTES:  # ASCII (json's escapes): chars are bytes
+                if (size := wire_bytes(text)) > MESSAGE_MAX_BYTES:
                     if oversized is not None:
-                        oversized(metadata, len(text))
+                        oversized(metadata, size)
                     continue
                 pipe.execute_command("XADD", stream, "*", FIELD, text)
                 n += 1
