@@ -636,7 +636,7 @@ def test_dlq_drain_stopped_while_it_deletes_says_how_far_it_got(
     real = type(streams).delete_dead_letters
     calls: list[int] = []
 
-    def delete(self, records) -> int:
+    def delete(self, records) -> list[str]:
         calls.append(len(records))
         deleted = real(self, records)
         if len(calls) == 2:

@@ -400,6 +400,36 @@ def test_replay_leaves_unknown_sources_and_raw_poison_in_place(
 
 
 @pytest.mark.redis
+def test_a_dead_letter_replayed_while_drain_exports_it_is_not_kept_as_drained(
+    streams: Streams, tmp_path: Path
+) -> None:
+    """Another shell replays dead letter A while drain exports A and B: drain deleted B
+    alone, said nothing, left A in its file as drained (A, failing again, was exported
+    twice) and wrote `drained:` over A's replay mark (the review of 2026-12-07). Now its
+    file holds B alone, it names A as gone, and A's mark still says replayed."""
+    from tutormax_cli.queue import dlq
+
+    streams.dead_letter([_letter("sessions", "1-0"), _letter("sessions", "1-1")])
+    a, b = (i for i, _ in dead_letters(streams))
+    asked = [0]
+
+    def stop() -> bool:  # asked before each dead letter is written to the file
+        asked[0] += 1
+        if asked[0] == 2:  # A is in the file already
+            assert dlq.replay(streams, dlq.Selection(ids=(a,))).complete
+        return False
+
+    out = tmp_path / "dead.jsonl"
+    summary = dlq.drain(streams, dlq.Selection(all=True), out, stop=stop)
+    assert [json.loads(x)["entry_id"] for x in out.read_text().splitlines()] == [b]
+    assert (summary["written"], summary["deleted"], summary.get("gone")) == (1, 1, [a])
+    assert dead_letters(streams) == []
+    marks = {k.decode(): v.decode() for k, v in streams.r.hgetall(streams.index_key).items()}
+    assert sorted(v.split(":")[0] for v in marks.values()) == ["drained", "replayed"]
+    assert len(_entries(streams, "sessions")) == 1  # A, replayed
+
+
+@pytest.mark.redis
 def test_drain_writes_the_file_before_deleting(
     streams: Streams, redis_url: str, prefix: str, tmp_path: Path, monkeypatch: Any
 ) -> None:
@@ -408,7 +438,7 @@ def test_drain_writes_the_file_before_deleting(
     seen_at_delete: list[int] = []
     real_delete = Streams.delete_dead_letters
 
-    def delete_after_checking(self: Streams, entries: list) -> int:
+    def delete_after_checking(self: Streams, entries: list) -> list[str]:
         seen_at_delete.append(len(out.read_text().splitlines()))  # the file is complete already
         return real_delete(self, entries)
 
@@ -419,6 +449,7 @@ def test_drain_writes_the_file_before_deleting(
         "out": None,
         "written": 1500,
         "deleted": 1500,
+        "gone": [],
         "dead_letter_stream": f"{prefix}dead_letter",
     }
     assert seen_at_delete == [1500, 1500]  # two chunks (1,000 + 500), the file whole at each

@@ -202,3 +202,10 @@ def dlq_drain(
             f"deleted {summary['deleted']:,} from {summary['dead_letter_stream']}",
             markup=False,
         )
+        if summary["gone"]:
+            err.print(
+                f"{len(summary['gone']):,} dead letters left the stream while they were "
+                "exported (replayed or drained by another command) and are not in the "
+                f"file: {', '.join(summary['gone'][:10])}",
+                markup=False,
+            )

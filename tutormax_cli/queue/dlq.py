@@ -205,7 +205,8 @@ def drain(
         raise OutputError(f"--out {out}: cannot write it: {exc.strerror or exc}{nothing}") from None
     finally:
         tmp.unlink(missing_ok=True)
-    deleted = done = 0
+    deleted: list[str] = []
+    done = 0
     try:
         while done < len(written):
             with held():  # a stop at once waits until the chunk is counted
@@ -217,12 +218,37 @@ def drain(
             raise Interrupted(_drained_note(streams, out, len(written), done))
     except KeyboardInterrupt:
         raise Interrupted(_drained_note(streams, out, len(written), done)) from None
+    kept = set(deleted)
+    gone = [r for r in written if r.entry_id not in kept]
+    if gone:  # replayed or drained by another command meanwhile: not this file's to keep
+        _rewrite(out, [r for r in written if r.entry_id in kept])
     return {
         "out": str(out),
-        "written": len(written),
-        "deleted": deleted,
+        "written": len(written) - len(gone),
+        "deleted": len(deleted),
+        "gone": [r.entry_id for r in gone],
         "dead_letter_stream": streams.dead_letter_key,
     }
+
+
+def _rewrite(out: Path, records: list[DeadLetterRecord]) -> None:
+    """The drained file again, holding only `records` (written aside, then put in place)."""
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("w", encoding="utf-8") as fh:
+            for record in records:
+                fh.write(json.dumps(record.as_dict()) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        with held():
+            tmp.replace(out)
+    except OSError as exc:
+        raise OutputError(
+            f"--out {out}: cannot write it again without the dead letters replayed or drained "
+            f"meanwhile by another command: {exc.strerror or exc} (the file holds them too)"
+        ) from None
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _drained_note(streams: Streams, out: Path, written: int, done: int) -> str:

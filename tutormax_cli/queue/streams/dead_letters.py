@@ -81,6 +81,21 @@ return id
 """
 
 
+# KEYS: dead-letter stream, index. ARGV: dead-letter id, its mark (or ''), … Returns, for
+# each, 1 if it was deleted (and its mark set to drained), else 0.
+_DRAIN_LUA = """
+local out = {}
+for i = 1, #ARGV, 2 do
+  local n = redis.call('XDEL', KEYS[1], ARGV[i])
+  out[#out + 1] = n
+  if n == 1 and ARGV[i + 1] ~= '' then
+    redis.call('HSET', KEYS[2], ARGV[i + 1], 'drained:' .. ARGV[i])
+  end
+end
+return out
+"""
+
+
 def _dead_letter_key(value: bytes) -> tuple[int, int] | None:
     """The dead-letter entry id a mark holds, as a key; None for a replayed or drained
     mark, or a value tutormax did not write (a foreign one is neither lost nor swept)."""
@@ -235,19 +250,19 @@ class DeadLetterOps(Connection):
             new_id = self._script("replay", _REPLAY_LUA)(keys=keys, args=args)
         return text(new_id) if new_id else None
 
-    def delete_dead_letters(self, records: list[DeadLetterRecord]) -> int:
-        """XDEL dead letters in one MULTI/EXEC, their marks kept as DRAINED (a source entry
-        delivered again is not dead-lettered again); returns how many."""
-        deleted = 0
+    def delete_dead_letters(self, records: list[DeadLetterRecord]) -> list[str]:
+        """XDEL dead letters, each one's mark kept as DRAINED (a source entry delivered
+        again is not dead-lettered again) only if it was there to delete; returns the ids
+        deleted. One that is gone was replayed or drained meanwhile by another command: its
+        mark says so, and is left as it is (it said `drained:` over a replay's mark)."""
+        deleted: list[str] = []
+        keys = [self.dead_letter_key, self._index_key]
         with self.errors("deleting dead letters"):
             for start in range(0, len(records), PUBLISH_CHUNK):
                 part = records[start : start + PUBLISH_CHUNK]
-                marks = {r.mark: DRAINED + r.entry_id for r in part if r.mark}
-                pipe = self.r.pipeline(transaction=True)
-                pipe.xdel(self.dead_letter_key, *[r.entry_id for r in part])
-                if marks:
-                    pipe.hset(self._index_key, mapping=marks)
-                deleted += int(pipe.execute()[0])
+                args = [x for r in part for x in (r.entry_id, r.mark or "")]
+                gone = self._script("drain", _DRAIN_LUA)(keys=keys, args=args)
+                deleted += [r.entry_id for r, n in zip(part, gone, strict=True) if n]
         return deleted
 
     def prune_marks(self) -> int:
