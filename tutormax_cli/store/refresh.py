@@ -299,7 +299,7 @@ def differs(kind: str, stored: pa.Table, fresh: pa.Table) -> pa.Array:
     """Rows whose derived values, reporting timezone or formula version differ (nulls
     compared as values: a null that stays null is the same)."""
     names = [f.name for f in fields_for(kind)] + [REPORTING_TIMEZONE, FORMULA_COLUMN]
-    out = pa.array([False] * stored.num_rows)
+    out = pa.array([False] * stored.num_rows, pa.bool_())  # (a page of none: still bool)
     for name in names:
         a, b = stored[name].combine_chunks(), fresh[name].combine_chunks()
         same = pc.or_(pc.and_(pc.is_null(a), pc.is_null(b)), pc.fill_null(pc.equal(a, b), False))
