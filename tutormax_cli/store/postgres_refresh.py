@@ -6,19 +6,53 @@ from __future__ import annotations
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from ..fields import fields_for
+from ..rules.arrow import cast_each
 from ..schema import KINDS
 from . import pgbinary
 
+# What a timestamp column holds, as format_type names it: an instant, or a wall time that
+# tutormax writes (and reads) as UTC. Any other type a DBA chose (text, a date…) is read as
+# its text; a value with an offset is turned into UTC (_naive_utc), the rest is judged by
+# refresh.typed, value by value.
+_INSTANT, _WALL = "timestamp with time zone", "timestamp without time zone"
+# Every COPY and UPDATE of a refresh: timestamps in UTC and ISO, whatever the role's,
+# database's or server's settings (set for the transaction alone).
+_SETTINGS = "SELECT set_config('TimeZone', 'UTC', true), set_config('DateStyle', 'ISO, YMD', true)"
+_COLUMN_TYPES = (
+    "SELECT a.attname, format_type(a.atttypid, NULL) FROM pg_attribute a "
+    "WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped"
+)
+# A text timestamp that ends with a zone offset ('… 10:00:00+00', '…T10:00Z', '…-05:30').
+_ZONED = r"\d:\d\d(:\d\d(\.\d+)?)?\s*(Z|[+-]\d\d(:?\d\d)?)$"
 
-def _select_expr(name: str, type_: pa.DataType) -> str:
+
+def _select_expr(name: str, type_: pa.DataType, stored: str) -> str:
     if pa.types.is_timestamp(type_):
-        return f'("{name}" AT TIME ZONE \'UTC\') AS "{name}"'
+        if stored == _INSTANT:  # the UTC wall time: a naive timestamp's text
+            return f'("{name}" AT TIME ZONE \'UTC\') AS "{name}"'
+        if stored == _WALL:  # already one (NOTE: AT TIME ZONE on it gives an instant, '…+00')
+            return f'"{name}"'
+        return f'"{name}"::text AS "{name}"'
     if pa.types.is_list(type_):
         return f'array_to_json("{name}")::text AS "{name}"'
     return f'"{name}"'
+
+
+def _naive_utc(arr: pa.Array) -> pa.Array:
+    """Text timestamps with a zone offset → their UTC wall time, as text that
+    refresh.typed reads; every other value (naive, or no timestamp at all) as it is."""
+    zoned = pc.fill_null(pc.match_substring_regex(arr, _ZONED), False)
+    if not pc.any(zoned).as_py():
+        return arr
+    utc = pa.timestamp("us", tz="UTC")
+    instants, _refused = cast_each(pc.if_else(zoned, arr, pa.scalar(None, arr.type)),
+                                   lambda a: a.cast(utc), utc)  # fmt: skip
+    text = pc.strftime(instants.cast(pa.timestamp("us")), format="%Y-%m-%dT%H:%M:%S")
+    return pc.coalesce(text.cast(arr.type), arr)
 
 
 def _guard_expr(alias: str = "") -> str:
@@ -39,9 +73,11 @@ def read_page(dbapi_conn: Any, kind: str, after: str | None, limit: int) -> pa.T
 
     schema = arrow_schema(kind)
     key = KINDS[kind].key
-    cols = ", ".join(_select_expr(f.name, f.type) for f in schema)
     cur = dbapi_conn.cursor()
     try:
+        cur.execute(f"{_SETTINGS}; {_COLUMN_TYPES}", (f'"{kind}"',))
+        stored = dict(cur.fetchall())  # the table's column types, as they are now
+        cols = ", ".join(_select_expr(f.name, f.type, stored.get(f.name, "")) for f in schema)
         where = cur.mogrify(f'WHERE "{key}" > %s', (after,)).decode() if after is not None else ""
         select = (
             f'SELECT {cols}, {_guard_expr()} AS "{GUARD}" FROM "{kind}" {where} '
@@ -52,26 +88,29 @@ def read_page(dbapi_conn: Any, kind: str, after: str | None, limit: int) -> pa.T
         cur.copy_expert(sql, sink)
     finally:
         cur.close()
-    types = {
-        f.name: (
-            pa.timestamp("us")
-            if pa.types.is_timestamp(f.type)
-            else pa.string()
-            if pa.types.is_list(f.type)
-            else f.type
-        )
-        for f in schema
-    }
+    types = {f.name: _read_as(f.type, stored.get(f.name, "")) for f in schema}
     types[GUARD] = pa.string()
     data = sink.getvalue()
     try:
-        return _read_csv(data, types)
+        table = _read_csv(data, types)
     except pa.ArrowInvalid:
         # A timestamp Arrow cannot take ('infinity', a year past its range: a row changed
         # by hand; PostgreSQL holds every other type to Arrow's): those columns as text,
         # which refresh.typed casts value by value.
         text = {n: pa.string() if pa.types.is_timestamp(t) else t for n, t in types.items()}
-        return _read_csv(data, text)
+        table = _read_csv(data, text)
+    for f in schema:  # timestamps read as text: those with an offset to UTC
+        if pa.types.is_timestamp(f.type) and pa.types.is_string(table[f.name].type):
+            i = table.schema.get_field_index(f.name)
+            table = table.set_column(i, f.name, _naive_utc(table[f.name].combine_chunks()))
+    return table
+
+
+def _read_as(type_: pa.DataType, stored: str) -> pa.DataType:
+    """The Arrow type a column's COPY text is read as (refresh.typed makes it type_)."""
+    if pa.types.is_timestamp(type_):
+        return pa.timestamp("us") if stored in (_INSTANT, _WALL) else pa.string()
+    return pa.string() if pa.types.is_list(type_) else type_
 
 
 def _read_csv(data: pa.Buffer, types: dict[str, pa.DataType]) -> pa.Table:
@@ -142,7 +181,7 @@ def update_derived(dbapi_conn: Any, kind: str, rows: pa.Table) -> int:
     sets = ", ".join(f'"{n}" = s."{n}"' for n in names[2:])
     cur = dbapi_conn.cursor()
     try:
-        cur.execute(pgbinary.stage_table_sql(stage, part.schema))
+        cur.execute(f"{_SETTINGS}; {pgbinary.stage_table_sql(stage, part.schema)}")
         cur.execute(f"TRUNCATE {stage}")
         cols = ", ".join(f'"{n}"' for n in names)
         cur.copy_expert(f"COPY {stage} ({cols}) FROM STDIN WITH (FORMAT binary)",
