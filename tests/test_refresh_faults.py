@@ -3,19 +3,29 @@ and an `enrich` of the same keys running beside it (PostgreSQL)."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import random
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 import pytest
+import sqlalchemy as sa
 from dbfixtures import fresh_pg_database
 
-from tutormax_cli.fields import fields_for
+from tutormax_cli.errors import DatabaseConflict, DatabaseUnavailable
+from tutormax_cli.fields import Context, derive, fields_for
+from tutormax_cli.schema import KINDS
+from tutormax_cli.store import Store
+from tutormax_cli.store.refresh import RefreshOptions, refresh
 
 TUTORMAX = str(Path(sys.executable).with_name("tutormax"))
 TUTORS = str(Path(__file__).parent.parent / "sample_data" / "tutors.csv")
+SESSIONS = str(Path(__file__).parent.parent / "sample_data" / "sessions.csv")
 
 
 def tm(*args: str, code: int = 0) -> subprocess.CompletedProcess:
@@ -111,3 +121,172 @@ def test_tutors_timestamps_a_dba_changed_are_read_by_refresh(
     again = tm("refresh", "--db", pg_url, "--kind", "tutors", "--as-of", "2025-09-01", "--json")
     (tutors,) = json.loads(again.stdout)["kinds"]
     assert (tutors["scanned"], tutors["changed"], tutors["unreadable"]) == (25, 0, 0)
+
+
+# -- refresh beside enrich (PostgreSQL) ---------------------------------------------------------
+
+TRIALS = 4
+
+
+def _consistent(url: str) -> int:
+    """How many sessions hold derived values other than those of their own inputs at their
+    own provenance (as-of, timezone): a row half one writer's, half the other's."""
+    k = KINDS["sessions"]
+    names = [*k.column_names, *(f.name for f in fields_for("sessions")), "enriched_at",
+             "reporting_timezone"]  # fmt: skip
+    import pyarrow as pa
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg2://"))
+    try:
+        with engine.connect() as conn:
+            rows = (
+                conn.exec_driver_sql(f"SELECT {', '.join(names)} FROM sessions ORDER BY session_id")
+                .mappings()
+                .all()
+            )
+    finally:
+        engine.dispose()
+    wrong = 0
+    by_context: dict[tuple, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_context.setdefault((r["enriched_at"], r["reporting_timezone"]), []).append(dict(r))
+    for (as_of, zone), group in by_context.items():
+        inputs = pa.table({c.name: pa.array([g[c.name] for g in group], c.type.arrow)
+                           for c in k.columns})  # fmt: skip
+        fresh = derive("sessions", inputs, Context(as_of=as_of, timezone=zone))
+        for name in fresh.column_names:
+            got = [g[name] for g in group]
+            want = fresh[name].to_pylist()
+            wrong += sum(1 for a, b in zip(got, want, strict=True) if a != b)
+    return wrong
+
+
+@pytest.mark.postgres
+def test_refresh_beside_an_enrich_of_the_same_keys_both_finish(pg_url: str, tmp_path: Path) -> None:
+    """`refresh` and `enrich` of the same sessions, side by side, each locked rows in an order
+    of its own (refresh: the join's; enrich: the file's) and deadlocked: one of them exited
+    2 ("deadlock detected"; refresh without saying what it had written). Now both lock in
+    key order (and refresh retries a page the database picked as a deadlock's victim):
+    every trial, both exit 0, every row is consistent with its own provenance, and every
+    row holds the second file's inputs."""
+    data = {}
+    for seed in (1, 2):
+        out = tmp_path / f"g{seed}"
+        tm("generate", "--out", str(out), "--tutors", "1000", "--sessions", "20000",
+           "--feedback", "0", "--seed", str(seed))  # fmt: skip
+        data[seed] = out
+    lines = (data[2] / "sessions.csv").read_text().splitlines(keepends=True)
+    body = lines[1:]
+    random.Random(7).shuffle(body)  # no order of the keys: each batch spans the table
+    second = tmp_path / "second.csv"
+    second.write_text(lines[0] + "".join(body))
+    tm("enrich", str(data[1] / "tutors.csv"), "--db", pg_url)
+    overlaps = 0
+    for trial in range(TRIALS):
+        tm("enrich", str(data[1] / "sessions.csv"), "--db", pg_url, "--as-of", "2025-01-01",
+           "--timezone", "America/New_York")  # fmt: skip
+        sql(pg_url, "UPDATE sessions SET updated_at = NULL")  # the second file overwrites
+        refresh = subprocess.Popen(
+            [TUTORMAX, "refresh", "--db", pg_url, "--kind", "sessions", "--as-of", "2025-03-01",
+             "--timezone", "Europe/Berlin", "--batch-size", "500", "--json"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        enrich = subprocess.run(
+            [TUTORMAX, "enrich", str(second), "--db", pg_url, "--as-of", "2025-02-01",
+             "--timezone", "Asia/Tokyo", "--batch-size", "1000", "--json"],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        r_out, r_err = refresh.communicate(timeout=300)
+        assert (enrich.returncode, refresh.returncode) == (0, 0), (trial, enrich.stderr, r_err)
+        (counts,) = json.loads(r_out)["kinds"]
+        assert counts["scanned"] == 20000 == sum(counts[c] for c in ("changed", "unchanged",
+                                                                     "skipped"))  # fmt: skip
+        overlaps += counts["skipped"] > 0
+        assert _consistent(pg_url) == 0, trial
+        zones = dict(sql(pg_url, "SELECT reporting_timezone, count(*) FROM sessions GROUP BY 1"))
+        assert set(zones) <= {"Asia/Tokyo", "Europe/Berlin"} and sum(zones.values()) == 20000
+    assert overlaps, "refresh and enrich never ran side by side: nothing was tested"
+
+
+# -- a fault mid-run: what it says it committed ------------------------------------------------
+
+
+def _written(url: str, sql_text: str) -> int:
+    with Store.connect(url) as store, store.engine.connect() as conn:
+        return int(conn.exec_driver_sql(sql_text).scalar_one())
+
+
+@pytest.mark.parametrize("kind", ["sessions", "tutors"])
+def test_a_fatal_error_mid_refresh_says_exactly_what_it_committed(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """A refresh the database stopped mid-way (the deadlock above, a lost connection) exited
+    2 without saying what it had written back. Now its one line says it, counted exactly:
+    the pages written before it, one in flight beside it, and a tutors page whose changed
+    rows were committed before the write of its restamped ones failed."""
+    tm("enrich", TUTORS, SESSIONS, "--db", db_url, "--as-of", "2025-01-15")
+    if kind == "tutors":  # 5 rows to change (a first write), 20 only to restamp (a second)
+        tm("refresh", "--db", db_url, "--kind", "tutors", "--as-of", "2025-09-01")
+        engine = sa.create_engine(db_url.replace("postgresql://", "postgresql+psycopg2://"))
+        with engine.begin() as conn:
+            old = "'2020-01-01 00:00:00.000000'"  # (as SQLite's are stored: UTC, no offset)
+            conn.exec_driver_sql(f"UPDATE tutors SET enriched_at = {old}")
+            first = "SELECT tutor_id FROM tutors ORDER BY tutor_id LIMIT 5"
+            conn.exec_driver_sql(
+                f"UPDATE tutors SET subject_count = -1 WHERE tutor_id IN ({first})"
+            )
+        engine.dispose()
+    store = Store.connect(db_url)
+    calls = itertools.count()
+    real = store.update_derived
+    fail_at = 3 if kind == "sessions" else 1  # tutors: one page, its second write fails
+
+    def failing(kind: str, rows: Any) -> int:
+        if next(calls) == fail_at:
+            raise DatabaseUnavailable(f"refreshing {kind} failed on db: connection lost")
+        return real(kind, rows)
+
+    monkeypatch.setattr(store, "update_derived", failing)
+    zone = "Europe/Paris" if kind == "sessions" else "UTC"
+    opts = RefreshOptions(as_of=datetime(2025, 9, 1, tzinfo=UTC), timezone=zone, kinds=(kind,),
+                          batch_size=10 if kind == "sessions" else 25)  # fmt: skip
+    try:
+        with pytest.raises(DatabaseUnavailable) as stopped:
+            refresh(store, opts)
+    finally:
+        store.close()
+    done = ("reporting_timezone = 'Europe/Paris'" if kind == "sessions"
+            else "enriched_at > '2025-01-01 00:00:00'")  # fmt: skip
+    written = _written(db_url, f"SELECT count(*) FROM {kind} WHERE {done}")
+    assert written >= 30 if kind == "sessions" else written == 5  # the 5 changed
+    assert f"{kind} {written} scanned, {written} written" in stopped.value.message, (
+        stopped.value.message
+    )
+
+
+def test_a_page_the_database_picked_as_a_deadlocks_victim_is_written_again(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page whose transaction the database ended to break a deadlock (SQLSTATE 40P01) is
+    written again in a transaction of its own: the run finishes, every row refreshed."""
+    tm("enrich", TUTORS, SESSIONS, "--db", db_url, "--as-of", "2025-01-15")
+    store = Store.connect(db_url)
+    calls = itertools.count()
+    real = store.update_derived
+
+    def deadlocked(kind: str, rows: Any) -> int:
+        if next(calls) in (1, 2):  # the same page twice
+            raise DatabaseConflict(f"refreshing {kind} failed on db: deadlock detected")
+        return real(kind, rows)
+
+    monkeypatch.setattr(store, "update_derived", deadlocked)
+    opts = RefreshOptions(as_of=datetime(2025, 9, 1, tzinfo=UTC), timezone="Europe/Paris",
+                          kinds=("sessions",), batch_size=50)  # fmt: skip
+    try:
+        (counts,) = refresh(store, opts)
+    finally:
+        store.close()
+    assert (counts.scanned, counts.changed, counts.skipped) == (200, 200, 0)
+    assert _written(db_url, "SELECT count(*) FROM sessions "
+                            "WHERE reporting_timezone = 'Europe/Paris'") == 200  # fmt: skip

@@ -71,6 +71,11 @@ class DatabaseUnavailable(DatabaseError):
     busy (SQLite locked). The queue worker backs off and retries; a file run stops."""
 
 
+class DatabaseConflict(DatabaseUnavailable):
+    """The database ended a transaction to break a deadlock, or one it could not serialize
+    (SQLSTATE 40P01, 40001): the same work, in a transaction of its own again, may pass."""
+
+
 class SchemaMismatch(DatabaseError):
     """The database answers, but its tables are not the ones this tutormax writes (a
     missing table or column, another type): fatal until the schema is upgraded."""

@@ -22,7 +22,13 @@ import pyarrow.csv as pacsv
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
 
-from ..errors import DatabaseError, DatabaseUnavailable, SchemaMismatch, StatementCancelled
+from ..errors import (
+    DatabaseConflict,
+    DatabaseError,
+    DatabaseUnavailable,
+    SchemaMismatch,
+    StatementCancelled,
+)
 from ..schema import KINDS
 from . import pgbinary
 from .backend import savepoint, short
@@ -49,7 +55,8 @@ _COLUMN_TYPES = (
 # SQLSTATEs (https://www.postgresql.org/docs/current/errcodes-appendix.html).
 _CANCELLED = "57014"  # query_canceled: a statement timeout, or pg_cancel_backend
 _OUTAGE_CLASSES = ("08", "53", "57")  # connection exception, insufficient resources, shutdown
-_OUTAGE_CODES = {"40001", "40P01", "55P03"}  # serialization failure, deadlock, lock timeout
+_OUTAGE_CODES = {"55P03"}  # lock timeout
+_CONFLICT_CODES = {"40001", "40P01"}  # serialization failure, deadlock: an outage too
 _SCHEMA_CODES = {"42P01", "42703", "42804", "42P10"}  # undefined table/column, wrong type
 _OPERATOR_CLASSES = ("28", "3D", "25")  # authorization, no such database, read-only server
 _OPERATOR_CODES = {"42501", "XX001", "XX002"}  # insufficient privilege, corrupt data/index
@@ -76,6 +83,8 @@ def _fault(exc: BaseException) -> type[DatabaseError] | None:
         return None
     if code == _CANCELLED:  # not an outage: retried as it is, it is cancelled again
         return StatementCancelled
+    if code in _CONFLICT_CODES:
+        return DatabaseConflict
     if code[:2] in _OUTAGE_CLASSES or code in _OUTAGE_CODES:
         return DatabaseUnavailable
     if code in _SCHEMA_CODES:
@@ -306,8 +315,8 @@ class PgBatch:
         upsert = (
             f'INSERT INTO "{kind}" AS t ({cols}) SELECT {cols} FROM {stage} s '
             f"{_unchanged_left_out(kind, table, self.types) if plain else ''}"
-            f"{upsert_clause(kind, 'IS DISTINCT FROM')}"
-        )
+            f'ORDER BY s."{key}" {upsert_clause(kind, "IS DISTINCT FROM")}'
+        )  # rows locked in key order, as refresh locks them: no deadlock between the two
         if any(relkind == "p" for *_, relkind in catalog):
             # A partitioned table returns no system column (xmax): inserted are the rows
             # whose key the statement's snapshot did not hold (one another transaction

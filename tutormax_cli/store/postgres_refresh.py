@@ -186,10 +186,15 @@ def update_derived(dbapi_conn: Any, kind: str, rows: pa.Table) -> int:
         cols = ", ".join(f'"{n}"' for n in names)
         cur.copy_expert(f"COPY {stage} ({cols}) FROM STDIN WITH (FORMAT binary)",
                         pgbinary.encode(part), size=1 << 20)  # fmt: skip
+        same = f't."{key}" = s."{key}" AND {_guard_expr("t")} = s."{GUARD}"'
+        # NOTE: the UPDATE alone locked rows in its join's order, and an enrich's upsert
+        # in its own: each could wait for a row the other held (deadlock). Both take their
+        # row locks in key order (postgres.PgBatch, ORDER BY key), this one before the UPDATE.
         cur.execute(
-            f'UPDATE "{kind}" AS t SET {sets} FROM {stage} AS s WHERE t."{key}" = s."{key}" '
-            f'AND {_guard_expr("t")} = s."{GUARD}"'
+            f'SELECT count(*) FROM (SELECT 1 FROM "{kind}" AS t JOIN {stage} AS s ON {same} '
+            f'ORDER BY t."{key}" FOR NO KEY UPDATE OF t) AS locked'
         )
+        cur.execute(f'UPDATE "{kind}" AS t SET {sets} FROM {stage} AS s WHERE {same}')
         return int(cur.rowcount)
     finally:
         cur.close()

@@ -21,6 +21,7 @@ every UPDATE changes; SQLite: the input values themselves) and such rows are cou
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -33,7 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..config import DEFAULT_BATCH_ROWS, DEFAULT_TIMEZONE
-from ..errors import Interrupted, UsageError
+from ..errors import DatabaseConflict, Interrupted, TutormaxError, UsageError
 from ..fields import FORMULA_VERSION, Context, derive, fields_for
 from ..ordered import in_order
 from ..rules import check_column
@@ -45,7 +46,13 @@ from .tables import FORMULA_VERSION as FORMULA_COLUMN
 if TYPE_CHECKING:
     from . import Store
 
+log = logging.getLogger("tutormax.refresh")
+
 PAGE_WORKERS = 2  # pages re-derived and written side by side (PostgreSQL)
+# A write the database ended to break a deadlock (or could not serialize) is made again,
+# in a transaction of its own, this many times at most: its guard still holds, so a row
+# written by the other side meanwhile is skipped, as in a run that never met it.
+CONFLICT_RETRIES = 3
 GUARD = "_guard"  # PostgreSQL: the row version read, xmin (the concurrency guard)
 
 # (kind, rows scanned so far, rows in the table)
@@ -64,8 +71,14 @@ class RefreshCounts:
     # The first UNREADABLE_SHOWN of those, each {key, column, value}: what to fix by hand.
     unreadable_rows: list[dict[str, str]] = field(default_factory=list)
 
+    # Rows written back and committed: the changed ones, and the tutors restamped (not in
+    # --json: what a run that stops mid-way says it had written).
+    committed: int = field(default=0, repr=False)
+
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        del out["committed"]
+        return out
 
 
 @dataclass(frozen=True)
@@ -97,7 +110,8 @@ def refresh(
 
     `stop` is asked after every page (the CLI's Ctrl-C or SIGTERM): when it says so, the
     pages in flight are finished and the run ends with `errors.Interrupted`, saying what was
-    written back; a stop at once (KeyboardInterrupt) rolls back the page it lands in."""
+    written back; a stop at once (KeyboardInterrupt) rolls back the page it lands in. A
+    fatal error (the database goes away) says the same in its message (SPEC §6a)."""
     out: list[RefreshCounts] = []
     try:
         for kind in (k for k in KIND_ORDER if k in opts.kinds):
@@ -105,6 +119,10 @@ def refresh(
             _refresh_kind(store, kind, opts, progress, between, out[-1], stop)
     except (_Stopped, KeyboardInterrupt):
         raise Interrupted(_refreshed_note(out, opts.dry_run)) from None
+    except TutormaxError as exc:
+        exc.message += _refreshed_note(out, opts.dry_run)
+        exc.args = (exc.message,)
+        raise
     return out
 
 
@@ -115,7 +133,7 @@ class _Stopped(Exception):
 def _refreshed_note(counts: list[RefreshCounts], dry_run: bool) -> str:
     if dry_run:
         return " (dry run: nothing was written)"
-    each = ", ".join(f"{c.kind} {c.scanned:,} scanned, {c.changed:,} written" for c in counts)
+    each = ", ".join(f"{c.kind} {c.scanned:,} scanned, {c.committed:,} written" for c in counts)
     return f" ({each}, in whole pages; refresh again to finish: rows already right are kept)"
 
 
@@ -134,8 +152,10 @@ def _refresh_kind(
         store.prepare_refresh(kind)
     ctx = Context(as_of=opts.as_of, timezone=opts.timezone)
 
-    def page(stored: pa.Table, _: int) -> tuple[int, int, int]:
-        """Re-derive and write back one page: (rows, written, skipped)."""
+    failed: list[tuple[int, int, int, int]] = []  # what a page that failed had committed
+
+    def page(stored: pa.Table, _: int) -> tuple[int, int, int, int]:
+        """Re-derive and write back one page: (rows, written, skipped, committed)."""
         read = stored.num_rows
         stored, unreadable = typed(kind, stored)
         if unreadable:
@@ -151,8 +171,13 @@ def _refresh_kind(
         wrote = _write(store, kind, fresh.filter(changed), opts.dry_run)
         restamp = _count(pc.invert(changed)) if kind == "tutors" else 0
         kept = pc.invert(changed)
-        restamped = _write(store, kind, fresh.filter(kept), opts.dry_run) if restamp else 0
-        return read, wrote, (n_changed - wrote) + (restamp - restamped)
+        try:
+            restamped = _write(store, kind, fresh.filter(kept), opts.dry_run) if restamp else 0
+        except BaseException:  # the changed rows were committed: they count
+            failed.append((n_changed, wrote, n_changed - wrote, 0 if opts.dry_run else wrote))
+            raise
+        committed = 0 if opts.dry_run else wrote + restamped
+        return read, wrote, (n_changed - wrote) + (restamp - restamped), committed
 
     # Pages are disjoint key ranges, each written in a transaction of its own: on PostgreSQL
     # two are worked on side by side, each on its own connection (the database updates one
@@ -160,13 +185,14 @@ def _refresh_kind(
     workers = PAGE_WORKERS if store.concurrent_writes else 1
     pages = ((p, 0) for p in _pages(store, kind, opts.batch_size))
 
-    def add(rows: int, wrote: int, skipped: int) -> None:
+    def add(rows: int, wrote: int, skipped: int, committed: int) -> None:
         counts.scanned += rows
         counts.changed += wrote
         counts.skipped += skipped
+        counts.committed += committed
         counts.unchanged = counts.scanned - counts.changed - counts.skipped
 
-    late: list[tuple[Any, tuple[int, int, int]]] = []  # pages in flight when the run stopped
+    late: list[tuple[Any, tuple[int, int, int, int]]] = []  # in flight when the run stopped
     try:
         with closing(in_order(page, pages, workers, late)) as done:
             for _, result in done:
@@ -178,6 +204,8 @@ def _refresh_kind(
     finally:
         for _, result in late:  # written back while the run stopped
             add(*result)
+        for partial in failed:  # its first write committed, its second failed
+            add(*partial)
     counts.seconds = round(time.perf_counter() - started, 3)
 
 
@@ -198,9 +226,20 @@ def _count(mask: pa.Array) -> int:
 
 
 def _write(store: Store, kind: str, rows: pa.Table, dry_run: bool) -> int:
-    """Write back in one transaction; a dry run rolls it back (the count is what it did)."""
+    """Write back in one transaction; a dry run rolls it back (the count is what it did).
+    A transaction the database ended to break a deadlock is tried again (CONFLICT_RETRIES)."""
     if not rows.num_rows:
         return 0
+    for retry in range(CONFLICT_RETRIES):
+        try:
+            return _write_once(store, kind, rows, dry_run)
+        except DatabaseConflict as exc:
+            log.info("%s: %s; writing the page again (%d of %d)", kind, exc.message, retry + 1,
+                     CONFLICT_RETRIES)  # fmt: skip
+    return _write_once(store, kind, rows, dry_run)
+
+
+def _write_once(store: Store, kind: str, rows: pa.Table, dry_run: bool) -> int:
     written = 0
     try:
         with store.transaction():
