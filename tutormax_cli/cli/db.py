@@ -100,14 +100,17 @@ def current(db: DbUrl = None, json_out: JsonFlag = False) -> None:
 
       tutormax db current --json
     """
-    from ..store.migrate import state
+    from ..store.migrate import refuse, state
 
-    with _store(db) as store, store.connect_once() as conn:
-        now = state(conn)
+    with _store(db) as store:
+        with store.connect_once() as conn:
+            now = state(conn)
         where = store.url_masked
+        if json_out:
+            print_json({"database": where, "status": now.status, "revision": now.revision,
+                        "head": now.head, "problem": now.problem})  # fmt: skip
+        refuse(now, store, ("unknown",))  # a layout no tutormax wrote: exit 2, said once
     if json_out:
-        print_json({"database": where, "status": now.status, "revision": now.revision,
-                    "head": now.head})  # fmt: skip
         return
     out.print(f"{where}: {_SAID[now.status]} (revision {now.revision or '-'}; this tutormax "
               f"writes {now.head})", markup=False)  # fmt: skip

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from ..errors import DatabaseError
 from .common import graceful, handle_errors, open_streams, out, print_json, settings
 from .options import (
     GROUP_DEFAULT,
@@ -50,13 +51,15 @@ def stats(
     with open_streams(redis, prefix, streams) as s:
 
         def show() -> None:
-            doc = _gather(s, group, db, reclaim_idle_ms)
+            doc, refused = _gather(s, group, db, reclaim_idle_ms)
             if json_out:
                 print_json(doc)
             else:
                 if watch is not None and out.is_terminal:
                     out.clear()
                 render(doc)
+            if refused is not None:  # another schema version: shown, then exit 2 (SPEC §5)
+                raise refused
 
         if watch is None:
             show()  # Ctrl-C: exit 130, SIGTERM 143 (common.handle_errors)
@@ -76,27 +79,30 @@ def stats(
 SLEEP_STEP_S = 0.05  # a watch notices Ctrl-C within this while it sleeps
 
 
-def _gather(streams: Any, group: str, db: str | None, reclaim_idle_ms: int) -> dict[str, Any]:
-    from ..errors import DatabaseError
+def _gather(
+    streams: Any, group: str, db: str | None, reclaim_idle_ms: int
+) -> tuple[dict[str, Any], DatabaseError | None]:
+    """The report, and the error that makes it exit 2: a database of another schema version
+    (an unreachable one is reported, and the streams still shown)."""
     from ..queue.stats import gather
     from ..schema import KIND_ORDER
     from ..store import Store, sqlite_file
-    from ..store.migrate import check
+    from ..store.migrate import SchemaOther, check
 
     url = settings().database(db)
     file = sqlite_file(url)
     if file is not None and not file.exists():
         doc = gather(streams, group, reclaim_idle_ms=reclaim_idle_ms)  # create no database file
         doc["tables"] = dict.fromkeys(KIND_ORDER, 0)
-        return doc
+        return doc, None
     try:
         with Store.connect(url) as store:
-            check(store, empty_ok=True)  # behind or ahead: reported, not counted
-            return gather(streams, group, store, reclaim_idle_ms)
+            check(store, empty_ok=True)  # behind, ahead or unknown: reported, then exit 2
+            return gather(streams, group, store, reclaim_idle_ms), None
     except DatabaseError as exc:
         doc = gather(streams, group, reclaim_idle_ms=reclaim_idle_ms)
         doc["database_error"] = exc.message + (f"; {exc.hint}" if exc.hint else "")
-        return doc
+        return doc, exc if isinstance(exc, SchemaOther) else None
 
 
 def render(doc: dict[str, Any]) -> None:

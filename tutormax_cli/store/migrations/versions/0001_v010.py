@@ -1,8 +1,10 @@
 """The schema tutormax 0.1.0 wrote (with `create_all`, before there were migrations).
 
-A database without a version table whose tables match this exactly is a 0.1.0 database:
-`tutormax db upgrade` stamps it with this revision, then migrates it. The column lists are
-frozen here on purpose: later fields come in later revisions, never by editing this one.
+A database without a version table whose tables hold every one of these columns (and maybe
+a DBA's own beside them) is a 0.1.0 database: `tutormax db upgrade` stamps it with this
+revision, then migrates it. The column lists are frozen here on purpose: later fields come
+in later revisions, never by editing this one; each revision's `COLUMNS` are what it adds
+(migrate.columns_at).
 
 Revision ID: 0001_v010
 Revises:
