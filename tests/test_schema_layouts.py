@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
+import uuid
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -173,3 +175,25 @@ def test_stats_and_upgrade_sql_refuse_a_database_of_another_version(
     assert done.returncode == 2, done.stderr
     assert "a newer tutormax wrote it" in one_error_line(done.stderr)
     assert everything(v010_url) == before
+
+
+def test_the_read_only_db_commands_create_no_database(db_url: str, tmp_path: Path) -> None:
+    """A mistyped path or name: `db current` says so (exit 2); `db upgrade --sql` prints the
+    SQL that would create the schema there (SQLite; PostgreSQL cannot connect: exit 2).
+    Neither creates a file, a folder or a database."""
+    sqlite = db_url.startswith("sqlite")
+    name = "tutormx.db" if sqlite else f"tutormax_test_absent_{uuid.uuid4().hex[:8]}"
+    if sqlite:
+        url = f"sqlite:///{tmp_path / 'typo' / 'sub' / name}"
+    else:
+        url = sa.make_url(db_url).set(database=name).render_as_string(hide_password=False)
+    done = tm("db", "current", "--db", url)
+    assert done.returncode == 2, done.stderr
+    assert name in one_error_line(done.stderr)
+    sql = tm("db", "upgrade", "--sql", "--db", url)
+    if sqlite:
+        assert sql.returncode == 0 and "CREATE TABLE tutors" in sql.stdout, sql.stderr
+        assert not (tmp_path / "typo").exists()
+    else:
+        assert sql.returncode == 2 and name in one_error_line(sql.stderr)
+        assert rows(db_url, f"SELECT 1 FROM pg_database WHERE datname = '{name}'") == []

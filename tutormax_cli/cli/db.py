@@ -23,10 +23,20 @@ _SAID = {
 }
 
 
-def _store(db: str | None) -> Any:
-    from ..store import Store
+def _store(db: str | None, absent: str = "create") -> Any:
+    """Open the database. A SQLite file that is not there is created (`absent="create"`:
+    init, upgrade); a command that only reads creates nothing: it refuses it (`"refuse"`, a
+    mistyped path: exit 2) or reads an empty in-memory database instead (`"empty"`)."""
+    from ..errors import UsageError
+    from ..store import Store, sqlite_file
 
-    return Store.connect(settings().database(db))
+    url = settings().database(db)
+    file = sqlite_file(url)
+    if absent != "create" and file is not None and not file.exists():
+        if absent == "refuse":
+            raise UsageError(f"{file}: no such database, and none is created (--db?)")
+        url = "sqlite://"
+    return Store.connect(url)
 
 
 def _upgrade(db: str | None, json_out: bool, verb: str) -> None:
@@ -82,10 +92,10 @@ def upgrade(
 
       tutormax db upgrade --db postgresql://app@localhost/tutoring --sql
     """
-    if sql:
+    if sql:  # creates nothing: for a SQLite file not there yet, the SQL that would create it
         from ..store.migrate import upgrade_sql
 
-        with _store(db) as store:
+        with _store(db, absent="empty") as store:
             out.print(upgrade_sql(store), markup=False, highlight=False, end="")
         return
     _upgrade(db, json_out, "upgraded")
@@ -102,7 +112,7 @@ def current(db: DbUrl = None, json_out: JsonFlag = False) -> None:
     """
     from ..store.migrate import refuse, state
 
-    with _store(db) as store:
+    with _store(db, absent="refuse") as store:
         with store.connect_once() as conn:
             now = state(conn)
         where = store.url_masked
