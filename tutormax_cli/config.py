@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,10 +103,22 @@ def register_secret(secret: str | None) -> None:
 
 
 def scrub(text: str) -> str:
-    """`text` with every registered secret replaced by `***` (longest first)."""
+    """`text` as it may be shown: every registered secret replaced by `***` (longest
+    first), then every URL-shaped secret masked (`mask_text`), registered or not. Every
+    message tutormax prints goes through here (cli.common's error console, the logs,
+    Click's usage errors: cli.ScrubbingGroup)."""
     for secret in sorted(_SECRETS, key=len, reverse=True):
         text = text.replace(secret, "***")
-    return text
+    return mask_text(text)
+
+
+def register_arguments(args: Iterable[str]) -> None:
+    """Register the secrets of every URL-shaped command-line argument (`mask_url`), before
+    Click parses them: a URL typed where an argument goes (`--db` left out) is echoed by
+    a usage error or a file error, and a password holding a blank is found only so."""
+    for arg in args:
+        if _URL_SHAPED.search(arg) or _ARGUMENT_USERINFO.search(arg):
+            mask_url(arg)
 
 
 def check_url(url: str, option: str) -> None:
@@ -114,7 +126,7 @@ def check_url(url: str, option: str) -> None:
     place and would hand part of the password to a driver as the host name), or a Redis URL
     whose user-info holds a raw `/`, `?` or `#` (redis-py's parser ends the authority
     there: `redis://S3c?r3t@host` connected to host `s3c`, and said so)."""
-    scheme, sep, rest = str(url).partition("://")
+    scheme, sep, rest = _split_scheme(str(url))
     if sep and rest.count("@") > 1:
         raise UsageError(
             f"{option} {mask_url(url)}: the password holds a raw @",
@@ -135,11 +147,17 @@ def mask_url(url: str) -> str:
     SQLAlchemy's `make_url(...).render_as_string(hide_password=True)` for anything that
     parses as a URL (password query parameters masked too); a string that does not, or
     whose authority holds more than one `@`, is shown with everything between `://` (or
-    the start) and the last `@` masked. The secrets found are registered for `scrub`."""
+    the start) and the last `@` masked. With no `@`, what follows the authority's `:` is
+    masked to the end unless it is a port (`postgresql://app:***`: the host forgotten, or
+    `:` typed for `@`). The secrets found are registered for `scrub`."""
     text = str(url)
     _register_userinfo(text)
-    scheme, sep, rest = text.partition("://")
+    scheme, sep, rest = _split_scheme(text)
     if "@" in text and (not sep or rest.count("@") > 1):
+        return _mask_authority(text)
+    if _secret_after_colon(_host_part(rest if sep else text)) >= 0:
+        # `scheme://user:SECRET` with no `@host` (the host forgotten, `:` typed for `@`),
+        # or a port that is not a number: what follows the `:` may be a password
         return _mask_authority(text)
     if _password_only(scheme) and _ambiguous_userinfo(rest):
         # redis://SECRET@host: redis-cli (and Redis's own docs) take a lone user-info as
@@ -164,6 +182,16 @@ def mask_url(url: str) -> str:
     return masked.replace(_HIDDEN, "***")
 
 
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
+
+
+def _split_scheme(text: str) -> tuple[str, str, str]:
+    """(scheme, "://", the rest), or ("", "", text) when what comes before the first `://`
+    is no scheme name (`app:pa://ss@host`: a password holding `://`, the scheme left out)."""
+    head, sep, rest = text.partition("://")
+    return (head, sep, rest) if sep and _SCHEME.fullmatch(head) else ("", "", text)
+
+
 def _secret_param(name: str) -> bool:
     low = name.lower()
     return any(word in low for word in _SECRET_WORDS)
@@ -173,11 +201,113 @@ def _mask_authority(text: str) -> str:
     """Text that is not a URL (no scheme, a libpq `key=value` string, junk): everything
     before the last `@` of its authority masked, and every secret-named `name=value`."""
     text = _SECRET_PAIR.sub(_mask_pair, text)  # first: such a value may hold an `@`
-    head, sep, rest = text.partition("://")
+    head, sep, rest = _split_scheme(text)
     if not sep:
         head, rest = "", text
     at = rest.rfind("@")
-    return f"{head}{sep}***{rest[at:]}" if at >= 0 else text
+    if at >= 0:
+        return f"{head}{sep}***@{_mask_after_colon(rest[at + 1 :])}"
+    return f"{head}{sep}{_mask_after_colon(rest)}"
+
+
+_PORT = re.compile(r"\d{1,5}")
+
+
+def _host_part(rest: str) -> str:
+    """What a URL's text after `://` (or a scheme-less one's) has after its last `@`."""
+    return rest[rest.rfind("@") + 1 :]
+
+
+def _secret_after_colon(host: str) -> int:
+    """Where a possible password starts in `host` (a URL's text after its last `@`, or
+    after `://` when it has none), or -1: after the authority's `:` (an IPv6 `[…]` aside)
+    when what follows to the first `/ ? #` is not a port number (up to 65535). With no
+    `@`, `user:SECRET` (the host forgotten), `user:SECRET:5432` (`:` typed for `@`) and
+    `host:SECRET` look alike: each is masked, from the `:` to the end."""
+    start = host.find("]") + 1 if host.startswith("[") else 0
+    if start == 0 and host.startswith("["):
+        return -1  # an unclosed `[`: no authority to tell
+    end = len(host)
+    for c in "/?#":
+        i = host.find(c, start)
+        end = i if 0 <= i < end else end
+    colon = host.find(":", start, end)
+    if colon < 0:
+        return -1
+    port = host[colon + 1 : end]
+    if _PORT.fullmatch(port) and int(port) <= 65535:
+        return -1
+    return colon + 1
+
+
+def _mask_after_colon(host: str) -> str:
+    at = _secret_after_colon(host)
+    return host if at < 0 or at == len(host) else host[:at] + "***"
+
+
+# In free text: a scheme (one slash is enough: pathlib makes `postgresql:/…` of a URL
+# taken for a file), or `user:…@` with no scheme.
+_URL_SHAPED = re.compile(r"(?i)(?<![a-z0-9+.-])[a-z][a-z0-9+.-]*:/+")
+_USERINFO_AT = re.compile(r"(?<![\w.~%+-])[\w.~%+-]+:[^\s@]*@")
+_ARGUMENT_USERINFO = re.compile(r"[\w.~%+-]:.*@", re.DOTALL)  # (an argument may hold blanks)
+_TOKEN = re.compile(r"\S+")
+_MASKED = re.compile(r"\*\*\*[:,;.)\]'\"]*")  # what masking left: `***`, then punctuation
+
+
+def mask_text(text: str) -> str:
+    """Free text (a message, a log line, a traceback) with every URL-shaped secret masked,
+    registered or not: in each blank-separated word holding a scheme (`postgresql:/`,
+    `redis://`) or a `user:…@`, the user-info's password (`user:***@`, or `***@` when it
+    has no `:`), a secret query value (`?password=***`), and what follows a `:` that is
+    not a port (`user:***`, the host forgotten; see _secret_after_colon). Masked text is
+    left as it is. A password holding a blank is masked here only in part: whole when it
+    was registered (`scrub`)."""
+    if ":" not in text:
+        return text
+    return _TOKEN.sub(_mask_word, text)
+
+
+def _mask_word(m: re.Match[str]) -> str:
+    word = m.group(0)
+    if ":" not in word:
+        return word
+    scheme, userinfo = _URL_SHAPED.search(word), _USERINFO_AT.search(word)
+    lone_user = True  # whether a user-info without `:` is a user name, not a password
+    if scheme is not None and (
+        userinfo is None
+        or scheme.start() < userinfo.start()
+        or (scheme.start() == userinfo.start() and word.startswith("//", scheme.end() - 2))
+    ):  # `app:/pa@h` is rather a user-info than a scheme: the reading that hides more
+        head, rest = word[: scheme.end()], word[scheme.end() :]
+        lone_user = not _password_only(word[scheme.start() : scheme.end()].rstrip(":/"))
+    elif userinfo is not None:  # (a password may hold `x:/`: the first shape wins)
+        head, rest = word[: userinfo.start()], word[userinfo.start() :]
+    else:
+        return word
+    rest = _SECRET_PAIR.sub(lambda p: f"{p.group(1)}***", rest)
+    at = rest.rfind("@")
+    if at >= 0:  # even an `@` of a query (`?client_name=me@box`), as mask_url does
+        user, colon, _ = rest[:at].partition(":")
+        if _cut(user):  # `redis://pa/ss@h`: a password cut short by a parser
+            shown = "***"
+        elif colon:
+            shown = f"{user}:***"
+        else:  # `postgresql://app@h` names a user; `redis://SECRET@h` is a password
+            shown = user if lone_user else "***"
+        return f"{head}{shown}@{_mask_free_host(rest[at + 1 :])}"
+    return head + _mask_free_host(rest)
+
+
+def _cut(user: str) -> bool:
+    """Whether a user name holds what ends an authority (so it is part of a password)."""
+    return any(c in user for c in "/?#@")
+
+
+def _mask_free_host(host: str) -> str:
+    at = _secret_after_colon(host)
+    if at < 0 or at == len(host) or _MASKED.fullmatch(host[at:]):
+        return host
+    return host[:at] + "***"
 
 
 def _mask_pair(m: re.Match[str]) -> str:
@@ -221,9 +351,16 @@ def _register_userinfo(text: str) -> None:
     (percent-encoded or not) and its decoded form, for `scrub`."""
     from urllib.parse import unquote
 
-    scheme, sep, rest = text.partition("://")
+    scheme, sep, rest = _split_scheme(text)
     rest = rest if sep else text
     at = rest.rfind("@")
+    start = _secret_after_colon(rest[at + 1 :])
+    if start >= 0:  # user:SECRET with no @host, or host:SECRET (see _secret_after_colon)
+        after = rest[at + 1 + start :]
+        for piece in (after, *re.split(r"[/?#:@]", after)):
+            if not _PORT.fullmatch(piece):
+                register_secret(piece)
+                register_secret(unquote(piece))
     if at < 0:
         return
     user, colon, password = rest[:at].partition(":")

@@ -13,13 +13,54 @@ from contextlib import suppress
 from typing import Annotated, Any, NoReturn
 
 import typer
+from typer.core import TyperGroup
+from typer.exceptions import TyperException
 
 from .. import interrupts
 from ..errors import EXIT_BROKEN_PIPE, EXIT_BUG, EXIT_FATAL, TutormaxError
 from . import db, dlq, enrich, generate, publish, refresh, stats, worker
 from .common import fail, load_settings
 
+
+class ScrubbingGroup(TyperGroup):
+    """The root command: its arguments' URL-shaped secrets are registered before Click
+    parses them, and every error Click or Typer shows (`Got unexpected extra argument(s)
+    (postgresql://app:…@…)`, `Invalid value for '--batch-size': …`) is scrubbed
+    (config.scrub), as tutormax's own messages are. Each command's parsing and its run
+    happen inside the root's `make_context` and `invoke`, so one class covers them all."""
+
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any
+    ) -> Any:
+        from ..config import register_arguments
+
+        if parent is None:
+            register_arguments(args)
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except TyperException as exc:
+            _scrub_when_shown(exc)
+            raise
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except TyperException as exc:
+            _scrub_when_shown(exc)
+            raise
+
+
+def _scrub_when_shown(exc: TyperException) -> None:
+    """Scrub `exc`'s message as Typer shows it (`format_message`, which each kind of
+    Click error builds its own way: `Invalid value for '--x': …` quotes the value)."""
+    from ..config import scrub
+
+    formatted = exc.format_message
+    exc.format_message = lambda: scrub(formatted())  # type: ignore[method-assign]
+
+
 app = typer.Typer(
+    cls=ScrubbingGroup,
     name="tutormax",
     help="Enrich tutoring-platform records (tutors, sessions, feedback) and persist them.",
     no_args_is_help=True,
@@ -197,7 +238,9 @@ def _exit_code(exc: SystemExit) -> int:
         return EXIT_BROKEN_PIPE
     if exc.code is None or isinstance(exc.code, int):
         return exc.code or 0
-    print(exc.code, file=sys.stderr)
+    from ..config import scrub
+
+    print(scrub(str(exc.code)), file=sys.stderr)
     return EXIT_FATAL
 
 

@@ -52,6 +52,14 @@ class _Console(Console):
         raise SystemExit(EXIT_BROKEN_PIPE)
 
 
+class _Messages(_Console):
+    """stderr's console: every message printed is scrubbed of secrets (config.scrub), a
+    file name or an option value echoed included, before rich wraps it into lines."""
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        super().print(*(scrub(o) if isinstance(o, str) else o for o in objects), **kwargs)
+
+
 def _quiet(stream: Any) -> None:
     """Point a standard stream at /dev/null, so that nothing more, at exit included, meets
     the closed pipe."""
@@ -61,7 +69,7 @@ def _quiet(stream: Any) -> None:
 
 # emoji=False: `:smile:` in a stream name, a file name or a record is text, never an emoji
 # (rich's default turned a prefix `rev2:x:` into `rev2❌`); markup is escaped or off per print.
-err = _Console(stderr=True, highlight=False, emoji=False, width=None if _WIDE else 120)
+err = _Messages(stderr=True, highlight=False, emoji=False, width=None if _WIDE else 120)
 out = _Console(highlight=False, emoji=False, soft_wrap=True)  # lines are never broken
 
 

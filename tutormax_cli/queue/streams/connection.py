@@ -98,8 +98,9 @@ class Connection:
                 parsed = parse_url(self.url)
             except (ValueError, TypeError):  # its message may quote part of the password
                 raise UsageError(
-                    f"--redis {self.url_masked}: not a Redis URL "
-                    "(redis://[[user]:password@]host[:port][/db], rediss://, unix://path)",
+                    f"--redis {self.url_masked}: not a Redis URL (expected "
+                    "redis://USER:PASSWORD@HOST:6379/0, each part but HOST optional; "
+                    "rediss://…; unix://PATH)",
                     hint="percent-encode special characters of the password: / is %2F, "
                     "# is %23, @ is %40, : is %3A",
                 ) from None
