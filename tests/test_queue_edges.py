@@ -179,23 +179,49 @@ def test_a_genuine_orphan_still_dead_letters_after_its_attempts(
 # -- faults told apart -------------------------------------------------------------------------
 
 
-def test_a_dropped_column_stops_the_worker_with_exit_2_and_nothing_acked(
-    pg_url: str, redis_url: str, prefix: str, streams: Streams
-) -> None:
-    with Store.connect(pg_url) as store:
-        store.init_schema()
+def _drop_subject_count(pg_url: str) -> None:
     engine = sa.create_engine(sa.make_url(pg_url).set(drivername="postgresql+psycopg2"))
     with engine.begin() as conn:
         conn.exec_driver_sql("ALTER TABLE tutors DROP COLUMN subject_count")
     engine.dispose()
+
+
+def test_a_dropped_column_stops_the_worker_with_exit_2_and_nothing_acked(
+    pg_url: str, redis_url: str, prefix: str, streams: Streams
+) -> None:
+    """Dropped before the worker starts: refused by the schema check, nothing read. Dropped
+    while it runs: its batch fails on the table, exit 2, the batch left pending."""
+    with Store.connect(pg_url) as store:
+        store.init_schema()
+    _drop_subject_count(pg_url)
     publish(streams, "tutors", [tutor(i) for i in range(5)])
     done = run(worker_cmd(pg_url, redis_url, prefix), timeout=30)
     assert done.returncode == 2, done.stderr
-    errors = [line for line in done.stderr.splitlines() if " ERROR " in line]
-    assert len(errors) == 1, done.stderr
-    assert "subject_count" in errors[0] and "tutors" in errors[0]
-    assert "tutormax db upgrade" in errors[0]
+    assert "tutors lacks column subject_count" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+    assert pending(streams) == 0 and dead_letters(streams) == []  # not even read
+
+    engine = sa.create_engine(sa.make_url(pg_url).set(drivername="postgresql+psycopg2"))
+    with engine.begin() as conn:  # a fresh schema, then the drop while the worker runs
+        conn.exec_driver_sql("DROP TABLE feedback, sessions, tutors, tutormax_schema_version")
+    engine.dispose()
+    with Store.connect(pg_url) as store:
+        store.init_schema()
+    streams.r.delete(*(streams.stream(k) for k in ("tutors", "sessions", "feedback")))
+    long_running = [c for c in worker_cmd(pg_url, redis_url, prefix) if c != "--burst"]
+    proc = start(long_running)
+    try:
+        wait_for(lambda: streams.r.exists(streams.stream("tutors")), "the worker's group")
+        _drop_subject_count(pg_url)
+        publish(streams, "tutors", [tutor(i) for i in range(5)])
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 2, err
+    errors = [line for line in err.splitlines() if " ERROR " in line]
+    assert len(errors) == 1, err
+    assert "subject_count" in errors[0] and "tutors" in errors[0]
+    assert "Traceback" not in err
     assert pending(streams) == 5 and dead_letters(streams) == []
 
 
