@@ -3,6 +3,7 @@ the rows that could not be split into fields (`Malformed`); read-ahead on a thre
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterator
 from contextlib import suppress
 from dataclasses import dataclass, field, replace
@@ -67,12 +68,37 @@ class RawBatch:
 
     def row_number(self, i: int) -> int:
         """Data record number (from 1) of table row i; computed only for rows that need it."""
-        r = self.base + i
-        for g in self.gaps:
-            if g > r:
-                break
-            r += 1
-        return r
+        return _record_number(self.base, self.gaps, i)
+
+
+def _record_number(base: int, gaps: tuple[int, ...], i: int) -> int:
+    r = base + i
+    for g in gaps:
+        if g > r:
+            break
+        r += 1
+    return r
+
+
+class Places:
+    """Where each batch of a run began, by run position, so that a row known only by its
+    run position (a held version refused when its key is settled, batches later) is told
+    by its record number in its file. Keeps no rows: a batch's base and gaps."""
+
+    def __init__(self) -> None:
+        self._starts: list[int] = []
+        self._batches: list[tuple[int, tuple[int, ...]]] = []
+
+    def add(self, seq0: int, rb: RawBatch) -> None:
+        self._starts.append(seq0)
+        self._batches.append((rb.base, rb.gaps))
+
+    def row_of(self, seq: int) -> int | None:
+        at = bisect_right(self._starts, seq) - 1
+        if at < 0:
+            return None
+        base, gaps = self._batches[at]
+        return _record_number(base, gaps, seq - self._starts[at])
 
 
 def _finishing(batches: Iterator[RawBatch]) -> Iterator[RawBatch]:

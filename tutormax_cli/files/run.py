@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import time
-from bisect import bisect_right
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,7 +24,7 @@ from ..ordered import in_order
 from ..parents import SessionStarts
 from ..pipeline import BatchResult, BatchStore, Pipeline
 from ..validate import positions
-from .batch import Peekable, RawBatch, prefetch
+from .batch import Peekable, Places, RawBatch, prefetch
 from .plan import (
     EnrichOptions,
     FileSummary,
@@ -104,9 +103,7 @@ class _Run:
         self.finished: list[BatchWriter] = []  # done, moved into place when the run commits
         self.outputs_committed = False
         self._late: list[tuple[RawBatch, BatchResult | None]] = []  # see _processed
-        # Where each batch of the kind being run began (run position, RawBatch): a held
-        # version the database refuses when settled is told by its record number.
-        self._places: list[tuple[int, RawBatch]] = []
+        self._places = Places()  # the batches of the kind being run, for _account
 
     def run(self) -> RunSummary:
         try:
@@ -171,7 +168,7 @@ class _Run:
                 join_sessions(self.sessions, sources, self.opts.batch_size, self.stop)
         counter = DuplicateCounter() if self.store is None else None
         pipe = Pipeline(kind, store=self.store, sessions=self.sessions, duplicates=index)
-        seq0, self._places = 0, []
+        seq0, self._places = 0, Places()
         try:
             try:
                 for src in sources:
@@ -331,22 +328,14 @@ class _Run:
             fs = files[r.group]
             fs.rejected += 1
             error = {"field": "_row", "code": E.DATABASE_REFUSED, "message": r.message}
-            self.rejects.write(fs.source, self._row_of(r.seq), r.values, [error])
+            self.rejects.write(fs.source, self._places.row_of(r.seq), r.values, [error])
             by_code = fs.rejected_by_code
             by_code[E.DATABASE_REFUSED] = by_code.get(E.DATABASE_REFUSED, 0) + 1
 
     def _place(self, pipe: Pipeline, seq0: int, rb: RawBatch, res: BatchResult | None) -> None:
         """Remember where a batch that may hold versions began (its rows are not kept)."""
         if pipe.duplicates and res is not None:
-            self._places.append((seq0, RawBatch(rb.table.slice(0, 0), rb.base, rb.gaps)))
-
-    def _row_of(self, seq: int) -> int | None:
-        """The record number, in its file, of the row at run position `seq`."""
-        at = bisect_right(self._places, seq, key=lambda p: p[0]) - 1
-        if at < 0:
-            return None
-        first, rb = self._places[at]
-        return rb.row_number(seq - first)
+            self._places.add(seq0, rb)
 
     # -- outputs and messages --------------------------------------------------------------------
 
