@@ -126,6 +126,21 @@ def make_table(
     )
 
 
+def execute_sql(url: str, *statements: str) -> None:
+    """Run SQL on a test database as its DBA would, in one transaction (SQLite or
+    PostgreSQL, by its URL)."""
+    u = sa.make_url(url)
+    if u.get_backend_name() == "postgresql":
+        u = u.set(drivername="postgresql+psycopg2")
+    engine = sa.create_engine(u)
+    try:
+        with engine.begin() as conn:
+            for statement in statements:
+                conn.exec_driver_sql(statement)
+    finally:
+        engine.dispose()
+
+
 def tutor(i: int | str, **values: Any) -> dict[str, Any]:
     row: dict[str, Any] = {
         "tutor_id": f"T{i}",

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from dbfixtures import execute_sql
 from test_exit_codes import one_error_line
 from test_migrations import SAMPLE, engine_for, rows, snapshot, tm, v010_url_fixture
 
@@ -34,16 +35,6 @@ EVERY_COMMAND = [
     ["refresh", "--as-of", "2025-02-01"],
     ["stats", "--redis", REDIS_DOWN],
 ]  # fmt: skip
-
-
-def execute(url: str, *statements: str) -> None:
-    engine = engine_for(url)
-    try:
-        with engine.begin() as conn:
-            for statement in statements:
-                conn.exec_driver_sql(statement)
-    finally:
-        engine.dispose()
 
 
 def everything(url: str) -> dict[str, object]:
@@ -88,7 +79,7 @@ def assert_every_command_refuses(url: str, says: str) -> None:
 def test_two_version_rows_are_refused_by_every_command_db_current_included(
     current_url: str,
 ) -> None:
-    execute(current_url, f"INSERT INTO {VERSION_TABLE} (version_num) VALUES ('0001_v010')")
+    execute_sql(current_url, f"INSERT INTO {VERSION_TABLE} (version_num) VALUES ('0001_v010')")
     assert_every_command_refuses(current_url, f"has 2 rows in its version table {VERSION_TABLE}")
     doc = json.loads(tm("db", "current", "--db", current_url, "--json").stdout)
     assert doc["status"] == "unknown" and VERSION_TABLE in doc["problem"]
@@ -103,7 +94,7 @@ def test_two_version_rows_are_refused_by_every_command_db_current_included(
 def test_a_current_database_missing_a_table_or_column_is_refused_before_the_first_batch(
     current_url: str, damage: str, says: str
 ) -> None:
-    execute(current_url, damage)
+    execute_sql(current_url, damage)
     assert_every_command_refuses(current_url, says)
 
 
@@ -114,7 +105,7 @@ def test_a_half_migrated_database_upgrades_in_place(v010_url: str, present: str)
     added = ["tutors"] if present == "one" else ["tutors", "sessions", "feedback"]
     columns = ["reporting_timezone"] if present == "one" else ["reporting_timezone",
                                                                "formula_version"]  # fmt: skip
-    execute(
+    execute_sql(
         v010_url,
         *(f"ALTER TABLE {t} ADD COLUMN {c} {'TEXT' if c == 'reporting_timezone' else 'INTEGER'}"
           for t in added for c in columns),
@@ -154,7 +145,7 @@ def test_the_sql_printed_for_a_010_database_runs(v010_url: str) -> None:
 
 
 def test_a_010_database_with_a_column_a_dba_added_upgrades_keeping_it(v010_url: str) -> None:
-    execute(v010_url, "ALTER TABLE tutors ADD COLUMN crm_id TEXT",
+    execute_sql(v010_url, "ALTER TABLE tutors ADD COLUMN crm_id TEXT",
             "UPDATE tutors SET crm_id = 'crm-' || tutor_id")  # fmt: skip
     before = snapshot(v010_url)
     assert status(v010_url) == "v010"
@@ -169,7 +160,9 @@ def test_a_010_database_with_a_column_a_dba_added_upgrades_keeping_it(v010_url: 
 def test_stats_and_upgrade_sql_refuse_a_database_of_another_version(
     v010_url: str, command: list[str]
 ) -> None:
-    execute(v010_url, CREATE_VERSION_TABLE, f"INSERT INTO {VERSION_TABLE} VALUES ('9999_future')")
+    execute_sql(
+        v010_url, CREATE_VERSION_TABLE, f"INSERT INTO {VERSION_TABLE} VALUES ('9999_future')"
+    )
     before = everything(v010_url)
     done = tm(*command, "--db", v010_url)
     assert done.returncode == 2, done.stderr

@@ -15,11 +15,11 @@ import threading
 from pathlib import Path
 
 import pytest
-from dbfixtures import session, tutor
+from dbfixtures import execute_sql, session, tutor
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from redisfixtures import dead_letters, pending, publish
-from test_enrich_db import SESSION_HEAD, by_kind, engine_for, enrich, rows, tutors_csv, write
+from test_enrich_db import SESSION_HEAD, by_kind, enrich, rows, tutors_csv, write
 
 from tutormax_cli.errors import StatementCancelled
 from tutormax_cli.queue.policy import RetryPolicy
@@ -32,20 +32,10 @@ from tutormax_cli.store.tables import RowRefused
 TIMEOUT_MS = 400
 
 
-def _admin(url: str, *sql: str) -> None:
-    engine = engine_for(url)
-    try:
-        with engine.begin() as conn:
-            for statement in sql:
-                conn.exec_driver_sql(statement)
-    finally:
-        engine.dispose()
-
-
 def slow_down(url: str, table: str, condition: str, seconds: float) -> None:
     """Every row of `table` matching `condition` (on NEW) sleeps `seconds` when written, and
     every new connection to the database gets statement_timeout = TIMEOUT_MS."""
-    _admin(
+    execute_sql(
         url,
         f"CREATE FUNCTION slow_{table}() RETURNS trigger AS $$ BEGIN "
         f"IF {condition} THEN PERFORM pg_sleep({seconds}); END IF; RETURN NEW; END $$ "
