@@ -188,6 +188,19 @@ def loads_record(
     return obj
 
 
+class NumberText(str):
+    """A JSON number as it was written (`1e2`, `-0`, `123456789012345678.1`): its token text,
+    which the int or double json makes of it may not keep."""
+
+
+def loads_number_texts(text: bytes | str) -> Any:
+    """`json.loads(text)` with every number (and NaN, Infinity) kept as its token text, a
+    NumberText. For the rare value whose text matters and a double does not hold (a number
+    in a string field: records.records_to_table); unbounded, so for text already parsed
+    within bounds."""
+    return json.loads(text, parse_float=NumberText, parse_int=NumberText, parse_constant=NumberText)
+
+
 def check_keys(obj: dict[str, Any]) -> None:
     """A record's keys must be able to name columns: UTF-8 text without NUL bytes."""
     keys = "".join(obj)
@@ -200,6 +213,7 @@ def check_keys(obj: dict[str, Any]) -> None:
 
 
 __all__ = [
+    "NumberText",
     "StructureError",
     "TooManyKeys",
     "check_depth",
@@ -207,6 +221,7 @@ __all__ = [
     "check_width",
     "json_loads",
     "loads_bounded",
+    "loads_number_texts",
     "loads_record",
     "nesting_depth",
     "orjson_loads",

@@ -15,13 +15,20 @@ parses with the column's rule exactly as it parses a CSV cell (rules/).
 What each JSON value becomes, by column type:
 
 * str: the string, in any column.
+* a number in a string column: its text as written (`60`, `1e2`, `-0`, `0.5000`,
+  `123456789012345678.1`), given `number_texts` (the JSON Lines reader and the queue both
+  give it): two records whose ids are different numbers are two keys, though an int or a
+  double of Python's may hold them alike (`1e2` and `100`, `-0` and `0`, two 18-digit
+  decimals). Only where the parsed value may have lost its text (a float, an int 0) is the
+  record parsed again (json_bounds.loads_number_texts).
 * int: its digits (`60`); in a list column also *misplaced* (a number is not a list).
 * float: in an int column, the digits of the int if it is whole and within int64
   (`60.0` → `60`, as rules/ takes a native 45.0), else its JSON text (`60.5`, `NaN`:
   `invalid_int`). In float, bool and timestamp columns, its JSON text (repr: the exact
-  double; `1.0` is no bool, as a native float is none). In string and list columns and
-  columns not the kind's, Arrow's rendering of the double (`60`, `0.5`, `1e+20`, `nan`),
-  as rules/ renders a native float; in a list column also *misplaced*.
+  double; `1.0` is no bool, as a native float is none). In list columns, columns not the
+  kind's, and string columns without `number_texts`, Arrow's rendering of the double (`60`,
+  `0.5`, `1e+20`, `nan`), as rules/ renders a native float; in a list column also
+  *misplaced*.
 * bool: `true` / `false`; in a list column also *misplaced*.
 * null: null.
 * list: in a list column, its JSON text (the list rule's JSON path: string items kept,
@@ -60,7 +67,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import suppress
 from itertools import chain, repeat
 from operator import itemgetter
@@ -68,7 +75,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from .json_bounds import as_null, dumps_strict
+from .json_bounds import NumberText, as_null, dumps_strict
 from .schema import Kind, Type
 
 # -- records → Arrow ---------------------------------------------------------------------------
@@ -80,18 +87,27 @@ _TEXT_COLUMNS = (None, Type.STRING, Type.TIMESTAMP)
 _LIST_OF_TEXT = pa.list_(pa.string())
 
 
+NumberTexts = Callable[[int], Any]  # record i parsed again, numbers as their token text
+
+
 def records_to_table(
     records: Sequence[dict[str, Any]],
     kind: Kind | None = None,
     columns: Iterable[str] | None = None,
+    number_texts: NumberTexts | None = None,
 ) -> pa.Table:
-    """JSON records → one Arrow table whose row i depends on record i alone (module doc)."""
+    """JSON records → one Arrow table whose row i depends on record i alone (module doc).
+    `number_texts(i)`: record i as `json_bounds.loads_number_texts` reads its text, called
+    only for a record with a float or an int 0 in a string field."""
     types = {c.name: c.type for c in kind.columns} if kind is not None else {}
     names = _names(records, types, columns)
     arrays: list[pa.Array] = []
     out_names: list[str] = []
+    texts = _TokenTexts(number_texts) if number_texts is not None else None
     for name, values in zip(names, _transpose(records, names), strict=True):
-        array, misplaced = column_array(values, types.get(name))
+        typ = types.get(name)
+        token = texts.of(name) if texts is not None and typ is Type.STRING else None
+        array, misplaced = column_array(values, typ, token)
         arrays.append(array)
         out_names.append(name)
         if misplaced is not None:
@@ -154,10 +170,32 @@ def _transpose(records: Sequence[dict[str, Any]], names: list[str]) -> list[Sequ
         return [list(map(dict.get, records, repeat(n))) for n in names]
 
 
-def column_array(values: Sequence[Any], typ: Type | None) -> tuple[pa.Array, pa.Array | None]:
-    """One column's Arrow array, and its misplaced-container mask (None if no row is)."""
+class _TokenTexts:
+    """Records parsed again with their numbers' token texts, each at most once a batch."""
+
+    def __init__(self, number_texts: NumberTexts) -> None:
+        self._parse = number_texts
+        self._records: dict[int, Any] = {}
+
+    def of(self, name: str) -> Callable[[int], str | None]:
+        def token(i: int) -> str | None:
+            if i not in self._records:
+                self._records[i] = self._parse(i)
+            record = self._records[i]
+            value = record.get(name) if isinstance(record, dict) else None
+            return str(value) if isinstance(value, NumberText) else None
+
+        return token
+
+
+def column_array(
+    values: Sequence[Any], typ: Type | None, token: Callable[[int], str | None] | None = None
+) -> tuple[pa.Array, pa.Array | None]:
+    """One column's Arrow array, and its misplaced-container mask (None if no row is).
+    `token(i)`: the text of row i's number as written (a string column's, see the module
+    doc), None if it has none."""
     fast = _pure(values, typ)
-    return (fast, None) if fast is not None else _as_text(values, typ)
+    return (fast, None) if fast is not None else _as_text(values, typ, token)
 
 
 def _pure(values: Sequence[Any], typ: Type | None) -> pa.Array | None:
@@ -194,7 +232,9 @@ def _pure(values: Sequence[Any], typ: Type | None) -> pa.Array | None:
     return None
 
 
-def _as_text(values: Sequence[Any], typ: Type | None) -> tuple[pa.Array, pa.Array | None]:
+def _as_text(
+    values: Sequence[Any], typ: Type | None, token: Callable[[int], str | None] | None = None
+) -> tuple[pa.Array, pa.Array | None]:
     """Each value's text (`_text`), as a string array (binary if a lone surrogate is in
     it), and the misplaced mask (None when no value is misplaced)."""
     texts: list[str | None] = []
@@ -202,7 +242,12 @@ def _as_text(values: Sequence[Any], typ: Type | None) -> tuple[pa.Array, pa.Arra
     floats: list[int] = []  # positions of floats to render as Arrow renders native ones
     arrow_floats = typ not in (Type.INT, Type.FLOAT, Type.BOOL, Type.TIMESTAMP)
     for i, v in enumerate(values):
-        if typ is None and type(v) is float and not math.isfinite(v):
+        written = None
+        if token is not None and (type(v) is float or (type(v) is int and v == 0)):
+            written = token(i)  # a number whose text the float or the int 0 may not hold
+        if written is not None:
+            text, wrong = written, False
+        elif typ is None and type(v) is float and not math.isfinite(v):
             text, wrong = None, False  # an extra column's NaN or infinity: null in the output
         elif arrow_floats and type(v) is float:
             floats.append(i)

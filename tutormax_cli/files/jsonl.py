@@ -11,8 +11,8 @@ from typing import Any
 import pyarrow as pa
 
 from ..errors import InputError
-from ..json_bounds import StructureError, TooManyKeys, loads_record
-from ..records import records_to_table
+from ..json_bounds import StructureError, TooManyKeys, loads_number_texts, loads_record
+from ..records import NumberTexts, records_to_table
 from ..schema import MAX_COLUMNS, RECORD_MAX_BYTES, Kind
 from .batch import BATCH_MAX_BYTES, MALFORMED_ECHO_BYTES, Malformed, RawBatch
 from .csv import CSV_BLOCK_BYTES
@@ -57,6 +57,7 @@ class _JsonLines:
     ) -> Iterator[RawBatch]:
         # Row numbers are line numbers; blank and malformed lines are the gaps.
         records: list[dict[str, Any]] = []
+        lines: list[bytes] = []  # each record's line, for the token text of its numbers
         malformed: list[Malformed] = []
         gaps: list[int] = []
         seen = 0  # records read so far
@@ -70,6 +71,7 @@ class _JsonLines:
                         gaps.append(number)
                         continue
                     records.append(obj)
+                    lines.append(line)  # type: ignore[arg-type]  # a record's line is bytes
                     seen += 1
                     batch_bytes += len(line) if isinstance(line, bytes) else 0
                     # Half the byte budget: parsed records (Python objects) weigh more than the
@@ -77,16 +79,21 @@ class _JsonLines:
                     if len(records) >= batch_size or batch_bytes >= BATCH_MAX_BYTES // 2:
                         batch_bytes = 0
                         base = seen - len(records) + 1
-                        table = records_to_table(records, kind, columns)
+                        table = records_to_table(records, kind, columns, _texts(lines))
                         done = path.fraction(parsed[0], fh)
                         yield RawBatch(table, base, tuple(gaps), malformed, done, records)
-                        records, malformed = [], []
+                        records, lines, malformed = [], [], []
         except OSError as exc:
             raise InputError(f"{path}: read error: {exc}") from None
         if records or malformed:
             base = seen - len(records) + 1
-            table = records_to_table(records, kind, columns)
+            table = records_to_table(records, kind, columns, _texts(lines))
             yield RawBatch(table, base, tuple(gaps), malformed, 1.0, records)
+
+
+def _texts(lines: list[bytes]) -> NumberTexts:
+    """Record i's line parsed again with its numbers' token texts (records.records_to_table)."""
+    return lambda i: loads_number_texts(lines[i])
 
 
 @dataclass

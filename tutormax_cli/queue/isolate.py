@@ -15,6 +15,7 @@ import pyarrow as pa
 
 from ..errors import TutormaxError
 from ..fields import Context
+from ..json_bounds import loads_number_texts
 from ..pipeline import Pipeline
 from ..records import records_to_table
 from ..schema import KINDS
@@ -109,7 +110,7 @@ class Isolation:
             key = KINDS[kind].key
             self._faults.raise_if("record_bug", [str(env["data"].get(key)) for _, env in pairs])
         with self.store.transaction():
-            table = _records_table([env["data"] for _, env in pairs], kind)
+            table = _records_table(pairs, kind)
             return Pipeline(KINDS[kind], store=self.store).process(table, ctx)
 
     def fails(self, kind: str, pairs: list[tuple], ctx: Context) -> bool:
@@ -126,7 +127,14 @@ class Isolation:
             return True
 
 
-def _records_table(records: list[dict[str, Any]], kind: str) -> pa.Table:
-    """The records of one kind as a raw batch: `records.records_to_table`, with the kind's
-    columns only (the database ignores other keys, and no output file needs them)."""
-    return records_to_table(records, KINDS[kind], columns=())
+def _records_table(pairs: list[tuple], kind: str) -> pa.Table:
+    """The data of (message, envelope) pairs of one kind as a raw batch:
+    `records.records_to_table`, with the kind's columns only (the database ignores other
+    keys, and no output file needs them); a number in a string field is its text in the
+    message (read again for that record alone)."""
+    records = [env["data"] for _, env in pairs]
+
+    def number_texts(i: int) -> Any:
+        return loads_number_texts(pairs[i][0].raw()).get("data")
+
+    return records_to_table(records, KINDS[kind], columns=(), number_texts=number_texts)

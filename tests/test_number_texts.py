@@ -1,0 +1,159 @@
+"""A JSON number in a string field is its text as written (README, "JSON values").
+
+Python reads a JSON number as an int or a double, and a double holds `1e2` and `100`,
+`123456789012345678.1` and `…8.2`, alike; `1e400` becomes infinity, `-0` the int 0. When a
+string field (an id above all) got the double's rendering, distinct records merged as one
+key's duplicates and the run said exit 0. Here every number token the grammar allows, in a
+JSON Lines file and in a queue message, must come out as its own text, and two different
+tokens as two keys.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dbfixtures import read_rows
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from redisfixtures import pending, xadd_raw
+from typer.testing import CliRunner
+
+from tutormax_cli import schema
+from tutormax_cli.cli import app
+from tutormax_cli.json_bounds import loads_number_texts, loads_record
+from tutormax_cli.queue.policy import RetryPolicy
+from tutormax_cli.queue.streams import Streams
+from tutormax_cli.queue.worker import Worker, WorkerOptions
+from tutormax_cli.records import records_to_table
+from tutormax_cli.store import Store
+
+# JSON's number grammar (RFC 8259 §6), digits and exponents long enough to pass a double's
+# 17 significant digits and its exponent range.
+NUMBER = st.from_regex(
+    r"-?(0|[1-9][0-9]{0,24})(\.[0-9]{1,22})?([eE][+-]?[0-9]{1,4})?", fullmatch=True
+)
+
+# Pairs a double (or Python's int) holds alike; each must stay two texts, two keys.
+COLLIDING = [
+    ("123456789012345678.1", "123456789012345678.2"),
+    ("1e2", "100"),
+    ("1E2", "1e+2"),
+    ("1e400", "2e400"),  # both infinity as doubles
+    ("-0", "0"),
+    ("-0.0", "0.0"),
+    ("1.0", "1"),
+    ("0.5000", "0.5"),
+    ("1e-400", "0e0"),  # both 0.0 as doubles
+]
+
+
+def tutor_line(token: str, name: str = "A") -> str:
+    return (
+        f'{{"tutor_id": {token}, "name": "{name}", "email": "{name.lower()}@x.org", '
+        '"onboarding_date": "2024-01-15", "status": "active", "subjects": ["Math"]}'
+    )
+
+
+def ids_of(lines: list[str]) -> list[str]:
+    records = [loads_record(line.encode()) for line in lines]
+    encoded = [line.encode() for line in lines]
+    table = records_to_table(
+        records, schema.TUTORS, number_texts=lambda i: loads_number_texts(encoded[i])
+    )
+    return table.column("tutor_id").to_pylist()
+
+
+@pytest.mark.parametrize(("a", "b"), COLLIDING)
+def test_two_numbers_a_double_holds_alike_are_two_texts(a: str, b: str) -> None:
+    assert ids_of([tutor_line(a), tutor_line(b)]) == [a, b]
+    assert ids_of([tutor_line(b)]) == [b]  # alone as in a batch
+
+
+def test_only_a_record_whose_number_may_have_lost_its_text_is_read_again() -> None:
+    lines = [tutor_line(t).encode() for t in ("12", "1.5", '"T3"', "0", "7")]
+    records = [loads_record(line) for line in lines]
+    asked: list[int] = []
+
+    def number_texts(i: int) -> Any:
+        asked.append(i)
+        return loads_number_texts(lines[i])
+
+    table = records_to_table(records, schema.TUTORS, number_texts=number_texts)
+    assert table.column("tutor_id").to_pylist() == ["12", "1.5", "T3", "0", "7"]
+    assert asked == [1, 3]  # the float and the int 0; digits of another int are their text
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(tokens=st.lists(NUMBER, min_size=1, max_size=6))
+def test_any_json_number_in_a_string_field_is_its_token_text(tokens: list[str]) -> None:
+    lines = [tutor_line(t) for t in tokens]
+    assert ids_of(lines) == tokens
+    assert [ids_of([line])[0] for line in lines] == tokens
+
+
+# -- the whole run: files and the queue --------------------------------------------------------
+
+
+def test_enrich_keeps_every_distinct_number_id_a_key(tmp_path: Path, db_url: str) -> None:
+    tokens = [t for pair in COLLIDING for t in pair]
+    names = [f"N{i}" for i in range(len(tokens))]
+    path = tmp_path / "tutors.jsonl"
+    path.write_text("\n".join(map(tutor_line, tokens, names)) + "\n")
+    out = tmp_path / "out.jsonl"
+    result = CliRunner().invoke(
+        app, ["enrich", str(path), "--db", db_url, "--out", str(out), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    (doc,) = json.loads(result.stdout)["files"]
+    assert (doc["inserted"], doc["duplicates"], doc["rejected"]) == (len(tokens), 0, 0)
+    written = [json.loads(line)["tutor_id"] for line in out.read_text().splitlines()]
+    assert written == tokens
+    store = Store.connect(db_url)
+    try:
+        stored = read_rows(store, "tutors")
+    finally:
+        store.close()
+    assert {k: r["name"] for k, r in stored.items()} == dict(zip(tokens, names, strict=True))
+
+
+def test_the_no_db_transform_writes_each_number_id_as_written(tmp_path: Path) -> None:
+    tokens = ["1e2", "100", "123456789012345678.1", "123456789012345678.2", "1e400"]
+    path = tmp_path / "tutors.jsonl"
+    path.write_text("\n".join(tutor_line(t, f"N{i}") for i, t in enumerate(tokens)) + "\n")
+    out = tmp_path / "out.csv"
+    result = CliRunner().invoke(app, ["enrich", str(path), "--no-db", "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["files"][0]["duplicates"] == 0
+    with out.open(newline="") as fh:
+        assert [row["tutor_id"] for row in csv.DictReader(fh)] == tokens
+
+
+def _raw_envelope(data_text: str) -> str:
+    """A producer's envelope around data written by hand (number tokens as they are): the
+    checksum is over the data as Python reads and sorts it, as SPEC §6 says."""
+    digest = hashlib.sha256(json.dumps(json.loads(data_text), sort_keys=True).encode())
+    return (
+        f'{{"id": "{uuid.uuid4()}", "timestamp": "2024-11-07T14:00:00", "channel": "tutors", '
+        f'"data": {data_text}, "metadata": {{}}, "checksum": "{digest.hexdigest()}"}}'
+    )
+
+
+@pytest.mark.redis
+def test_the_worker_keeps_every_distinct_number_id_a_key(streams: Streams, store: Store) -> None:
+    tokens = [t for pair in COLLIDING for t in pair]
+    for i, token in enumerate(tokens):
+        xadd_raw(streams, "tutors", {"message": _raw_envelope(tutor_line(token, f"N{i}"))})
+    retry = RetryPolicy(max_attempts=2, base_ms=10, max_ms=40)
+    options = WorkerOptions(consumer="w1", block_ms=50, retry=retry)
+    totals = Worker(streams, store, options).run(burst=True)
+    n = len(tokens)
+    assert (totals["read"], totals["persisted"], totals["dead_lettered"]) == (n, n, 0)
+    stored = read_rows(store, "tutors")
+    assert {k: r["name"] for k, r in stored.items()} == {t: f"N{i}" for i, t in enumerate(tokens)}
+    assert pending(streams) == 0
