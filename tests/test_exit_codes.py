@@ -538,3 +538,37 @@ def test_max_errors_passed_in_the_last_batch_stops_nothing(tmp_path: Path, where
         said = " ".join(proc.stderr.split())
         assert proc.returncode == 2 and "stopped: more than 1 rows" in said, proc.stderr
         assert not [p for p in out.iterdir() if not p.name.startswith("r")]
+
+
+EMPTY_URL_COMMANDS = [
+    ["enrich", "in.csv", "--db"],
+    ["refresh", "--db"],
+    ["worker", "--burst", "--db"],
+    ["stats", "--db"],
+    ["db", "init", "--db"],
+    ["db", "upgrade", "--db"],
+    ["db", "current", "--db"],
+    ["worker", "--burst", "--redis"],
+    ["stats", "--redis"],
+    ["publish", "in.csv", "--redis"],
+    ["dlq", "list", "--redis"],
+    ["dlq", "replay", "--all", "--redis"],
+    ["dlq", "drain", "--out", "d.jsonl", "--redis"],
+]
+
+
+@pytest.mark.parametrize("url", ["", "  "])
+@pytest.mark.parametrize("command", EMPTY_URL_COMMANDS, ids=" ".join)
+def test_an_empty_url_option_is_a_bad_option_not_the_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: list[str], url: str
+) -> None:
+    """`--db "$DATABASE_URL"` with the variable unset used to be the default SQLite file in
+    the working folder (or the default Redis): the run went to another database, exit 0."""
+    monkeypatch.chdir(tmp_path)
+    sessions(tmp_path / "in.csv", 2)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    result = CliRunner().invoke(app, [*command, url])
+    option = command[-1]
+    assert result.exit_code == 2, result.output
+    assert f"{option} is empty" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no tutormax.db, no output

@@ -69,10 +69,20 @@ class Settings:
 
     def database(self, option: str | None) -> str:
         """The database URL: the option's, else the environment's, else the default."""
-        return option or self.database_url
+        return _given(option, "--db") or self.database_url
 
     def redis(self, option: str | None) -> str:
-        return option or self.redis_url
+        return _given(option, "--redis") or self.redis_url
+
+
+def _given(option: str | None, name: str) -> str | None:
+    """An option's URL; an empty one typed on purpose (`--db "$URL"` with URL unset) is a
+    usage error, not the default: the default database is another database."""
+    if option is not None and not option.strip():
+        raise UsageError(
+            f"{name} is empty", hint=f"give a URL, or leave {name} out for the default"
+        )
+    return option
 
 
 # -- secrets -------------------------------------------------------------------------------------
