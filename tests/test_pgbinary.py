@@ -13,7 +13,8 @@ import psycopg2
 import psycopg2.errors
 import pyarrow as pa
 import pytest
-from dbfixtures import fresh_pg_database, make_table, session, tutor
+import sqlalchemy as sa
+from dbfixtures import execute_sql, fresh_pg_database, make_table, session, tutor
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -365,3 +366,32 @@ def test_a_char_column_takes_a_longer_value(store: Store) -> None:
     with store.engine.connect() as c:
         stored = c.exec_driver_sql("SELECT session_type FROM sessions").scalar_one()
     assert stored == "Advanced"
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("zone", ["Pacific/Kiritimati", "America/St_Johns"])
+def test_a_dbas_timestamp_column_holds_utc_whatever_the_sessions_time_zone(
+    pg_url: str, zone: str
+) -> None:
+    """A column a DBA changed to `timestamp` (no zone) holds UTC, on every way in: the
+    COPY straight into the table, and the staged upsert (whose timestamptz → timestamp
+    cast took the session's TimeZone: 14:00 UTC was stored as 04:00 in Kiritimati)."""
+    execute_sql(pg_url, f"ALTER DATABASE {sa.make_url(pg_url).database} SET TimeZone = '{zone}'")
+    store = Store.connect(pg_url)
+    try:
+        store.init_schema()
+        with store.engine.begin() as c:
+            c.exec_driver_sql("ALTER TABLE sessions ALTER scheduled_start TYPE timestamp")
+        store.write("tutors", make_table("tutors", [tutor(0)]))
+        start = datetime(2024, 11, 7, 14, 0, tzinfo=UTC)
+        fresh = store.write("sessions", _sessions(3))  # every key new: straight in
+        changed = [session(i, scheduled_start=start + timedelta(hours=i)) for i in range(5)]
+        staged = store.write("sessions", make_table("sessions", changed))  # stored keys
+        with store.engine.connect() as c:
+            stored = c.exec_driver_sql(
+                "SELECT session_id, scheduled_start::text FROM sessions ORDER BY session_id"
+            ).all()
+    finally:
+        store.close()
+    assert (fresh.inserted, staged.inserted, staged.updated) == (3, 2, 2)
+    assert stored == [(f"S{i}", f"2024-11-07 {14 + i}:00:00") for i in range(5)]

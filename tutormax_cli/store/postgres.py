@@ -229,6 +229,18 @@ def _copy_ready(table: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(arrays, names=table.column_names)
 
 
+def _staged(names: list[str], types: dict[str, str]) -> str:
+    """The staged columns as the upsert selects them: a timestamptz into a column a DBA made
+    `timestamp` (no zone) as its UTC wall time, as the straight COPY writes it (the implicit
+    cast would take the session's TimeZone)."""
+    return ", ".join(
+        f"s.\"{n}\" AT TIME ZONE 'UTC'"
+        if types.get(n) == "timestamp without time zone"
+        else f's."{n}"'
+        for n in names
+    )
+
+
 def _unchanged_left_out(kind: str, table: pa.Table, types: dict[str, str]) -> str:
     """`WHERE NOT EXISTS (…)`: the staged rows whose stored row has every compared value
     (tables.compared_columns) already, left out of the upsert.
@@ -313,7 +325,7 @@ class PgBatch:
         self.copy_sql = f"COPY {stage} ({cols}) FROM STDIN WITH (FORMAT binary)"
         self.direct_sql = f'COPY "{kind}" ({cols}) FROM STDIN WITH (FORMAT {{fmt}})'
         upsert = (
-            f'INSERT INTO "{kind}" AS t ({cols}) SELECT {cols} FROM {stage} s '
+            f'INSERT INTO "{kind}" AS t ({cols}) SELECT {_staged(names, self.types)} FROM {stage} s '
             f"{_unchanged_left_out(kind, table, self.types) if plain else ''}"
             f'ORDER BY s."{key}" {upsert_clause(kind, "IS DISTINCT FROM")}'
         )  # rows locked in key order, as refresh locks them: no deadlock between the two
