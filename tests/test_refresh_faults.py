@@ -290,3 +290,67 @@ def test_a_page_the_database_picked_as_a_deadlocks_victim_is_written_again(
     assert (counts.scanned, counts.changed, counts.skipped) == (200, 200, 0)
     assert _written(db_url, "SELECT count(*) FROM sessions "
                             "WHERE reporting_timezone = 'Europe/Paris'") == 200  # fmt: skip
+
+
+# -- every input column a DBA retyped (PostgreSQL) ----------------------------------------------
+
+FEEDBACK = str(Path(__file__).parent.parent / "sample_data" / "feedback.jsonl")
+# The input columns of each field type that are neither a key nor a foreign key (those a
+# DBA cannot retype without their constraints), and the types a DBA might give them.
+RETYPES = {
+    "text": ("STRING", "INT", "FLOAT", "BOOL", "TIMESTAMP", "LIST"),
+    "varchar(300)": ("STRING", "LIST"),
+    "numeric": ("INT", "FLOAT"),
+    "numeric(12,2)": ("INT",),
+    "real": ("INT",),
+    "timestamp": ("TIMESTAMP",),
+    "timestamp(3) with time zone": ("TIMESTAMP",),
+}
+_LINKS = {"tutor_id", "session_id", "feedback_id"}
+
+
+def _retype_sql(new_type: str) -> list[str]:
+    out = []
+    for kind, k in KINDS.items():
+        cols = [c.name for c in k.columns if c.type.name in RETYPES[new_type]]
+        alters = [f'ALTER "{c}" TYPE {new_type} USING "{c}"::{new_type}' for c in cols
+                  if c not in _LINKS]  # fmt: skip
+        if alters:
+            out.append(f'ALTER TABLE "{kind}" {", ".join(alters)}')
+    return out
+
+
+def _derived(url: str) -> dict[str, dict[str, tuple]]:
+    out = {}
+    for kind, k in KINDS.items():
+        names = [f.name for f in fields_for(kind)]
+        cols = ", ".join(f'"{n}"::text' for n in names)
+        rows = sql(url, f'SELECT "{k.key}", {cols} FROM "{kind}"')
+        out[kind] = {r[0]: tuple(r[1:]) for r in rows}
+    return out
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("new_type", list(RETYPES))
+def test_every_input_column_a_dba_retyped_is_loaded_and_refreshed(
+    pg_url: str, new_type: str
+) -> None:
+    """A DBA gave input columns another type (text, varchar, numeric, real, a timestamp
+    without zone or with another precision). enrich crashed on sessions' scheduled_start as
+    text (exit 3: the feedback join read a str), refresh on a list, a bool made text and an
+    int made numeric(12,2) (exit 3, or every row unreadable). Now every column of every kind
+    is read back by its field's rule: enrich and refresh exit 0, and the derived values
+    equal those of a database nobody retyped."""
+    files = (TUTORS, SESSIONS, FEEDBACK)
+    tm("db", "init", "--db", pg_url)
+    sql(pg_url, *_retype_sql(new_type))
+    tm("enrich", *files, "--db", pg_url, "--as-of", "2025-03-01")
+    done = tm("refresh", "--db", pg_url, "--as-of", "2025-09-01", "--json")
+    kinds = json.loads(done.stdout)["kinds"]
+    assert [(k["kind"], k["unreadable"], k["skipped"]) for k in kinds] == [
+        ("tutors", 0, 0), ("sessions", 0, 0), ("feedback", 0, 0)
+    ]  # fmt: skip
+    with fresh_pg_database() as fresh:
+        tm("enrich", *files, "--db", fresh, "--as-of", "2025-03-01")
+        tm("refresh", "--db", fresh, "--as-of", "2025-09-01")
+        assert _derived(pg_url) == _derived(fresh)

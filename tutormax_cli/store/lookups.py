@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
@@ -68,30 +69,30 @@ class Lookups:
     def _session_starts_as_text(self, ids: pa.Array) -> tuple[list[str], pa.Array]:
         """session_starts where a stored start is not a timestamp any driver or Arrow takes
         (a row changed by hand: '' or text in SQLite, 'infinity' or a year past 9999 in
-        PostgreSQL): each start read as naive UTC text and cast alone; what does not cast
-        is unknown (null), as for a session not stored, and said once in the log."""
-        from ..rules.arrow import cast_each
-
+        PostgreSQL, a column a DBA made `text` or `date`): each start read as its text and
+        parsed alone, an offset (PostgreSQL writes the session's) taken to UTC, none meaning
+        UTC; what does not parse is unknown (null), as for a session not stored, and said
+        once in the log."""
         t = TABLES["sessions"]
-        start: Any = t.c.scheduled_start
-        if self.dialect == "postgresql":
-            start = sa.func.timezone("UTC", start)
-        stmt = sa.select(t.c.session_id, sa.cast(start, sa.Text)).where(
+        stmt = sa.select(t.c.session_id, sa.cast(t.c.scheduled_start, sa.Text)).where(
             self._key_filter(t.c.session_id, ids)
         )
         with self._reading() as conn:
+            if self.dialect == "postgresql":  # ISO text whatever the role's DateStyle
+                conn.exec_driver_sql("SELECT set_config('DateStyle', 'ISO, YMD', true)")
             rows = conn.execute(stmt).all()
-        text = pa.array([r[1] for r in rows], pa.string())
-        naive, bad = cast_each(text, lambda a: a.cast(pa.timestamp("us")), pa.timestamp("us"))
-        if bad is not None:
-            unreadable = [rows[i][0] for i in pc.indices_nonzero(bad).to_pylist()]
+        starts = [_utc(text) for _, text in rows]
+        unreadable = [
+            r[0] for r, s in zip(rows, starts, strict=True) if s is None and r[1] is not None
+        ]
+        if unreadable:
             log.warning(
                 "%d stored session(s) have a scheduled_start that is not a timestamp (%s): "
                 "their feedback's delay is left unknown",
                 len(unreadable),
                 ", ".join(map(repr, unreadable[:5])) + (" …" if len(unreadable) > 5 else ""),
             )
-        return [r[0] for r in rows], naive.cast(TIMESTAMP)
+        return [r[0] for r in rows], pa.array(starts, TIMESTAMP)
 
     def row_counts(self) -> dict[str, int]:
         """Rows per table; 0 for a table not created yet."""
@@ -110,3 +111,13 @@ class Lookups:
 def _string_array(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     arr = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
     return arr if arr.type == pa.string() else arr.cast(pa.string())
+
+
+def _utc(text: str | None) -> datetime | None:
+    """An ISO timestamp's text as an aware UTC datetime (no offset: UTC); None if it is
+    none ('', 'infinity', a year past 9999, a BC date)."""
+    try:
+        value = datetime.fromisoformat((text or "").strip())
+    except ValueError:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

@@ -324,8 +324,9 @@ class PgBatch:
         self.truncate_sql = f"TRUNCATE {stage}"
         self.copy_sql = f"COPY {stage} ({cols}) FROM STDIN WITH (FORMAT binary)"
         self.direct_sql = f'COPY "{kind}" ({cols}) FROM STDIN WITH (FORMAT {{fmt}})'
+        selected = _staged(names, self.types)
         upsert = (
-            f'INSERT INTO "{kind}" AS t ({cols}) SELECT {_staged(names, self.types)} FROM {stage} s '
+            f'INSERT INTO "{kind}" AS t ({cols}) SELECT {selected} FROM {stage} s '
             f"{_unchanged_left_out(kind, table, self.types) if plain else ''}"
             f'ORDER BY s."{key}" {upsert_clause(kind, "IS DISTINCT FROM")}'
         )  # rows locked in key order, as refresh locks them: no deadlock between the two

@@ -3,6 +3,8 @@ back by COPY + UPDATE … FROM, guarded by the row version; statistics after a b
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 import pyarrow as pa
@@ -30,6 +32,16 @@ _COLUMN_TYPES = (
 _ZONED = r"\d:\d\d(:\d\d(\.\d+)?)?\s*(Z|[+-]\d\d(:?\d\d)?)$"
 
 
+# The column types whose COPY text Arrow reads as the field's own type; a column of any
+# other type a DBA chose (text, numeric(6,2), a date…) is read as text, which refresh.typed
+# parses by the field's rule, value by value, as a fresh load parses a CSV cell.
+_READ_NATIVELY = {
+    pa.int64(): ("bigint", "integer", "smallint"),
+    pa.float64(): ("double precision", "real"),
+    pa.bool_(): ("boolean",),
+}
+
+
 def _select_expr(name: str, type_: pa.DataType, stored: str) -> str:
     if pa.types.is_timestamp(type_):
         if stored == _INSTANT:  # the UTC wall time: a naive timestamp's text
@@ -38,7 +50,9 @@ def _select_expr(name: str, type_: pa.DataType, stored: str) -> str:
             return f'"{name}"'
         return f'"{name}"::text AS "{name}"'
     if pa.types.is_list(type_):
-        return f'array_to_json("{name}")::text AS "{name}"'
+        if stored.endswith("[]"):
+            return f'array_to_json("{name}")::text AS "{name}"'
+        return f'"{name}"::text AS "{name}"'  # an array literal, or JSON, or a DBA's text
     return f'"{name}"'
 
 
@@ -99,18 +113,56 @@ def read_page(dbapi_conn: Any, kind: str, after: str | None, limit: int) -> pa.T
         # which refresh.typed casts value by value.
         text = {n: pa.string() if pa.types.is_timestamp(t) else t for n, t in types.items()}
         table = _read_csv(data, text)
-    for f in schema:  # timestamps read as text: those with an offset to UTC
+    for f in schema:
+        i = table.schema.get_field_index(f.name)
         if pa.types.is_timestamp(f.type) and pa.types.is_string(table[f.name].type):
-            i = table.schema.get_field_index(f.name)
+            # timestamps read as text: those with an offset to UTC
             table = table.set_column(i, f.name, _naive_utc(table[f.name].combine_chunks()))
+        elif pa.types.is_list(f.type) and not stored.get(f.name, "[]").endswith("[]"):
+            table = table.set_column(i, f.name, _arrays_as_json(table[f.name]))
     return table
+
+
+# One element of a one-dimensional array literal, and what follows it (`,` or the end).
+_ELEMENT = re.compile(r'\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,{}"\\][^,{}"\\]*?))\s*([,}])')
+_ESCAPE = re.compile(r"\\(.)", re.DOTALL)
+
+
+def _arrays_as_json(col: pa.ChunkedArray) -> pa.Array:
+    """A list column a DBA made text holds PostgreSQL's array literals (`{Math,"A, B"}`:
+    what ALTER … TYPE text and the staged upsert write): each as the JSON list the list rule
+    reads. Any other text is left to that rule, as a CSV cell is."""
+    values = col.to_pylist()
+    return pa.array([_array_json(v) if v else v for v in values], pa.string())
+
+
+def _array_json(text: str) -> str:
+    if not (text.startswith("{") and text.endswith("}")):
+        return text
+    body, items, pos = text[1:], [], 0
+    if body.strip() == "}":
+        return "[]"
+    while (m := _ELEMENT.match(body, pos)) is not None:
+        quoted, bare, end = m.groups()
+        if quoted is not None:
+            items.append(_ESCAPE.sub(r"\1", quoted))
+        else:
+            items.append(None if bare.upper() == "NULL" else bare)
+        pos = m.end()
+        if end == "}":
+            return json.dumps(items) if pos == len(body) else text
+    return text  # not a one-dimensional literal
 
 
 def _read_as(type_: pa.DataType, stored: str) -> pa.DataType:
     """The Arrow type a column's COPY text is read as (refresh.typed makes it type_)."""
     if pa.types.is_timestamp(type_):
         return pa.timestamp("us") if stored in (_INSTANT, _WALL) else pa.string()
-    return pa.string() if pa.types.is_list(type_) else type_
+    if pa.types.is_list(type_):
+        return pa.string()
+    if type_ in _READ_NATIVELY and stored not in _READ_NATIVELY[type_]:
+        return pa.string()
+    return type_
 
 
 def _read_csv(data: pa.Buffer, types: dict[str, pa.DataType]) -> pa.Table:

@@ -37,8 +37,8 @@ from ..config import DEFAULT_BATCH_ROWS, DEFAULT_TIMEZONE
 from ..errors import DatabaseConflict, Interrupted, TutormaxError, UsageError
 from ..fields import FORMULA_VERSION, Context, derive, fields_for
 from ..ordered import in_order
-from ..rules import check_column
-from ..rules.arrow import cast_each
+from ..rules import PARSE_CODES, check_column
+from ..rules.arrow import cast_each, is_text
 from ..schema import KIND_ORDER, KINDS, Column, Type
 from .tables import ENRICHED_AT, REPORTING_TIMEZONE, arrow_schema
 from .tables import FORMULA_VERSION as FORMULA_COLUMN
@@ -267,8 +267,9 @@ def typed(kind: str, raw: pa.Table) -> tuple[pa.Table, list[tuple[int, str, str]
     for f in schema:
         arr = raw[f.name].combine_chunks()
         if pa.types.is_list(f.type) and not pa.types.is_list(arr.type):
-            column = k.column(f.name) if f.name in k.column_names else Column(f.name, Type.LIST)
-            arr, _problems = check_column(Column(column.name, Type.LIST), arr.cast(pa.string()))
+            arr = _parsed(arr.cast(pa.string()), f.name, Type.LIST, bad)
+        elif is_text(arr.type) and f.type in _TYPE_OF:  # a column a DBA made text (or numeric)
+            arr = _parsed(arr, f.name, _TYPE_OF[f.type], bad)
         elif arr.type != f.type:
             arr = _cast_each(arr, f, bad)
         cols.append(arr)
@@ -284,6 +285,27 @@ def typed(kind: str, raw: pa.Table) -> tuple[pa.Table, list[tuple[int, str, str]
         bad = [(i, f"{keys[i]} {col}", value) for i, col, value in bad]
         table = table.filter(keep)
     return table, bad
+
+
+# The field types a stored value read as text is parsed back to, by the field's CSV rule.
+_TYPE_OF = {t.arrow: t for t in (Type.INT, Type.FLOAT, Type.BOOL)}
+
+
+def _parsed(arr: pa.Array, name: str, typ: Type, bad: list[tuple[int, str, str]]) -> pa.Array:
+    """Stored text → the field's type by its CSV rule (the parse alone: a stored value was
+    checked when it was loaded); a value the rule cannot read is unreadable (`bad`). An
+    int field a DBA made numeric(p, s) writes `60.00`: its zero decimals are dropped."""
+    text = (
+        pc.replace_substring_regex(arr, r"^(\s*-?\d+)\.0*(\s*)$", r"\1\2")
+        if typ is Type.INT
+        else arr
+    )
+    typed_arr, problems = check_column(Column(name, typ), text)
+    for problem in problems:
+        if problem.code == PARSE_CODES[typ]:
+            for i in pc.indices_nonzero(problem.mask).to_pylist():
+                bad.append((i, name, repr(arr[i].as_py())[:80]))
+    return typed_arr
 
 
 def _cast_each(arr: pa.Array, f: pa.Field, bad: list[tuple[int, str, str]]) -> pa.Array:
