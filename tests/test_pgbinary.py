@@ -4,6 +4,7 @@ them untouched (no row lock, no new version)."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -20,6 +21,7 @@ from hypothesis import strategies as st
 
 from tutormax_cli.store import Store, arrow_schema
 from tutormax_cli.store.pgbinary import encode, pg_type
+from tutormax_cli.store.pgtext import array_literal, arrays_as_json
 
 pytestmark = pytest.mark.postgres
 
@@ -395,3 +397,20 @@ def test_a_dbas_timestamp_column_holds_utc_whatever_the_sessions_time_zone(
         store.close()
     assert (fresh.inserted, staged.inserted, staged.updated) == (3, 2, 2)
     assert stored == [(f"S{i}", f"2024-11-07 {14 + i}:00:00") for i in range(5)]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(lists=st.lists(st.none() | TEXT | st.sampled_from(["NULL", "", " a ", '{"x"}', "a,b"]),
+                      max_size=5))  # fmt: skip
+def test_array_literals_read_back_as_the_lists_they_hold(conn: Any, lists: list) -> None:
+    """A list column a DBA made text holds array literals, PostgreSQL's (ALTER … TYPE text,
+    the staged upsert's cast) or tutormax's (the straight COPY's CSV): refresh reads both
+    back as the list itself."""
+    ours = array_literal(pa.array([lists], pa.list_(pa.string())))[0].as_py()
+    with conn.cursor() as cur:
+        cur.execute("SELECT %s::text[]::text", (lists,))
+        (theirs,) = cur.fetchone()
+    conn.rollback()
+    for literal in (ours, theirs):
+        (read,) = arrays_as_json(pa.chunked_array([[literal]])).to_pylist()
+        assert json.loads(read) == lists, literal

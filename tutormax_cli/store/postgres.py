@@ -17,7 +17,6 @@ from typing import Any
 import psycopg2
 import psycopg2.errors
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -32,7 +31,8 @@ from ..errors import (
 from ..schema import KINDS
 from . import pgbinary
 from .backend import savepoint, short
-from .tables import TABLES, RowRefused, compared_columns, upsert_clause
+from .pgtext import copy_ready, staged_columns, text_array_literal, unchanged_left_out
+from .tables import TABLES, RowRefused, upsert_clause
 
 _CSV_OPTIONS = pacsv.WriteOptions(include_header=False, batch_size=8192)
 # What a server error that is not an outage, a schema mismatch or the operator's (_fault)
@@ -197,73 +197,6 @@ class PostgresBackend:
         return analyze_if_stale(dbapi_conn, kind)
 
 
-def _escaped(values: pa.Array) -> pa.Array:
-    """Strings as the inside of a double-quoted array element: `\\` and `"` escaped, so
-    that any text reads back as itself."""
-    return pc.replace_substring(pc.replace_substring(values, "\\", "\\\\"), '"', '\\"')
-
-
-def text_array_literal(ids: pa.Array) -> str:
-    """Non-null strings → one PostgreSQL text[] literal (`{"a","b \\"c\\""}`)."""
-    return '{"' + '","'.join(_escaped(ids).to_pylist()) + '"}' if len(ids) else "{}"
-
-
-def _array_literal(arr: pa.Array) -> pa.Array:
-    """list<string> → PostgreSQL array literal text (`{"a","b \\"c\\""}`), vectorized."""
-    values = arr.values  # the whole child array; arr.offsets index into it
-    quoted = pc.binary_join_element_wise('"', _escaped(values), '"', "").fill_null("NULL")
-    relisted = pa.ListArray.from_arrays(arr.offsets, quoted, mask=arr.is_null())
-    return pc.binary_join_element_wise("{", pc.binary_join(relisted, ","), "}", "")
-
-
-def _copy_ready(table: pa.Table) -> pa.Table:
-    """Make every column cheap and correct to render as COPY CSV."""
-    arrays = []
-    for col in table.columns:
-        arr = col.combine_chunks()
-        if pa.types.is_timestamp(arr.type):
-            arr = arr.cast(pa.timestamp("us"))  # naive UTC wall time
-        elif pa.types.is_list(arr.type):
-            arr = _array_literal(arr)
-        arrays.append(arr)
-    return pa.Table.from_arrays(arrays, names=table.column_names)
-
-
-def _staged(names: list[str], types: dict[str, str]) -> str:
-    """The staged columns as the upsert selects them: a timestamptz into a column a DBA made
-    `timestamp` (no zone) as its UTC wall time, as the straight COPY writes it (the implicit
-    cast would take the session's TimeZone)."""
-    return ", ".join(
-        f"s.\"{n}\" AT TIME ZONE 'UTC'"
-        if types.get(n) == "timestamp without time zone"
-        else f's."{n}"'
-        for n in names
-    )
-
-
-def _unchanged_left_out(kind: str, table: pa.Table, types: dict[str, str]) -> str:
-    """`WHERE NOT EXISTS (…)`: the staged rows whose stored row has every compared value
-    (tables.compared_columns) already, left out of the upsert.
-
-    Why: `ON CONFLICT … DO UPDATE … WHERE` locks every conflicting row before its WHERE is
-    evaluated, so a row that changes nothing still wrote its lock to the heap and the WAL:
-    re-loading an identical file wrote a lock for every row. The upsert's own WHERE decides
-    the rest as before. Only for a table without user triggers (`plain`): a BEFORE INSERT
-    trigger sees every proposed row, and may change what `excluded` holds.
-
-    And only where every compared column is of a type its staged value is sent as
-    (`types`, from the catalog; pgbinary.sendable): those compare exactly, as the upsert
-    compares `excluded`. A column a DBA changed (a `real`, a `char(n)`, a `text` holding
-    booleans) may compare otherwise or not at all, and a cast can cut a value (`char`
-    alone is `char(1)`): that table gets the upsert alone, as before."""
-    key = KINDS[kind].key
-    compared = compared_columns(kind)
-    if not all(pgbinary.sendable(table.schema.field(n).type, types.get(n, "")) for n in compared):
-        return ""
-    same = " AND ".join(f'o."{n}" IS NOT DISTINCT FROM s."{n}"' for n in compared)
-    return f'WHERE NOT EXISTS (SELECT 1 FROM "{kind}" o WHERE o."{key}" = s."{key}" AND {same}) '
-
-
 class _DirectOdds:
     """Whether a batch's rows are worth COPYing straight into the table (see PgBatch): yes
     until a COPY meets a stored key; then the next 1, 2, 4… (at most 64) batches of that kind
@@ -324,10 +257,10 @@ class PgBatch:
         self.truncate_sql = f"TRUNCATE {stage}"
         self.copy_sql = f"COPY {stage} ({cols}) FROM STDIN WITH (FORMAT binary)"
         self.direct_sql = f'COPY "{kind}" ({cols}) FROM STDIN WITH (FORMAT {{fmt}})'
-        selected = _staged(names, self.types)
+        selected = staged_columns(names, self.types)
         upsert = (
             f'INSERT INTO "{kind}" AS t ({cols}) SELECT {selected} FROM {stage} s '
-            f"{_unchanged_left_out(kind, table, self.types) if plain else ''}"
+            f"{unchanged_left_out(kind, table, self.types) if plain else ''}"
             f'ORDER BY s."{key}" {upsert_clause(kind, "IS DISTINCT FROM")}'
         )  # rows locked in key order, as refresh locks them: no deadlock between the two
         if any(relkind == "p" for *_, relkind in catalog):
@@ -403,7 +336,7 @@ class PgBatch:
         """The whole batch as COPY CSV, for a table whose column types are not exactly
         tutormax's (text is read by any type that can read it)."""
         sink = pa.BufferOutputStream()
-        pacsv.write_csv(_copy_ready(self.table), sink, _CSV_OPTIONS)
+        pacsv.write_csv(copy_ready(self.table), sink, _CSV_OPTIONS)
         return sink.getvalue()
 
     def close(self) -> None:

@@ -3,8 +3,6 @@ back by COPY + UPDATE … FROM, guarded by the row version; statistics after a b
 
 from __future__ import annotations
 
-import json
-import re
 from typing import Any
 
 import pyarrow as pa
@@ -15,6 +13,7 @@ from ..fields import fields_for
 from ..rules.arrow import cast_each
 from ..schema import KINDS
 from . import pgbinary
+from .pgtext import arrays_as_json
 
 # What a timestamp column holds, as format_type names it: an instant, or a wall time that
 # tutormax writes (and reads) as UTC. Any other type a DBA chose (text, a date…) is read as
@@ -119,39 +118,8 @@ def read_page(dbapi_conn: Any, kind: str, after: str | None, limit: int) -> pa.T
             # timestamps read as text: those with an offset to UTC
             table = table.set_column(i, f.name, _naive_utc(table[f.name].combine_chunks()))
         elif pa.types.is_list(f.type) and not stored.get(f.name, "[]").endswith("[]"):
-            table = table.set_column(i, f.name, _arrays_as_json(table[f.name]))
+            table = table.set_column(i, f.name, arrays_as_json(table[f.name]))
     return table
-
-
-# One element of a one-dimensional array literal, and what follows it (`,` or the end).
-_ELEMENT = re.compile(r'\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,{}"\\][^,{}"\\]*?))\s*([,}])')
-_ESCAPE = re.compile(r"\\(.)", re.DOTALL)
-
-
-def _arrays_as_json(col: pa.ChunkedArray) -> pa.Array:
-    """A list column a DBA made text holds PostgreSQL's array literals (`{Math,"A, B"}`:
-    what ALTER … TYPE text and the staged upsert write): each as the JSON list the list rule
-    reads. Any other text is left to that rule, as a CSV cell is."""
-    values = col.to_pylist()
-    return pa.array([_array_json(v) if v else v for v in values], pa.string())
-
-
-def _array_json(text: str) -> str:
-    if not (text.startswith("{") and text.endswith("}")):
-        return text
-    body, items, pos = text[1:], [], 0
-    if body.strip() == "}":
-        return "[]"
-    while (m := _ELEMENT.match(body, pos)) is not None:
-        quoted, bare, end = m.groups()
-        if quoted is not None:
-            items.append(_ESCAPE.sub(r"\1", quoted))
-        else:
-            items.append(None if bare.upper() == "NULL" else bare)
-        pos = m.end()
-        if end == "}":
-            return json.dumps(items) if pos == len(body) else text
-    return text  # not a one-dimensional literal
 
 
 def _read_as(type_: pa.DataType, stored: str) -> pa.DataType:
