@@ -10,6 +10,7 @@ import json
 import threading
 import time
 import urllib.request
+from contextlib import closing
 from typing import Any
 
 import pytest
@@ -239,6 +240,56 @@ def test_redis_outage_mid_batch_is_waited_out_not_dead_lettered(
     assert (totals["persisted"], totals["dead_lettered"]) == (6, 1)  # once each, after all
     assert by_error(streams) == {"validation": 1}
     assert_accounted(streams, store, 7)
+
+
+def test_a_batch_tried_again_after_an_outage_at_its_ack_keeps_its_dead_letters_dead(
+    streams: Streams, store: Store, db_url: str, redis_url: str, prefix: str
+) -> None:
+    """The outage path of a dead letter written before its ack (the kill path is in
+    test_faults): a session missing its tutor is dead-lettered (one attempt), Redis goes
+    away before the ack, and meanwhile another worker stores the tutor. The batch, tried
+    again after the outage, must not process the session again: its dead-letter mark is
+    live, so it is acknowledged, not stored as well as dead-lettered."""
+    publish(streams, "sessions", [session(1, tutor_id="T1")])
+    fault = {"fault": "after_deadletter_before_ack", "fault_pause_s": "1.0"}
+    proxy = FlakyProxy(redis_url)
+    errors: list[BaseException] = []
+
+    def outage() -> None:
+        try:
+            wait_until(lambda: len(dead_letters(streams)) == 1)
+            proxy.cut()
+            publish(streams, "tutors", [tutor(1)])
+            with closing(Store.connect(db_url)) as other_store:
+                other = Worker(streams, other_store, WorkerOptions(consumer="w2", block_ms=50))
+                assert other.run(max_batches=1)["persisted"] == 1
+            time.sleep(1.5)  # past the pause: the ack meets the outage
+        except BaseException as exc:  # reported by the test, not lost in the thread
+            errors.append(exc)
+        finally:
+            proxy.restore()
+
+    cutter = threading.Thread(target=outage)
+    cutter.start()
+    try:
+        with Streams(proxy.url, prefix) as through_proxy:
+            totals = make_worker(through_proxy, store, max_attempts=1, **fault).run(burst=True)
+    finally:
+        cutter.join()
+        proxy.close()
+    assert not errors, errors
+    assert totals["outages"] >= 1, totals
+    assert store.row_counts() == {"tutors": 1, "sessions": 0, "feedback": 0}
+    assert [e["metadata"]["error"] for _, e in dead_letters(streams)] == ["missing_parent"]
+    assert totals.get("dead_lettered_before") == 1 and totals["persisted"] == 0, totals
+    assert_accounted(streams, store, 2)
+
+
+def wait_until(condition: Any, timeout_s: float = 20) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
 
 
 def test_a_pending_entry_deleted_by_someone_else_is_counted(streams: Streams, store: Store) -> None:
