@@ -232,6 +232,8 @@ def test_jsonl_bad_lines_are_rejected_by_line(tmp_path) -> None:
         (["{odd}"], "cannot tell the format"),
         (["{corrupt}"], "not a readable Parquet file"),
         (["{nokind}"], "cannot tell the kind"),
+        (["{blanks}"], "'tutor_id ' is not tutor_id: names match exactly"),
+        (["{blanks}", "--kind", "tutors"], "the header's 'Email' is not email, 'tutor_id '"),
         (["{tutors}", "{sessions}", "--out", "{tutors}"], "must name a directory"),
     ],
 )
@@ -239,11 +241,16 @@ def test_fatal_errors_exit_2_and_write_nothing(inputs, tmp_path, args, message) 
     (tmp_path / "x.txt").write_text("a,b\n1,2\n")
     (tmp_path / "bad.parquet").write_bytes(b"PAR1 not really")
     (tmp_path / "nokind.csv").write_text("session_id,name\n1,2\n")
+    (tmp_path / "blanks.csv").write_text(  # names with a blank or a capital: not the fields'
+        "tutor_id ,name,Email,onboarding_date,status,subjects\n"
+        "T1,Ann,a@x.org,2024-01-15,active,Math\n"
+    )
     names = {
         **{k: str(v) for k, v in inputs.items()},
         "odd": str(tmp_path / "x.txt"),
         "corrupt": str(tmp_path / "bad.parquet"),
         "nokind": str(tmp_path / "nokind.csv"),
+        "blanks": str(tmp_path / "blanks.csv"),
     }
     before = sorted(p.name for p in tmp_path.rglob("*"))
     out_dir = tmp_path / "never"

@@ -224,12 +224,28 @@ def infer_kind(columns: Iterable[str], source: str = "input") -> Kind:
         )
     raise InputError(
         f"{source}: cannot tell the kind; closest is {closest.name}, "
-        f"missing columns: {', '.join(missing)} (or pass --kind)"
+        f"missing columns: {', '.join(missing)}{_near(missing, present)} (or pass --kind)"
     )
 
 
 def check_columns(kind: Kind, columns: Iterable[str], source: str) -> None:
     """Fail before any batch when a required column is absent from the header."""
-    missing = [c for c in kind.required if c not in set(columns)]
+    present = set(columns)
+    missing = [c for c in kind.required if c not in present]
     if missing:
-        raise InputError(f"{source}: missing required {kind.name} columns: {', '.join(missing)}")
+        raise InputError(
+            f"{source}: missing required {kind.name} columns: {', '.join(missing)}"
+            f"{_near(missing, present)}"
+        )
+
+
+def _near(missing: list[str], present: set[str]) -> str:
+    """The header's names that are a missing column but for blanks around it or its case
+    (`"tutor_id "`, `Email`), which a name matches only exactly: said, so the user sees why."""
+    near = sorted(
+        (repr(p), m) for m in missing for p in present if p != m and p.strip().lower() == m
+    )
+    if not near:
+        return ""
+    shown = ", ".join(f"{p} is not {m}" for p, m in near[:5])
+    return f" (the header's {shown}: names match exactly, blanks and case included)"
