@@ -69,7 +69,9 @@ def _quiet(stream: Any) -> None:
 
 # emoji=False: `:smile:` in a stream name, a file name or a record is text, never an emoji
 # (rich's default turned a prefix `rev2:x:` into `rev2❌`); markup is escaped or off per print.
-err = _Messages(stderr=True, highlight=False, emoji=False, width=None if _WIDE else 120)
+err = _Messages(
+    stderr=True, highlight=False, emoji=False, width=None if _WIDE else 120, soft_wrap=True
+)  # a message line (a path in it) is never broken; tables fit
 out = _Console(highlight=False, emoji=False, soft_wrap=True)  # lines are never broken
 
 
