@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
+from tutormax_cli import held as held_module
 from tutormax_cli.cli import app
 
 AS_OF = "2024-11-09T12:00:00Z"
@@ -198,15 +199,19 @@ def test_a_version_the_database_refuses_does_not_hide_an_earlier_one(
     assert reject["row"] == 3 and reject["errors"][0]["code"] == "database"
 
 
+@pytest.mark.parametrize("held", ["memory", "spilled"])
 @pytest.mark.parametrize("batch", ["1", "2", "3", "50000"])
 def test_a_best_version_refused_when_settled_falls_back_to_the_next_best(
-    db_url: str, tmp_path: Path, batch: str
+    db_url: str, tmp_path: Path, batch: str, held: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A DBA's unique index on email: K1's newest version shares K2's email. Its trial in
     its own batch may pass (K2 not yet written) and its write at K1's last occurrence then
     be refused: K1's older, valid version was dropped when beaten, so K1 was not stored at
     all at --batch-size 1 (the review of 2026-12-07). Every batch size now stores the same
-    rows, counts alike, and rejects K1's newest version as row 1."""
+    rows, counts alike, and rejects K1's newest version as row 1; held in memory or spilled
+    to disk (where only the best of each key used to be kept)."""
+    if held == "spilled":
+        monkeypatch.setattr(held_module, "HELD_BYTES", 0)
     assert run(db_url, write(tmp_path / "none.csv", TUTOR_HEAD), "--kind", "tutors")[0] == 0
     engine = engine_for(db_url)
     with engine.begin() as conn:

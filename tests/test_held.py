@@ -35,8 +35,10 @@ VERSIONS = st.lists(
 def _due(held: Held, upto: int | None, settled: Settled) -> pa.Table | None:
     """What is due, settled as the pipeline settles it when the database takes every best
     version: the best of each key, the others superseded (Held yields every version of a
-    key held in memory, and the best of a spilled one)."""
-    parts = list(held.take_due(upto, settled))
+    key, held in memory or spilled, every version of a key in one table)."""
+    parts = list(held.take_due(upto))
+    keys = [set(t["k"].to_pylist()) for t in parts]
+    assert all(not (a & b) for i, a in enumerate(keys) for b in keys[i + 1 :])  # one table a key
     if not parts:
         return None
     best, rest = best_of_each_key(pa.concat_tables(parts), "k")
@@ -71,7 +73,7 @@ def _run(
     start = 0
     for end in bounds:
         at = [i for i in range(start, end) if versions[i][0] in repeated]
-        held.offer(_versions(versions, at, last), settled)
+        held.offer(_versions(versions, at, last))
         got.append(_pairs(_due(held, end - 1, settled)))
         start = end
     got.append(_pairs(_due(held, None, settled)))
@@ -156,12 +158,12 @@ def test_a_spilled_run_holds_its_keys_on_disk_and_leaves_nothing_there(
     monkeypatch.setattr(held_module, "SPILL_BUFFER_ROWS", 1)
     held, settled = Held("k", span=1000), Settled()
     keys = [f"k{i}" for i in range(200)]
-    held.offer(_held_rows(keys, list(range(200)), [300 + i for i in range(200)]), settled)
+    held.offer(_held_rows(keys, list(range(200)), [300 + i for i in range(200)]))
     assert held._chunks == [] and held._disk is not None and len(held) == 200
     folder = Path(held._disk._dir.name)  # type: ignore[union-attr]
     assert sorted(p.name for p in folder.iterdir()) == ["3.arrows", "4.arrows"]
     # a later version of a spilled key goes to disk too, and beats the first at the end
-    held.offer(_held_rows(["k5"], [250], [305]), settled)
+    held.offer(_held_rows(["k5"], [250], [305]))
     assert held._chunks == [] and len(held) == 201
     assert _due(held, 398, settled) is None  # 300..399 not yet read to its end
     out = _due(held, 399, settled)
@@ -201,7 +203,7 @@ def test_a_batch_copies_only_the_held_chunks_it_concerns() -> None:
     held, settled = Held("k"), Settled()
 
     def offer(keys: list[str], seqs: range, last: int) -> None:
-        held.offer(_held_rows(keys, list(seqs), [last] * len(keys)), settled)
+        held.offer(_held_rows(keys, list(seqs), [last] * len(keys)))
 
     def chunks() -> list[pa.Table]:
         return [c for _, c in held._chunks]
@@ -344,19 +346,18 @@ def test_too_few_open_files_for_the_held_spill_is_a_clear_error(tmp_path: Path) 
 _PEAK = """
 import sys, numpy as np, pyarrow as pa
 import tutormax_cli.held as h, tutormax_cli.spill as s
-from tutormax_cli.duplicates import Settled
 h.HELD_BYTES, s.MAX_RANGES = 4 << 20, int(sys.argv[2])
 n = int(sys.argv[1])
 pool = pa.default_memory_pool()
 base = pool.max_memory()
-held, settled = h.Held("k", span=2 * n), Settled()
+held = h.Held("k", span=2 * n)
 for at in range(0, n, 16_000):  # every key held until a second pass, after all of them
     seqs = np.arange(at, min(at + 16_000, n))
     held.offer(pa.table({"k": pa.array([f"key-{i:09d}" for i in seqs]),
                          "_seq": pa.array(seqs), "_group": pa.array(np.zeros(len(seqs), np.int64)),
-                         "_last": pa.array(seqs + n)}), settled)
+                         "_last": pa.array(seqs + n)}))
 total = 0
-for due in held.take_due(None, settled):
+for due in held.take_due(None):
     total += due.num_rows
 assert total == n, total
 print(pool.max_memory() - base)
@@ -382,27 +383,40 @@ def test_what_a_run_holds_takes_no_more_memory_for_more_keys(max_ranges: int) ->
     assert big <= small * 1.25 + (1 << 20), (small, big)
 
 
-def test_a_partition_written_in_many_pieces_is_ranked_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Draining a partition ranks what it read once per DRAIN_BYTES, not once per written
-    batch: with each version written on its own (a spill buffer of one row), 2,000
-    versions of 1,000 keys come back in 2,000 pieces, ranked in one go. Ranked per piece,
-    draining grew with the square of the run (2M keys: 50 s)."""
+def test_a_partition_written_in_many_pieces_comes_back_as_one_table(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A spilled partition comes back whole: every version of each key, in one table for
+    the caller to rank once, however many pieces it was written in (a spill buffer of one
+    row: 2,000 pieces). Ranked or joined piece by piece, draining grew with the square of
+    the run (2M keys: 50 s)."""
     monkeypatch.setattr(held_module, "HELD_BYTES", 0)
     monkeypatch.setattr(held_module, "SPILL_BUFFER_ROWS", 1)
-    ranked: list[int] = []
-    real = held_module.best_of_each_key
-
-    def counting(table: pa.Table, key: str) -> tuple[pa.Table, pa.Table]:
-        ranked.append(table.num_rows)
-        return real(table, key)
-
-    held, settled = Held("k", span=4000), Settled()
+    held = Held("k", span=4000)
     for seq in range(2000):  # one version a batch: k0..k999, then each again
-        held.offer(_held_rows([f"k{seq % 1000}"], [seq], [2000 + seq % 1000]), settled)
-    monkeypatch.setattr(held_module, "best_of_each_key", counting)
-    (out,) = held.take_due(None, settled)
-    assert out.num_rows == 1000 and len(settled.superseded) == 1000
-    assert ranked == [2000]
+        held.offer(_held_rows([f"k{seq % 1000}"], [seq], [2000 + seq % 1000]))
+    (out,) = held.take_due(None)
+    assert out.num_rows == 2000 and out.column("k").num_chunks == 1
+    assert sorted(out[SEQ].to_pylist()) == list(range(2000))
+
+
+def test_a_partition_over_drain_bytes_comes_back_in_pieces_a_key_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A due partition of more than DRAIN_BYTES of versions is split by key into pieces
+    of about that size (memory stays bounded), each key's versions all in one piece."""
+    monkeypatch.setattr(held_module, "HELD_BYTES", 0)
+    monkeypatch.setattr(held_module, "DRAIN_BYTES", 4 << 10)
+    held = Held("k", span=4000)
+    keys = [f"key-{i:04d}" for i in range(1000)]
+    for round_ in range(3):  # every key three times, all due at the end
+        seqs = [round_ * 1000 + i for i in range(1000)]
+        held.offer(_held_rows(keys, seqs, [3000 + i for i in range(1000)]))
+    pieces = list(held.take_due(None))
+    assert len(pieces) > 4 and max(p.nbytes for p in pieces) < 4 * (4 << 10)
+    seen = [set(p["k"].to_pylist()) for p in pieces]
+    assert sum(len(k) for k in seen) == 1000 and set().union(*seen) == set(keys)
+    assert all(p.num_rows == 3 * len(k) for p, k in zip(pieces, seen, strict=True))
 
 
 @pytest.mark.parametrize(

@@ -176,7 +176,7 @@ class Pipeline:
             rows.derived = derive(self.kind.name, rows.table, self._with_sessions(ctx, rows, seq0))
             if self.store is not None:
                 rows = self._persist(rows, ctx, seq0, group, result)
-                for due in self.held.take_due(upto, result.settled):
+                for due in self.held.take_due(upto):
                     self._settle(due, result)
                 if self.duplicates is None:  # the queue: everything is settled in its batch
                     rows = self._reject_refused_held(rows, seq0, result)
@@ -208,7 +208,7 @@ class Pipeline:
         result = BatchResult(pa.array([], pa.int64()), [])
         if self.store is not None and len(self.held):
             with self._transaction():
-                for due in self.held.take_due(None, result.settled):
+                for due in self.held.take_due(None):
                     self._settle(due, result)
         return result
 
@@ -267,7 +267,7 @@ class Pipeline:
                 refused.update((held_at[i].as_py(), msg) for i, msg in trial)
                 candidates = candidates.filter(_keep(candidates.num_rows, {i for i, _ in trial}))
             result.held = candidates.num_rows
-            self.held.offer(candidates, result.settled)
+            self.held.offer(candidates)
         return _reject(rows, refused, result.rejected)
 
     def store_write(self, table: pa.Table, *, trial: bool = False) -> WriteResultLike:
