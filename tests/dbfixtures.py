@@ -126,6 +126,14 @@ def make_table(
     )
 
 
+def engine_for(db_url: str, **options: Any) -> sa.Engine:
+    """An SQLAlchemy engine on a test database URL (psycopg2 for PostgreSQL, as tutormax)."""
+    url = sa.make_url(db_url)
+    if url.get_backend_name() == "postgresql":
+        url = url.set(drivername="postgresql+psycopg2")
+    return sa.create_engine(url, **options)
+
+
 def execute_sql(url: str, *statements: str) -> None:
     """Run SQL on a test database as its DBA would, in one transaction (SQLite or
     PostgreSQL, by its URL)."""

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
+from dbfixtures import engine_for
 from typer.testing import CliRunner
 
 from tutormax_cli import held as held_module
@@ -33,13 +33,6 @@ def run(db_url: str, *args: str | Path, as_of: str = AS_OF) -> tuple[int, dict]:
     )
     assert result.exit_code in (0, 1), result.stderr
     return result.exit_code, json.loads(result.stdout)
-
-
-def engine_for(db_url: str) -> sa.Engine:
-    url = sa.make_url(db_url)
-    if url.get_backend_name() == "postgresql":
-        url = url.set(drivername="postgresql+psycopg2")
-    return sa.create_engine(url)
 
 
 def query(db_url: str, sql: str) -> list[tuple]:

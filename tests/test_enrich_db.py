@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from dbfixtures import engine_for
 from typer.testing import CliRunner
 
 from tutormax_cli.cli import app
@@ -62,13 +63,6 @@ def by_kind(doc: dict) -> dict[str, dict]:
 
 def counts(f: dict) -> tuple[int, int, int, int]:
     return f["inserted"], f["updated"], f["unchanged"], f["rejected"]
-
-
-def engine_for(db_url: str) -> sa.Engine:
-    url = sa.make_url(db_url)
-    if url.get_backend_name() == "postgresql":
-        url = url.set(drivername="postgresql+psycopg2")
-    return sa.create_engine(url)
 
 
 def rows(db_url: str, sql: str) -> list[tuple]:

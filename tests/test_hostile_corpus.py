@@ -49,7 +49,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
-from dbfixtures import pg_url_fixture  # noqa: F401
+from dbfixtures import engine_for, pg_url_fixture  # noqa: F401
 
 TUTORMAX = str(Path(sys.executable).with_name("tutormax"))
 HOSTILE = Path(__file__).parent / "hostile"
@@ -397,13 +397,6 @@ def run_db(cases: list[dict[str, Any]], work: Path, db_url: str) -> tuple[Run, R
     return first, second
 
 
-def engine_for(db_url: str) -> sa.Engine:
-    url = sa.make_url(db_url)
-    if url.get_backend_name() == "postgresql":
-        url = url.set(drivername="postgresql+psycopg2")
-    return sa.create_engine(url, poolclass=sa.NullPool)
-
-
 def dump(db_url: str) -> list[str]:
     """Every stored row as the database's own text: SQLite's dump, PostgreSQL's row::text."""
     url = sa.make_url(db_url)
@@ -416,7 +409,7 @@ def dump(db_url: str) -> list[str]:
             return [line for line in conn.iterdump() if line.startswith("INSERT")]
         finally:
             conn.close()
-    engine = engine_for(db_url)
+    engine = _engine(db_url)
     try:
         with engine.connect() as conn:
             names = set(sa.inspect(conn).get_table_names())
@@ -433,7 +426,7 @@ def dump(db_url: str) -> list[str]:
 def stored(db_url: str, kind: str) -> dict[str, dict[str, Any]]:
     """A table's rows by key, as the database driver gives them (this test reads the
     database itself, never through tutormax's code: it tests the installed command)."""
-    engine = engine_for(db_url)
+    engine = _engine(db_url)
     try:
         with engine.connect() as conn:
             if not sa.inspect(conn).has_table(kind):
@@ -1052,3 +1045,7 @@ def test_big_rows_stay_within_the_same_limit(tmp_path: Path, case: str) -> None:
 
 def test_the_big_cases_are_in_the_manifest() -> None:
     assert set(BIG_CASES) <= set(CASES)
+
+
+def _engine(db_url: str) -> sa.Engine:
+    return engine_for(db_url, poolclass=sa.NullPool)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from dbfixtures import engine_for
 
 from tutormax_cli.store import Store, metadata
 from tutormax_cli.store.migrate import VERSION_TABLE, head
@@ -27,13 +28,6 @@ INPUT_COLUMNS = {  # a few input columns of each table, compared row by row
     "sessions": "session_id, tutor_id, scheduled_start, duration_minutes, actual_end",
     "feedback": "feedback_id, session_id, overall_rating, improvement_areas, submitted_at",
 }
-
-
-def engine_for(url: str) -> sa.Engine:
-    u = sa.make_url(url)
-    if u.get_backend_name() == "postgresql":
-        u = u.set(drivername="postgresql+psycopg2")
-    return sa.create_engine(u)
 
 
 def rows(url: str, sql: str) -> list[tuple]:
