@@ -21,7 +21,7 @@ CORE = [
 def tests(session: nox.Session) -> None:
     """The test suite (service tests skip without PostgreSQL/Redis, but fail under CI=true)."""
     session.install("-e", ".[dev]")
-    session.run("pytest", *session.posargs)
+    session.run("pytest", *(session.posargs or ["-n", "2"]))  # as the README runs it
 
 
 @nox.session
