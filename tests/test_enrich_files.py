@@ -8,6 +8,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from tutormax_cli.cli import app
@@ -357,3 +359,46 @@ def test_a_jsonl_file_whose_first_record_is_empty_takes_its_columns_from_the_nex
     assert (summary["files"][0]["accepted"], summary["files"][0]["rejected"]) == (1, 1)
     reject = json.loads((tmp_path / "r.jsonl").read_text())
     assert reject["row"] == 1 and {e["code"] for e in reject["errors"]} == {"required"}
+
+
+# -- the rejects file keeps input order at every batch size ---------------------------------
+
+ROW_KINDS = st.lists(st.sampled_from(["ok", "ok", "invalid", "malformed"]), min_size=1,
+                     max_size=14)  # fmt: skip
+_CSV_ROWS = {
+    "ok": "T{i},Ann,a{i}@x.org,2024-01-15,active,Math",
+    "invalid": "T{i},Ann,a{i}@x.org,2024-01-15,bogus,Math",
+    "malformed": "T{i},Ann,a{i}@x.org,2024-01-15,active,Math,extra,fields",
+}
+_JSONL_ROWS = {
+    "ok": '{{"tutor_id": "T{i}", "name": "A", "email": "a{i}@x.org", "onboarding_date": '
+    '"2024-01-15", "status": "active", "subjects": ["Math"]}}',
+    "invalid": '{{"tutor_id": "T{i}", "name": "A", "email": "a{i}@x.org", "onboarding_date": '
+    '"2024-01-15", "status": "bogus", "subjects": ["Math"]}}',
+    "malformed": '{{"tutor_id": "T{i}", not json',
+}
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(kinds=ROW_KINDS, fmt=st.sampled_from(["csv", "jsonl"]))
+def test_rejects_keep_input_order_at_every_batch_size(
+    tmp_path: Path, kinds: list[str], fmt: str
+) -> None:
+    """Malformed rows (which Arrow reports a block at a time) and rows that break a rule,
+    anywhere: the rejects file names them in input order, the same at every batch size.
+    At --batch-size 1 a CSV's malformed row came before the rule-breaking row above it."""
+    kinds = ["ok", *kinds]  # the header's keys (JSON Lines: the first record's)
+    rows = _CSV_ROWS if fmt == "csv" else _JSONL_ROWS
+    head = "tutor_id,name,email,onboarding_date,status,subjects\n" if fmt == "csv" else ""
+    src = tmp_path / f"t.{fmt}"
+    src.write_text(head + "\n".join(rows[k].format(i=i) for i, k in enumerate(kinds)) + "\n")
+    want = [i + 1 for i, k in enumerate(kinds) if k != "ok"]
+    for batch in ("1", "2", "3", "16000"):
+        rejects = tmp_path / f"r{batch}.jsonl"
+        code, _, err = cli("enrich", src, "--no-db", "--kind", "tutors", "--batch-size", batch,
+                           "--rejects", rejects, "--as-of", "2025-01-01")  # fmt: skip
+        assert code == (1 if want else 0), err
+        got = [json.loads(line)["row"] for line in rejects.read_text().splitlines()] if want else []
+        assert got == want, (batch, kinds)

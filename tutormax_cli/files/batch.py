@@ -68,10 +68,12 @@ class RawBatch:
 
     def row_number(self, i: int) -> int:
         """Data record number (from 1) of table row i; computed only for rows that need it."""
-        return _record_number(self.base, self.gaps, i)
+        return record_number(self.base, self.gaps, i)
 
 
-def _record_number(base: int, gaps: tuple[int, ...], i: int) -> int:
+def record_number(base: int, gaps: tuple[int, ...], i: int) -> int:
+    """Data record number of row i of a batch whose row 0 would be record `base` were there
+    no gaps; `gaps`: ascending record numbers of malformed rows (in no table)."""
     r = base + i
     for g in gaps:
         if g > r:
@@ -98,7 +100,7 @@ class Places:
         if at < 0:
             return None
         base, gaps = self._batches[at]
-        return _record_number(base, gaps, seq - self._starts[at])
+        return record_number(base, gaps, seq - self._starts[at])
 
 
 def _finishing(batches: Iterator[RawBatch]) -> Iterator[RawBatch]:

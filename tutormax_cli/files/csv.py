@@ -18,7 +18,7 @@ import pyarrow.csv as pv
 
 from ..errors import InputError, first_line
 from ..schema import MAX_COLUMNS, RECORD_MAX_BYTES
-from .batch import MALFORMED_ECHO_BYTES, Malformed, RawBatch, _rebatch
+from .batch import MALFORMED_ECHO_BYTES, Malformed, RawBatch, _rebatch, record_number
 from .csv_bounds import BoundedCsv, cut_reason
 from .inputs import _check_names, _Input
 
@@ -220,7 +220,11 @@ def _csv_pass(
                 if guard.escaped:
                     table = _unescape_table(table)
                 parsed[0] += _csv_bytes(table)
-                bad, waiting = telling(waiting), []
+                # Arrow reports a block's malformed rows at once: each goes with the batch it
+                # falls in, so the rejects keep input order at any batch size.
+                last = record_number(start + 1, tuple(gaps), table.num_rows - 1)
+                bad = telling([m for m in waiting if m.row <= last])
+                waiting = [m for m in waiting if m.row > last]
                 done = path.fraction(int(parsed[0] * scale), fh)
                 yield RawBatch(table, start + 1, tuple(gaps), bad, done, cut=cut_fields)
             waiting += untold(malformed)  # malformed rows after the last good one
