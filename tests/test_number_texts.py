@@ -26,7 +26,13 @@ from typer.testing import CliRunner
 
 from tutormax_cli import schema
 from tutormax_cli.cli import app
-from tutormax_cli.json_bounds import loads_number_texts, loads_record
+from tutormax_cli.json_bounds import (
+    data_as_written,
+    dumps_as_written,
+    loads_number_texts,
+    loads_record,
+)
+from tutormax_cli.queue.envelope import envelope_text, parse_envelope
 from tutormax_cli.queue.policy import RetryPolicy
 from tutormax_cli.queue.streams import Streams
 from tutormax_cli.queue.worker import Worker, WorkerOptions
@@ -134,12 +140,12 @@ def test_the_no_db_transform_writes_each_number_id_as_written(tmp_path: Path) ->
         assert [row["tutor_id"] for row in csv.DictReader(fh)] == tokens
 
 
-def _raw_envelope(data_text: str) -> str:
+def _raw_envelope(data_text: str, channel: str = "tutors") -> str:
     """A producer's envelope around data written by hand (number tokens as they are): the
     checksum is over the data as Python reads and sorts it, as SPEC §6 says."""
     digest = hashlib.sha256(json.dumps(json.loads(data_text), sort_keys=True).encode())
     return (
-        f'{{"id": "{uuid.uuid4()}", "timestamp": "2024-11-07T14:00:00", "channel": "tutors", '
+        f'{{"id": "{uuid.uuid4()}", "timestamp": "2024-11-07T14:00:00", "channel": "{channel}", '
         f'"data": {data_text}, "metadata": {{}}, "checksum": "{digest.hexdigest()}"}}'
     )
 
@@ -157,3 +163,65 @@ def test_the_worker_keeps_every_distinct_number_id_a_key(streams: Streams, store
     stored = read_rows(store, "tutors")
     assert {k: r["name"] for k, r in stored.items()} == {t: f"N{i}" for i, t in enumerate(tokens)}
     assert pending(streams) == 0
+
+
+@pytest.mark.redis
+def test_publish_and_the_worker_keep_every_number_id_as_written(
+    tmp_path: Path, streams: Streams, store: Store, redis_url: str, prefix: str
+) -> None:
+    """`tutormax publish` of a JSON Lines file sent its records as Python read them: `1e2`
+    went on the stream as `100.0`, and three of six distinct ids merged (the review of
+    2026-12-07, evening). Each number id is published, and stored, as written."""
+    tokens = ["1e2", "100.0", "-0", "0", "123456789012345678.1", "123456789012345678.2"]
+    path = tmp_path / "tutors.jsonl"
+    path.write_text("\n".join(tutor_line(t, f"N{i}") for i, t in enumerate(tokens)) + "\n")
+    done = CliRunner().invoke(app, ["publish", str(path), "--redis", redis_url, "--prefix", prefix])
+    assert done.exit_code == 0, done.output
+    totals = Worker(streams, store, WorkerOptions(consumer="w1", block_ms=50)).run(burst=True)
+    assert (totals["read"], totals["persisted"]) == (6, 6), totals
+    stored = read_rows(store, "tutors")
+    assert {k: r["name"] for k, r in stored.items()} == {t: f"N{i}" for i, t in enumerate(tokens)}
+
+
+@pytest.mark.redis
+def test_a_dead_letter_and_its_replay_keep_a_number_id_as_written(
+    streams: Streams, store: Store
+) -> None:
+    """A session whose tutor_id is `1e2` (stored so: a tutor `1e2`) is dead-lettered while
+    its tutor is missing; the dead letter wrote `100.0`, and the replay brought back a
+    session of tutor `100.0`, missing its parent for ever. Both keep `1e2` now."""
+    session = (
+        '{"session_id": 5e0, "tutor_id": 1e2, "student_id": "st", '
+        '"scheduled_start": "2024-11-07T14:00:00Z", "duration_minutes": 60, "subject": "Math"}'
+    )
+    xadd_raw(streams, "sessions", {"message": _raw_envelope(session, "sessions")})
+    retry = RetryPolicy(max_attempts=1, base_ms=10, max_ms=40)
+    options = WorkerOptions(consumer="w1", block_ms=50, retry=retry)
+    assert Worker(streams, store, options).run(burst=True)["dead_lettered"] == 1
+    (letter,) = streams.dead_letters()
+    assert b'"tutor_id": 1e2' in letter.raw and b'"session_id": 5e0' in letter.raw
+    xadd_raw(streams, "tutors", {"message": _raw_envelope(tutor_line("1e2"))})
+    assert streams.replay(letter) is not None
+    totals = Worker(streams, store, options).run(burst=True)
+    assert (totals["persisted"], totals["dead_lettered"]) == (2, 0), totals
+    assert read_rows(store, "sessions")["5e0"]["tutor_id"] == "1e2"
+    assert set(read_rows(store, "tutors")) == {"1e2"}
+
+
+@settings(max_examples=200, deadline=None)
+@given(tokens=st.lists(NUMBER, min_size=1, max_size=4), text=st.text(max_size=5))
+def test_an_envelope_of_data_as_written_keeps_each_number_and_a_valid_checksum(
+    tokens: list[str], text: str
+) -> None:
+    """The envelope of a record read with its numbers as written (a dead letter, a replay,
+    a JSON Lines record published) writes each number as it was read, and its checksum is
+    the one a consumer computes from the body (SPEC §6)."""
+    items = ", ".join(f'"n{i}": {t}' for i, t in enumerate(tokens))
+    record = f'{{{items}, "nested": [{tokens[0]}, {{"x": {tokens[-1]}}}], "t": {json.dumps(text)}}}'
+    data = data_as_written(record)
+    assert data is not None
+    text = envelope_text("sessions", data)
+    env = parse_envelope(text.encode())  # Poison if the checksum is not the consumer's
+    assert env["data"] == json.loads(record)
+    assert data_as_written(text, "data") == data  # every token, nested ones too, as written
+    assert data_as_written(dumps_as_written(data)) == data

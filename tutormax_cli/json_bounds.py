@@ -201,6 +201,36 @@ def loads_number_texts(text: bytes | str) -> Any:
     return json.loads(text, parse_float=NumberText, parse_int=NumberText, parse_constant=NumberText)
 
 
+class AsWritten(dict[str, Any]):
+    """A JSON object (a record) read by `loads_number_texts`: its numbers are NumberText,
+    and it is written back with each as it was read (dumps_as_written)."""
+
+
+def data_as_written(text: bytes | str, key: str | None = None) -> AsWritten | None:
+    """The object in `text` (or its member `key`) with its numbers as written; None if it
+    is none (not JSON, not an object)."""
+    try:
+        value = loads_number_texts(text)
+        if key is not None:
+            value = value.get(key) if isinstance(value, dict) else None
+    except (ValueError, RecursionError):
+        return None
+    return AsWritten(value) if isinstance(value, dict) else None
+
+
+def loses_text(value: Any) -> bool:
+    """Whether Python's value may write back otherwise than its JSON was written: a float
+    (`1e2` is `100.0`), the int 0 (`-0`), or a container holding one."""
+    t = type(value)
+    if t is float or (t is int and value == 0):
+        return True
+    if t is list:
+        return any(map(loses_text, value))
+    if t is dict:
+        return any(map(loses_text, value.values()))
+    return False
+
+
 def check_keys(obj: dict[str, Any]) -> None:
     """A record's keys must be able to name columns: UTF-8 text without NUL bytes."""
     keys = "".join(obj)
@@ -213,16 +243,20 @@ def check_keys(obj: dict[str, Any]) -> None:
 
 
 __all__ = [
+    "AsWritten",
     "NumberText",
     "StructureError",
     "TooManyKeys",
     "check_depth",
     "check_keys",
     "check_width",
+    "data_as_written",
+    "dumps_as_written",
     "json_loads",
     "loads_bounded",
     "loads_number_texts",
     "loads_record",
+    "loses_text",
     "nesting_depth",
     "orjson_loads",
     "top_level_keys",
@@ -268,3 +302,28 @@ def dumps_strict(value: Any, replace: Callable[[float], Any] = nonfinite_name, *
         return json.dumps(value, allow_nan=False, **kw)
     except ValueError:  # a non-finite float somewhere
         return json.dumps(finite(value, replace), allow_nan=False, **kw)
+
+
+def dumps_as_written(value: Any) -> str:
+    """`json.dumps(value, sort_keys=True, ensure_ascii=False)` of a value read by
+    `loads_number_texts`: each number (a NumberText) written as it was read, so that a
+    dead letter and its replay carry `1e2` as `1e2`, not as the `100.0` of its double.
+    Text beyond ASCII as UTF-8, escaped where it cannot be (a lone surrogate)."""
+    text = _as_written(value, False)
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return _as_written(value, True)
+    return text
+
+
+def _as_written(v: Any, ascii_only: bool) -> str:
+    if isinstance(v, NumberText):
+        return str(v)
+    if isinstance(v, dict):
+        items = (f"{json.dumps(k, ensure_ascii=ascii_only)}: {_as_written(v[k], ascii_only)}"
+                 for k in sorted(v))  # fmt: skip
+        return "{" + ", ".join(items) + "}"
+    if isinstance(v, list):
+        return "[" + ", ".join(_as_written(x, ascii_only) for x in v) + "]"
+    return json.dumps(v, ensure_ascii=ascii_only)

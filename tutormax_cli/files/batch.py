@@ -4,7 +4,7 @@ the rows that could not be split into fields (`Malformed`); read-ahead on a thre
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -52,6 +52,8 @@ class RawBatch:
     malformed: list[Malformed] = field(default_factory=list)
     done: float = 0.0  # fraction of the input parsed so far (never read-ahead), for progress
     records: list[dict[str, Any]] | None = None  # JSON sources: the records exactly as read
+    # JSON sources: record i read again with its numbers as written (loads_number_texts)
+    number_texts: Callable[[int], Any] | None = None
     # CSV read through csv_bounds.BoundedCsv: the fields it cut, by record number, each
     # {the field's place in the header: its value bytes in the file}
     cut: dict[int, dict[int, int]] | None = None

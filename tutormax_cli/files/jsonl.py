@@ -79,16 +79,18 @@ class _JsonLines:
                     if len(records) >= batch_size or batch_bytes >= BATCH_MAX_BYTES // 2:
                         batch_bytes = 0
                         base = seen - len(records) + 1
-                        table = records_to_table(records, kind, columns, _texts(lines))
+                        texts = _texts(lines)
+                        table = records_to_table(records, kind, columns, texts)
                         done = path.fraction(parsed[0], fh)
-                        yield RawBatch(table, base, tuple(gaps), malformed, done, records)
+                        yield RawBatch(table, base, tuple(gaps), malformed, done, records, texts)
                         records, lines, malformed = [], [], []
         except OSError as exc:
             raise InputError(f"{path}: read error: {exc}") from None
         if records or malformed:
             base = seen - len(records) + 1
-            table = records_to_table(records, kind, columns, _texts(lines))
-            yield RawBatch(table, base, tuple(gaps), malformed, 1.0, records)
+            texts = _texts(lines)
+            table = records_to_table(records, kind, columns, texts)
+            yield RawBatch(table, base, tuple(gaps), malformed, 1.0, records, texts)
 
 
 def _texts(lines: list[bytes]) -> NumberTexts:

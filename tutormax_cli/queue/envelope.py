@@ -17,7 +17,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from ..json_bounds import StructureError, check_depth, json_loads, loads_bounded, orjson_loads
+from ..json_bounds import (
+    AsWritten,
+    StructureError,
+    check_depth,
+    data_as_written,
+    dumps_as_written,
+    json_loads,
+    loads_bounded,
+    loses_text,
+    orjson_loads,
+)
 from ..schema import JSON_MAX_DEPTH, MAX_COLUMNS
 
 FIELD = "message"  # the one field of a stream entry
@@ -66,18 +76,36 @@ _ENVELOPE_KEYSET = frozenset(ENVELOPE_KEYS)
 
 
 def envelope_text(
-    channel: str, data: Any, metadata: dict[str, Any] | None = None, timestamp: str | None = None
+    channel: str,
+    data: Any,
+    metadata: dict[str, Any] | None = None,
+    timestamp: str | None = None,
 ) -> str:
     """A fresh envelope as JSON text. Built by hand because it is the publish hot path: the
     data is serialised once, for both checksum and body (a uuid and an ISO time need no
     escaping) — unless it holds text beyond ASCII, which the body carries as UTF-8 (the
     checksum's dump escapes each such character as `\\uXXXX`, six bytes or twelve for
     one of two to four: a 600 KB message of CJK text came back from a replay at 1.2 MB,
-    over the cap)."""
+    over the cap).
+
+    Data read with its numbers as written (json_bounds.AsWritten: a dead letter, its
+    replay, a JSON Lines record published) keeps them in the body (an id `1e2` stays
+    `1e2`, not the `100.0` of its double); the checksum is of the data as a consumer reads
+    that body."""
+    if isinstance(data, AsWritten):
+        body = dumps_as_written(data)
+        digest = hashlib.sha256(_sorted_json(json_loads(body)).encode()).hexdigest()
+        return _envelope(channel, body, metadata, timestamp, digest)
     body = _sorted_json(data)
     digest = hashlib.sha256(body.encode()).hexdigest()
     if "\\u" in body:
         body = _utf8_body(data, body)
+    return _envelope(channel, body, metadata, timestamp, digest)
+
+
+def _envelope(
+    channel: str, body: str, metadata: dict[str, Any] | None, timestamp: str | None, digest: str
+) -> str:
     return (f'{{"id": "{_uuid4()}", "timestamp": "{timestamp or now_iso()}", '
             f'"channel": {json.dumps(channel)}, "data": {body}, '
             f'"metadata": {json.dumps(metadata or {})}, "checksum": "{digest}"}}')  # fmt: skip
@@ -255,6 +283,16 @@ class DeadLetter:
     raw_entry: bool = False  # data is the raw stream entry, not a record: nothing to replay
 
 
+def letter_data(m: Message, env: dict[str, Any]) -> Any:
+    """A message's record for its dead letter: with its numbers as the message wrote them
+    (json_bounds.AsWritten) where Python's values may write back otherwise."""
+    data = env["data"]
+    raw = m.raw()
+    if raw is None or not loses_text(data):
+        return data
+    return data_as_written(raw, "data") or data
+
+
 def count_of(value: Any) -> int:
     """A count (attempts) from metadata of any JSON type: a whole number (an int, a finite
     float, digits as text) as it is; anything else (inf, NaN, lists, objects, other text) 0."""
@@ -278,6 +316,7 @@ class DeadLetterRecord:
 
     entry_id: str
     envelope: dict[str, Any]
+    raw: bytes = b""  # the entry's message, as stored
 
     @classmethod
     def from_entry(cls, entry_id: str, fields: dict[bytes, bytes]) -> DeadLetterRecord:
@@ -288,7 +327,14 @@ class DeadLetterRecord:
             env = {"data": {text(k): text(v) for k, v in fields.items()}, "metadata": {}}
         if not isinstance(env, dict):
             env = {"data": env, "metadata": {}}
-        return cls(entry_id, env)
+        return cls(entry_id, env, raw)
+
+    def replay_data(self) -> Any:
+        """The record to put back on its stream, with its numbers as the dead letter wrote
+        them (json_bounds.AsWritten) where Python's values may write back otherwise."""
+        if not loses_text(self.data):
+            return self.data
+        return data_as_written(self.raw, "data") or self.data
 
     def metadata(self) -> dict[str, Any]:
         meta = self.envelope.get("metadata")

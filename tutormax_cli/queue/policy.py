@@ -33,7 +33,7 @@ from .. import errors as E
 from ..config import DEFAULT_MAX_ATTEMPTS, DEFAULT_RETRY_BASE_MS, DEFAULT_RETRY_MAX_MS
 from ..pipeline import BatchResult
 from ..schema import KIND_ORDER, KINDS
-from .envelope import DeadLetter, Message, Pending
+from .envelope import DeadLetter, Message, Pending, letter_data
 from .streams import StreamMark, entry_key
 
 
@@ -235,15 +235,16 @@ def settle_orphans(
 
 def _letter(m: Message, env: dict[str, Any], error: str, errors: list[Any]) -> DeadLetter:
     detail = [e.as_dict() for e in errors]
-    return DeadLetter(m, env["data"], error, detail, env.get("metadata") or None)
+    return DeadLetter(m, letter_data(m, env), error, detail, env.get("metadata") or None)
 
 
 def poison(m: Message, reason: str, env: dict[str, Any] | None = None) -> DeadLetter:
     """A dead letter for a message that could not be processed as a record."""
-    data = env["data"] if env is not None else m.raw_entry()
     detail = [{"field": "message", "code": E.DLQ_POISON, "message": reason}]
-    meta = (env or {}).get("metadata") or None
-    return DeadLetter(m, data, E.DLQ_POISON, detail, meta, raw_entry=env is None)
+    if env is None:
+        return DeadLetter(m, m.raw_entry(), E.DLQ_POISON, detail, None, raw_entry=True)
+    meta = env.get("metadata") or None
+    return DeadLetter(m, letter_data(m, env), E.DLQ_POISON, detail, meta)
 
 
 def readable(marks: dict[str, StreamMark], batch_size: int) -> tuple[str, ...]:

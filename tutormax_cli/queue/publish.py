@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 
 from .. import errors as E
 from ..files import RawBatch, Source, is_stdin
+from ..json_bounds import AsWritten, loses_text
 from ..schema import KIND_ORDER
 from .envelope import MESSAGE_MAX_BYTES
 from .streams import Streams
@@ -130,11 +131,14 @@ def _records(
     for m in rb.malformed:
         _skip(f, f"row {m.row}: {m.message}")
     rows, bad = (rb.records, {}) if rb.records is not None else _json_rows(rb.table)
+    texts = rb.number_texts
     for i, row in enumerate(rows):
         number = rb.row_number(i)
         if i in bad:
             _skip(f, f"row {number}: {bad[i]}")
             continue
+        if texts is not None and loses_text(row):  # `1e2` published as `1e2`, not `100.0`
+            row = AsWritten(texts(i))
         yield row, {"source": "tutormax publish", "file": file, "row": number}
 
 

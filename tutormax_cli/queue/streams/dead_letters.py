@@ -231,7 +231,7 @@ class DeadLetterOps(Connection):
             "replay_chain": [*record.replay_chain, record.entry_id],
             "previous_attempts": record.attempts,
         }
-        return envelope_text(record.source_stream, record.data, fresh)
+        return envelope_text(record.source_stream, record.replay_data(), fresh)
 
     def replay(self, record: DeadLetterRecord, body: str | None = None) -> str | None:
         """Re-queue a dead letter on its source stream with a fresh envelope and remove it, in
