@@ -354,3 +354,40 @@ def test_every_input_column_a_dba_retyped_is_loaded_and_refreshed(
         tm("enrich", *files, "--db", fresh, "--as-of", "2025-03-01")
         tm("refresh", "--db", fresh, "--as-of", "2025-09-01")
         assert _derived(pg_url) == _derived(fresh)
+
+
+@pytest.mark.postgres
+def test_a_blank_or_a_nested_literal_a_dba_wrote_is_unreadable_not_a_null(pg_url: str) -> None:
+    """In columns a DBA made text, a blank where a value is required (an int, a list) and a
+    two-dimensional array literal read as nothing, and refresh wrote null derived values
+    over good ones (`''` rating: is_positive null), or counted one subject in
+    `{{Math,Art},{Bio,Chem}}`. Each such row is unreadable now: named, exit 1, left as it
+    was; a blank in an optional field is still its null."""
+    tm("db", "init", "--db", pg_url)
+    sql(pg_url, 'ALTER TABLE tutors ALTER subjects TYPE text USING subjects::text',
+        'ALTER TABLE feedback ALTER overall_rating TYPE text',
+        'ALTER TABLE sessions ALTER late_start_minutes TYPE text')  # fmt: skip
+    tm("enrich", TUTORS, SESSIONS, FEEDBACK, "--db", pg_url, "--as-of", "2025-03-01")
+    before = _derived(pg_url)
+    tutors = sorted(before["tutors"])[:3]
+    feedback = sorted(before["feedback"])[:3]
+    sessions = sorted(before["sessions"])[:1]
+    nested = "{{Math,Art},{Bio,Chem}}"
+    sql(pg_url,
+        f"UPDATE tutors SET subjects = '' WHERE tutor_id = '{tutors[0]}'",
+        f"UPDATE tutors SET subjects = '{nested}' WHERE tutor_id = '{tutors[1]}'",
+        f"UPDATE tutors SET subjects = '{{Math,NULL}}' WHERE tutor_id = '{tutors[2]}'",
+        f"UPDATE feedback SET overall_rating = '' WHERE feedback_id = '{feedback[0]}'",
+        f"UPDATE feedback SET overall_rating = '  ' WHERE feedback_id = '{feedback[1]}'",
+        f"UPDATE feedback SET overall_rating = 'abc' WHERE feedback_id = '{feedback[2]}'",
+        f"UPDATE sessions SET late_start_minutes = '' "
+        f"WHERE session_id = '{sessions[0]}'")  # fmt: skip
+    done = tm("refresh", "--db", pg_url, "--as-of", "2025-03-01", "--json", code=1)
+    named = {(k["kind"], r["key"], r["column"]) for k in json.loads(done.stdout)["kinds"]
+             for r in k["unreadable_rows"]}  # fmt: skip
+    assert named == {("tutors", tutors[0], "subjects"), ("tutors", tutors[1], "subjects")} | {
+        ("feedback", f, "overall_rating") for f in feedback
+    }
+    after = _derived(pg_url)
+    for kind, keys in (("tutors", tutors[:2]), ("feedback", feedback)):
+        assert {k: after[kind][k] for k in keys} == {k: before[kind][k] for k in keys}

@@ -164,8 +164,10 @@ def test_publish_command_reads_files_parents_first(
     summary = json.loads(out)
     assert [f["kind"] for f in summary["files"]] == ["tutors", "sessions"]
     assert (summary["published"], summary["skipped"]) == (2, 2)
-    assert summary["files"][0]["problems"] == ["row 2: name: not valid UTF-8",
-                                               "row 3: expected 6 fields, found 5"]  # in order
+    assert summary["files"][0]["problems"] == [
+        "row 2: name: not valid UTF-8",
+        "row 3: expected 6 fields, found 5",
+    ]  # in order
     envs = [env for _, env in _entries(streams, "tutors")]
     assert envs[0]["data"]["subjects"] == "Math;SAT"
     assert envs[0]["metadata"] == {"source": "tutormax publish", "file": "tutors.csv", "row": 1}

@@ -91,15 +91,16 @@ _ELEMENT = re.compile(
 _ESCAPE = re.compile(r"\\(.)", re.DOTALL)
 
 
-def arrays_as_json(col: pa.ChunkedArray) -> pa.Array:
+def arrays_as_json(col: pa.Array | pa.ChunkedArray) -> pa.Array:
     """A list column a DBA made text holds PostgreSQL's array literals (`{Math,"A, B"}`:
     what ALTER … TYPE text and the staged upsert write): each as the JSON list the list rule
-    reads. Any other text is left to that rule, as a CSV cell is."""
+    reads; null for text in braces that is no one-dimensional literal (`{{a},{b}}`). Any
+    other text is left to that rule, as a CSV cell is."""
     values = col.to_pylist()
     return pa.array([_array_json(v) if v else v for v in values], pa.string())
 
 
-def _array_json(text: str) -> str:
+def _array_json(text: str) -> str | None:
     if not (text.startswith("{") and text.endswith("}")):
         return text
     body, pos = text[1:], 0
@@ -114,5 +115,5 @@ def _array_json(text: str) -> str:
             items.append(None if bare.upper() == "NULL" else bare)
         pos = m.end()
         if end == "}":
-            return json.dumps(items) if pos == len(body) else text
-    return text  # not a one-dimensional literal
+            return json.dumps(items) if pos == len(body) else None
+    return None  # not a one-dimensional literal

@@ -13,7 +13,6 @@ from ..fields import fields_for
 from ..rules.arrow import cast_each
 from ..schema import KINDS
 from . import pgbinary
-from .pgtext import arrays_as_json
 
 # What a timestamp column holds, as format_type names it: an instant, or a wall time that
 # tutormax writes (and reads) as UTC. Any other type a DBA chose (text, a date…) is read as
@@ -117,8 +116,6 @@ def read_page(dbapi_conn: Any, kind: str, after: str | None, limit: int) -> pa.T
         if pa.types.is_timestamp(f.type) and pa.types.is_string(table[f.name].type):
             # timestamps read as text: those with an offset to UTC
             table = table.set_column(i, f.name, _naive_utc(table[f.name].combine_chunks()))
-        elif pa.types.is_list(f.type) and not stored.get(f.name, "[]").endswith("[]"):
-            table = table.set_column(i, f.name, arrays_as_json(table[f.name]))
     return table
 
 

@@ -34,12 +34,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..config import DEFAULT_BATCH_ROWS, DEFAULT_TIMEZONE
-from ..errors import DatabaseConflict, Interrupted, TutormaxError, UsageError
+from ..errors import REQUIRED, DatabaseConflict, Interrupted, TutormaxError, UsageError
 from ..fields import FORMULA_VERSION, Context, derive, fields_for
 from ..ordered import in_order
 from ..rules import PARSE_CODES, check_column
 from ..rules.arrow import cast_each, is_text
 from ..schema import KIND_ORDER, KINDS, Column, Type
+from .pgtext import arrays_as_json
 from .tables import ENRICHED_AT, REPORTING_TIMEZONE, arrow_schema
 from .tables import FORMULA_VERSION as FORMULA_COLUMN
 
@@ -266,10 +267,13 @@ def typed(kind: str, raw: pa.Table) -> tuple[pa.Table, list[tuple[int, str, str]
     bad: list[tuple[int, str, str]] = []
     for f in schema:
         arr = raw[f.name].combine_chunks()
+        required = f.name in k.column_names and k.column(f.name).required
         if pa.types.is_list(f.type) and not pa.types.is_list(arr.type):
-            arr = _parsed(arr.cast(pa.string()), f.name, Type.LIST, bad)
+            text = arr.cast(pa.string())  # JSON, or a DBA's text: PostgreSQL's array literals
+            arr = _parsed(text, Column(f.name, Type.LIST, required=required), bad,
+                          arrays_as_json(text))  # fmt: skip
         elif is_text(arr.type) and f.type in _TYPE_OF:  # a column a DBA made text (or numeric)
-            arr = _parsed(arr, f.name, _TYPE_OF[f.type], bad)
+            arr = _parsed(arr, Column(f.name, _TYPE_OF[f.type], required=required), bad)
         elif arr.type != f.type:
             arr = _cast_each(arr, f, bad)
         cols.append(arr)
@@ -291,20 +295,23 @@ def typed(kind: str, raw: pa.Table) -> tuple[pa.Table, list[tuple[int, str, str]
 _TYPE_OF = {t.arrow: t for t in (Type.INT, Type.FLOAT, Type.BOOL)}
 
 
-def _parsed(arr: pa.Array, name: str, typ: Type, bad: list[tuple[int, str, str]]) -> pa.Array:
-    """Stored text → the field's type by its CSV rule (the parse alone: a stored value was
-    checked when it was loaded); a value the rule cannot read is unreadable (`bad`). An
-    int field a DBA made numeric(p, s) writes `60.00`: its zero decimals are dropped."""
-    text = (
-        pc.replace_substring_regex(arr, r"^(\s*-?\d+)\.0*(\s*)$", r"\1\2")
-        if typ is Type.INT
-        else arr
-    )
-    typed_arr, problems = check_column(Column(name, typ), text)
-    for problem in problems:
-        if problem.code == PARSE_CODES[typ]:
-            for i in pc.indices_nonzero(problem.mask).to_pylist():
-                bad.append((i, name, repr(arr[i].as_py())[:80]))
+def _parsed(
+    raw: pa.Array, column: Column, bad: list[tuple[int, str, str]], text: pa.Array | None = None
+) -> pa.Array:
+    """Stored text (`raw`, or `text` made of it) → the field's type by its CSV rule: the
+    parse, and a required field's presence (a stored value was checked when it was
+    loaded). A value the rule cannot read, or reads as none in a required field (a blank
+    a DBA wrote), or that `text` could not be made of, is unreadable (`bad`). An int field
+    a DBA made numeric(p, s) writes `60.00`: its zero decimals are dropped."""
+    text = raw if text is None else text
+    if column.type is Type.INT:
+        text = pc.replace_substring_regex(text, r"^(\s*-?\d+)\.0*(\s*)$", r"\1\2")
+    typed_arr, problems = check_column(column, text)
+    unread = (PARSE_CODES[column.type], REQUIRED)  # (not the other rules: checked at load)
+    lost = pc.and_(pc.is_valid(raw), pc.is_null(text))  # text could not be made of it
+    masks = [p.mask for p in problems if p.code in unread] + [lost]
+    for i in sorted({i for m in masks for i in pc.indices_nonzero(m).to_pylist()}):
+        bad.append((i, column.name, repr(raw[i].as_py())[:80]))
     return typed_arr
 
 
