@@ -404,13 +404,14 @@ def test_a_dbas_timestamp_column_holds_utc_whatever_the_sessions_time_zone(
                       max_size=5))  # fmt: skip
 def test_array_literals_read_back_as_the_lists_they_hold(conn: Any, lists: list) -> None:
     """A list column a DBA made text holds array literals, PostgreSQL's (ALTER … TYPE text,
-    the staged upsert's cast) or tutormax's (the straight COPY's CSV): refresh reads both
-    back as the list itself."""
+    the staged upsert's cast) or tutormax's (the straight COPY's CSV): the same text, which
+    refresh reads back as the list itself."""
     ours = array_literal(pa.array([lists], pa.list_(pa.string())))[0].as_py()
     with conn.cursor() as cur:
         cur.execute("SELECT %s::text[]::text", (lists,))
         (theirs,) = cur.fetchone()
     conn.rollback()
+    assert ours == theirs  # the same text whichever way a row came in: a re-load is unchanged
     for literal in (ours, theirs):
         (read,) = arrays_as_json(pa.chunked_array([[literal]])).to_pylist()
         assert json.loads(read) == lists, literal

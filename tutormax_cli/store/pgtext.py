@@ -26,11 +26,21 @@ def text_array_literal(ids: pa.Array) -> str:
     return '{"' + '","'.join(_escaped(ids).to_pylist()) + '"}' if len(ids) else "{}"
 
 
+# An element PostgreSQL's array output quotes (array_out): empty, NULL in any case, or
+# holding a brace, a quote, a comma, a backslash or one of its blanks.
+_NEEDS_QUOTES = r'^$|^[Nn][Uu][Ll][Ll]$|[{}",\\ \t\n\r\v\f]'
+
+
 def array_literal(arr: pa.Array) -> pa.Array:
-    """list<string> → PostgreSQL array literal text (`{"a","b \\"c\\""}`), vectorized."""
+    """list<string> → PostgreSQL array literal text, as PostgreSQL itself writes it
+    (`{Math,"SAT Prep","b \\"c\\""}`: quoted only where needed), vectorized. So a text
+    column a DBA made of a list holds the same text whichever way a row came in (this COPY,
+    or the staged upsert's cast), and a re-load finds it unchanged."""
     values = arr.values  # the whole child array; arr.offsets index into it
-    quoted = pc.binary_join_element_wise('"', _escaped(values), '"', "").fill_null("NULL")
-    relisted = pa.ListArray.from_arrays(arr.offsets, quoted, mask=arr.is_null())
+    quoted = pc.binary_join_element_wise('"', _escaped(values), '"', "")
+    bare = pc.invert(pc.match_substring_regex(values, _NEEDS_QUOTES))
+    elements = pc.if_else(bare, values, quoted).fill_null("NULL")
+    relisted = pa.ListArray.from_arrays(arr.offsets, elements, mask=arr.is_null())
     return pc.binary_join_element_wise("{", pc.binary_join(relisted, ","), "}", "")
 
 
@@ -47,16 +57,26 @@ def copy_ready(table: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(arrays, names=table.column_names)
 
 
-def staged_columns(names: list[str], types: dict[str, str]) -> str:
-    """The staged columns as the upsert selects them: a timestamptz into a column a DBA made
-    `timestamp` (no zone) as its UTC wall time, as the straight COPY writes it (the implicit
-    cast would take the session's TimeZone)."""
-    return ", ".join(
-        f"s.\"{n}\" AT TIME ZONE 'UTC'"
-        if types.get(n) == "timestamp without time zone"
-        else f's."{n}"'
-        for n in names
-    )
+_WALL_TIME = ("timestamp without time zone", "date")
+_TEXT = ("text", "character varying", "character")
+
+
+def staged_columns(schema: pa.Schema, types: dict[str, str]) -> str:
+    """The staged columns as the upsert selects them, each as the straight COPY writes it
+    into the table as it is now (`types`, the catalog's): a timestamptz into a column a DBA
+    made `timestamp` (no zone) or `date` as its UTC wall time, into one made text as the
+    COPY's text of it (the implicit casts would take the session's TimeZone, and a re-load
+    would find every such row changed)."""
+
+    def expr(f: pa.Field) -> str:
+        col, stored = f's."{f.name}"', types.get(f.name, "")
+        if pa.types.is_timestamp(f.type) and stored in _WALL_TIME:
+            return f"{col} AT TIME ZONE 'UTC'"
+        if pa.types.is_timestamp(f.type) and stored in _TEXT:
+            return f"to_char({col} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')"
+        return col
+
+    return ", ".join(map(expr, schema))
 
 
 def unchanged_left_out(kind: str, table: pa.Table, types: dict[str, str]) -> str:

@@ -257,7 +257,7 @@ class PgBatch:
         self.truncate_sql = f"TRUNCATE {stage}"
         self.copy_sql = f"COPY {stage} ({cols}) FROM STDIN WITH (FORMAT binary)"
         self.direct_sql = f'COPY "{kind}" ({cols}) FROM STDIN WITH (FORMAT {{fmt}})'
-        selected = staged_columns(names, self.types)
+        selected = staged_columns(table.schema, self.types)
         upsert = (
             f'INSERT INTO "{kind}" AS t ({cols}) SELECT {selected} FROM {stage} s '
             f"{unchanged_left_out(kind, table, self.types) if plain else ''}"
