@@ -225,3 +225,37 @@ def test_an_envelope_of_data_as_written_keeps_each_number_and_a_valid_checksum(
     assert env["data"] == json.loads(record)
     assert data_as_written(text, "data") == data  # every token, nested ones too, as written
     assert data_as_written(dumps_as_written(data)) == data
+
+
+@pytest.mark.redis
+def test_dlq_drain_and_show_keep_each_number_as_the_stream_holds_it(
+    tmp_path: Path, streams: Streams, store: Store, redis_url: str, prefix: str
+) -> None:
+    """Two dead letters whose ids are `1e2` and `100.0` (their tutor `1E2` missing): the
+    stream holds them as written, but `dlq drain` wrote both as `100.0` into the file that
+    is their only copy once drained, and `dlq show --json` showed `100.0`."""
+    for sid in ("1e2", "100.0"):
+        session = (
+            f'{{"session_id": {sid}, "tutor_id": 1E2, "student_id": "st", "duration_minutes": '
+            '60, "scheduled_start": "2024-11-07T14:00:00Z", "subject": "Math", "x": NaN}'
+        )
+        xadd_raw(streams, "sessions", {"message": _raw_envelope(session, "sessions")})
+    retry = RetryPolicy(max_attempts=1, base_ms=10, max_ms=40)
+    options = WorkerOptions(consumer="w1", block_ms=50, retry=retry)
+    assert Worker(streams, store, options).run(burst=True)["dead_lettered"] == 2
+    q = ["--redis", redis_url, "--prefix", prefix]
+    first = next(iter(streams.dead_letters())).entry_id
+    shown = CliRunner().invoke(app, ["dlq", "show", first, "--json", *q])
+    assert shown.exit_code == 0, shown.output
+    assert '"session_id": 1e2' in shown.stdout and '"tutor_id": 1E2' in shown.stdout
+    assert '"x": "NaN"' in shown.stdout  # --json is strict JSON
+    listed = CliRunner().invoke(app, ["dlq", "list", "--json", *q])
+    assert '"session_id": 100.0' in listed.stdout and '"session_id": 1e2' in listed.stdout
+    out = tmp_path / "drained.jsonl"
+    drained = CliRunner().invoke(app, ["dlq", "drain", "--out", str(out), *q])
+    assert drained.exit_code == 0, drained.output
+    lines = out.read_text().splitlines()
+    assert [loads_number_texts(line)["envelope"]["data"]["session_id"] for line in lines] == [
+        "1e2", "100.0"
+    ]  # fmt: skip
+    assert all('"tutor_id": 1E2' in line and '"x": NaN' in line for line in lines)

@@ -304,26 +304,33 @@ def dumps_strict(value: Any, replace: Callable[[float], Any] = nonfinite_name, *
         return json.dumps(finite(value, replace), allow_nan=False, **kw)
 
 
-def dumps_as_written(value: Any) -> str:
-    """`json.dumps(value, sort_keys=True, ensure_ascii=False)` of a value read by
+def dumps_as_written(value: Any, *, sort_keys: bool = True, strict: bool = False) -> str:
+    """`json.dumps(value, sort_keys=sort_keys, ensure_ascii=False)` of a value read by
     `loads_number_texts`: each number (a NumberText) written as it was read, so that a
-    dead letter and its replay carry `1e2` as `1e2`, not as the `100.0` of its double.
-    Text beyond ASCII as UTF-8, escaped where it cannot be (a lone surrogate)."""
-    text = _as_written(value, False)
+    dead letter, its replay and its export carry `1e2` as `1e2`, not as the `100.0` of its
+    double. Text beyond ASCII as UTF-8, escaped where it cannot be (a lone surrogate).
+    `strict`: RFC 8259, as dumps_strict (NaN and the infinities as their names, strings)."""
+    text = _as_written(value, False, sort_keys, strict)
     try:
         text.encode()
     except UnicodeEncodeError:
-        return _as_written(value, True)
+        return _as_written(value, True, sort_keys, strict)
     return text
 
 
-def _as_written(v: Any, ascii_only: bool) -> str:
+_NONFINITE_TOKENS = frozenset(("NaN", "Infinity", "-Infinity"))
+
+
+def _as_written(v: Any, ascii_only: bool, sort_keys: bool, strict: bool) -> str:
     if isinstance(v, NumberText):
-        return str(v)
+        return json.dumps(str(v)) if strict and v in _NONFINITE_TOKENS else str(v)
     if isinstance(v, dict):
-        items = (f"{json.dumps(k, ensure_ascii=ascii_only)}: {_as_written(v[k], ascii_only)}"
-                 for k in sorted(v))  # fmt: skip
+        keys = sorted(v) if sort_keys else list(v)
+        items = (f"{json.dumps(k, ensure_ascii=ascii_only)}: "
+                 f"{_as_written(v[k], ascii_only, sort_keys, strict)}" for k in keys)  # fmt: skip
         return "{" + ", ".join(items) + "}"
     if isinstance(v, list):
-        return "[" + ", ".join(_as_written(x, ascii_only) for x in v) + "]"
+        return "[" + ", ".join(_as_written(x, ascii_only, sort_keys, strict) for x in v) + "]"
+    if strict:
+        return dumps_strict(v, ensure_ascii=ascii_only)
     return json.dumps(v, ensure_ascii=ascii_only)

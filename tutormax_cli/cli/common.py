@@ -28,7 +28,7 @@ from ..errors import (
     TutormaxError,
     UsageError,
 )
-from ..json_bounds import dumps_strict
+from ..json_bounds import dumps_as_written, dumps_strict
 
 # Results (a query's tables, a shown record, --json's one document) go to stdout; progress,
 # logs and a run's summary to stderr (SPEC §7). Not a terminal (logs, CI): 120 columns
@@ -157,11 +157,16 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
-def print_json(doc: Any) -> None:
+def print_json(doc: Any, *, as_written: bool = False) -> None:
     """`doc` as one line of strict JSON (RFC 8259) on stdout: a non-finite float (NaN, inf,
     from data Python's json read, which accepts them) as the string "NaN", "Infinity" or
-    "-Infinity" (json_bounds.dumps_strict). Anything else not JSON is written as its str()."""
-    text = dumps_strict(doc, default=str, ensure_ascii=False)
+    "-Infinity" (json_bounds.dumps_strict). Anything else not JSON is written as its str().
+    `as_written`: doc holds data read with its numbers as written (a dead letter's
+    envelope), each written as it was read (json_bounds.dumps_as_written)."""
+    if as_written:
+        text = dumps_as_written(doc, sort_keys=False, strict=True)
+    else:
+        text = dumps_strict(doc, default=str, ensure_ascii=False)
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
 

@@ -56,7 +56,8 @@ def dlq_list(
         records = list(select(s, _sel(kind, error)))
         shown = records[:limit] if limit else records
         if json_out:
-            print_json({"total": len(records), "dead_letters": [r.as_dict() for r in shown]})
+            doc = {"total": len(records), "dead_letters": [r.written() for r in shown]}
+            print_json(doc, as_written=True)
             return
         _table(s, shown, len(records))
 
@@ -110,7 +111,7 @@ def dlq_show(
     if record is None:
         raise UsageError(f"no dead letter {entry_id} in {where}")
     if json_out:
-        print_json(record.as_dict())
+        print_json(record.written(), as_written=True)
     else:
         # the envelope as the stream holds it (Python's JSON: a NaN bare, the checksum holds)
         doc = {"entry_id": entry_id, **record.envelope}

@@ -14,7 +14,6 @@ steps, and the run says exactly what was done (errors.Interrupted).
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -24,6 +23,7 @@ from typing import Any
 
 from ..errors import Interrupted, OutputError, UsageError
 from ..interrupts import held
+from ..json_bounds import dumps_as_written
 from .envelope import MESSAGE_MAX_BYTES, DeadLetterRecord, wire_bytes
 from .streams import Streams
 
@@ -190,7 +190,7 @@ def drain(
                     raise Interrupted(nothing)
                 # as the stream holds it: Python's JSON, a NaN bare, so the checksum holds
                 # (this file is the dead letters' only copy once drained; SPEC §6)
-                fh.write(json.dumps(record.as_dict()) + "\n")
+                fh.write(dumps_as_written(record.written(), sort_keys=False) + "\n")
                 written.append(record)
             fh.flush()
             os.fsync(fh.fileno())
@@ -237,7 +237,7 @@ def _rewrite(out: Path, records: list[DeadLetterRecord]) -> None:
     try:
         with tmp.open("w", encoding="utf-8") as fh:
             for record in records:
-                fh.write(json.dumps(record.as_dict()) + "\n")
+                fh.write(dumps_as_written(record.written(), sort_keys=False) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
         with held():

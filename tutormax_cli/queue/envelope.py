@@ -283,16 +283,6 @@ class DeadLetter:
     raw_entry: bool = False  # data is the raw stream entry, not a record: nothing to replay
 
 
-def letter_data(m: Message, env: dict[str, Any]) -> Any:
-    """A message's record for its dead letter: with its numbers as the message wrote them
-    (json_bounds.AsWritten) where Python's values may write back otherwise."""
-    data = env["data"]
-    raw = m.raw()
-    if raw is None or not loses_text(data):
-        return data
-    return data_as_written(raw, "data") or data
-
-
 def count_of(value: Any) -> int:
     """A count (attempts) from metadata of any JSON type: a whole number (an int, a finite
     float, digits as text) as it is; anything else (inf, NaN, lists, objects, other text) 0."""
@@ -328,6 +318,13 @@ class DeadLetterRecord:
         if not isinstance(env, dict):
             env = {"data": env, "metadata": {}}
         return cls(entry_id, env, raw)
+
+    def written(self) -> dict[str, Any]:
+        """`as_dict()` with the envelope's numbers as the stream holds them (AsWritten),
+        for `dlq drain`'s file and `--json` output; as parsed where its text cannot be read
+        so (an entry not written by tutormax)."""
+        env = data_as_written(self.raw) if self.raw else None
+        return {"entry_id": self.entry_id, "envelope": env if env is not None else self.envelope}
 
     def replay_data(self) -> Any:
         """The record to put back on its stream, with its numbers as the dead letter wrote

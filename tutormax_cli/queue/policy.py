@@ -31,9 +31,10 @@ from typing import Any
 
 from .. import errors as E
 from ..config import DEFAULT_MAX_ATTEMPTS, DEFAULT_RETRY_BASE_MS, DEFAULT_RETRY_MAX_MS
+from ..json_bounds import data_as_written, loses_text
 from ..pipeline import BatchResult
 from ..schema import KIND_ORDER, KINDS
-from .envelope import DeadLetter, Message, Pending, letter_data
+from .envelope import DeadLetter, Message, Pending
 from .streams import StreamMark, entry_key
 
 
@@ -233,9 +234,19 @@ def settle_orphans(
             out.letters.append(_letter(m, o.envelope, E.DLQ_MISSING_PARENT, o.errors))
 
 
+def _letter_data(m: Message, env: dict[str, Any]) -> Any:
+    """A message's record for its dead letter: with its numbers as the message wrote them
+    (json_bounds.AsWritten) where Python's values may write back otherwise."""
+    data = env["data"]
+    raw = m.raw()
+    if raw is None or not loses_text(data):
+        return data
+    return data_as_written(raw, "data") or data
+
+
 def _letter(m: Message, env: dict[str, Any], error: str, errors: list[Any]) -> DeadLetter:
     detail = [e.as_dict() for e in errors]
-    return DeadLetter(m, letter_data(m, env), error, detail, env.get("metadata") or None)
+    return DeadLetter(m, _letter_data(m, env), error, detail, env.get("metadata") or None)
 
 
 def poison(m: Message, reason: str, env: dict[str, Any] | None = None) -> DeadLetter:
@@ -244,7 +255,7 @@ def poison(m: Message, reason: str, env: dict[str, Any] | None = None) -> DeadLe
     if env is None:
         return DeadLetter(m, m.raw_entry(), E.DLQ_POISON, detail, None, raw_entry=True)
     meta = env.get("metadata") or None
-    return DeadLetter(m, letter_data(m, env), E.DLQ_POISON, detail, meta)
+    return DeadLetter(m, _letter_data(m, env), E.DLQ_POISON, detail, meta)
 
 
 def readable(marks: dict[str, StreamMark], batch_size: int) -> tuple[str, ...]:
