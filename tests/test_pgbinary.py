@@ -415,3 +415,28 @@ def test_array_literals_read_back_as_the_lists_they_hold(conn: Any, lists: list)
     for literal in (ours, theirs):
         (read,) = arrays_as_json(pa.chunked_array([[literal]])).to_pylist()
         assert json.loads(read) == lists, literal
+
+
+def _bare(item: str | None) -> str:
+    """An element as a DBA may write it by hand: bare, every special character escaped."""
+    if item is None:
+        return "NULL"
+    if item == "" or item.upper() == "NULL":
+        return '"' + item + '"'
+    return "".join("\\" + c if c in '{}",\\ \t\n\r\v\f' else c for c in item)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(lists=st.lists(st.none() | TEXT | st.sampled_from(["SAT Prep", "A,B", 'R"n"R', "x\\"]),
+                      max_size=4))  # fmt: skip
+def test_any_one_dimensional_literal_reads_as_postgresql_reads_it(conn: Any, lists: list) -> None:
+    """Any text PostgreSQL takes as a one-dimensional text[] (bare elements with backslash
+    escapes, as a DBA may write them) reads back as PostgreSQL reads it: `{SAT\\ Prep}` was
+    unreadable."""
+    literal = "{" + ",".join(map(_bare, lists)) + "}"
+    with conn.cursor() as cur:
+        cur.execute("SELECT %s::text[]", (literal,))
+        (theirs,) = cur.fetchone()
+    conn.rollback()
+    (read,) = arrays_as_json(pa.chunked_array([[literal]])).to_pylist()
+    assert json.loads(read) == theirs == lists, literal

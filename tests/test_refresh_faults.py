@@ -305,6 +305,7 @@ RETYPES = {
     "real": ("INT",),
     "timestamp": ("TIMESTAMP",),
     "timestamp(3) with time zone": ("TIMESTAMP",),
+    "citext": ("STRING", "TIMESTAMP", "LIST"),  # contrib's case-insensitive text
 }
 _LINKS = {"tutor_id", "session_id", "feedback_id"}
 
@@ -345,6 +346,8 @@ def test_every_input_column_a_dba_retyped_is_loaded_and_refreshed(
     updated once)."""
     files = (TUTORS, SESSIONS, FEEDBACK)
     tm("db", "init", "--db", pg_url)
+    if new_type == "citext":
+        sql(pg_url, "CREATE EXTENSION IF NOT EXISTS citext")
     sql(pg_url, *_retype_sql(new_type))
     tm("enrich", *files, "--db", pg_url, "--as-of", "2025-03-01")
     again = json.loads(tm("enrich", *files, "--db", pg_url, "--as-of", "2025-03-01",

@@ -58,7 +58,7 @@ def copy_ready(table: pa.Table) -> pa.Table:
 
 
 _WALL_TIME = ("timestamp without time zone", "date")
-_TEXT = ("text", "character varying", "character")
+_TEXT = ("text", "character varying", "character", "citext")
 
 
 def staged_columns(schema: pa.Schema, types: dict[str, str]) -> str:
@@ -102,11 +102,14 @@ def unchanged_left_out(kind: str, table: pa.Table, types: dict[str, str]) -> str
     return f'WHERE NOT EXISTS (SELECT 1 FROM "{kind}" o WHERE o."{key}" = s."{key}" AND {same}) '
 
 
-# One element of a one-dimensional array literal, and what follows it (`,` or the end).
+# One element of a one-dimensional array literal, and what follows it (`,` or the end):
+# quoted, or bare (where a backslash escapes the next character too: `{SAT\\ Prep}`).
 # Blanks are PostgreSQL's (array_isspace), not Python's `\s`, which also takes \x1c-\x1f.
 _PG_BLANKS = " \t\n\r\v\f"
 _ELEMENT = re.compile(
-    rf'[{_PG_BLANKS}]*(?:"((?:[^"\\]|\\.)*)"|([^{_PG_BLANKS},{{}}"\\][^,{{}}"\\]*?))[{_PG_BLANKS}]*([,}}])'
+    rf'[{_PG_BLANKS}]*(?:"((?:[^"\\]|\\.)*)"'
+    rf'|((?:[^{_PG_BLANKS},{{}}"\\]|\\.)(?:[^,{{}}"\\]|\\.)*?))[{_PG_BLANKS}]*([,}}])',
+    re.DOTALL,
 )
 _ESCAPE = re.compile(r"\\(.)", re.DOTALL)
 
@@ -132,7 +135,7 @@ def _array_json(text: str) -> str | None:
         if quoted is not None:
             items.append(_ESCAPE.sub(r"\1", quoted))
         else:
-            items.append(None if bare.upper() == "NULL" else bare)
+            items.append(None if bare.upper() == "NULL" else _ESCAPE.sub(r"\1", bare))
         pos = m.end()
         if end == "}":
             return json.dumps(items) if pos == len(body) else None
