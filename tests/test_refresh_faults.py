@@ -399,3 +399,30 @@ def test_a_blank_or_a_nested_literal_a_dba_wrote_is_unreadable_not_a_null(pg_url
     after = _derived(pg_url)
     for kind, keys in (("tutors", tutors[:2]), ("feedback", feedback)):
         assert {k: after[kind][k] for k in keys} == {k: before[kind][k] for k in keys}
+
+
+@pytest.mark.postgres
+def test_keys_a_dba_made_char_n_are_matched_as_the_keys_they_hold(pg_url: str) -> None:
+    """`session_id` made char(60) in sessions and feedback: PostgreSQL hands such a key back
+    padded with blanks, so every feedback row was rejected as missing its session, and
+    refresh skipped every session as changed meanwhile, for ever. The keys are compared as
+    the text they hold now: the same rows and derived values as an unaltered database."""
+    tm("db", "init", "--db", pg_url)
+    sql(pg_url, "ALTER TABLE feedback DROP CONSTRAINT IF EXISTS feedback_session_id_fkey",
+        "ALTER TABLE sessions ALTER session_id TYPE char(60)",
+        "ALTER TABLE feedback ALTER session_id TYPE char(60)")  # fmt: skip
+    files = (TUTORS, SESSIONS, FEEDBACK)
+    loaded = json.loads(tm("enrich", *files, "--db", pg_url, "--as-of", "2025-03-01",
+                           "--json").stdout)  # fmt: skip
+    assert [f["rejected"] for f in loaded["files"]] == [0, 0, 0], loaded
+    done = tm("refresh", "--db", pg_url, "--as-of", "2025-09-01", "--json")
+    kinds = json.loads(done.stdout)["kinds"]
+    assert [(k["kind"], k["skipped"], k["unreadable"]) for k in kinds] == [
+        ("tutors", 0, 0), ("sessions", 0, 0), ("feedback", 0, 0)
+    ]  # fmt: skip
+    with fresh_pg_database() as fresh:
+        tm("enrich", *files, "--db", fresh, "--as-of", "2025-03-01")
+        tm("refresh", "--db", fresh, "--as-of", "2025-09-01")
+        padded = {k: {key.rstrip(): v for key, v in rows.items()}
+                  for k, rows in _derived(pg_url).items()}  # fmt: skip
+        assert padded == _derived(fresh)

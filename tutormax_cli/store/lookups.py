@@ -41,8 +41,9 @@ class Lookups:
         if not len(ids):
             return pa.array([False] * len(arr), pa.bool_())
         col = TABLES[kind].c[KINDS[kind].key]
-        with self._reading() as conn:
-            found = conn.execute(sa.select(col).where(self._key_filter(col, ids))).scalars()
+        with self._reading() as conn:  # (as text: a key column a DBA made char(n) pads it)
+            stmt = sa.select(sa.cast(col, sa.Text)).where(self._key_filter(col, ids))
+            found = conn.execute(stmt).scalars()
             value_set = pa.array(list(found), pa.string())
         return pc.is_in(arr, value_set=value_set).fill_null(False)
 
@@ -53,7 +54,7 @@ class Lookups:
         if not len(ids):
             return pa.nulls(len(arr), TIMESTAMP)
         t = TABLES["sessions"]
-        stmt = sa.select(t.c.session_id, t.c.scheduled_start).where(
+        stmt = sa.select(sa.cast(t.c.session_id, sa.Text), t.c.scheduled_start).where(
             self._key_filter(t.c.session_id, ids)
         )
         try:
@@ -74,9 +75,9 @@ class Lookups:
         UTC; what does not parse is unknown (null), as for a session not stored, and said
         once in the log."""
         t = TABLES["sessions"]
-        stmt = sa.select(t.c.session_id, sa.cast(t.c.scheduled_start, sa.Text)).where(
-            self._key_filter(t.c.session_id, ids)
-        )
+        stmt = sa.select(
+            sa.cast(t.c.session_id, sa.Text), sa.cast(t.c.scheduled_start, sa.Text)
+        ).where(self._key_filter(t.c.session_id, ids))
         with self._reading() as conn:
             if self.dialect == "postgresql":  # ISO text whatever the role's DateStyle
                 conn.exec_driver_sql("SELECT set_config('DateStyle', 'ISO, YMD', true)")

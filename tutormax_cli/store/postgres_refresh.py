@@ -51,6 +51,8 @@ def _select_expr(name: str, type_: pa.DataType, stored: str) -> str:
         if stored.endswith("[]"):
             return f'array_to_json("{name}")::text AS "{name}"'
         return f'"{name}"::text AS "{name}"'  # an array literal, or JSON, or a DBA's text
+    if stored == "character":  # char(n) pads its text with blanks; ::text is what it holds
+        return f'"{name}"::text AS "{name}"'
     return f'"{name}"'
 
 
