@@ -105,21 +105,31 @@ def test_a_message_nested_past_reading_is_shown_as_the_raw_entry(raw: str) -> No
 def test_commands_survive_deep_nesting_and_numbers_out_of_range(
     redis_url: str, prefix: str, streams: Streams, tmp_path: Path
 ) -> None:
-    """`[` × 200,000 as a message and `"attempts": 1e999`: list, show, drain and stats all
-    answer (exit 0), the deep one shown as the raw entry it is."""
+    """`[` × 200,000 as a message, `"attempts": 1e999`, and valid JSON nested 300 and 600
+    deep around a float (which the export reads again for its numbers as written: past
+    Python's recursion that was exit 3): list, show, drain and stats all answer (exit 0),
+    the deep ones shown as the raw entries they are."""
     deep = xadd_raw(streams, "dead_letter", {"message": "[" * 200_000})
     odd = _dlq(streams, {"tutor_id": "T1"}, json.dumps(_meta(streams)).replace('"attempts": 1',
                '"attempts": 1e999'))  # fmt: skip
+    nested = [
+        xadd_raw(
+            streams,
+            "dead_letter",
+            {"message": '{"data": ' + "[" * n + "1.5" + "]" * n + ', "metadata": {}}'},
+        )  # fmt: skip
+        for n in (300, 600)
+    ]
     args = _args(redis_url, prefix)
     listed = _cli("dlq", "list", "--json", *args)
     assert listed.exit_code == 0, listed.output
     doc = strict_json(listed.stdout)
-    assert doc["total"] == 2
+    assert doc["total"] == 4
     assert doc["dead_letters"][0]["envelope"]["data"] == {"message": "[" * 200_000}
     table = _cli("dlq", "list", *args)
     assert table.exit_code == 0, table.output
     assert deep in table.stdout and odd in table.stdout
-    for entry in (deep, odd):
+    for entry in (deep, odd, *nested):
         shown = _cli("dlq", "show", entry, "--json", *args)
         assert shown.exit_code == 0, shown.output
         assert strict_json(shown.stdout)["entry_id"] == entry
@@ -127,13 +137,13 @@ def test_commands_survive_deep_nesting_and_numbers_out_of_range(
     db = f"sqlite:///{tmp_path / 'none.sqlite'}"
     stats = _cli("stats", "--json", "--db", db, *args)
     assert stats.exit_code == 0, stats.output
-    assert strict_json(stats.stdout)["dead_letter"]["total"] == 2
+    assert strict_json(stats.stdout)["dead_letter"]["total"] == 4
     assert _cli("stats", "--db", db, *args).exit_code == 0
     out = tmp_path / "drained.jsonl"
     drained = _cli("dlq", "drain", "--out", str(out), *args)
     assert drained.exit_code == 0, drained.output
     lines = out.read_text().splitlines()
-    assert [json.loads(ln)["entry_id"] for ln in lines] == [deep, odd]
+    assert [json.loads(ln)["entry_id"] for ln in lines] == [deep, odd, *nested]
     assert json.loads(lines[0])["envelope"]["data"] == {"message": "[" * 200_000}
 
 

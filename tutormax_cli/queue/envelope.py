@@ -13,6 +13,7 @@ import json
 import json.encoder
 import os
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -321,9 +322,14 @@ class DeadLetterRecord:
 
     def written(self) -> dict[str, Any]:
         """`as_dict()` with the envelope's numbers as the stream holds them (AsWritten),
-        for `dlq drain`'s file and `--json` output; as parsed where its text cannot be read
-        so (an entry not written by tutormax)."""
-        env = data_as_written(self.raw) if self.raw else None
+        for `dlq drain`'s file and `--json` output: read again only where a value may write
+        back otherwise (loses_text), and only an envelope read within the depth limit (one
+        that was not is shown by its raw fields, as `from_entry` made it)."""
+        env = None
+        if self.raw and loses_text(self.envelope):
+            with suppress(StructureError):
+                check_depth(self.raw, DEAD_LETTER_MAX_DEPTH)
+                env = data_as_written(self.raw)
         return {"entry_id": self.entry_id, "envelope": env if env is not None else self.envelope}
 
     def replay_data(self) -> Any:
