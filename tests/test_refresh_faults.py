@@ -306,6 +306,15 @@ RETYPES = {
     "timestamp": ("TIMESTAMP",),
     "timestamp(3) with time zone": ("TIMESTAMP",),
     "citext": ("STRING", "TIMESTAMP", "LIST"),  # contrib's case-insensitive text
+    "ext.citext": ("TIMESTAMP", "LIST"),  # the same, its extension in a schema of its own
+    "words": ("STRING", "TIMESTAMP", "LIST"),  # a domain over text
+    "instant": ("TIMESTAMP",),  # a domain over timestamp without time zone
+}
+SETUP = {
+    "citext": ["CREATE EXTENSION IF NOT EXISTS citext"],
+    "ext.citext": ["CREATE SCHEMA ext", "CREATE EXTENSION citext SCHEMA ext"],
+    "words": ["CREATE DOMAIN words AS text CHECK (length(VALUE) < 10000)"],
+    "instant": ["CREATE DOMAIN instant AS timestamp"],
 }
 _LINKS = {"tutor_id", "session_id", "feedback_id"}
 
@@ -346,9 +355,7 @@ def test_every_input_column_a_dba_retyped_is_loaded_and_refreshed(
     updated once)."""
     files = (TUTORS, SESSIONS, FEEDBACK)
     tm("db", "init", "--db", pg_url)
-    if new_type == "citext":
-        sql(pg_url, "CREATE EXTENSION IF NOT EXISTS citext")
-    sql(pg_url, *_retype_sql(new_type))
+    sql(pg_url, *SETUP.get(new_type, []), *_retype_sql(new_type))
     tm("enrich", *files, "--db", pg_url, "--as-of", "2025-03-01")
     again = json.loads(tm("enrich", *files, "--db", pg_url, "--as-of", "2025-03-01",
                           "--json").stdout)  # fmt: skip

@@ -58,21 +58,21 @@ def copy_ready(table: pa.Table) -> pa.Table:
 
 
 _WALL_TIME = ("timestamp without time zone", "date")
-_TEXT = ("text", "character varying", "character", "citext")
 
 
-def staged_columns(schema: pa.Schema, types: dict[str, str]) -> str:
+def staged_columns(schema: pa.Schema, stored: dict[str, tuple[str, str]]) -> str:
     """The staged columns as the upsert selects them, each as the straight COPY writes it
-    into the table as it is now (`types`, the catalog's): a timestamptz into a column a DBA
-    made `timestamp` (no zone) or `date` as its UTC wall time, into one made text as the
-    COPY's text of it (the implicit casts would take the session's TimeZone, and a re-load
-    would find every such row changed)."""
+    into the table as it is now (`stored`: each column's type under any domain, and its
+    category, from the catalog): a timestamptz into a column a DBA made `timestamp` (no
+    zone) or `date` as its UTC wall time, into one made text of any kind (varchar,
+    citext…) as the COPY's text of it (the implicit casts would take the session's
+    TimeZone, and a re-load would find every such row changed)."""
 
     def expr(f: pa.Field) -> str:
-        col, stored = f's."{f.name}"', types.get(f.name, "")
-        if pa.types.is_timestamp(f.type) and stored in _WALL_TIME:
+        col, (base, category) = f's."{f.name}"', stored.get(f.name, ("", ""))
+        if pa.types.is_timestamp(f.type) and base in _WALL_TIME:
             return f"{col} AT TIME ZONE 'UTC'"
-        if pa.types.is_timestamp(f.type) and stored in _TEXT:
+        if pa.types.is_timestamp(f.type) and category == "S":
             return f"to_char({col} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')"
         return col
 
@@ -107,10 +107,10 @@ def unchanged_left_out(kind: str, table: pa.Table, types: dict[str, str]) -> str
 # Blanks are PostgreSQL's (array_isspace), not Python's `\s`, which also takes \x1c-\x1f.
 _PG_BLANKS = " \t\n\r\v\f"
 _ELEMENT = re.compile(
-    rf'[{_PG_BLANKS}]*(?:"((?:[^"\\]|\\.)*)"'
-    rf'|((?:[^{_PG_BLANKS},{{}}"\\]|\\.)(?:[^,{{}}"\\]|\\.)*?))[{_PG_BLANKS}]*([,}}])',
+    rf'[{_PG_BLANKS}]*(?:"((?:[^"\\]|\\.)*)"[{_PG_BLANKS}]*|((?:[^,{{}}"\\]|\\.)+))([,}}])',
     re.DOTALL,
-)
+)  # (greedy and linear: a bare element's trailing blanks are cut after, by _bare)
+_CHAR = re.compile(r"\\.|[^\\]", re.DOTALL)  # one character, or one escaped
 _ESCAPE = re.compile(r"\\(.)", re.DOTALL)
 
 
@@ -135,8 +135,19 @@ def _array_json(text: str) -> str | None:
         if quoted is not None:
             items.append(_ESCAPE.sub(r"\1", quoted))
         else:
-            items.append(None if bare.upper() == "NULL" else _ESCAPE.sub(r"\1", bare))
+            items.append(_bare(bare))
         pos = m.end()
         if end == "}":
             return json.dumps(items) if pos == len(body) else None
     return None  # not a one-dimensional literal
+
+
+def _bare(text: str) -> str | None:
+    """A bare element as PostgreSQL reads it: its unescaped trailing blanks cut, each
+    escape taken as the character it escapes, `NULL` (any case, unescaped) null."""
+    chars = _CHAR.findall(text)
+    while chars and chars[-1] in _PG_BLANKS:
+        chars.pop()
+    if len(chars) == 4 and "".join(chars).upper() == "NULL":
+        return None
+    return "".join(c[-1] for c in chars)

@@ -46,9 +46,13 @@ _DIRECT = "tutormax_direct"  # the savepoint of a COPY straight into the table
 _TZ_KEPT = "tutormax.timezone"  # where that COPY keeps the session's TimeZone
 # A table's column types as pgbinary names them (format_type without the modifier), and
 # its kind of relation ('p': partitioned).
+# Also, for pgtext.staged_columns, the type under a domain (its base) and its category
+# ('S': text of any kind, citext in any schema included).
 _COLUMN_TYPES = (
-    "SELECT a.attname, format_type(a.atttypid, NULL), c.relkind FROM pg_attribute a "
-    "JOIN pg_class c ON c.oid = a.attrelid "
+    "SELECT a.attname, format_type(a.atttypid, NULL), c.relkind, format_type(b.oid, NULL), "
+    "b.typcategory FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+    "JOIN pg_type t ON t.oid = a.atttypid "
+    "JOIN pg_type b ON b.oid = COALESCE(NULLIF(t.typbasetype, 0), t.oid) "
     "WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped"
 )
 
@@ -252,18 +256,19 @@ class PgBatch:
         create = pgbinary.stage_table_sql(stage, table.schema)
         self.cur.execute(f"{create}; {_COLUMN_TYPES}", (f'"{kind}"',))
         catalog = self.cur.fetchall()
-        self.types: dict[str, str] = {n: t for n, t, _ in catalog}  # the table's, as it is now
+        self.types: dict[str, str] = {n: t for n, t, *_ in catalog}  # the table's, as it is now
+        bases = {n: (base, category) for n, _, _, base, category in catalog}
         key = KINDS[kind].key
         self.truncate_sql = f"TRUNCATE {stage}"
         self.copy_sql = f"COPY {stage} ({cols}) FROM STDIN WITH (FORMAT binary)"
         self.direct_sql = f'COPY "{kind}" ({cols}) FROM STDIN WITH (FORMAT {{fmt}})'
-        selected = staged_columns(table.schema, self.types)
+        selected = staged_columns(table.schema, bases)
         upsert = (
             f'INSERT INTO "{kind}" AS t ({cols}) SELECT {selected} FROM {stage} s '
             f"{unchanged_left_out(kind, table, self.types) if plain else ''}"
             f'ORDER BY s."{key}" {upsert_clause(kind, "IS DISTINCT FROM")}'
         )  # rows locked in key order, as refresh locks them: no deadlock between the two
-        if any(relkind == "p" for *_, relkind in catalog):
+        if any(relkind == "p" for _, _, relkind, *_ in catalog):
             # A partitioned table returns no system column (xmax): inserted are the rows
             # whose key the statement's snapshot did not hold (one another transaction
             # inserted meanwhile counts as inserted, not updated).
