@@ -340,6 +340,20 @@ def _derived(url: str) -> dict[str, dict[str, tuple]]:
     return out
 
 
+def _refreshed_beside_an_unaltered_database(pg_url: str, files: tuple[str, ...]) -> tuple:
+    """Refresh `pg_url` (nothing skipped or unreadable), then load and refresh the same
+    files into a database nobody altered: the derived values of both."""
+    done = tm("refresh", "--db", pg_url, "--as-of", "2025-09-01", "--json")
+    kinds = json.loads(done.stdout)["kinds"]
+    assert [(k["kind"], k["unreadable"], k["skipped"]) for k in kinds] == [
+        ("tutors", 0, 0), ("sessions", 0, 0), ("feedback", 0, 0)
+    ]  # fmt: skip
+    with fresh_pg_database() as fresh:
+        tm("enrich", *files, "--db", fresh, "--as-of", "2025-03-01")
+        tm("refresh", "--db", fresh, "--as-of", "2025-09-01")
+        return _derived(pg_url), _derived(fresh)
+
+
 @pytest.mark.postgres
 @pytest.mark.parametrize("new_type", list(RETYPES))
 def test_every_input_column_a_dba_retyped_is_loaded_and_refreshed(
@@ -360,15 +374,8 @@ def test_every_input_column_a_dba_retyped_is_loaded_and_refreshed(
     again = json.loads(tm("enrich", *files, "--db", pg_url, "--as-of", "2025-03-01",
                           "--json").stdout)  # fmt: skip
     assert [(f["inserted"], f["updated"]) for f in again["files"]] == [(0, 0)] * 3, again
-    done = tm("refresh", "--db", pg_url, "--as-of", "2025-09-01", "--json")
-    kinds = json.loads(done.stdout)["kinds"]
-    assert [(k["kind"], k["unreadable"], k["skipped"]) for k in kinds] == [
-        ("tutors", 0, 0), ("sessions", 0, 0), ("feedback", 0, 0)
-    ]  # fmt: skip
-    with fresh_pg_database() as fresh:
-        tm("enrich", *files, "--db", fresh, "--as-of", "2025-03-01")
-        tm("refresh", "--db", fresh, "--as-of", "2025-09-01")
-        assert _derived(pg_url) == _derived(fresh)
+    ours, unaltered = _refreshed_beside_an_unaltered_database(pg_url, files)
+    assert ours == unaltered
 
 
 @pytest.mark.postgres
@@ -422,14 +429,6 @@ def test_keys_a_dba_made_char_n_are_matched_as_the_keys_they_hold(pg_url: str) -
     loaded = json.loads(tm("enrich", *files, "--db", pg_url, "--as-of", "2025-03-01",
                            "--json").stdout)  # fmt: skip
     assert [f["rejected"] for f in loaded["files"]] == [0, 0, 0], loaded
-    done = tm("refresh", "--db", pg_url, "--as-of", "2025-09-01", "--json")
-    kinds = json.loads(done.stdout)["kinds"]
-    assert [(k["kind"], k["skipped"], k["unreadable"]) for k in kinds] == [
-        ("tutors", 0, 0), ("sessions", 0, 0), ("feedback", 0, 0)
-    ]  # fmt: skip
-    with fresh_pg_database() as fresh:
-        tm("enrich", *files, "--db", fresh, "--as-of", "2025-03-01")
-        tm("refresh", "--db", fresh, "--as-of", "2025-09-01")
-        padded = {k: {key.rstrip(): v for key, v in rows.items()}
-                  for k, rows in _derived(pg_url).items()}  # fmt: skip
-        assert padded == _derived(fresh)
+    ours, unaltered = _refreshed_beside_an_unaltered_database(pg_url, files)
+    padded = {k: {key.rstrip(): v for key, v in rows.items()} for k, rows in ours.items()}
+    assert padded == unaltered
