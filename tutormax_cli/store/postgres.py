@@ -19,7 +19,6 @@ import psycopg2.errors
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import ARRAY
 
 from ..errors import (
     DatabaseConflict,
@@ -124,12 +123,15 @@ class PostgresBackend:
         return sa.create_engine(url, pool_pre_ping=True, connect_args=args)
 
     def key_filter(self, col: sa.ColumnElement[Any], ids: pa.Array) -> sa.ColumnElement[bool]:
-        """`col = ANY(ids)`, the ids sent as one text[] literal.
+        """`col = ANY(ids)`, the ids sent as one array literal of no declared type, which
+        PostgreSQL reads as an array of the column's own type: so a key column a DBA made
+        char(n) is compared as char(n), by its index (a text[] cast the column instead,
+        and a 1,000-id lookup on 1M rows scanned the table: 626 ms against 9 ms).
 
         NOTE: a Python list bound as an array is rendered by psycopg2 as ARRAY['…', …] one
         element at a time, slower than the query itself (README, Performance)."""
-        literal = sa.bindparam("ids", text_array_literal(ids), type_=sa.Text())
-        return col == sa.any_(sa.cast(literal, ARRAY(sa.Text())))
+        literal = sa.bindparam("ids", text_array_literal(ids), type_=sa.types.NullType())
+        return col == sa.any_(literal)
 
     def lock_schema(self, conn: sa.Connection) -> None:
         conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK})")
