@@ -218,6 +218,15 @@ def data_as_written(text: bytes | str, key: str | None = None) -> AsWritten | No
     return AsWritten(value) if isinstance(value, dict) else None
 
 
+def record_as_written(value: Any, text: bytes | str | None, key: str | None = None) -> Any:
+    """`value`, what `text` (or its member `key`) parses to, read again with its numbers as
+    written (AsWritten) where one may write back otherwise (loses_text); `value` itself
+    where none may, or where the text cannot be read so."""
+    if text is None or not loses_text(value):
+        return value
+    return data_as_written(text, key) or value
+
+
 def loses_text(value: Any) -> bool:
     """Whether Python's value may write back otherwise than its JSON was written: a float
     (`1e2` is `100.0`), the int 0 (`-0`), or a container holding one."""
@@ -257,6 +266,7 @@ __all__ = [
     "loads_number_texts",
     "loads_record",
     "loses_text",
+    "record_as_written",
     "nesting_depth",
     "orjson_loads",
     "top_level_keys",

@@ -28,6 +28,7 @@ from ..json_bounds import (
     loads_bounded,
     loses_text,
     orjson_loads,
+    record_as_written,
 )
 from ..schema import JSON_MAX_DEPTH, MAX_COLUMNS
 
@@ -335,9 +336,7 @@ class DeadLetterRecord:
     def replay_data(self) -> Any:
         """The record to put back on its stream, with its numbers as the dead letter wrote
         them (json_bounds.AsWritten) where Python's values may write back otherwise."""
-        if not loses_text(self.data):
-            return self.data
-        return data_as_written(self.raw, "data") or self.data
+        return record_as_written(self.data, self.raw, "data")
 
     def metadata(self) -> dict[str, Any]:
         meta = self.envelope.get("metadata")

@@ -31,7 +31,7 @@ from typing import Any
 
 from .. import errors as E
 from ..config import DEFAULT_MAX_ATTEMPTS, DEFAULT_RETRY_BASE_MS, DEFAULT_RETRY_MAX_MS
-from ..json_bounds import data_as_written, loses_text
+from ..json_bounds import record_as_written
 from ..pipeline import BatchResult
 from ..schema import KIND_ORDER, KINDS
 from .envelope import DeadLetter, Message, Pending
@@ -234,19 +234,9 @@ def settle_orphans(
             out.letters.append(_letter(m, o.envelope, E.DLQ_MISSING_PARENT, o.errors))
 
 
-def _letter_data(m: Message, env: dict[str, Any]) -> Any:
-    """A message's record for its dead letter: with its numbers as the message wrote them
-    (json_bounds.AsWritten) where Python's values may write back otherwise."""
-    data = env["data"]
-    raw = m.raw()
-    if raw is None or not loses_text(data):
-        return data
-    return data_as_written(raw, "data") or data
-
-
 def _letter(m: Message, env: dict[str, Any], error: str, errors: list[Any]) -> DeadLetter:
     detail = [e.as_dict() for e in errors]
-    return DeadLetter(m, _letter_data(m, env), error, detail, env.get("metadata") or None)
+    return DeadLetter(m, _record(m, env), error, detail, env.get("metadata") or None)
 
 
 def poison(m: Message, reason: str, env: dict[str, Any] | None = None) -> DeadLetter:
@@ -254,8 +244,12 @@ def poison(m: Message, reason: str, env: dict[str, Any] | None = None) -> DeadLe
     detail = [{"field": "message", "code": E.DLQ_POISON, "message": reason}]
     if env is None:
         return DeadLetter(m, m.raw_entry(), E.DLQ_POISON, detail, None, raw_entry=True)
-    meta = env.get("metadata") or None
-    return DeadLetter(m, _letter_data(m, env), E.DLQ_POISON, detail, meta)
+    return DeadLetter(m, _record(m, env), E.DLQ_POISON, detail, env.get("metadata") or None)
+
+
+def _record(m: Message, env: dict[str, Any]) -> Any:
+    """The record a dead letter keeps: with its numbers as the message wrote them."""
+    return record_as_written(env["data"], m.raw(), "data")
 
 
 def readable(marks: dict[str, StreamMark], batch_size: int) -> tuple[str, ...]:

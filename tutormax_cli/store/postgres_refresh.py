@@ -113,10 +113,9 @@ def read_page(dbapi_conn: Any, kind: str, after: str | None, limit: int) -> pa.T
         # which refresh.typed casts value by value.
         text = {n: pa.string() if pa.types.is_timestamp(t) else t for n, t in types.items()}
         table = _read_csv(data, text)
-    for f in schema:
-        i = table.schema.get_field_index(f.name)
+    for f in schema:  # timestamps read as text: those with an offset to UTC
         if pa.types.is_timestamp(f.type) and pa.types.is_string(table[f.name].type):
-            # timestamps read as text: those with an offset to UTC
+            i = table.schema.get_field_index(f.name)
             table = table.set_column(i, f.name, _naive_utc(table[f.name].combine_chunks()))
     return table
 
