@@ -452,6 +452,7 @@ def test_drain_writes_the_file_before_deleting(
         "written": 1500,
         "deleted": 1500,
         "gone": [],
+        "too_big": [],
         "dead_letter_stream": f"{prefix}dead_letter",
     }
     assert seen_at_delete == [1500, 1500]  # two chunks (1,000 + 500), the file whole at each

@@ -210,3 +210,9 @@ def dlq_drain(
                 f"file: {', '.join(summary['gone'][:10])}",
                 markup=False,
             )
+        if summary["too_big"]:
+            err.print(
+                f"left in the stream, too big to read whole (not written by tutormax): "
+                f"{', '.join(summary['too_big'][:10])}",
+                markup=False,
+            )

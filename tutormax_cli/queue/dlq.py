@@ -4,7 +4,8 @@ Replay puts a record back on its source stream with a fresh envelope and removes
 letter in one atomic step (streams.Streams.replay), so replaying twice re-queues once. A
 dead letter whose source stream is not one of ours, or whose data is a raw poison entry
 rather than a record, is reported and left in place. Drain writes the file completely
-(fsync, then rename into place) before it deletes anything, and deletes only what it wrote.
+(fsync, then rename into place) before it deletes anything, and deletes only what it wrote;
+an entry too big to read whole (not tutormax's: queue/streams/bounded.py) it leaves alone.
 
 Stopped (`stop`, the CLI's first Ctrl-C or SIGTERM), replay ends after the dead letter in
 hand; drain ends its export with nothing deleted and no file, but a deletion once begun is
@@ -181,6 +182,7 @@ def drain(
         raise UsageError(f"--out {out}: no such directory {out.parent}")
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     written: list[DeadLetterRecord] = []
+    too_big: list[str] = []
     nothing = " (nothing was deleted, and no file written)"
     placed = asked = False
     try:
@@ -188,6 +190,9 @@ def drain(
             for record in select(streams, Selection(kind=sel.kind, error=sel.error)):
                 if stop is not None and stop():
                     raise Interrupted(nothing)
+                if record.cut:  # someone else's entry, too big to read whole: not exported
+                    too_big.append(record.entry_id)
+                    continue
                 # as the stream holds it: Python's JSON, a NaN bare, so the checksum holds
                 # (this file is the dead letters' only copy once drained; SPEC §6)
                 fh.write(dumps_as_written(record.written(), sort_keys=False) + "\n")
@@ -227,6 +232,7 @@ def drain(
         "written": len(written) - len(gone),
         "deleted": len(deleted),
         "gone": [r.entry_id for r in gone],
+        "too_big": too_big,
         "dead_letter_stream": streams.dead_letter_key,
     }
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..json_bounds import (
     AsWritten,
@@ -234,17 +234,33 @@ def text(value: bytes | str) -> str:
     return value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else value
 
 
+class Cut(NamedTuple):
+    """An entry too big to read whole, as Redis sent it (queue/streams/bounded.py): its
+    size, and the fields left out of what a poison dead letter keeps."""
+
+    size: int
+    omitted: int
+    omitted_bytes: int
+
+
 @dataclass
 class Message:
-    """One delivered stream entry; `deliveries` counts this delivery (Redis' delivery count)."""
+    """One delivered stream entry; `deliveries` counts this delivery (Redis' delivery count).
+    A `cut` entry holds only what its poison dead letter keeps."""
 
     kind: str
     id: str
     fields: dict[bytes, bytes]
     deliveries: int = 1
+    cut: Cut | None = None
 
     def raw(self) -> bytes | None:
-        return self.fields.get(_FIELD_BYTES)
+        return None if self.cut else self.fields.get(_FIELD_BYTES)
+
+    @property
+    def size(self) -> int:
+        """The entry's bytes in Redis (field names and values)."""
+        return self.cut.size if self.cut else sum(len(k) + len(v) for k, v in self.fields.items())
 
     def raw_entry(self) -> dict[str, str]:
         """The entry as text, for a poison dead letter: at most POISON_KEEP_BYTES of its
@@ -253,7 +269,7 @@ class Message:
         fields of 200 KB made a 6.5 MB dead letter)."""
         out: dict[str, str] = {}
         values = names = POISON_KEEP_BYTES
-        omitted, omitted_bytes = 0, 0
+        omitted, omitted_bytes = self.cut[1:] if self.cut else (0, 0)
         for k, v in self.fields.items():
             if values <= 0 or len(k) > names:
                 omitted, omitted_bytes = omitted + 1, omitted_bytes + len(k) + len(v)
@@ -309,6 +325,14 @@ class DeadLetterRecord:
     entry_id: str
     envelope: dict[str, Any]
     raw: bytes = b""  # the entry's message, as stored
+    cut: Cut | None = None  # too big to read whole: what a poison dead letter keeps of it
+
+    @classmethod
+    def from_message(cls, m: Message) -> DeadLetterRecord:
+        if m.cut is None:
+            return cls.from_entry(m.id, m.fields)
+        data = {**m.raw_entry(), "_cut": f"the entry is {m.cut.size:,} bytes: shown cut"}
+        return cls(m.id, {"data": data, "metadata": {}}, b"", m.cut)
 
     @classmethod
     def from_entry(cls, entry_id: str, fields: dict[bytes, bytes]) -> DeadLetterRecord:

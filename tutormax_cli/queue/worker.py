@@ -62,6 +62,7 @@ from .policy import (
 from .runtime import Faults, batch_gc, default_consumer
 from .streams import (
     DEFAULT_GROUP,
+    ENTRY_MAX_BYTES,
     GroupVanished,
     QueueUnavailable,
     ReadBudget,
@@ -322,7 +323,10 @@ class Worker:
         by_kind: dict[str, list[tuple[Message, dict[str, Any]]]] = {}
         for m in messages:
             raw = m.raw()
-            if not m.fields:  # delivered from the PEL after someone deleted the entry
+            if m.cut:  # (queue/streams/bounded.py)
+                size = f"entry of {m.cut.size:,} bytes is over the {ENTRY_MAX_BYTES:,}-byte cap"
+                out.letters.append(poison(m, f"{size}: not read"))
+            elif not m.fields:  # delivered from the PEL after someone deleted the entry
                 out.trimmed.append(m)
             elif raw is None:
                 out.letters.append(poison(m, "entry has no 'message' field"))

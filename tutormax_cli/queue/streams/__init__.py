@@ -3,6 +3,7 @@
 Stream names, publishing, the consumer group (read, claim, reclaim, ack, watermarks),
 dead letters (write, list, replay, delete) and the numbers `stats` shows; the envelope
 itself is `envelope.py`. The connection is made on first use, so `--help` needs no Redis.
+Every read of entries is bounded, whatever their size (`bounded.py`).
 
 Names: the input streams come from one template (`--streams`, default
 `{prefix}{kind}:enrichment`, i.e. `tutormax:tutors:enrichment` …, TutorMax's enrichment
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 
 from ...schema import KIND_ORDER
 from ..envelope import text
+from .bounded import ENTRY_MAX_BYTES
 from .budget import ReadBudget
 from .connection import (
     DEFAULT_GROUP,
@@ -91,6 +93,7 @@ __all__ = [
     "DEFAULT_GROUP",
     "DEFAULT_PREFIX",
     "DEFAULT_STREAMS",
+    "ENTRY_MAX_BYTES",
     "REPLAYED",
     "WORKER_COUNTERS",
     "GroupVanished",

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from ..envelope import MESSAGE_MAX_BYTES, Message
 
 
@@ -40,13 +38,10 @@ class ReadBudget:
         return min(wanted, n)
 
     def spend(self, messages: list[Message]) -> None:
+        """What `messages` took of Redis' reply: an entry cut in Redis (bounded.py) counts
+        its whole size, so a batch stops reading after a few of them."""
         if self.left is not None:
-            self._spent([sum(len(k) + len(v) for k, v in m.fields.items()) for m in messages])
-
-    def spend_raw(self, entries: list[Any]) -> None:
-        """Entries as Redis returns them, [id, [field, value, …]] (None: deleted meanwhile)."""
-        if self.left is not None:
-            self._spent([sum(map(len, f)) if f else 0 for _, f in entries])
+            self._spent([m.size for m in messages])
 
     def _spent(self, sizes: list[int]) -> None:
         assert self.left is not None

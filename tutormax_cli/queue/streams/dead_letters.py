@@ -16,7 +16,8 @@ from ..envelope import (
     now_iso,
     text,
 )
-from .connection import PUBLISH_CHUNK, Connection
+from .bounded import DEAD_LETTER_ENTRY_MAX_BYTES, BoundedReads, message_of
+from .connection import PUBLISH_CHUNK
 from .group import entry_key
 
 # A mark whose dead letter was replayed or drained: its source entry was handled, and a
@@ -108,7 +109,7 @@ def _dead_letter_key(value: bytes) -> tuple[int, int] | None:
 _ENTRY_ID = re.compile(r"[0-9]+-[0-9]+", re.ASCII)  # as tutormax writes one (XADD's)
 
 
-class DeadLetterOps(Connection):
+class DeadLetterOps(BoundedReads):
     """The dead-letter stream: written once per source entry, read, replayed, deleted."""
 
     @property
@@ -131,8 +132,8 @@ class DeadLetterOps(Connection):
         with self.errors("checking the dead-letter stream"):
             ttl = int(self.r.ttl(self.dead_letter_key))
             length = int(self.r.xlen(self.dead_letter_key))
-            first = self.r.xrange(self.dead_letter_key, "-", "+", count=1)
-            oldest = entry_key(text(first[0][0])) if first else None
+            first = self.first_id(self.dead_letter_key)
+            oldest = entry_key(first) if first else None
             lost = 0
             for _mark, dl_id in self.r.hscan_iter(self._index_key, count=1000):
                 key = _dead_letter_key(dl_id)
@@ -144,8 +145,8 @@ class DeadLetterOps(Connection):
         """Delete the marks of dead letters that are gone (see dead_letter_health): the
         index then matches the stream again. Returns how many were deleted."""
         with self.errors("sweeping the dead-letter index"):
-            first = self.r.xrange(self.dead_letter_key, "-", "+", count=1)
-            oldest = entry_key(text(first[0][0])) if first else None
+            first = self.first_id(self.dead_letter_key)
+            oldest = entry_key(first) if first else None
             stale = []
             for mark, dl_id in self.r.hscan_iter(self._index_key, count=1000):
                 key = _dead_letter_key(dl_id)
@@ -206,21 +207,23 @@ class DeadLetterOps(Connection):
         return found
 
     def dead_letters(self, chunk: int = 1000) -> Iterator[DeadLetterRecord]:
-        """Every dead letter, oldest first."""
-        start = "-"
-        while True:
+        """Every dead letter, oldest first, read `chunk` at a time or RANGE_REPLY_BYTES'
+        worth, whichever is less; one over DEAD_LETTER_ENTRY_MAX_BYTES comes cut."""
+        start: str | None = "-"
+        while start is not None:
             with self.errors("reading dead letters"):
-                rows = self.r.xrange(self.dead_letter_key, start, "+", count=chunk)
-            for i, fields in rows:
-                yield DeadLetterRecord.from_entry(text(i), fields)
-            if len(rows) < chunk:
-                return
-            start = "(" + text(rows[-1][0])
+                rows, start = self.range_entries(
+                    self.dead_letter_key, start, "+", chunk, entry_max=DEAD_LETTER_ENTRY_MAX_BYTES
+                )
+            for entry in rows:
+                yield DeadLetterRecord.from_message(message_of("", entry))
 
     def dead_letter_by_id(self, entry_id: str) -> DeadLetterRecord | None:
         with self.errors("reading a dead letter"):
-            rows = self.r.xrange(self.dead_letter_key, entry_id, entry_id, count=1)
-        return DeadLetterRecord.from_entry(entry_id, rows[0][1]) if rows else None
+            rows, _ = self.range_entries(
+                self.dead_letter_key, entry_id, entry_id, 1, entry_max=DEAD_LETTER_ENTRY_MAX_BYTES
+            )
+        return DeadLetterRecord.from_message(message_of("", rows[0])) if rows else None
 
     def replay_text(self, record: DeadLetterRecord) -> str:
         """The fresh envelope `replay` puts on the source stream (see there)."""
@@ -277,8 +280,8 @@ class DeadLetterOps(Connection):
                     continue
                 stream, _, source_id = text(mark).rpartition(" ")
                 if stream not in first:
-                    head = self.r.xrange(stream, "-", "+", count=1)
-                    first[stream] = entry_key(text(head[0][0])) if head else None
+                    first_id = self.first_id(stream)
+                    first[stream] = entry_key(first_id) if first_id else None
                 head = first[stream]
                 try:
                     if head is None or entry_key(source_id) < head:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -17,8 +18,11 @@ from ..envelope import (
     text,
     wire_bytes,
 )
+from .bounded import IDS_CHUNK, BoundedReads, message_of
 from .budget import ReadBudget
-from .connection import PUBLISH_CHUNK, Connection, GroupVanished
+from .connection import PUBLISH_CHUNK, GroupVanished
+
+POLL_FIRST_S, POLL_MAX_S = 0.001, 0.05  # an idle worker's wait for new entries (read_new)
 
 
 def entry_key(entry_id: str) -> tuple[int, int]:
@@ -63,14 +67,6 @@ class StreamMark:
         return w is None or w[0] > entry_key(entry_id)[0]
 
 
-def _fields(flat: list[bytes] | None) -> dict[bytes, bytes]:
-    """An entry's [field, value, …] as a dict (None or [] for an entry deleted meanwhile)."""
-    if not flat:
-        return {}
-    it = iter(flat)
-    return dict(zip(it, it, strict=False))
-
-
 def _by_kind(messages: list[Message]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for m in messages:
@@ -78,7 +74,7 @@ def _by_kind(messages: list[Message]) -> dict[str, list[str]]:
     return out
 
 
-class GroupOps(Connection):
+class GroupOps(BoundedReads):
     """The consumer group: produce, read, claim, reclaim, acknowledge, and where it stands."""
 
     def publish(
@@ -129,36 +125,42 @@ class GroupOps(Connection):
         budget: ReadBudget | None = None,
     ) -> list[Message]:
         """XREADGROUP `>` over the streams of `kinds`: up to `count` new entries from each,
-        within `budget` (several reads, the first alone blocking; a stream that returned
-        fewer than it was asked for is drained and not read again)."""
+        within `budget` (several reads; a stream that returned fewer than it was asked for is
+        drained and not read again). With none there, the first read waits up to `block_ms`
+        for some, asking again 1 ms later, then 2, 4, … up to every 50 ms (bounded.py: a
+        script cannot block)."""
         out: list[Message] = []
-        left, block, budget = list(kinds), block_ms, budget or ReadBudget()
+        left, budget = list(kinds), budget or ReadBudget()
+        deadline = time.monotonic() + block_ms / 1000
         while left and count > 0:
             ask = budget.entries(count, len(left))
             if ask <= 0:
                 break
-            reply = self._read_new(group, consumer, ask, block, left)
-            block, count, full = 0, count - ask, []
+            reply = self._read_new(group, consumer, ask, left)
+            if not out:
+                pause = POLL_FIRST_S
+                while not reply and (wait := deadline - time.monotonic()) > 0:
+                    time.sleep(min(pause, wait))
+                    pause = min(2 * pause, POLL_MAX_S)
+                    reply = self._read_new(group, consumer, ask, left)
+            count, full = count - ask, []
             for kind, entries in reply:
-                budget.spend_raw(entries)
-                out += [Message(kind, i.decode(), _fields(f)) for i, f in entries]
+                got = [message_of(kind, e) for e in entries]
+                budget.spend(got)
+                out += got
                 if len(entries) == ask:
                     full.append(kind)
             left = full  # a stream that returned fewer than asked is drained
         return out
 
     def _read_new(
-        self, group: str, consumer: str, count: int, block_ms: int, kinds: list[str]
+        self, group: str, consumer: str, count: int, kinds: list[str]
     ) -> list[tuple[str, list[Any]]]:
-        """One XREADGROUP: (kind, its raw entries [[id, [field, value, …]], …]) a stream
-        that returned any. Building the messages from the raw reply directly (see `r`)
+        """One XREADGROUP, never blocking: (kind, its raw entries [[id, [field, value, …]],
+        …]) a stream that returned any. Building the messages from the raw reply directly
         costs half of redis-py's generic parsing."""
-        args: list[Any] = ["GROUP", group, consumer, "COUNT", count]
-        if block_ms:
-            args += ["BLOCK", block_ms]
-        args += ["STREAMS", *(self.stream(k) for k in kinds), *[">"] * len(kinds)]
         with self.errors("reading the streams"):
-            reply = self.r.execute_command("XREADGROUP", *args)
+            reply = self.read_group(group, consumer, count, [self.stream(k) for k in kinds])
         return [(self.kind_of(text(stream)) or "", entries) for stream, entries in reply or []]
 
     def marks(self, group: str) -> dict[str, StreamMark]:
@@ -206,11 +208,9 @@ class GroupOps(Connection):
                         self.stream(kind),
                     )
                 groups[kind] = g[0]
-            pipe = self.r.pipeline(transaction=False)
-            for kind in KIND_ORDER:
-                last = text(groups[kind]["last-delivered-id"])
-                pipe.xrange(self.stream(kind), f"({last}", "+", count=1)
-            nexts = pipe.execute()
+            nexts = self.first_ids(
+                [(self.stream(k), f"({text(groups[k]['last-delivered-id'])}") for k in KIND_ORDER]
+            )
         clock = f"{int(now[0]) * 1000 + int(now[1]) // 1000}-0"
         out = {}
         for kind, p, nxt in zip(KIND_ORDER, pending, nexts, strict=True):
@@ -218,7 +218,7 @@ class GroupOps(Connection):
             out[kind] = StreamMark(
                 pending=int(p["pending"]),
                 oldest_pending=text(p["min"]) if p.get("min") else None,
-                next_undelivered=text(nxt[0][0]) if nxt else None,
+                next_undelivered=nxt,
                 lag=None if lag is None else int(lag),
                 clock=clock,
             )
@@ -232,13 +232,13 @@ class GroupOps(Connection):
         stream = self.stream(kind)
         with self.errors("reading a parent stream"):
             while True:
-                rows = self.r.xrange(stream, start, end, count=page)
-                for entry_id, _fields in rows:
+                ids, more = self.range_entries(stream, start, end, page, ids_only=True)
+                for entry_id in ids:
                     if text(entry_id) not in ours:
                         return text(entry_id)
-                if len(rows) < page:
+                if more is None:
                     return None
-                start = f"({text(rows[-1][0])}"
+                start = more
 
     def refund(self, group: str, consumer: str, messages: list[Message]) -> None:
         """Take back the delivery of entries that waited for a parent still on its way: their
@@ -289,19 +289,15 @@ class GroupOps(Connection):
                 mine = {p.id: p for p in due if p.kind == kind}
                 ids, stream = list(mine), self.stream(kind)
                 while ids:
-                    ask = budget.entries(len(ids))
+                    ask = min(budget.entries(len(ids)), IDS_CHUNK)
                     if ask <= 0:
                         return out, trimmed
                     chunk, ids = ids[:ask], ids[ask:]
-                    got = self.r.xclaim(stream, group, consumer, min_idle_ms, chunk)
-                    claimed = [
-                        Message(kind, text(i), f or {}, mine[text(i)].deliveries + 1)
-                        for i, f in got
-                    ]
+                    got, gone = self.claim_entries(stream, group, consumer, min_idle_ms, chunk)
+                    claimed = [message_of(kind, e, mine[text(e[0])].deliveries + 1) for e in got]
                     budget.spend(claimed)
                     out += claimed
-                    missing = set(chunk) - {m.id for m in claimed}
-                    trimmed += sum(not self.r.xrange(stream, i, i, count=1) for i in missing)
+                    trimmed += gone
         return out, trimmed
 
     def reclaim(
@@ -339,18 +335,16 @@ class GroupOps(Connection):
         away, whether the scan is back at the start). Asks summing to `count` scan as far
         as one ask of `count` (Redis looks at 10 × COUNT pending entries a call)."""
         start = self._cursors.get(stream, "0-0")
-        reply = self.r.xautoclaim(stream, group, consumer, min_idle_ms, start, count=count)
+        reply = self.autoclaim(stream, group, consumer, min_idle_ms, start, count)
         self._cursors[stream] = cursor = text(reply[0])
         entries, deleted = reply[1], reply[2] if len(reply) > 2 else []
         if not entries:
             return [], len(deleted), cursor == "0-0"
         pipe = self.r.pipeline(transaction=False)
-        for i, _ in entries:
-            pipe.xpending_range(stream, group, i, i, 1, consumer)
+        for e in entries:
+            pipe.xpending_range(stream, group, e[0], e[0], 1, consumer)
         counts = [rows[0]["times_delivered"] if rows else 1 for rows in pipe.execute()]
-        got = [
-            Message(kind, text(i), f or {}, n) for (i, f), n in zip(entries, counts, strict=True)
-        ]
+        got = [message_of(kind, e, n) for e, n in zip(entries, counts, strict=True)]
         return got, len(deleted), cursor == "0-0"
 
     def touch(self, group: str, consumer: str, messages: list[Message]) -> None:
