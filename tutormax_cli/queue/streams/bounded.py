@@ -26,6 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..envelope import MESSAGE_MAX_BYTES, POISON_KEEP_BYTES, Cut, Message, text
+from .budget import ReadBudget
 from .connection import Connection
 
 # An entry bigger than this is cut: a message at the cap with a few small fields beside it
@@ -72,17 +73,50 @@ local function cut(e)
 end
 """
 
-# KEYS: the streams; ARGV[3..5]: group, consumer, count. Never blocks.
+# KEYS: the streams; ARGV[3..8]: group, consumer, count, and the batch's ReadBudget: bytes
+# left ('' for no bound), the largest entry met, the most the next read may ask for.
+# XREADGROUP `>` as the budget's reads would ask (the same rule as ReadBudget.entries, here
+# so that the reads of a batch are one round trip, not 46), never blocking. Returns {[[stream,
+# entries], …], bytes left, largest, step}.
 _READ_GROUP_LUA = (
     _CUT_LUA
     + """
-local args = {'XREADGROUP', 'GROUP', ARGV[3], ARGV[4], 'COUNT', ARGV[5], 'STREAMS'}
-for i = 1, #KEYS do args[#args + 1] = KEYS[i] end
-for i = 1, #KEYS do args[#args + 1] = '>' end
-local reply = redis.call(unpack(args))
-if not reply then return {} end
-for _, s in ipairs(reply) do for _, e in ipairs(s[2]) do cut(e) end end
-return reply
+local group, consumer, count = ARGV[3], ARGV[4], tonumber(ARGV[5])
+local bounded, left = ARGV[6] ~= '', tonumber(ARGV[6]) or 0
+local largest, step = tonumber(ARGV[7]), tonumber(ARGV[8])
+local streams, got, order = {}, {}, {}
+for i = 1, #KEYS do streams[i] = KEYS[i] end
+while #streams > 0 and count > 0 do
+  local ask = count
+  if bounded then
+    if left <= 0 then break end
+    ask = math.max(1, math.min(step, math.floor(left / (largest * #streams))))
+    step = 2 * ask
+    ask = math.min(count, ask)
+  end
+  local args = {'XREADGROUP', 'GROUP', group, consumer, 'COUNT', ask, 'STREAMS'}
+  for i = 1, #streams do args[#args + 1] = streams[i] end
+  for i = 1, #streams do args[#args + 1] = '>' end
+  local reply = redis.call(unpack(args))
+  count = count - ask
+  local full = {}
+  for _, s in ipairs(reply or {}) do
+    local name, entries = s[1], s[2]
+    if got[name] == nil then got[name] = {}; order[#order + 1] = name end
+    local into = got[name]
+    for _, e in ipairs(entries) do
+      local n = cut(e)
+      left = left - n
+      if n > largest then largest = n end
+      into[#into + 1] = e
+    end
+    if #entries == ask then full[#full + 1] = name end
+  end
+  streams = full
+end
+local out = {}
+for _, name in ipairs(order) do out[#out + 1] = {name, got[name]} end
+return {out, left, largest, step}
 """
 )
 
@@ -170,10 +204,17 @@ class BoundedReads(Connection):
         return self._script(name, source)(keys=keys, args=argv, **kw)
 
     def read_group(
-        self, group: str, consumer: str, count: int, streams: list[str], **kw: Any
-    ) -> list[Any]:
-        """XREADGROUP … STREAMS streams > (never blocking): [[stream, [entry, …]], …]."""
-        return self._run("read_group", _READ_GROUP_LUA, streams, [group, consumer, count], **kw)
+        self, group: str, consumer: str, count: int, streams: list[str],
+        budget: ReadBudget | None = None, **kw: Any,
+    ) -> list[Any]:  # fmt: skip
+        """XREADGROUP … STREAMS streams > within `budget` (see _READ_GROUP_LUA), never
+        blocking: [[stream, [entry, …]], …]; `budget` is spent."""
+        budget = budget or ReadBudget()
+        left = "" if budget.left is None else budget.left
+        args = [group, consumer, count, left, budget.largest, budget.step]
+        reply, left, largest, step = self._run("read_group", _READ_GROUP_LUA, streams, args, **kw)
+        budget.absorb(None if budget.left is None else int(left), int(largest), int(step))
+        return list(reply)
 
     def claim_entries(
         self, stream: str, group: str, consumer: str, min_idle_ms: int, ids: list[str], **kw: Any

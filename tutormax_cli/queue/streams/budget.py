@@ -24,7 +24,7 @@ class ReadBudget:
     def __init__(self, total: int | None = None) -> None:
         self.left = total
         self.largest = MESSAGE_MAX_BYTES  # the biggest entry met so far, or the cap
-        self._step = 1  # the most the next read may ask for, a stream (doubles a read)
+        self.step = 1  # the most the next read may ask for, a stream (doubles a read)
 
     def entries(self, wanted: int, streams: int = 1) -> int:
         """How many of `wanted` entries a stream one read of `streams` streams may ask for
@@ -33,9 +33,13 @@ class ReadBudget:
             return wanted
         if self.left <= 0:
             return 0
-        n = max(1, min(self._step, self.left // (self.largest * max(streams, 1))))
-        self._step = 2 * n
+        n = max(1, min(self.step, self.left // (self.largest * max(streams, 1))))
+        self.step = 2 * n
         return min(wanted, n)
+
+    def absorb(self, left: int | None, largest: int, step: int) -> None:
+        """Where reads made in Redis by the same rule left it (bounded._READ_GROUP_LUA)."""
+        self.left, self.largest, self.step = left, largest, step
 
     def spend(self, messages: list[Message]) -> None:
         """What `messages` took of Redis' reply: an entry cut in Redis (bounded.py) counts

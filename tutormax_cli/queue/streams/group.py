@@ -125,43 +125,25 @@ class GroupOps(BoundedReads):
         budget: ReadBudget | None = None,
     ) -> list[Message]:
         """XREADGROUP `>` over the streams of `kinds`: up to `count` new entries from each,
-        within `budget` (several reads; a stream that returned fewer than it was asked for is
-        drained and not read again). With none there, the first read waits up to `block_ms`
-        for some, asking again 1 ms later, then 2, 4, … up to every 50 ms (bounded.py: a
+        within `budget` (several reads, in Redis: bounded.py). With none there, it waits up
+        to `block_ms` for some, asking again 1 ms later, then 2, 4, … up to every 50 ms (a
         script cannot block)."""
-        out: list[Message] = []
-        left, budget = list(kinds), budget or ReadBudget()
-        deadline = time.monotonic() + block_ms / 1000
-        while left and count > 0:
-            ask = budget.entries(count, len(left))
-            if ask <= 0:
-                break
-            reply = self._read_new(group, consumer, ask, left)
-            if not out:
-                pause = POLL_FIRST_S
-                while not reply and (wait := deadline - time.monotonic()) > 0:
-                    time.sleep(min(pause, wait))
-                    pause = min(2 * pause, POLL_MAX_S)
-                    reply = self._read_new(group, consumer, ask, left)
-            count, full = count - ask, []
-            for kind, entries in reply:
-                got = [message_of(kind, e) for e in entries]
-                budget.spend(got)
-                out += got
-                if len(entries) == ask:
-                    full.append(kind)
-            left = full  # a stream that returned fewer than asked is drained
-        return out
+        budget = budget or ReadBudget()
+        reply = self._read_new(group, consumer, count, kinds, budget)
+        pause, deadline = POLL_FIRST_S, time.monotonic() + block_ms / 1000
+        while not reply and (wait := deadline - time.monotonic()) > 0:
+            time.sleep(min(pause, wait))
+            pause = min(2 * pause, POLL_MAX_S)
+            reply = self._read_new(group, consumer, count, kinds, budget)
+        return [message_of(kind, e) for kind, entries in reply for e in entries]
 
     def _read_new(
-        self, group: str, consumer: str, count: int, kinds: list[str]
+        self, group: str, consumer: str, count: int, kinds: tuple[str, ...], budget: ReadBudget
     ) -> list[tuple[str, list[Any]]]:
-        """One XREADGROUP, never blocking: (kind, its raw entries [[id, [field, value, …]],
-        …]) a stream that returned any. Building the messages from the raw reply directly
-        costs half of redis-py's generic parsing."""
+        """One round trip: (kind, its raw entries) a stream that returned any."""
         with self.errors("reading the streams"):
-            reply = self.read_group(group, consumer, count, [self.stream(k) for k in kinds])
-        return [(self.kind_of(text(stream)) or "", entries) for stream, entries in reply or []]
+            reply = self.read_group(group, consumer, count, [self.stream(k) for k in kinds], budget)
+        return [(self.kind_of(text(stream)) or "", entries) for stream, entries in reply]
 
     def marks(self, group: str) -> dict[str, StreamMark]:
         """Where the group stands on each input stream (see StreamMark); three round trips
