@@ -26,7 +26,8 @@ from hypothesis import strategies as st
 from procfixtures import worker_cmd
 from redisfixtures import dead_letters, jsonable, publish, redis_client, xadd_raw
 
-from tutormax_cli.queue.envelope import POISON_KEEP_BYTES, DeadLetter, Message
+from tutormax_cli.queue.envelope import POISON_KEEP_BYTES, Message
+from tutormax_cli.queue.letters import DeadLetter
 from tutormax_cli.queue.streams import Streams
 from tutormax_cli.queue.streams.bounded import ENTRY_MAX_BYTES, message_of
 from tutormax_cli.store import Store

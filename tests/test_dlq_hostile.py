@@ -21,13 +21,8 @@ from redisfixtures import redis_client, xadd_raw
 from typer.testing import CliRunner
 
 from tutormax_cli.cli import app
-from tutormax_cli.queue.envelope import (
-    DeadLetter,
-    DeadLetterRecord,
-    Message,
-    checksum,
-    envelope_text,
-)
+from tutormax_cli.queue.envelope import Message, checksum, envelope_text
+from tutormax_cli.queue.letters import DeadLetter, DeadLetterRecord
 from tutormax_cli.queue.streams import Streams
 
 pytestmark = pytest.mark.redis

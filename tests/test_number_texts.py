@@ -249,6 +249,10 @@ def test_dlq_drain_and_show_keep_each_number_as_the_stream_holds_it(
     assert shown.exit_code == 0, shown.output
     assert '"session_id": 1e2' in shown.stdout and '"tutor_id": 1E2' in shown.stdout
     assert '"x": "NaN"' in shown.stdout  # --json is strict JSON
+    human = CliRunner().invoke(app, ["dlq", "show", first, *q])  # it showed 100.0
+    assert human.exit_code == 0, human.output
+    assert '"session_id": 1e2,' in human.stdout and '"tutor_id": 1E2,' in human.stdout
+    assert '\n    "x": NaN' in human.stdout  # as the stream holds it, indented
     listed = CliRunner().invoke(app, ["dlq", "list", "--json", *q])
     assert '"session_id": 100.0' in listed.stdout and '"session_id": 1e2' in listed.stdout
     out = tmp_path / "drained.jsonl"
@@ -259,3 +263,45 @@ def test_dlq_drain_and_show_keep_each_number_as_the_stream_holds_it(
         "1e2", "100.0"
     ]  # fmt: skip
     assert all('"tutor_id": 1E2' in line and '"x": NaN' in line for line in lines)
+
+
+@pytest.mark.redis
+def test_a_foreign_dead_letter_that_is_no_object_keeps_its_numbers(
+    tmp_path: Path, streams: Streams, redis_url: str, prefix: str
+) -> None:
+    """Someone else's dead letter whose message is JSON but no object (`1e2`, `[-0, 1.50]`):
+    `list --json`, `show` and `drain` wrote it as `100.0` and `[0, 1.5]`."""
+    for message in ("1e2", "[-0, 1.50]"):
+        xadd_raw(streams, "dead_letter", {"message": message})
+    q = ["--redis", redis_url, "--prefix", prefix]
+    listed = CliRunner().invoke(app, ["dlq", "list", "--json", *q])
+    assert listed.exit_code == 0, listed.output
+    assert '"data": 1e2,' in listed.stdout and '"data": [-0, 1.50],' in listed.stdout
+    first = next(iter(streams.dead_letters())).entry_id
+    human = CliRunner().invoke(app, ["dlq", "show", first, *q])
+    assert '"data": 1e2,' in human.stdout, human.output
+    out = tmp_path / "drained.jsonl"
+    drained = CliRunner().invoke(app, ["dlq", "drain", "--out", str(out), *q])
+    assert drained.exit_code == 0, drained.output
+    data = [loads_number_texts(x)["envelope"]["data"] for x in out.read_text().splitlines()]
+    assert data == ["1e2", ["-0", "1.50"]]
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=_JSON, sort_keys=st.booleans(), indent=st.sampled_from([None, 0, 2, 4]))
+def test_dumps_as_written_writes_as_json_dumps_does(
+    value: object, sort_keys: bool, indent: int | None
+) -> None:
+    """Without numbers read as text, dumps_as_written is json.dumps (indented too: `dlq
+    show`), so only the numbers' tokens differ."""
+    expected = json.dumps(value, sort_keys=sort_keys, indent=indent, ensure_ascii=False)
+    assert dumps_as_written(value, sort_keys=sort_keys, indent=indent) == expected

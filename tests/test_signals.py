@@ -554,7 +554,8 @@ def test_a_stop_at_once_says_exactly_what_was_committed(
 
 
 def _dead_letter(streams, n: int) -> None:
-    from tutormax_cli.queue.envelope import DeadLetter, Message
+    from tutormax_cli.queue.envelope import Message
+    from tutormax_cli.queue.letters import DeadLetter
 
     record = {"session_id": "S", "tutor_id": "T1", "student_id": "U1", "duration_minutes": 60,
               "scheduled_start": "2025-01-01T10:00:00Z", "subject": ""}  # fmt: skip

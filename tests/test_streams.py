@@ -18,7 +18,6 @@ from typer.testing import CliRunner
 from tutormax_cli.cli import app
 from tutormax_cli.queue.envelope import (
     MESSAGE_MAX_BYTES,
-    DeadLetter,
     Message,
     Poison,
     checksum,
@@ -26,6 +25,7 @@ from tutormax_cli.queue.envelope import (
     parse_envelope,
     wire_bytes,
 )
+from tutormax_cli.queue.letters import DeadLetter
 from tutormax_cli.queue.streams import Streams
 
 SESSION = {"session_id": "S1", "tutor_id": "T1", "student_id": "st1", "duration_minutes": 60,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 from .schema import JSON_MAX_DEPTH, MAX_COLUMNS
 
@@ -314,33 +314,52 @@ def dumps_strict(value: Any, replace: Callable[[float], Any] = nonfinite_name, *
         return json.dumps(finite(value, replace), allow_nan=False, **kw)
 
 
-def dumps_as_written(value: Any, *, sort_keys: bool = True, strict: bool = False) -> str:
-    """`json.dumps(value, sort_keys=sort_keys, ensure_ascii=False)` of a value read by
-    `loads_number_texts`: each number (a NumberText) written as it was read, so that a
-    dead letter, its replay and its export carry `1e2` as `1e2`, not as the `100.0` of its
+def dumps_as_written(
+    value: Any, *, sort_keys: bool = True, strict: bool = False, indent: int | None = None
+) -> str:
+    """`json.dumps(value, sort_keys=sort_keys, ensure_ascii=False, indent=indent)` of a value
+    read by `loads_number_texts`: each number (a NumberText) written as it was read, so that
+    a dead letter, its replay and its export carry `1e2` as `1e2`, not as the `100.0` of its
     double. Text beyond ASCII as UTF-8, escaped where it cannot be (a lone surrogate).
     `strict`: RFC 8259, as dumps_strict (NaN and the infinities as their names, strings)."""
-    text = _as_written(value, False, sort_keys, strict)
+    text = _as_written(value, _Style(False, sort_keys, strict, indent))
     try:
         text.encode()
     except UnicodeEncodeError:
-        return _as_written(value, True, sort_keys, strict)
+        return _as_written(value, _Style(True, sort_keys, strict, indent))
     return text
 
 
 _NONFINITE_TOKENS = frozenset(("NaN", "Infinity", "-Infinity"))
 
 
-def _as_written(v: Any, ascii_only: bool, sort_keys: bool, strict: bool) -> str:
+class _Style(NamedTuple):
+    ascii_only: bool
+    sort_keys: bool
+    strict: bool
+    indent: int | None
+
+
+def _as_written(v: Any, style: _Style, level: int = 0) -> str:
     if isinstance(v, NumberText):
-        return json.dumps(str(v)) if strict and v in _NONFINITE_TOKENS else str(v)
+        return json.dumps(str(v)) if style.strict and v in _NONFINITE_TOKENS else str(v)
     if isinstance(v, dict):
-        keys = sorted(v) if sort_keys else list(v)
-        items = (f"{json.dumps(k, ensure_ascii=ascii_only)}: "
-                 f"{_as_written(v[k], ascii_only, sort_keys, strict)}" for k in keys)  # fmt: skip
-        return "{" + ", ".join(items) + "}"
+        keys = sorted(v) if style.sort_keys else list(v)
+        items = [f"{json.dumps(k, ensure_ascii=style.ascii_only)}: "
+                 f"{_as_written(v[k], style, level + 1)}" for k in keys]  # fmt: skip
+        return _joined("{", items, "}", style.indent, level)
     if isinstance(v, list):
-        return "[" + ", ".join(_as_written(x, ascii_only, sort_keys, strict) for x in v) + "]"
-    if strict:
-        return dumps_strict(v, ensure_ascii=ascii_only)
-    return json.dumps(v, ensure_ascii=ascii_only)
+        return _joined("[", [_as_written(x, style, level + 1) for x in v], "]", style.indent, level)
+    if style.strict:
+        return dumps_strict(v, ensure_ascii=style.ascii_only)
+    return json.dumps(v, ensure_ascii=style.ascii_only)
+
+
+def _joined(opening: str, items: list[str], closing: str, indent: int | None, level: int) -> str:
+    """Items between brackets as json.dumps joins them, on one line or indented."""
+    if indent is None:
+        return opening + ", ".join(items) + closing
+    if not items:
+        return opening + closing
+    inner, outer = "\n" + " " * (indent * (level + 1)), "\n" + " " * (indent * level)
+    return opening + inner + ("," + inner).join(items) + outer + closing

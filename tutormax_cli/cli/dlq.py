@@ -101,9 +101,8 @@ def dlq_show(
 
       tutormax dlq show 1731000000000-0
     """
-    import json
-
     from ..errors import UsageError
+    from ..json_bounds import dumps_as_written
 
     with open_streams(redis, prefix, streams) as s:
         record = s.dead_letter_by_id(entry_id)
@@ -113,9 +112,10 @@ def dlq_show(
     if json_out:
         print_json(record.written(), as_written=True)
     else:
-        # the envelope as the stream holds it (Python's JSON: a NaN bare, the checksum holds)
-        doc = {"entry_id": entry_id, **record.envelope}
-        text = json.dumps(doc, indent=2, ensure_ascii=False)
+        # the envelope as the stream holds it (Python's JSON: a NaN bare, the checksum holds;
+        # each number as written: `1e2`, not the 100.0 of its double)
+        doc = {"entry_id": entry_id, **record.written()["envelope"]}
+        text = dumps_as_written(doc, sort_keys=False, indent=2)
         out.print(text, markup=False, highlight=False, soft_wrap=True)
 
 

@@ -25,7 +25,8 @@ from typing import Any
 from ..errors import Interrupted, OutputError, UsageError
 from ..interrupts import held
 from ..json_bounds import dumps_as_written
-from .envelope import MESSAGE_MAX_BYTES, DeadLetterRecord, wire_bytes
+from .envelope import MESSAGE_MAX_BYTES, wire_bytes
+from .letters import DeadLetterRecord
 from .streams import Streams
 
 DELETE_CHUNK = 1000  # dead letters deleted in one MULTI/EXEC by drain

@@ -34,7 +34,8 @@ from ..config import DEFAULT_MAX_ATTEMPTS, DEFAULT_RETRY_BASE_MS, DEFAULT_RETRY_
 from ..json_bounds import record_as_written
 from ..pipeline import BatchResult
 from ..schema import KIND_ORDER, KINDS
-from .envelope import DeadLetter, Message, Pending
+from .envelope import Message, Pending
+from .letters import DeadLetter
 from .streams import StreamMark, entry_key
 
 

@@ -11,7 +11,7 @@ import math
 from typing import Any
 
 from .dlq import histogram
-from .envelope import count_of
+from .letters import count_of
 from .streams import WORKER_COUNTERS, QueueUnavailable, Streams
 
 WORKER_INTS = (*WORKER_COUNTERS, "pid")

@@ -6,16 +6,8 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from ..envelope import (
-    DeadLetter,
-    DeadLetterRecord,
-    Message,
-    count_of,
-    envelope_text,
-    mark_of,
-    now_iso,
-    text,
-)
+from ..envelope import Message, envelope_text, now_iso, text
+from ..letters import DeadLetter, DeadLetterRecord, count_of, mark_of
 from .bounded import DEAD_LETTER_ENTRY_MAX_BYTES, BoundedReads, message_of
 from .connection import PUBLISH_CHUNK
 from .group import entry_key
