@@ -216,6 +216,7 @@ class Worker:
             block,
             readable(marks, self.opts.batch_size),
             budget,
+            stop=lambda: self.stopping,
         )
         drained = False
         if burst and not messages:

@@ -123,15 +123,18 @@ class GroupOps(BoundedReads):
         block_ms: int,
         kinds: tuple[str, ...] = KIND_ORDER,
         budget: ReadBudget | None = None,
+        stop: Callable[[], bool] | None = None,
     ) -> list[Message]:
         """XREADGROUP `>` over the streams of `kinds`: up to `count` new entries from each,
         within `budget` (several reads, in Redis: bounded.py). With none there, it waits up
         to `block_ms` for some, asking again 1 ms later, then 2, 4, … up to every 50 ms (a
-        script cannot block)."""
+        script cannot block), or until `stop()` says so."""
         budget = budget or ReadBudget()
         reply = self._read_new(group, consumer, count, kinds, budget)
         pause, deadline = POLL_FIRST_S, time.monotonic() + block_ms / 1000
         while not reply and (wait := deadline - time.monotonic()) > 0:
+            if stop is not None and stop():
+                break
             time.sleep(min(pause, wait))
             pause = min(2 * pause, POLL_MAX_S)
             reply = self._read_new(group, consumer, count, kinds, budget)
