@@ -178,6 +178,17 @@ end
 """
 )
 
+# KEYS: streams; ARGV[3..]: a start for each. The id of each one's first entry from its
+# start on, or false. (An entry is copied into Lua whole, in Redis; only its id comes back.)
+_FIRST_IDS_LUA = """
+local out = {}
+for i = 1, #KEYS do
+  local rows = redis.call('XRANGE', KEYS[i], ARGV[i + 2], '+', 'COUNT', 1)
+  out[i] = rows[1] and rows[1][1] or false
+end
+return out
+"""
+
 
 def fields_of(flat: list[bytes] | None) -> dict[bytes, bytes]:
     """An entry's [field, value, …] as a dict (None or [] for an entry deleted meanwhile)."""
@@ -247,11 +258,9 @@ class BoundedReads(Connection):
     def first_ids(self, starts: list[tuple[str, str]]) -> list[str | None]:
         """For each (stream, start), the id of its first entry from `start` on (None: there
         is none); one round trip."""
-        pipe = self.r.pipeline(transaction=False)
-        for stream, start in starts:
-            args = [start, "+", 1, RANGE_REPLY_BYTES, "1"]
-            self._run("range", _RANGE_LUA, [stream], args, client=pipe)
-        return [text(ids[0]) if ids else None for ids, _more in pipe.execute()]
+        keys, args = [s for s, _ in starts], [start for _, start in starts]
+        ids = self._run("first_ids", _FIRST_IDS_LUA, keys, args)
+        return [text(i) if i else None for i in ids]
 
     def first_id(self, stream: str, start: str = "-") -> str | None:
         return self.first_ids([(stream, start)])[0]
