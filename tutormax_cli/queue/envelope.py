@@ -233,6 +233,7 @@ class Cut(NamedTuple):
     size: int
     omitted: int
     omitted_bytes: int
+    fields: int
 
 
 @dataclass
@@ -261,7 +262,7 @@ class Message:
         fields of 200 KB made a 6.5 MB dead letter)."""
         out: dict[str, str] = {}
         values = names = POISON_KEEP_BYTES
-        omitted, omitted_bytes = self.cut[1:] if self.cut else (0, 0)
+        omitted, omitted_bytes = (self.cut.omitted, self.cut.omitted_bytes) if self.cut else (0, 0)
         for k, v in self.fields.items():
             if values <= 0 or len(k) > names:
                 omitted, omitted_bytes = omitted + 1, omitted_bytes + len(k) + len(v)

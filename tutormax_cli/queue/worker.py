@@ -62,12 +62,12 @@ from .policy import (
 from .runtime import Faults, batch_gc, default_consumer
 from .streams import (
     DEFAULT_GROUP,
-    ENTRY_MAX_BYTES,
     GroupVanished,
     QueueUnavailable,
     ReadBudget,
     StreamMark,
     Streams,
+    cut_reason,
 )
 from .telemetry import Telemetry, now_iso
 
@@ -324,9 +324,8 @@ class Worker:
         by_kind: dict[str, list[tuple[Message, dict[str, Any]]]] = {}
         for m in messages:
             raw = m.raw()
-            if m.cut:  # (queue/streams/bounded.py)
-                size = f"entry of {m.cut.size:,} bytes is over the {ENTRY_MAX_BYTES:,}-byte cap"
-                out.letters.append(poison(m, f"{size}: not read"))
+            if m.cut:  # too big to read whole (queue/streams/bounded.py)
+                out.letters.append(poison(m, cut_reason(m.cut)))
             elif not m.fields:  # delivered from the PEL after someone deleted the entry
                 out.trimmed.append(m)
             elif raw is None:

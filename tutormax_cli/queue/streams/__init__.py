@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 from ...schema import KIND_ORDER
 from ..envelope import text
-from .bounded import ENTRY_MAX_BYTES
+from .bounded import cut_reason
 from .budget import ReadBudget
 from .connection import (
     DEFAULT_GROUP,
@@ -93,7 +93,6 @@ __all__ = [
     "DEFAULT_GROUP",
     "DEFAULT_PREFIX",
     "DEFAULT_STREAMS",
-    "ENTRY_MAX_BYTES",
     "REPLAYED",
     "WORKER_COUNTERS",
     "GroupVanished",
@@ -103,5 +102,6 @@ __all__ = [
     "Streams",
     "Vanished",
     "check_template",
+    "cut_reason",
     "entry_key",
 ]

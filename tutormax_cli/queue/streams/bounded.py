@@ -36,30 +36,37 @@ ENTRY_MAX_BYTES = MESSAGE_MAX_BYTES + POISON_KEEP_BYTES
 # below this; an entry over it is someone else's, shown cut and never drained.
 DEAD_LETTER_ENTRY_MAX_BYTES = 16 * MESSAGE_MAX_BYTES
 RANGE_REPLY_BYTES = 16 << 20  # a range read returns entries up to about this many bytes
+# An entry of more fields is cut too: a TutorMax entry has one, and each field costs Redis
+# ~1.5 µs to copy into Lua and the worker ~100 bytes once read (278k fields in 1.1 MB).
+ENTRY_MAX_FIELDS = 1024
+# A script stops reading more entries once it has copied this many fields (~0.4 s of Redis):
+# a script cannot be interrupted, and Redis answers BUSY to every client while one runs.
+CALL_FIELDS = 1 << 18
 IDS_CHUNK = 1000  # ids per XCLAIM (Lua's unpack takes a few thousand arguments at most)
 
-# ARGV[1], ARGV[2]: entry_max, keep. cut(e) makes an entry {id, fields} over entry_max
-# {id, kept fields, size, fields omitted, their bytes}, as Message.raw_entry keeps a poison
-# entry (its fields by name, a name given twice taking its last value); returns the size.
+# ARGV[1], ARGV[2]: entry_max, keep. size(f): an entry's bytes and fields. cut(e) makes an
+# entry {id, fields} over entry_max bytes or ENTRY_MAX_FIELDS fields {id, kept fields, size,
+# fields omitted, their bytes, fields}: the fields in order while their values fit in KEEP
+# bytes together (the last one cut there) and their names in KEEP, as Message.raw_entry
+# keeps a poison entry's (a name given twice is kept as Redis holds it). Both look at each
+# field once: Lua has copied the entry already (~1.5 µs a field), and a name or value is
+# never copied again but the kept ones.
 _CUT_LUA = """
-local ENTRY_MAX, KEEP = tonumber(ARGV[1]), tonumber(ARGV[2])
+local ENTRY_MAX, KEEP, FIELDS_MAX = tonumber(ARGV[1]), tonumber(ARGV[2]), @FIELDS_MAX@
+local CALL_FIELDS = @CALL_FIELDS@
 local function size(f)
   local n = 0
-  if type(f) == 'table' then for i = 1, #f do n = n + #f[i] end end
-  return n
+  if type(f) ~= 'table' then return 0, 0 end
+  for i = 1, #f do n = n + #f[i] end
+  return n, #f / 2
 end
 local function cut(e)
   local f = e[2]
-  local total = size(f)
-  if total <= ENTRY_MAX then return total end
-  local order, last = {}, {}
-  for i = 1, #f - 1, 2 do
-    if last[f[i]] == nil then order[#order + 1] = f[i] end
-    last[f[i]] = f[i + 1]
-  end
+  local total, fields = size(f)
+  if total <= ENTRY_MAX and fields <= FIELDS_MAX then return total, fields end
   local kept, values, names, omitted, omitted_bytes = {}, KEEP, KEEP, 0, 0
-  for _, k in ipairs(order) do
-    local v = last[k]
+  for i = 1, #f - 1, 2 do
+    local k, v = f[i], f[i + 1]
     if values <= 0 or #k > names then
       omitted, omitted_bytes = omitted + 1, omitted_bytes + #k + #v
     else
@@ -68,10 +75,10 @@ local function cut(e)
       values, names = values - #v, names - #k
     end
   end
-  e[2], e[3], e[4], e[5] = kept, total, omitted, omitted_bytes
-  return total
+  e[2], e[3], e[4], e[5], e[6] = kept, total, omitted, omitted_bytes, fields
+  return total, fields
 end
-"""
+""".replace("@FIELDS_MAX@", str(ENTRY_MAX_FIELDS)).replace("@CALL_FIELDS@", str(CALL_FIELDS))
 
 # KEYS: the streams; ARGV[3..8]: group, consumer, count, and the batch's ReadBudget: bytes
 # left ('' for no bound), the largest entry met, the most the next read may ask for.
@@ -84,7 +91,7 @@ _READ_GROUP_LUA = (
 local group, consumer, count = ARGV[3], ARGV[4], tonumber(ARGV[5])
 local bounded, left = ARGV[6] ~= '', tonumber(ARGV[6]) or 0
 local largest, step = tonumber(ARGV[7]), tonumber(ARGV[8])
-local streams, got, order = {}, {}, {}
+local streams, got, order, copied = {}, {}, {}, 0
 for i = 1, #KEYS do streams[i] = KEYS[i] end
 while #streams > 0 and count > 0 do
   local ask = count
@@ -105,14 +112,16 @@ while #streams > 0 and count > 0 do
     if got[name] == nil then got[name] = {}; order[#order + 1] = name end
     local into = got[name]
     for _, e in ipairs(entries) do
-      local n = cut(e)
-      left = left - n
+      local n, fields = cut(e)
+      left, copied = left - n, copied + fields
       if n > largest then largest = n end
+      if e[3] then step = 1 end  -- cut: what follows is read a few entries at a time again
       into[#into + 1] = e
     end
     if #entries == ask then full[#full + 1] = name end
   end
   streams = full
+  if copied >= CALL_FIELDS then break end
 end
 local out = {}
 for _, name in ipairs(order) do out[#out + 1] = {name, got[name]} end
@@ -156,22 +165,27 @@ return reply
 _RANGE_LUA = (
     _CUT_LUA
     + """
-local out, bytes, step, start = {}, 0, 1, ARGV[3]
+local out, bytes, copied, step, start = {}, 0, 0, 1, ARGV[3]
 local count, reply_max, ids_only = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7] == '1'
 while true do
-  local n = math.min(step, count - #out)
+  local room = math.max(1, math.floor((reply_max - bytes) / ENTRY_MAX))
+  local n = math.min(step, count - #out, room)
   local rows = redis.call('XRANGE', KEYS[1], start, ARGV[4], 'COUNT', n)
   for _, e in ipairs(rows) do
+    local b, fields
     if ids_only then
-      bytes = bytes + size(e[2])
+      b, fields = size(e[2])
       out[#out + 1] = e[1]
     else
-      bytes = bytes + math.min(cut(e), ENTRY_MAX)
+      b, fields = cut(e)
       out[#out + 1] = e
     end
+    bytes, copied = bytes + b, copied + fields
   end
   if #rows < n then return {out, false} end
-  if #out >= count or bytes >= reply_max then return {out, '(' .. rows[#rows][1]} end
+  if #out >= count or bytes >= reply_max or copied >= CALL_FIELDS then
+    return {out, '(' .. rows[#rows][1]}
+  end
   start = '(' .. rows[#rows][1]
   step = step * 2
 end
@@ -200,9 +214,16 @@ def fields_of(flat: list[bytes] | None) -> dict[bytes, bytes]:
 
 def message_of(kind: str, entry: list[Any], deliveries: int = 1) -> Message:
     """A Message from an entry of a script's reply: [id, fields] or, cut, [id, kept fields,
-    size, fields omitted, their bytes]."""
-    cut = Cut(int(entry[2]), int(entry[3]), int(entry[4])) if len(entry) > 2 else None
+    size, fields omitted, their bytes, fields]."""
+    cut = Cut(*map(int, entry[2:6])) if len(entry) > 2 else None
     return Message(kind, text(entry[0]), fields_of(entry[1]), deliveries, cut)
+
+
+def cut_reason(cut: Cut) -> str:
+    """Why an entry came cut (the detail of its poison dead letter)."""
+    if cut.size > ENTRY_MAX_BYTES:
+        return f"entry of {cut.size:,} bytes is over the {ENTRY_MAX_BYTES:,}-byte cap: not read"
+    return f"entry of {cut.fields:,} fields is over the {ENTRY_MAX_FIELDS:,}-field cap: not read"
 
 
 class BoundedReads(Connection):
