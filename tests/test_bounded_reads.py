@@ -333,3 +333,18 @@ def test_dead_letters_are_read_a_bounded_page_at_a_time(
     print(f"stats peak beside 511 small and 40 dead letters of 8 MB: {peak:.0f} MiB")
     assert peak < 250, peak
     assert json.loads(proc.stdout)["dead_letter"]["total"] == 551
+
+
+@pytest.mark.parametrize("entry_id", ["abc", "1-x", "99999999999999999999-0"])
+def test_an_error_inside_a_read_script_reads_as_redis_words(
+    streams: Streams, redis_url: str, prefix: str, entry_id: str
+) -> None:
+    """Review: Redis adds the script's sha and Lua line to an error raised inside it
+    (`… argument script: eab5…, on @user_script:36.`): noise to an operator."""
+    cmd = [sys.executable, "-m", "tutormax_cli", "dlq", "show", entry_id]
+    proc = subprocess.run(
+        [*cmd, "--redis", redis_url, "--prefix", prefix], capture_output=True, text=True
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert "script" not in proc.stderr and "user_script" not in proc.stderr, proc.stderr

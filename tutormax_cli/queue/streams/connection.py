@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any, Self
@@ -173,6 +174,7 @@ class Connection:
 
     def _scrub(self, exc: BaseException) -> str:
         line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        line = _SCRIPT_WHERE.sub("", line)  # an error inside one of our scripts: Redis' words
         return line.replace(self.url, self.url_masked)
 
     def _script(self, name: str, source: str) -> Any:
@@ -183,6 +185,11 @@ class Connection:
     def ping(self) -> None:
         with self.errors("connecting"):
             self.r.ping()
+
+
+# What Redis adds to an error raised by a command inside a script (Redis 7): the script's
+# sha and line, noise to an operator (`… argument script: eab5…, on @user_script:36.`).
+_SCRIPT_WHERE = re.compile(r"\s*script: [0-9a-f]{40}, on @user_script:\d+\.?")
 
 
 def _raw_reply(response: Any, **_options: Any) -> Any:
