@@ -13,6 +13,7 @@ read path; the process tests count what a real worker and `dlq` do with such ent
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -264,11 +265,17 @@ def test_dlq_reads_a_huge_foreign_dead_letter_cut_and_drain_leaves_it(
     assert shown["entry_id"] == foreign
     assert shown["envelope"]["data"]["_cut"] == "the entry is 100,000,007 bytes: shown cut"
     assert DEAD_LETTER_ENTRY_MAX_BYTES < 100_000_007
+    wide = {**os.environ, "COLUMNS": "300"}
+    listed = subprocess.run([*base, "list", *opts], capture_output=True, text=True, env=wide)
+    assert "too big to read whole: 100,000,007 bytes" in listed.stdout, listed.stdout
+    replayed = subprocess.run([*base, "replay", foreign, *opts], capture_output=True, text=True)
+    assert replayed.returncode == 1
+    assert "too big to read whole: 100,000,007 bytes" in replayed.stderr, replayed.stderr
     out = tmp_path / "drained.jsonl"
     proc = subprocess.run(
         [*base, "drain", "--out", str(out), *opts], capture_output=True, text=True
     )
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 1, proc.stderr  # a selected entry left in place, as replay
     assert f"too big to read whole (not written by tutormax): {foreign}" in proc.stderr
     assert [json.loads(x)["envelope"]["data"] for x in out.read_text().splitlines()] == [
         {"tutor_id": "t"}

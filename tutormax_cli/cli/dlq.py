@@ -80,6 +80,8 @@ def _table(streams: Any, shown: list[Any], total: int) -> None:
         key = r.data.get(KINDS[kind].key) if kind in KINDS and not r.raw_entry else None
         first = r.detail[0] if r.detail else {}
         reason = f"{first.get('field')}: {first.get('message')}" if first else ""
+        if r.cut:  # someone else's entry (queue/streams/bounded.py)
+            reason = f"too big to read whole: {r.cut.size:,} bytes"
         cells = (r.entry_id, kind, str(key or "-")[:24], r.error, str(r.attempts), reason[:160])
         table.add_row(*map(Text, cells))  # stored text: never read as markup or emoji codes
     out.print(table)
@@ -185,6 +187,7 @@ def dlq_drain(
 
     Ctrl-C or SIGTERM during the export leaves no file and deletes nothing; once the file
     is in place, the deletion is finished first (again: at once, saying how far it got).
+    Exit code 1 when an entry too big to read whole (not written by tutormax) was left.
 
     Example:
 
@@ -216,3 +219,5 @@ def dlq_drain(
                 f"{', '.join(summary['too_big'][:10])}",
                 markup=False,
             )
+    if summary["too_big"]:  # selected and left in place, as replay does: exit 1
+        raise typer.Exit(1)
