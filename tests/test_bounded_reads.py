@@ -213,6 +213,18 @@ def _peak_mib(cmd: list[str], timeout: float = 300) -> tuple[subprocess.Complete
     return subprocess.CompletedProcess(cmd, proc.returncode, rest, proc.stderr), int(first) / 1024
 
 
+def _worker_beside(
+    streams: Streams, pg_url: str, redis_url: str, prefix: str, what: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A worker run (--burst) within 300 MiB: its summary and the one dead letter."""
+    proc, peak = _peak_mib(worker_cmd(pg_url, redis_url, prefix))
+    assert proc.returncode == 0, proc.stderr
+    print(f"worker peak beside {what}: {peak:.0f} MiB")
+    assert peak < 300, peak
+    ((_, letter),) = dead_letters(streams)
+    return json.loads(proc.stdout), letter
+
+
 BIG = 200_000_000  # one entry: the worker read it whole before (and peaked near 500 MiB)
 
 
@@ -223,13 +235,8 @@ def test_a_worker_dead_letters_a_huge_entry_without_reading_it(
     publish(streams, "tutors", [jsonable(tutor(0))])
     huge = xadd_raw(streams, "sessions", {"message": b"{" * BIG, "trace": "t-1"})
     publish(streams, "tutors", [jsonable(tutor(1))])
-    proc, peak = _peak_mib(worker_cmd(pg_url, redis_url, prefix))
-    assert proc.returncode == 0, proc.stderr
-    print(f"worker peak with a {BIG:,}-byte entry: {peak:.0f} MiB")
-    assert peak < 300, peak
-    summary = json.loads(proc.stdout)
+    summary, letter = _worker_beside(streams, pg_url, redis_url, prefix, f"a {BIG:,}-byte entry")
     assert (summary["read"], summary["persisted"], summary["dead_lettered"]) == (3, 2, 1)
-    ((_, letter),) = dead_letters(streams)
     meta = letter["metadata"]
     assert meta["source_id"] == huge and meta["error"] == "poison" and meta["raw_entry"]
     assert f"entry of {BIG + 7 + 5 + 3:,} bytes is over the {ENTRY_MAX_BYTES:,}" in json.dumps(
@@ -306,13 +313,8 @@ def test_a_worker_passes_an_entry_of_millions_of_fields_once(
     finally:
         client.close()
     publish(streams, "tutors", [jsonable(tutor(0))])
-    proc, peak = _peak_mib(worker_cmd(pg_url, redis_url, prefix))
-    assert proc.returncode == 0, proc.stderr
-    print(f"worker peak with an entry of 2M fields: {peak:.0f} MiB")
-    assert peak < 300, peak
-    summary = json.loads(proc.stdout)
+    summary, letter = _worker_beside(streams, pg_url, redis_url, prefix, "an entry of 2M fields")
     assert (summary["persisted"], summary["dead_lettered"]) == (1, 1)
-    ((_, letter),) = dead_letters(streams)
     assert letter["metadata"]["source_id"] == huge
     size = sum(len(b"%d" % i) for i in range(2_000_000))  # bytes first, then fields
     assert f"entry of {size:,} bytes is over the {ENTRY_MAX_BYTES:,}-byte cap" in json.dumps(
