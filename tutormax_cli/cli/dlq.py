@@ -81,7 +81,7 @@ def _table(streams: Any, shown: list[Any], total: int) -> None:
         first = r.detail[0] if r.detail else {}
         reason = f"{first.get('field')}: {first.get('message')}" if first else ""
         if r.cut:  # someone else's entry (queue/streams/bounded.py)
-            reason = f"too big to read whole: {r.cut.size:,} bytes"
+            reason = r.cut.too_big
         cells = (r.entry_id, kind, str(key or "-")[:24], r.error, str(r.attempts), reason[:160])
         table.add_row(*map(Text, cells))  # stored text: never read as markup or emoji codes
     out.print(table)

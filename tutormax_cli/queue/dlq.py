@@ -154,7 +154,7 @@ def _replayed_note(result: ReplayResult) -> str:
 
 def why_not_replayable(streams: Streams, record: DeadLetterRecord) -> str | None:
     if record.cut:
-        return f"too big to read whole: {record.cut.size:,} bytes, not written by tutormax"
+        return f"{record.cut.too_big}, not written by tutormax"
     source = record.source_stream
     if source is None or streams.kind_of(source) is None:
         return f"unknown source stream {source!r}"

@@ -31,6 +31,9 @@ FIELD = "message"  # the one field of a stream entry
 _FIELD_BYTES = FIELD.encode()
 MESSAGE_MAX_BYTES = 1 << 20  # SPEC §6a: a bigger message is poison, not parsed
 POISON_KEEP_BYTES = 64 << 10  # how much of an oversized message its dead letter keeps
+# An entry of more fields is not read whole (queue/streams/bounded.py), and a poison dead
+# letter keeps at most this many of an entry's fields: a TutorMax entry has one.
+ENTRY_MAX_FIELDS = 1024
 ENVELOPE_MAX_DEPTH = JSON_MAX_DEPTH + 1  # the data is a record; the envelope is one more level
 ENVELOPE_KEYS = ("id", "timestamp", "channel", "data", "checksum")  # metadata is optional
 
@@ -243,6 +246,11 @@ class Cut(NamedTuple):
     omitted_bytes: int
     fields: int
 
+    @property
+    def too_big(self) -> str:
+        """What dlq says of such an entry (over a byte cap, or ENTRY_MAX_FIELDS fields)."""
+        return f"too big to read whole: {self.size:,} bytes in {self.fields:,} field(s)"
+
 
 @dataclass
 class Message:
@@ -272,7 +280,7 @@ class Message:
         values = names = POISON_KEEP_BYTES
         omitted, omitted_bytes = (self.cut.omitted, self.cut.omitted_bytes) if self.cut else (0, 0)
         for k, v in self.fields.items():
-            if values <= 0 or len(k) > names:
+            if values <= 0 or len(k) > names or len(out) >= ENTRY_MAX_FIELDS:
                 omitted, omitted_bytes = omitted + 1, omitted_bytes + len(k) + len(v)
                 continue
             out[text(k)] = text(v[:values])

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..envelope import MESSAGE_MAX_BYTES, POISON_KEEP_BYTES, Cut, Message, text
+from ..envelope import ENTRY_MAX_FIELDS, MESSAGE_MAX_BYTES, POISON_KEEP_BYTES, Cut, Message, text
 from .budget import ReadBudget
 from .connection import Connection
 
@@ -36,9 +36,6 @@ ENTRY_MAX_BYTES = MESSAGE_MAX_BYTES + POISON_KEEP_BYTES
 # below this; an entry over it is someone else's, shown cut and never drained.
 DEAD_LETTER_ENTRY_MAX_BYTES = 16 * MESSAGE_MAX_BYTES
 RANGE_REPLY_BYTES = 16 << 20  # a range read returns entries up to about this many bytes
-# An entry of more fields is cut too: a TutorMax entry has one, and each field costs Redis
-# ~1.5 µs to copy into Lua and the worker ~100 bytes once read (278k fields in 1.1 MB).
-ENTRY_MAX_FIELDS = 1024
 # A script stops reading more entries once it has copied this many fields (~0.4 s of Redis):
 # a script cannot be interrupted, and Redis answers BUSY to every client while one runs.
 CALL_FIELDS = 1 << 18
@@ -47,7 +44,8 @@ IDS_CHUNK = 1000  # ids per XCLAIM (Lua's unpack takes a few thousand arguments 
 # ARGV[1], ARGV[2]: entry_max, keep. size(f): an entry's bytes and fields. cut(e) makes an
 # entry {id, fields} over entry_max bytes or ENTRY_MAX_FIELDS fields {id, kept fields, size,
 # fields omitted, their bytes, fields}: the fields in order while their values fit in KEEP
-# bytes together (the last one cut there) and their names in KEEP, as Message.raw_entry
+# bytes together (the last one cut there), their names in KEEP and they number at most
+# ENTRY_MAX_FIELDS (empty ones cost no bytes), as Message.raw_entry
 # keeps a poison entry's (a name given twice is kept as Redis holds it). Both look at each
 # field once: Lua has copied the entry already (~1.5 µs a field), and a name or value is
 # never copied again but the kept ones.
@@ -67,7 +65,7 @@ local function cut(e)
   local kept, values, names, omitted, omitted_bytes = {}, KEEP, KEEP, 0, 0
   for i = 1, #f - 1, 2 do
     local k, v = f[i], f[i + 1]
-    if values <= 0 or #k > names then
+    if values <= 0 or #k > names or #kept >= 2 * FIELDS_MAX then
       omitted, omitted_bytes = omitted + 1, omitted_bytes + #k + #v
     else
       kept[#kept + 1] = k

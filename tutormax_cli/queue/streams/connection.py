@@ -71,8 +71,6 @@ class Connection:
         self._client: Any = None
         self._scripts: dict[str, Any] = {}
         self._cursors: dict[str, str] = {}  # XAUTOCLAIM scan position per stream
-        # stream → (the group's last-delivered id, the id of the entry after it): GroupOps.marks
-        self._next_ids: dict[str, tuple[str, str | None]] = {}
 
     def stream(self, kind: str) -> str:
         return self._names[kind]

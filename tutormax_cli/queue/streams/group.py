@@ -193,7 +193,9 @@ class GroupOps(BoundedReads):
                         self.stream(kind),
                     )
                 groups[kind] = g[0]
-            nexts = self._next_undelivered(groups)
+            nexts = self.first_ids(
+                [(self.stream(k), f"({text(groups[k]['last-delivered-id'])}") for k in KIND_ORDER]
+            )
         clock = f"{int(now[0]) * 1000 + int(now[1]) // 1000}-0"
         out = {}
         for kind, p, nxt in zip(KIND_ORDER, pending, nexts, strict=True):
@@ -206,26 +208,6 @@ class GroupOps(BoundedReads):
                 clock=clock,
             )
         return out
-
-    def _next_undelivered(self, groups: dict[str, Any]) -> list[str | None]:
-        """The id of each stream's first entry after the group's last-delivered id. Read
-        again only when that id moved, when there was none, or when Redis cannot vouch that
-        nothing was deleted after it (its `lag` is null): while the group stands still, the
-        next entry stays the next (new ones come after it), and reading it costs Redis a
-        copy of it into Lua every batch (bounded.py; an entry of a million fields: over a
-        second)."""
-        lasts = {k: text(groups[k]["last-delivered-id"]) for k in KIND_ORDER}
-        stale = [
-            k for k in KIND_ORDER
-            if groups[k].get("lag") is None
-            or self._next_ids.get(self.stream(k), ("", None))[1] is None
-            or self._next_ids[self.stream(k)][0] != lasts[k]
-        ]  # fmt: skip
-        if stale:
-            fresh = self.first_ids([(self.stream(k), f"({lasts[k]}") for k in stale])
-            for k, nxt in zip(stale, fresh, strict=True):
-                self._next_ids[self.stream(k)] = (lasts[k], nxt)
-        return [self._next_ids[self.stream(k)][1] for k in KIND_ORDER]
 
     def first_foreign(
         self, kind: str, start: str, end: str, ours: set[str], page: int = 200
