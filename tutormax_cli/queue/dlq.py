@@ -196,9 +196,7 @@ def drain(
                 if record.cut:  # someone else's entry, too big to read whole: not exported
                     too_big.append(record.entry_id)
                     continue
-                # as the stream holds it: Python's JSON, a NaN bare, so the checksum holds
-                # (this file is the dead letters' only copy once drained; SPEC §6)
-                fh.write(dumps_as_written(record.written(), sort_keys=False) + "\n")
+                fh.write(_line(record))
                 written.append(record)
             fh.flush()
             os.fsync(fh.fileno())
@@ -240,13 +238,20 @@ def drain(
     }
 
 
+def _line(record: DeadLetterRecord) -> str:
+    """A dead letter's line in drain's file, as the stream holds it: Python's JSON (a NaN
+    bare, so the checksum holds), each number as written (this file is the dead letters'
+    only copy once drained; SPEC §6)."""
+    return dumps_as_written(record.written(), sort_keys=False) + "\n"
+
+
 def _rewrite(out: Path, records: list[DeadLetterRecord]) -> None:
     """The drained file again, holding only `records` (written aside, then put in place)."""
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
         with tmp.open("w", encoding="utf-8") as fh:
             for record in records:
-                fh.write(dumps_as_written(record.written(), sort_keys=False) + "\n")
+                fh.write(_line(record))
             fh.flush()
             os.fsync(fh.fileno())
         with held():

@@ -6,10 +6,13 @@ before it found the entry poison (it is over the message cap), and the dead-lett
 was read 1,000 entries a page, whatever their size. So every read of entries goes through
 a script here that runs the command in Redis and cuts its reply there:
 
-- an entry over `entry_max` bytes (field names and values together) comes back *cut*: the
-  fields a poison dead letter keeps of it (`Message.raw_entry`'s rule: its values up to
-  POISON_KEEP_BYTES together, cut there, and as much of its field names), with its size
-  and how many fields (and bytes) were left out: `Cut`;
+- an entry over `entry_max` bytes (field names and values together) or ENTRY_MAX_FIELDS
+  fields comes back *cut*: the fields a poison dead letter keeps of it
+  (`Message.raw_entry`'s rule: its values up to POISON_KEEP_BYTES together, cut there, as
+  much of its field names, at most ENTRY_MAX_FIELDS fields), with its size, its fields and
+  how many (and how many bytes) were left out: `Cut`;
+- a script stops taking more entries once it has copied CALL_FIELDS fields: Redis answers
+  every other client BUSY while a script runs;
 - a read that needs only ids (the first entry of a stream, the next one after a position,
   which entries are not ours) gets only ids;
 - a range read stops once its entries' bytes reach `reply_max` (at least one entry), and

@@ -272,8 +272,8 @@ class DeadLetterOps(BoundedReads):
                     continue
                 stream, _, source_id = text(mark).rpartition(" ")
                 if stream not in first:
-                    first_id = self.first_id(stream)
-                    first[stream] = entry_key(first_id) if first_id else None
+                    head_id = self.first_id(stream)
+                    first[stream] = entry_key(head_id) if head_id else None
                 head = first[stream]
                 try:
                     if head is None or entry_key(source_id) < head:
